@@ -1,0 +1,254 @@
+"""Process settings from config.toml: one frozen object, validated at start, no I/O at import.
+
+Runtime entities (users, keys, database-added backends, policy overrides) live in SQLite;
+this file only holds what a process needs before it can open the database.
+Unknown keys and bad values raise ConfigError naming the key, so a typo fails loudly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_CONFIG = "./config.toml"
+DEFAULT_BLOCKED = (
+    "/api/pull",
+    "/api/push",
+    "/api/create",
+    "/api/copy",
+    "/api/delete",
+    "/api/blobs/*",
+)
+
+
+class ConfigError(ValueError):
+    """A bad or unknown setting; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    listen: str = "127.0.0.1:8080"
+    workers: int = 1
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_header_bytes: int = 16 * 1024
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    idle_timeout_s: float = 75.0
+    drain_timeout_s: float = 30.0
+    max_connections_per_ip: int = 0  # 0 = unlimited
+    trusted_proxies: tuple[str, ...] = ()
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    listen: str = "127.0.0.1:8081"
+    session_lifetime_s: int = 8 * 3600
+    session_secret_file: str = ""  # default: <database dir>/admin-session.secret
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    path: str = "./data/fortress.db"
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    name: str
+    url: str
+    type: str = "ollama"
+    weight: int = 1
+    credential_env: str = ""  # name of an environment variable holding the credential
+    models: tuple[str, ...] = ()
+    max_concurrent: int = 0
+    ca_bundle: str = ""
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    blocked_endpoints: tuple[str, ...] = DEFAULT_BLOCKED
+    ip_allow: tuple[str, ...] = ()
+    ip_deny: tuple[str, ...] = ()
+    key_in_query: bool = False
+    key_in_body: bool = False
+    allowed_registries: tuple[str, ...] = ("registry.ollama.ai",)
+    allow_cloud_models: bool = False
+    auth_fail_limit: int = 50
+    auth_fail_window_s: float = 60.0
+    auth_lockout_s: float = 300.0
+    secrets_key_file: str = ""  # default: <database dir>/secrets.key
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    rate: str = ""  # default per-key request rate, e.g. "600/1m"; empty = unlimited
+    tokens: str = ""
+    max_concurrent: int = 0
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    retries: int = 2
+    backoff_base_ms: float = 50.0
+    retry_budget_ms: float = 2000.0
+    connect_timeout_s: float = 5.0
+    first_byte_timeout_s: float = 300.0
+    idle_timeout_s: float = 120.0
+    inventory_interval_s: float = 10.0
+    health_interval_s: float = 5.0
+    queue_timeout_s: float = 30.0
+    pool_max_idle: int = 64
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    redis_url: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    backends: tuple[BackendConfig, ...] = ()
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    source: str = ""  # the file this came from, "" for built-in defaults
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.database.path).resolve().parent
+
+
+_SECTIONS: dict[str, type] = {
+    "proxy": ProxyConfig,
+    "admin": AdminConfig,
+    "database": DatabaseConfig,
+    "security": SecurityConfig,
+    "limits": LimitsConfig,
+    "routing": RoutingConfig,
+    "cluster": ClusterConfig,
+}
+
+
+def _coerce(where: str, expected: Any, value: Any) -> Any:
+    """Check one value against its field type; tuples accept TOML arrays."""
+    if expected in ("tuple[str, ...]",):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: expected a list of strings")
+        return tuple(value)
+    if expected == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false")
+        return value
+    if expected == "int":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"{where}: expected a non-negative integer")
+        return value
+    if expected == "float":
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{where}: expected a non-negative number")
+        return float(value)
+    if expected == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string")
+        return value
+    raise ConfigError(f"{where}: unsupported type {expected}")  # pragma: no cover
+
+
+def _build(cls: type, where: str, table: Any) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{where}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(f"unknown key {where}.{key}")
+        values[key] = _coerce(f"{where}.{key}", fields[key].type, value)
+    try:
+        return cls(**values)
+    except TypeError as exc:  # a required field is missing
+        missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING]
+        raise ConfigError(f"[{where}] is missing {', '.join(missing)}") from exc
+
+
+def _check(cfg: Config) -> Config:
+    from fortress.addr import parse_listen  # local import: config has no import-time deps
+
+    parse_listen(cfg.proxy.listen, "proxy.listen")
+    parse_listen(cfg.admin.listen, "admin.listen")
+    if cfg.proxy.workers < 1:
+        raise ConfigError("proxy.workers: must be at least 1")
+    if bool(cfg.proxy.tls_cert) != bool(cfg.proxy.tls_key):
+        raise ConfigError("proxy.tls_cert and proxy.tls_key must be set together")
+    if cfg.proxy.max_header_bytes < 1024:
+        raise ConfigError("proxy.max_header_bytes: must be at least 1024")
+    names: set[str] = set()
+    for i, b in enumerate(cfg.backends):
+        where = f"backends[{i}]"
+        if b.name in names:
+            raise ConfigError(f"{where}.name: duplicate backend name {b.name!r}")
+        names.add(b.name)
+        if b.type not in ("ollama", "openai"):
+            raise ConfigError(f"{where}.type: must be 'ollama' or 'openai'")
+        if not b.url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}.url: must start with http:// or https://")
+    from fortress.pipeline.windows import parse_rate
+
+    for key in ("rate", "tokens"):
+        text = getattr(cfg.limits, key)
+        if text:
+            try:
+                parse_rate(text)
+            except ValueError as exc:
+                raise ConfigError(f"limits.{key}: {exc}") from None
+    return cfg
+
+
+def parse(data: dict[str, Any], source: str = "") -> Config:
+    """Build a Config from a parsed TOML document."""
+    parts: dict[str, Any] = {}
+    for key, table in data.items():
+        if key == "backends":
+            if not isinstance(table, list):
+                raise ConfigError("[[backends]] must be an array of tables")
+            parts["backends"] = tuple(
+                _build(BackendConfig, f"backends[{i}]", t) for i, t in enumerate(table)
+            )
+        elif key in _SECTIONS:
+            parts[key] = _build(_SECTIONS[key], key, table)
+        else:
+            raise ConfigError(f"unknown section [{key}]")
+    return _check(Config(source=source, **parts))
+
+
+def config_path(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("FORTRESS_CONFIG") or DEFAULT_CONFIG
+
+
+def load(path: str | None = None) -> Config:
+    """Load the config file; a missing default file means built-in defaults."""
+    chosen = config_path(path)
+    p = Path(chosen)
+    if not p.exists():
+        if path or os.environ.get("FORTRESS_CONFIG"):
+            raise ConfigError(f"config file not found: {chosen}")
+        return _check(Config())
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{chosen}: {exc}") from None
+    cfg = parse(data, source=str(p))
+    # a relative database path is relative to the config file, so commands work from any directory
+    db = Path(cfg.database.path)
+    if not db.is_absolute():
+        cfg = dataclasses.replace(cfg, database=DatabaseConfig(str((p.parent / db).resolve())))
+    return cfg

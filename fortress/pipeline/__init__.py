@@ -1,0 +1,1 @@
+"""Pure decision stages of the hot path: no sockets, no database, unit-testable."""

@@ -1,0 +1,1 @@
+"""The proxy process: asyncio protocols on uvloop + httptools. Never imports aiosqlite."""

@@ -1,0 +1,1 @@
+"""The only package that opens SQLite: schema, migrations, repositories, snapshot, usage."""
