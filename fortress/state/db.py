@@ -1,0 +1,123 @@
+"""Opening the SQLite database and bringing its schema up to date.
+
+Every process opens its own connections through connect(), so all of them share one set of pragmas
+(WAL, a 5 s busy timeout, foreign keys). Connections run in autocommit mode: a write that needs
+several statements says so with `async with transaction(db):`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+
+_HERE = Path(__file__).resolve().parent
+SCHEMA_FILE = _HERE / "schema.sql"
+MIGRATIONS_DIR = _HERE / "migrations"  # later changes: NNN_what.sql, NNN from 002 upwards
+_MIGRATION_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+def migrations() -> list[tuple[int, Path]]:
+    """All migrations in order: schema.sql is version 1, then migrations/NNN_*.sql."""
+    found = [(1, SCHEMA_FILE)]
+    if MIGRATIONS_DIR.is_dir():
+        for p in sorted(MIGRATIONS_DIR.iterdir()):
+            m = _MIGRATION_NAME.match(p.name)
+            if m:
+                found.append((int(m.group(1)), p))
+    versions = [v for v, _ in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migration versions must be 1..N without gaps, found {versions}")
+    return found
+
+
+def latest_version() -> int:
+    return len(migrations())
+
+
+def statements(script: str) -> list[str]:
+    """Split an SQL script into complete statements (triggers keep their inner semicolons)."""
+    out: list[str] = []
+    buf: list[str] = []
+    for line in script.splitlines():
+        if not buf and (not line.strip() or line.lstrip().startswith("--")):
+            continue
+        buf.append(line)
+        text = "\n".join(buf)
+        if sqlite3.complete_statement(text):
+            out.append(text.strip())
+            buf = []
+    if "".join(buf).strip():
+        raise ValueError(f"incomplete SQL statement at the end of the script: {buf[0]!r}")
+    return out
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the parent directory and an empty database file readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+
+
+async def connect(path: str | os.PathLike[str]) -> aiosqlite.Connection:
+    """Open the database with Fortress's pragmas; rows come back as sqlite3.Row."""
+    db = await aiosqlite.connect(os.fspath(path), isolation_level=None)
+    db.row_factory = aiosqlite.Row
+    await db.execute("PRAGMA busy_timeout = 5000")
+    await db.execute("PRAGMA journal_mode = WAL")
+    await db.execute("PRAGMA synchronous = NORMAL")
+    await db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+@asynccontextmanager
+async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """One write transaction, taken up front (IMMEDIATE) so it never fails half-way on a lock."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
+    await db.execute("COMMIT")
+
+
+async def schema_version(db: aiosqlite.Connection) -> int:
+    """0 for an empty database, else the version recorded by migrate()."""
+    async with db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'") as cur:
+        if await cur.fetchone() is None:
+            return 0
+    async with db.execute("SELECT value FROM meta WHERE key = 'schema_version'") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def migrate(path: str | os.PathLike[str]) -> int:
+    """Create or upgrade the database to the latest version; safe to run again or concurrently.
+
+    Each migration runs in one IMMEDIATE transaction with its schema_version bump, so two processes
+    starting together apply it once and a crash never leaves half a schema. Returns the version.
+    """
+    target = Path(path)
+    _prepare_file(target)
+    db = await connect(target)
+    try:
+        for version, file in migrations():
+            async with transaction(db):
+                if await schema_version(db) >= version:
+                    continue
+                for stmt in statements(file.read_text()):
+                    await db.execute(stmt)
+                await db.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                    " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    (str(version),),
+                )
+        return await schema_version(db)
+    finally:
+        await db.close()
