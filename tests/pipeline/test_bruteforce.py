@@ -59,3 +59,11 @@ def test_default_parameters_match_the_design() -> None:
     assert fails.locked("ip", 49.0) == 0.0
     fails.failure("ip", 49.5)
     assert fails.locked("ip", 49.5) == 300.0
+
+
+def test_bounded_even_when_every_entry_is_locked() -> None:
+    fails = AuthFailures(limit=1, window_s=10, lockout_s=10_000, max_entries=10)
+    for i in range(50):
+        fails.failure(f"ip{i}", float(i))
+        assert len(fails) <= 10
+    assert fails.locked("ip49", 50.0) > 0  # the newest lockouts survive
