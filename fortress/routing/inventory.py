@@ -1,0 +1,186 @@
+"""What each backend holds (from /api/tags, /api/ps, /api/version) and which backends hold a model.
+
+Pure state, fed by the poller with parsed JSON. Lookups on the hot path are one dict access: the
+model -> backends index is rebuilt whenever a backend's list changes (off the hot path, at most a few
+times a second). Model objects are kept exactly as the backend sent them, for federation.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+_DEFAULT_HOST = "registry.ollama.ai/"
+_DEFAULT_NAMESPACE = "library/"
+_EXTRA_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def model_key(name: str) -> str:
+    """Ollama's matching rule: case-insensitive, the default tag, host and namespace implied.
+
+    "Llama3" == "llama3:latest" == "library/llama3" == "registry.ollama.ai/library/llama3:latest".
+    """
+    key = name.strip().lower()
+    if key.rfind(":") <= key.rfind("/"):  # no tag (a colon before the last slash is a host port)
+        key += ":latest"
+    if key.startswith(_DEFAULT_HOST):
+        key = key[len(_DEFAULT_HOST) :]
+    if key.startswith(_DEFAULT_NAMESPACE) and key.count("/") == 1:
+        key = key[len(_DEFAULT_NAMESPACE) :]
+    return key
+
+
+def parse_time(text: Any) -> float:
+    """RFC 3339 (Go prints up to nanoseconds) -> Unix seconds; 0.0 when absent or malformed."""
+    if not isinstance(text, str):
+        return 0.0
+    try:
+        return datetime.fromisoformat(_EXTRA_FRACTION.sub(r"\1", text)).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _entries(payload: Any, what: str) -> dict[str, dict[str, Any]]:
+    """The {"models": [...]} list of /api/tags or /api/ps keyed by model_key; junk entries skipped."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("models", 0), list | None):
+        raise ValueError(f"{what}: expected an object with a 'models' list")
+    out: dict[str, dict[str, Any]] = {}
+    for entry in payload.get("models") or ():
+        if not isinstance(entry, dict):
+            continue
+        name = entry.get("name") or entry.get("model")
+        if isinstance(name, str) and name:
+            out[model_key(name)] = entry
+    return out
+
+
+@dataclass(slots=True)
+class BackendInventory:
+    """One backend's last known state; `refreshed_at` is None until /api/tags first answered."""
+
+    name: str
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> /api/tags object
+    modified: dict[str, float] = field(default_factory=dict)  # key -> modified_at as Unix seconds
+    loaded: dict[str, dict[str, Any]] = field(default_factory=dict)  # key -> /api/ps object
+    expected: set[str] = field(default_factory=set)  # sent there since the last /api/ps
+    version: str | None = None
+    refreshed_at: float | None = None
+    static: bool = False  # an OpenAI-type provider: models come from configuration, not polling
+
+
+class Inventory:
+    """All backends' inventories plus the two indexes the router reads on every request."""
+
+    def __init__(self) -> None:
+        self._backends: dict[str, BackendInventory] = {}
+        self._holders: dict[str, tuple[str, ...]] = {}  # model key -> backends that have it
+        self._loaded: dict[str, frozenset[str]] = {}  # model key -> backends that have it in memory
+        self.generation = 0  # bumped on every change, so callers can cache derived bytes
+
+    # -- reads (hot path) ---------------------------------------------------------------------
+    def holders(self, key: str) -> tuple[str, ...]:
+        """Backends whose list contains the model (key from model_key)."""
+        return self._holders.get(key, ())
+
+    def loaded_on(self, key: str) -> frozenset[str]:
+        return self._loaded.get(key, frozenset())
+
+    def loaded_count(self, name: str) -> int:
+        entry = self._backends.get(name)
+        return len(entry.loaded) + len(entry.expected) if entry else 0
+
+    def get(self, name: str) -> BackendInventory | None:
+        return self._backends.get(name)
+
+    def served_name(self, name: str, key: str) -> str | None:
+        """The name the backend itself uses for the model: a provider's own, without its prefix."""
+        entry = self._backends.get(name)
+        found = entry.models.get(key) if entry else None
+        return found.get("model") if found else None
+
+    def __iter__(self) -> Iterator[BackendInventory]:
+        return iter(self._backends.values())
+
+    def unrefreshed(self) -> tuple[str, ...]:
+        """Polled backends that never answered /api/tags: their models are unknown, not absent."""
+        return tuple(b.name for b in self._backends.values() if b.refreshed_at is None and not b.static)
+
+    # -- writes (poller, router) -----------------------------------------------------------------
+    def add(self, name: str) -> None:
+        """Track a polled (Ollama-type) backend whose lists are not known yet."""
+        if name not in self._backends:
+            self._backends[name] = BackendInventory(name)
+            self._changed()
+
+    def set_static(self, name: str, models: Iterable[str]) -> None:
+        """An OpenAI-type provider answers for its configured models as "<provider>/<model>"."""
+        listed: dict[str, dict[str, Any]] = {}
+        for model in models:
+            public = f"{name}/{model}"
+            listed[model_key(public)] = {"name": public, "model": model}
+        self._backends[name] = BackendInventory(name, models=listed, refreshed_at=0.0, static=True)
+        self._changed()
+
+    def set_tags(self, name: str, payload: Any, now: float) -> None:
+        """Apply a parsed /api/tags answer; ValueError if its shape is wrong."""
+        models = _entries(payload, "/api/tags")
+        entry = self._backends.setdefault(name, BackendInventory(name))
+        entry.models = models
+        entry.modified = {k: parse_time(m.get("modified_at")) for k, m in models.items()}
+        entry.refreshed_at = now
+        self._changed()
+
+    def set_ps(self, name: str, payload: Any) -> None:
+        """Apply a parsed /api/ps answer; ValueError if its shape is wrong."""
+        loaded = _entries(payload, "/api/ps")
+        entry = self._backends.setdefault(name, BackendInventory(name))
+        entry.loaded = loaded
+        entry.expected = set()
+        self._changed()
+
+    def set_version(self, name: str, payload: Any) -> None:
+        """Apply a parsed /api/version answer; ValueError if its shape is wrong."""
+        if not isinstance(payload, dict) or not isinstance(payload.get("version"), str):
+            raise ValueError("/api/version: expected an object with a 'version' string")
+        self._backends.setdefault(name, BackendInventory(name)).version = payload["version"]
+
+    def mark_loaded(self, name: str, key: str) -> None:
+        """Routing sent the model there, so it is (being) loaded; the next /api/ps confirms it.
+
+        Without this, a burst for a cold model would load it on every backend before the poller
+        noticed the first one. Kept apart from `loaded`, which holds only what /api/ps reported.
+        """
+        entry = self._backends.get(name)
+        if entry is not None and key not in entry.loaded and key not in entry.expected:
+            entry.expected.add(key)
+            self._loaded[key] = self._loaded.get(key, frozenset()) | {name}  # no full rebuild here
+            self.generation += 1
+
+    def forget(self, name: str, key: str) -> None:
+        """A request found the model missing there: stop routing it there until the next refresh."""
+        entry = self._backends.get(name)
+        if entry is not None and not entry.static and key in entry.models:
+            del entry.models[key]
+            entry.modified.pop(key, None)
+            entry.loaded.pop(key, None)
+            entry.expected.discard(key)
+            self._changed()
+
+    def remove(self, name: str) -> None:
+        if self._backends.pop(name, None) is not None:
+            self._changed()
+
+    def _changed(self) -> None:
+        holders: dict[str, list[str]] = {}
+        loaded: dict[str, set[str]] = {}
+        for entry in self._backends.values():
+            for key in entry.models:
+                holders.setdefault(key, []).append(entry.name)
+            for key in (*entry.loaded, *entry.expected):
+                loaded.setdefault(key, set()).add(entry.name)
+        self._holders = {k: tuple(v) for k, v in holders.items()}
+        self._loaded = {k: frozenset(v) for k, v in loaded.items()}
+        self.generation += 1
