@@ -1,0 +1,72 @@
+"""Fortress for the benchmarks: a fresh database, a real user key and admin key, one worker."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.procs import Service, start
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Keys:
+    user: str  # default policy: the key a normal client would hold
+    admin: str  # admin scope: needed for /api/blobs uploads
+
+
+def config_text(port: int, upstream_port: int, db: Path) -> str:
+    """One worker, default policy (usage recording included); body and idle limits sized for the workloads."""
+    return f"""[proxy]
+listen = "127.0.0.1:{port}"
+workers = 1
+max_body_bytes = {512 * 1024 * 1024}
+idle_timeout_s = 300
+
+[database]
+path = "{db}"
+
+[[backends]]
+name = "bench-upstream"
+url = "http://127.0.0.1:{upstream_port}"
+type = "ollama"
+"""
+
+
+def _cli(config: Path, *args: str, stdin: str = "") -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "fortress", *args, "--config", str(config)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"fortress {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+def prepare(workdir: Path, port: int, upstream_port: int) -> tuple[Path, Keys]:
+    """Write config.toml, create the database, a user and its two keys."""
+    home = workdir / "fortress"
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "config.toml"
+    config.write_text(config_text(port, upstream_port, home / "fortress.db"))
+    _cli(
+        config, "init", "--admin-user", "a", "--admin-password-stdin", stdin=secrets.token_urlsafe(16) + "\n"
+    )
+    _cli(config, "user", "add", "bench")
+    user = _cli(config, "key", "create", "--user", "bench").splitlines()[0].strip()
+    admin = _cli(config, "key", "create", "--user", "bench", "--scope", "admin").splitlines()[0].strip()
+    return config, Keys(user=user, admin=admin)
+
+
+def start_fortress(config: Path, port: int, cpu: str | None, workdir: Path) -> Service:
+    return start(
+        "fortress", [sys.executable, "-m", "fortress", "serve", "--config", str(config)], port, cpu, workdir
+    )

@@ -1,0 +1,88 @@
+"""Verdicts on a summary: the issue's acceptance targets, and the smoke mode's gross-regression gates.
+
+Targets are reported (met or missed, by how much); gates decide the exit status of --smoke and are
+set far from normal figures so that noise never trips them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from bench.stats import Summary, ratio
+
+SMALL = "w1_small_c32"
+SLOW = "w3_slow_streams"
+IDLE = "w4_idle"
+UPLOAD = "w5_upload"
+
+# Smoke gates. The rps floor is relative to nginx on the same machine and run; see bench/README.md.
+MIN_RPS_VS_NGINX = 0.10
+MAX_IDLE_KIB = 50.0
+MAX_UPLOAD_GROWTH_SHARE = 0.5  # RSS growth above half the upload size means the body is being held
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    measured: float
+    goal: str
+    met: bool
+
+    def line(self) -> str:
+        verdict = "met" if self.met else "MISSED"
+        return f"{self.name}: {self.measured:.3g} (goal {self.goal}) {verdict}"
+
+
+def _get(summary: Summary, workload: str, target: str, metric: str) -> float:
+    return summary.get(workload, {}).get(target, {}).get(metric, math.nan)
+
+
+def _check(name: str, measured: float, goal: str, ok: bool) -> Check:
+    return Check(name, measured, goal, ok and not math.isnan(measured))
+
+
+def acceptance(summary: Summary) -> list[Check]:
+    """The issue's targets for Fortress, each as measured in this run."""
+    fx = "fortress"
+    rps = ratio(_get(summary, SMALL, fx, "rps"), _get(summary, SMALL, "nginx", "rps"))
+    cpu = ratio(_get(summary, SMALL, fx, "cpu_s_per_10k"), _get(summary, SMALL, "nginx", "cpu_s_per_10k"))
+    p99 = ratio(_get(summary, SMALL, fx, "p99_ms"), _get(summary, SMALL, "nginx", "p99_ms"))
+    ttft = _get(summary, SLOW, fx, "ttft_p99_ms") - _get(summary, SLOW, "direct", "ttft_p99_ms")
+    idle = _get(summary, IDLE, fx, "rss_per_conn_kib")
+    peak = _get(summary, UPLOAD, fx, "peak_rss_mib")
+    return [
+        _check("W1 c32 requests/s, Fortress / nginx", rps, ">= 0.8", rps >= 0.8),
+        _check("W1 c32 CPU per request, Fortress / nginx", cpu, "<= 2", cpu <= 2),
+        _check("W1 c32 p99 latency, Fortress / nginx", p99, "<= 1.5", p99 <= 1.5),
+        _check("W3 TTFT p99 added by Fortress (ms)", ttft, "<= 2", ttft <= 2),
+        _check("W4 RSS per idle connection (KiB)", idle, "<= 20", idle <= 20),
+        _check("W5 upload peak RSS (MiB)", peak, "< 64", peak < 64),
+    ]
+
+
+def smoke_failures(summary: Summary, upload_mib: int) -> list[str]:
+    """Gross regressions only: errors, a collapse of throughput, per-connection or per-upload bloat.
+
+    A gate applies when its workload ran with Fortress among the targets; a crash shows as errors.
+    """
+    problems = [
+        f"{w} {t}: {figures['errors']:g} failed responses"
+        for w, by_target in summary.items()
+        for t, figures in by_target.items()
+        if figures.get("errors", 0) > 0
+    ]
+    ran = {w for w, by_target in summary.items() if "fortress" in by_target}
+    if SMALL in ran:
+        rps = ratio(_get(summary, SMALL, "fortress", "rps"), _get(summary, SMALL, "nginx", "rps"))
+        if not rps >= MIN_RPS_VS_NGINX:
+            problems.append(f"W1 Fortress requests/s is {rps:.3f}x nginx's (floor {MIN_RPS_VS_NGINX})")
+    if IDLE in ran:
+        idle = _get(summary, IDLE, "fortress", "rss_per_conn_kib")
+        if not idle <= MAX_IDLE_KIB:
+            problems.append(f"W4 Fortress RSS per idle connection {idle:.1f} KiB (ceiling {MAX_IDLE_KIB})")
+    if UPLOAD in ran:
+        growth = _get(summary, UPLOAD, "fortress", "rss_growth_mib")
+        if not growth <= upload_mib * MAX_UPLOAD_GROWTH_SHARE:
+            problems.append(f"W5 Fortress RSS grew {growth:.1f} MiB during a {upload_mib} MiB upload")
+    return problems

@@ -1,0 +1,139 @@
+"""Benchmark processes: start one pinned to a CPU, wait for its port, measure its CPU and RSS, stop it."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+
+def free_port() -> int:
+    """A loopback port the kernel says is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def raise_nofile() -> int:
+    """Lift the soft open-files limit to the hard limit (inherited by children); returns it."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def pinned(argv: list[str], cpu: str | None) -> list[str]:
+    """Prefix argv with taskset (which execs, so the pid stays the measured process)."""
+    if cpu is None or shutil.which("taskset") is None:
+        return argv
+    return ["taskset", "-c", cpu, *argv]
+
+
+@dataclass
+class Service:
+    """A started process listening on a loopback port; its log file says why it died."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.tail()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not listen on {self.port} within {timeout}s: {self.tail()}")
+
+    def tail(self, n: int = 2000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def start(name: str, argv: list[str], port: int, cpu: str | None, log_dir: Path) -> Service:
+    """Start argv pinned to cpu with output in log_dir/<name>.log and wait until it listens."""
+    log = log_dir / f"{name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            pinned(argv, cpu), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    service = Service(name, proc, port, log)
+    try:
+        service.wait_ready()
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+class Meter:
+    """CPU seconds and RSS of a process and its children (a supervisor's workers count too)."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+
+    def _tree(self) -> list[psutil.Process]:
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for p in self._tree():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def rss(self) -> int:
+        total = 0
+        for p in self._tree():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += p.memory_info().rss
+        return total
+
+
+class PeakRss:
+    """Samples a Meter's RSS from a thread (the event loop may be busy) and keeps the maximum."""
+
+    def __init__(self, meter: Meter, interval: float = 0.01) -> None:
+        self.meter = meter
+        self.interval = interval
+        self.peak = meter.rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.meter.rss())
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.meter.rss())

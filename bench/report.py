@@ -1,0 +1,117 @@
+"""Writing results down: a Markdown section for bench/RESULTS.md and a JSON document for machines."""
+
+from __future__ import annotations
+
+import math
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.gates import Check
+from bench.stack import TARGETS
+from bench.stats import Summary, ratio
+
+TITLES = {
+    "w1_small_c32": "W1 small JSON request/response (POST /api/show), 32 keep-alive connections",
+    "w1_small_c256": "W1 small JSON request/response (POST /api/show), 256 keep-alive connections",
+    "w2_fast_stream": "W2 fast stream (/api/generate, 1,000 chunks per response, as fast as the upstream)",
+    "w3_slow_streams": "W3 many slow streams (concurrent /api/generate at a steady token rate)",
+    "w4_idle": "W4 idle keep-alive connections",
+    "w5_upload": "W5 large upload pass-through (POST /api/blobs, admin-scope key)",
+}
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    return {
+        "cpu": cpu,
+        "cores": psutil.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "nginx": nginx.removeprefix("nginx version: "),
+    }
+
+
+def commit(root: Path) -> str:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + (" (working tree has uncommitted changes)" if git("status", "--porcelain") else "")
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def workload_table(name: str, by_target: dict[str, dict[str, float]]) -> list[str]:
+    present = [t for t in TARGETS if t in by_target]
+    metrics = list(next(iter(by_target.values())).keys())
+    lines = [
+        f"#### {TITLES.get(name, name)}",
+        "",
+        "| figure | " + " | ".join(present) + " | fortress / nginx |",
+        "|---" * (len(present) + 2) + "|",
+    ]
+    for m in metrics:
+        values = [by_target[t].get(m, math.nan) for t in present]
+        rel = ratio(
+            by_target.get("fortress", {}).get(m, math.nan), by_target.get("nginx", {}).get(m, math.nan)
+        )
+        lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in values) + f" | {_fmt(rel)} |")
+    return [*lines, ""]
+
+
+def markdown(meta: dict[str, Any], summary: Summary, checks: list[Check]) -> str:
+    m = meta["machine"]
+    lines = [
+        f"### Run {meta['date']} ({meta['mode']})",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
+        f"Python {m['python']}, nginx {m['nginx']}",
+        f"- Commit: {meta['commit']}",
+        f"- Command: `{meta['command']}`",
+        f"- Pinning: {meta['pinning']}",
+        f"- Rounds: {meta['rounds']}, targets in alternation ({' '.join(TARGETS)} per workload per round); "
+        "medians shown, errors summed. For direct, CPU and RSS figures are the upstream's own.",
+        "",
+    ]
+    for name, by_target in summary.items():
+        lines += workload_table(name, by_target)
+    lines += [
+        "#### Targets (Fortress, from this run)",
+        "",
+        "| target | measured | goal | verdict |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {c.name} | {_fmt(c.measured)} | {c.goal} | {'met' if c.met else 'MISSED'} |" for c in checks
+    ]
+    return "\n".join([*lines, "", ""])
+
+
+def jsonable(value: Any) -> Any:
+    """NaN is not JSON: write null instead."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value

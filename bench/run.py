@@ -1,0 +1,183 @@
+"""Run the benchmarks: `python -m bench.run` (full, writes RESULTS.md) or `--smoke` (gates, for test.sh)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import json
+import os
+import shlex
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from bench import workloads as w
+from bench.gates import acceptance, smoke_failures
+from bench.procs import raise_nofile
+from bench.report import commit, jsonable, machine, markdown
+from bench.stack import TARGETS, Cpus, Stack, open_stack
+from bench.stats import Rounds, summarize
+from bench.wrkload import ensure_wrk, run_wrk
+
+ROOT = Path(__file__).resolve().parent.parent
+STATIC_WORKLOADS = ("w1", "w4")  # upstream: static nginx
+SIM_WORKLOADS = ("w2", "w3", "w5")  # upstream: the simulator
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    p.add_argument("--smoke", action="store_true", help="short run with gross-regression gates (exit 1)")
+    p.add_argument("--rounds", type=int, help="override the number of rounds")
+    p.add_argument("--targets", default=",".join(TARGETS), help="comma list of direct,nginx,fortress")
+    p.add_argument("--workloads", default="w1,w2,w3,w4,w5", help="comma list of w1..w5")
+    p.add_argument("--proxy-cpu", default="1", help="CPU list for the proxy under test ('' = no pinning)")
+    p.add_argument("--load-cpu", default="0", help="CPU list for the load client and the upstream")
+    p.add_argument("--results", type=Path, help="Markdown file to append to (full run: bench/RESULTS.md)")
+    p.add_argument("--json", type=Path, help="JSON file to write (full run: bench/results.json)")
+    return p.parse_args(argv)
+
+
+class Bench:
+    """Runs rounds of workloads over a stack's targets and collects one figure dict per run."""
+
+    def __init__(self, plan: w.Plan, cpus: Cpus, workdir: Path) -> None:
+        self.plan = plan
+        self.cpus = cpus
+        self.workdir = workdir
+        self.rounds: Rounds = {}
+        self.runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+    def record(self, name: str, target: str, measure: Callable[[], dict[str, float]]) -> None:
+        try:
+            figures = measure()
+        except Exception:
+            traceback.print_exc()
+            figures = {"errors": 1.0}
+        self.rounds.setdefault(name, {}).setdefault(target, []).append(figures)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in figures.items())
+        print(f"  {name:<16} {target:<9} {shown}", flush=True)
+
+    def static_phase(self, stack: Stack, chosen: set[str]) -> None:
+        for t in stack.targets:  # warm pools, caches and the JIT-less interpreter's own caches
+            run_wrk(
+                f"http://127.0.0.1:{t.port}/api/show",
+                w.SHOW_BODY.decode(),
+                stack.keys.user,
+                32,
+                1.0,
+                self.cpus.load,
+                self.workdir,
+            )
+        for r in range(self.plan.rounds):
+            print(f"round {r + 1}/{self.plan.rounds} (static upstream)", flush=True)
+            if "w1" in chosen:
+                for conns in self.plan.small_connections:
+                    for t in stack.targets:
+                        self.record(
+                            f"w1_small_c{conns}",
+                            t.name,
+                            lambda t=t, c=conns: w.small_requests(
+                                t, stack, c, self.plan.small_seconds, self.cpus, self.workdir
+                            ),
+                        )
+            if "w4" in chosen:
+                for t in stack.targets:
+                    self.record(
+                        "w4_idle",
+                        t.name,
+                        lambda t=t: self.runner.run(w.idle_connections(t, stack, self.plan)),
+                    )
+
+    def sim_phase(self, stack: Stack, chosen: set[str]) -> None:
+        block, digest = w.blob(self.plan.upload_mib) if "w5" in chosen else (b"", "")
+        warm = dataclasses.replace(self.plan, fast_seconds=0.5)
+        for t in stack.targets:
+            self.runner.run(w.fast_stream(t, stack, warm))
+        for r in range(self.plan.rounds):
+            print(f"round {r + 1}/{self.plan.rounds} (simulator upstream)", flush=True)
+            jobs: list[tuple[str, Callable[..., Any]]] = []
+            if "w2" in chosen:
+                jobs.append(("w2_fast_stream", lambda t: w.fast_stream(t, stack, self.plan)))
+            if "w3" in chosen:
+                jobs.append(("w3_slow_streams", lambda t: w.slow_streams(t, stack, self.plan)))
+            if "w5" in chosen:
+                jobs.append(("w5_upload", lambda t: w.upload(t, stack, self.plan, block, digest)))
+            for name, job in jobs:
+                for t in stack.targets:
+                    self.record(name, t.name, lambda t=t, job=job: self.runner.run(job(t)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = w.SMOKE if args.smoke else w.FULL
+    if args.rounds:
+        plan = dataclasses.replace(plan, rounds=args.rounds)
+    names = tuple(t for t in TARGETS if t in args.targets.split(","))
+    chosen = set(args.workloads.split(","))
+    cpus = Cpus(proxy=args.proxy_cpu or None, load=args.load_cpu or None)
+    nofile = raise_nofile()
+    if cpus.load:  # the load client is this process
+        os.sched_setaffinity(0, {int(c) for c in cpus.load.split(",")})
+    ensure_wrk()
+    workdir = Path(tempfile.mkdtemp(prefix="fortress-bench-"))
+    bench = Bench(plan, cpus, workdir)
+    print(f"work directory {workdir}; open-files limit {nofile}", flush=True)
+    try:
+        for kind, group in (("static", STATIC_WORKLOADS), ("sim", SIM_WORKLOADS)):
+            if chosen & set(group):
+                stack = open_stack(kind, names, cpus, workdir / kind, nofile)
+                try:
+                    (bench.static_phase if kind == "static" else bench.sim_phase)(stack, chosen)
+                finally:
+                    stack.close()
+    finally:
+        bench.runner.close()
+
+    summary = summarize(bench.rounds)
+    checks = acceptance(summary)
+    meta = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": "smoke" if args.smoke else "full",
+        "machine": machine(),
+        "commit": commit(ROOT),
+        "command": shlex.join(
+            [".venv/bin/python", "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)]
+        ),
+        "pinning": f"proxy under test on CPU {cpus.proxy}, load client (this process, wrk) and upstream "
+        f"on CPU {cpus.load}",
+        "rounds": plan.rounds,
+    }
+    text = markdown(meta, summary, checks)
+    print(text)
+    results = args.results or (None if args.smoke else ROOT / "bench" / "RESULTS.md")
+    if results:
+        with results.open("a") as f:
+            f.write(text)
+    out = args.json or (None if args.smoke else ROOT / "bench" / "results.json")
+    if out:
+        doc = {
+            "meta": meta,
+            "plan": dataclasses.asdict(plan),
+            "rounds": bench.rounds,
+            "summary": summary,
+            "acceptance": [dataclasses.asdict(c) for c in checks],
+        }
+        out.write_text(json.dumps(jsonable(doc), indent=2) + "\n")
+    if args.smoke:
+        problems = smoke_failures(summary, plan.upload_mib)
+        for p in problems:
+            print(f"SMOKE FAILURE: {p}")
+        print("smoke: " + ("FAILED" if problems else "passed (no gross regression)"))
+        return 1 if problems else 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""The targets side by side: one upstream, then direct, nginx and Fortress in front of it."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench import nginx
+from bench.fortress_proc import Keys, prepare, start_fortress
+from bench.procs import Meter, Service, free_port, start
+
+TARGETS = ("direct", "nginx", "fortress")
+
+
+@dataclass(frozen=True)
+class Cpus:
+    """Where things run: the proxy alone on one core, the load client and the upstream on the other."""
+
+    proxy: str | None = "1"
+    load: str | None = "0"
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    proxy: Meter | None  # the proxy process we measure; None when going direct
+
+
+@dataclass
+class Stack:
+    upstream: Meter
+    keys: Keys
+    targets: list[Target] = field(default_factory=list)
+    services: list[Service] = field(default_factory=list)
+
+    def close(self) -> None:
+        for s in reversed(self.services):
+            s.stop()
+
+
+def _start_upstream(kind: str, port: int, cpus: Cpus, workdir: Path, nofile: int) -> Service:
+    if kind == "static":
+        return nginx.start_nginx(
+            "upstream",
+            nginx.static_upstream_conf(workdir / "upstream", port, nofile),
+            port,
+            cpus.load,
+            workdir,
+        )
+    argv = [sys.executable, "-m", "fortress.sim", "--port", str(port), "--models", nginx.MODEL]
+    return start("sim", argv, port, cpus.load, workdir)
+
+
+def open_stack(kind: str, names: tuple[str, ...], cpus: Cpus, workdir: Path, nofile: int) -> Stack:
+    """Start the upstream ("static" nginx or "sim") and the proxies in names; close() stops them all."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    services: list[Service] = []
+    try:
+        up_port = free_port()
+        up = _start_upstream(kind, up_port, cpus, workdir, nofile)
+        services.append(up)
+        stack = Stack(upstream=Meter(up.proc.pid), keys=Keys("", ""), services=services)
+        if "direct" in names:
+            stack.targets.append(Target("direct", up_port, None))
+        if "nginx" in names:
+            port = free_port()
+            px = nginx.start_nginx(
+                "nginx", nginx.proxy_conf(workdir / "nginx", port, up_port, nofile), port, cpus.proxy, workdir
+            )
+            services.append(px)
+            stack.targets.append(Target("nginx", port, Meter(px.proc.pid)))
+        if "fortress" in names:
+            port = free_port()
+            config, stack.keys = prepare(workdir, port, up_port)
+            fx = start_fortress(config, port, cpus.proxy, workdir)
+            services.append(fx)
+            stack.targets.append(Target("fortress", port, Meter(fx.proc.pid)))
+        return stack
+    except BaseException:
+        for s in reversed(services):
+            s.stop()
+        raise
