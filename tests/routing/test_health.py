@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fortress.routing.health import TRANSITIONS, Breaker, BreakerError, Event, State
+
 from .helpers import FakeClock
 
 

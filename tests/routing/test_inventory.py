@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fortress.routing.inventory import Inventory, model_key, parse_time
+
 from .helpers import ps, tags
 
 
