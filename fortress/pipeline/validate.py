@@ -1,0 +1,354 @@
+"""Ollama-specific request validation and clamping (DESIGN §2 stage 8), pure functions on parsed JSON.
+
+Contract: every check answers None when the request may go on, or a `Reject(status, message)` the chain
+turns into an error in the route's shape; nothing here raises on client input. 400 means the request is
+malformed (bad name, bad digest, legacy field); 403 means it is well formed but refused by policy
+(registry not allow-listed, `insecure`, cloud model, remote host). These checks apply to admin-scope keys
+too: they are what stands between a client and Ollama's known CVEs (OLLAMA_API.md §4).
+
+- Model names follow Ollama's grammar `[host/][namespace/]model[:tag]` (types/model/name.go) with the
+  stricter rules of DESIGN §2.8: no `..`, `\\`, `://`; only the host may carry `:port`.
+- Names that make Ollama pull (pull, push, copy destination, create.from) must resolve to an allow-listed
+  registry; a name without a host resolves to `registry.ollama.ai`, Ollama's default.
+- `:cloud` / `-cloud` names (Ollama then spends the owner's ollama.com account) are refused unless allowed.
+- Digests must be `sha256:` and 64 lower-case hex digits, stricter than Ollama and what clients send.
+- `clamp_options` enforces a key's caps by rewriting the body, so an omitted `num_predict` (unlimited for
+  Ollama) or a negative `keep_alive` (forever) cannot dodge them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import unquote
+
+DEFAULT_REGISTRY = "registry.ollama.ai"
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A refusal: the HTTP status and a message naming the cause (never a secret)."""
+
+    status: int
+    message: str
+
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,349}(?::[0-9]{1,5})?")
+_NAMESPACE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}")
+_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}")  # model and tag
+_MAX_NAME = 350 + 6 + 3 * 81  # host:port/namespace/model:tag
+
+_BAD_DIGEST = Reject(400, "invalid digest format: expected sha256: and 64 lower-case hex digits")
+_INSECURE = Reject(403, "forbidden: insecure registries are not allowed")
+_LEGACY_CREATE = Reject(400, "the legacy 'path' and 'modelfile' fields of /api/create are not accepted")
+_MODEL_REQUIRED = Reject(400, "model is required")
+_NOT_OBJECT = Reject(400, "request body must be a JSON object")
+
+
+def _show(text: str) -> str:
+    """A client string made safe and short for an error message."""
+    return repr(text[:80] + ("..." if len(text) > 80 else ""))
+
+
+def check_digest(text: object) -> Reject | None:
+    """`sha256:<64 lower-case hex>` or a 400."""
+    if isinstance(text, str) and _DIGEST.fullmatch(text):
+        return None
+    return _BAD_DIGEST
+
+
+def blob_digest_from_path(raw_path: str) -> str | Reject:
+    """The digest of `/api/blobs/<digest>` (or of the part after that prefix), percent-decoded and checked.
+
+    Traversal shapes (`/`, `..`, `\\`, also once decoded) are refused before the digest grammar, so the
+    message says what was wrong.
+    """
+    part = raw_path.partition("?")[0]
+    if part.startswith("/api/blobs/"):
+        part = part[len("/api/blobs/") :]
+    decoded = unquote(part) if "%" in part else part  # bad UTF-8 becomes U+FFFD and fails the grammar
+    if "/" in decoded or ".." in decoded or "\\" in decoded:
+        return Reject(400, "invalid digest: path separators and '..' are not allowed")
+    return check_digest(decoded) or decoded
+
+
+def _split_name(name: str) -> tuple[str | None, str | None, str, str | None] | None:
+    """Ollama's ParseName: (host, namespace, model, tag); None for more than three '/' parts."""
+    tag = None
+    colon = name.rfind(":")
+    if colon > name.rfind("/"):
+        name, tag = name[:colon], name[colon + 1 :]
+    parts = name.split("/")
+    if len(parts) == 1:
+        return None, None, parts[0], tag
+    if len(parts) == 2:
+        return None, parts[0], parts[1], tag
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2], tag
+    return None
+
+
+def is_cloud_model(name: str) -> bool:
+    """`x:cloud`, `x:120b-cloud` (and, conservatively, an untagged `x-cloud`)."""
+    return name.lower().endswith((":cloud", "-cloud"))
+
+
+@lru_cache(maxsize=4096)
+def _check_name(name: str, registries: tuple[str, ...] | None, allow_cloud: bool) -> Reject | None:
+    if "://" in name:
+        return Reject(400, f"invalid model name {_show(name)}: a scheme (://) is not allowed")
+    if ".." in name or "\\" in name:
+        return Reject(400, f"invalid model name {_show(name)}: '..' and '\\' are not allowed")
+    parts = _split_name(name)
+    if parts is None:
+        return Reject(400, f"invalid model name {_show(name)}: expected [host/][namespace/]model[:tag]")
+    host, namespace, model, tag = parts
+    if (
+        (host is not None and not _HOST.fullmatch(host))
+        or (namespace is not None and not _NAMESPACE.fullmatch(namespace))
+        or not _PART.fullmatch(model)
+        or (tag is not None and not _PART.fullmatch(tag))
+    ):
+        return Reject(400, f"invalid model name {_show(name)}: expected [host/][namespace/]model[:tag]")
+    if not allow_cloud and is_cloud_model(name):
+        return Reject(403, f"forbidden: cloud model {_show(name)} is not allowed")
+    if registries is not None and (host or DEFAULT_REGISTRY).lower() not in registries:
+        return Reject(403, f"forbidden: registry {_show(host or DEFAULT_REGISTRY)} is not allow-listed")
+    return None
+
+
+def check_model_name(
+    name: object, *, allowed_registries: Collection[str] | None, allow_cloud: bool
+) -> Reject | None:
+    """Grammar and cloud check; with `allowed_registries` also the registry the name pulls from."""
+    if not isinstance(name, str):
+        return Reject(400, "model name must be a string")
+    if len(name) > _MAX_NAME:  # also keeps huge strings out of the memo
+        return Reject(400, f"invalid model name {_show(name)}: too long")
+    registries = None if allowed_registries is None else _lower(tuple(allowed_registries))
+    return _check_name(name, registries, allow_cloud)
+
+
+@lru_cache(maxsize=64)
+def _lower(registries: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(r.lower() for r in registries)
+
+
+def _names(body: dict[str, Any]) -> list[object] | Reject:
+    """The `model`/`name` fields a route reads (Ollama takes the first non-empty), at least one."""
+    found = [body[f] for f in ("model", "name") if body.get(f) not in (None, "")]
+    return found or _MODEL_REQUIRED
+
+
+def _check_names(
+    body: dict[str, Any], registries: Collection[str] | None, allow_cloud: bool
+) -> Reject | None:
+    names = _names(body)
+    if isinstance(names, Reject):
+        return names
+    for name in names:
+        reject = check_model_name(name, allowed_registries=registries, allow_cloud=allow_cloud)
+        if reject is not None:
+            return reject
+    return None
+
+
+def _is_safe_relative_path(path: object) -> bool:
+    """Go's fs.ValidPath, plus no backslash or NUL: what /api/create accepts as a `files` key."""
+    if not isinstance(path, str) or not path or len(path) > 1024 or "\\" in path or "\x00" in path:
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+def _check_digest_map(body: dict[str, Any], field: str) -> Reject | None:
+    files = body.get(field)
+    if files is None:
+        return None
+    if not isinstance(files, dict):
+        return Reject(400, f"'{field}' must be an object of relative path to digest")
+    for path, digest in files.items():
+        if not _is_safe_relative_path(path):
+            return Reject(400, f"invalid '{field}' entry {_show(path)}: file path must be relative")
+        if check_digest(digest) is not None:
+            return Reject(400, f"invalid digest for '{field}' entry {_show(path)}: {_BAD_DIGEST.message}")
+    return None
+
+
+def _pull_push(body: dict[str, Any], registries: Collection[str], allow_cloud: bool) -> Reject | None:
+    if body.get("insecure") not in (None, False):
+        return _INSECURE
+    return _check_names(body, registries, allow_cloud)
+
+
+def _copy(body: dict[str, Any], registries: Collection[str], allow_cloud: bool) -> Reject | None:
+    source, destination = body.get("source"), body.get("destination")
+    if source in (None, "") or destination in (None, ""):
+        return Reject(400, "source and destination are required")
+    return check_model_name(source, allowed_registries=None, allow_cloud=allow_cloud) or check_model_name(
+        destination, allowed_registries=registries, allow_cloud=allow_cloud
+    )
+
+
+def _create(body: dict[str, Any], registries: Collection[str], allow_cloud: bool) -> Reject | None:
+    if "path" in body or "modelfile" in body:
+        return _LEGACY_CREATE
+    if body.get("remote_host") not in (None, "") and not allow_cloud:
+        return Reject(403, "forbidden: models that forward to a remote host are not allowed")
+    reject = _check_names(body, None, allow_cloud)
+    if reject is not None:
+        return reject
+    source = body.get("from")
+    if source not in (None, ""):
+        # `from` pulls implicitly when the model is missing: it is a pull in disguise
+        reject = check_model_name(source, allowed_registries=registries, allow_cloud=allow_cloud)
+        if reject is not None:
+            return reject
+    return _check_digest_map(body, "files") or _check_digest_map(body, "adapters")
+
+
+def _local(body: dict[str, Any], _registries: Collection[str], allow_cloud: bool) -> Reject | None:
+    return _check_names(body, None, allow_cloud)
+
+
+def _inference(body: dict[str, Any], _registries: Collection[str], allow_cloud: bool) -> Reject | None:
+    model = body.get("model")
+    if model in (None, ""):
+        return _MODEL_REQUIRED
+    return check_model_name(model, allowed_registries=None, allow_cloud=allow_cloud)
+
+
+_VALIDATORS = {
+    "/api/pull": _pull_push,
+    "/api/push": _pull_push,
+    "/api/copy": _copy,
+    "/api/create": _create,
+    "/api/delete": _local,
+    "/api/show": _local,
+    "/api/generate": _inference,
+    "/api/chat": _inference,
+    "/api/embed": _inference,
+    "/api/embeddings": _inference,
+}
+
+
+def validate_body(
+    path: str, body: object, *, allowed_registries: Collection[str], allow_cloud: bool
+) -> Reject | None:
+    """Stage 8 for the JSON body of `path` (the route path, no query); other paths pass."""
+    if not isinstance(body, dict):
+        return _NOT_OBJECT
+    check = _VALIDATORS.get(path)
+    if check is None:
+        if path.startswith("/v1/"):
+            check = _inference
+        else:
+            return None
+    return check(body, allowed_registries, allow_cloud)
+
+
+# ---- clamping -------------------------------------------------------------------------------------
+
+_GO_DURATION = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_GENERATES = frozenset(("/api/generate", "/api/chat"))
+_OPENAI_GENERATES = frozenset(("/v1/chat/completions", "/v1/completions"))
+
+
+def parse_go_duration(text: str) -> float | None:
+    """Go's time.ParseDuration ("5m", "1h30m", "-1.5h", "0") in seconds; None when Go would refuse it."""
+    sign = -1.0 if text.startswith("-") else 1.0
+    rest = text[1:] if text[:1] in "+-" else text
+    if rest == "0":
+        return 0.0
+    total, pos = 0.0, 0
+    while pos < len(rest):
+        match = _GO_DURATION.match(rest, pos)
+        if match is None or match.group(1) in ("", "."):
+            return None
+        total += float(match.group(1)) * _GO_UNITS[match.group(2)]
+        pos = match.end()
+    return sign * total if rest else None
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _keep_alive_s(value: object) -> float | None:
+    """Seconds as Ollama reads keep_alive (number of seconds or Go duration); negative = forever."""
+    seconds = parse_go_duration(value) if isinstance(value, str) else _number(value)
+    if seconds is None or math.isnan(seconds):
+        return None
+    return math.inf if seconds < 0 else seconds
+
+
+def _clamp_count(holder: dict[str, Any], field: str, cap: int, insert: bool) -> bool:
+    """Cap a token count; negative (Ollama: unlimited) and non-finite values become the cap."""
+    if field not in holder:
+        if insert:
+            holder[field] = cap
+        return insert
+    value = _number(holder[field])
+    if value is None or 0 <= value <= cap:
+        return False  # wrong types are left for the backend to refuse
+    holder[field] = cap
+    return True
+
+
+def clamp_options(
+    body: dict[str, Any],
+    *,
+    path: str,
+    max_num_ctx: int | None,
+    max_num_predict: int | None,
+    max_keep_alive_s: int | None,
+) -> bool:
+    """Apply a key's caps to the body of route `path` in place; True when the body changed.
+
+    Native routes: `options.num_ctx`, `options.num_predict` (added when missing on generate and chat,
+    since Ollama's default is unlimited) and `keep_alive`. OpenAI routes: `max_tokens` and
+    `max_completion_tokens` (`max_tokens` added on chat and completions when both are missing).
+    An absent `num_ctx` or `keep_alive` is left alone: the backend's own default applies.
+    """
+    changed = False
+    if path.startswith("/v1/"):
+        if max_num_predict is not None:
+            present = "max_tokens" in body or "max_completion_tokens" in body
+            insert = not present and path in _OPENAI_GENERATES
+            changed |= _clamp_count(body, "max_tokens", max_num_predict, insert)
+            if "max_completion_tokens" in body:
+                changed |= _clamp_count(body, "max_completion_tokens", max_num_predict, False)
+    else:
+        options = body.get("options")
+        if options is None and max_num_predict is not None and path in _GENERATES:
+            options = body["options"] = {}
+            changed = True
+        if isinstance(options, dict):
+            if max_num_ctx is not None and "num_ctx" in options:
+                value = _number(options["num_ctx"])
+                if value is not None and not 0 < value <= max_num_ctx:
+                    options["num_ctx"] = max_num_ctx
+                    changed = True
+            if max_num_predict is not None:
+                changed |= _clamp_count(options, "num_predict", max_num_predict, path in _GENERATES)
+    if max_keep_alive_s is not None and body.get("keep_alive") is not None:
+        seconds = _keep_alive_s(body["keep_alive"])
+        if seconds is None or seconds > max_keep_alive_s:
+            body["keep_alive"] = max_keep_alive_s
+            changed = True
+    return changed
+
+
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+
+
+def looks_like_zip(first_bytes: bytes) -> bool:
+    """True for a zip archive's signatures (CVE-2024-45436 Zip Slip via blobs); needs the first 4 bytes."""
+    return first_bytes[:4] in _ZIP_MAGIC
