@@ -71,7 +71,7 @@ class Bench:
                 w.SHOW_BODY.decode(),
                 stack.keys.user,
                 32,
-                1.0,
+                1,
                 self.cpus.load,
                 self.workdir,
             )

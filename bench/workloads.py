@@ -32,7 +32,7 @@ class Plan:
     """Sizes and durations of every workload; FULL is the issue's, SMOKE fits in test.sh."""
 
     rounds: int
-    small_seconds: float
+    small_seconds: int
     small_connections: tuple[int, ...]
     fast_streams: int
     fast_seconds: float
@@ -45,8 +45,8 @@ class Plan:
     upload_mib: int
 
 
-FULL = Plan(3, 10.0, (32, 256), 4, 8.0, 1000, 1000, 20.0, 20.0, 2.0, 5000, 256)
-SMOKE = Plan(1, 2.0, (32,), 2, 2.0, 1000, 100, 20.0, 3.0, 0.5, 1000, 64)
+FULL = Plan(3, 10, (32, 256), 4, 8.0, 1000, 1000, 20.0, 20.0, 2.0, 5000, 256)
+SMOKE = Plan(1, 2, (32,), 2, 2.0, 1000, 100, 20.0, 3.0, 0.5, 1000, 64)
 
 
 def server_meter(target: Target, stack: Stack) -> Meter:
@@ -54,7 +54,7 @@ def server_meter(target: Target, stack: Stack) -> Meter:
 
 
 def small_requests(
-    target: Target, stack: Stack, connections: int, seconds: float, cpus: Cpus, workdir: Path
+    target: Target, stack: Stack, connections: int, seconds: int, cpus: Cpus, workdir: Path
 ) -> dict[str, float]:
     """Workload 1: POST /api/show over keep-alive connections, driven by wrk."""
     meter = server_meter(target, stack)

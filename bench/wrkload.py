@@ -83,16 +83,16 @@ def ensure_wrk() -> str:
 
 
 def run_wrk(
-    url: str, body: str, key: str, connections: int, seconds: float, cpu: str | None, workdir: Path
+    url: str, body: str, key: str, connections: int, seconds: int, cpu: str | None, workdir: Path
 ) -> WrkResult:
-    """One wrk run (1 thread, keep-alive connections) against url."""
+    """One wrk run (1 thread, keep-alive connections) against url; wrk takes whole seconds."""
     lua = workdir / "wrk_post.lua"
     lua.write_text(script(body, key))
     argv = [
         ensure_wrk(),
         "-t1",
         f"-c{connections}",
-        f"-d{seconds:g}s",
+        f"-d{max(1, seconds)}s",
         "--timeout",
         "10s",
         "-s",

@@ -1,0 +1,58 @@
+"""Acceptance targets and smoke gates: which summaries pass, which fail, and why."""
+
+from bench.gates import IDLE, SLOW, SMALL, UPLOAD, acceptance, smoke_failures
+
+
+def healthy() -> dict:
+    return {
+        SMALL: {
+            "direct": {"rps": 100.0, "errors": 0},
+            "nginx": {"rps": 90.0, "cpu_s_per_10k": 0.1, "p99_ms": 1.0, "errors": 0},
+            "fortress": {"rps": 80.0, "cpu_s_per_10k": 0.15, "p99_ms": 1.2, "errors": 0},
+        },
+        SLOW: {"direct": {"ttft_p99_ms": 50.0}, "fortress": {"ttft_p99_ms": 51.0}},
+        IDLE: {"fortress": {"rss_per_conn_kib": 10.0, "errors": 0}},
+        UPLOAD: {"fortress": {"peak_rss_mib": 40.0, "rss_growth_mib": 2.0, "errors": 0}},
+    }
+
+
+def test_all_targets_met() -> None:
+    assert all(c.met for c in acceptance(healthy()))
+
+
+def test_missed_targets_are_named_with_the_measured_value() -> None:
+    s = healthy()
+    s[SMALL]["fortress"]["rps"] = 45.0
+    s[SLOW]["fortress"]["ttft_p99_ms"] = 55.0
+    missed = {c.name: c.measured for c in acceptance(s) if not c.met}
+    assert missed == {"W1 c32 requests/s, Fortress / nginx": 0.5, "W3 TTFT p99 added by Fortress (ms)": 5.0}
+
+
+def test_missing_figures_never_pass() -> None:
+    assert not any(c.met for c in acceptance({}))
+
+
+def test_smoke_passes_a_slow_but_sound_fortress() -> None:
+    s = healthy()
+    s[SMALL]["fortress"]["rps"] = 20.0  # far below the 0.8 target, still no gross regression
+    assert smoke_failures(s, upload_mib=64) == []
+
+
+def test_smoke_fails_on_any_failed_response() -> None:
+    s = healthy()
+    s[SMALL]["nginx"]["errors"] = 1
+    assert smoke_failures(s, 64) == ["w1_small_c32 nginx: 1 failed responses"]
+
+
+def test_smoke_fails_on_gross_regressions() -> None:
+    s = healthy()
+    s[SMALL]["fortress"]["rps"] = 5.0
+    s[IDLE]["fortress"]["rss_per_conn_kib"] = 80.0
+    s[UPLOAD]["fortress"]["rss_growth_mib"] = 64.0
+    problems = smoke_failures(s, 64)
+    assert [p.split(" ")[0] for p in problems] == ["W1", "W4", "W5"]
+
+
+def test_smoke_gates_skip_workloads_fortress_did_not_run() -> None:
+    s = {SMALL: {"direct": {"rps": 1.0, "errors": 0}, "nginx": {"rps": 1.0, "errors": 0}}}
+    assert smoke_failures(s, 64) == []

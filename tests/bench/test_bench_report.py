@@ -1,0 +1,32 @@
+"""The Markdown section appended to bench/RESULTS.md and the JSON written beside it."""
+
+import json
+import math
+
+from bench.gates import acceptance
+from bench.report import jsonable, markdown
+
+META = {
+    "date": "2026-01-01 00:00 UTC",
+    "mode": "full",
+    "machine": {"cpu": "X", "cores": 2, "memory_gib": 1.0, "kernel": "6", "python": "3.11", "nginx": "1.22"},
+    "commit": "abc1234",
+    "command": ".venv/bin/python -m bench.run",
+    "pinning": "proxy on CPU 1",
+    "rounds": 3,
+}
+
+
+def test_markdown_has_the_command_a_table_row_per_figure_and_the_ratio() -> None:
+    summary = {
+        "w1_small_c32": {"direct": {"rps": 300.0}, "nginx": {"rps": 200.0}, "fortress": {"rps": 100.0}}
+    }
+    text = markdown(META, summary, acceptance(summary))
+    assert "- Command: `.venv/bin/python -m bench.run`" in text
+    assert "| rps | 300 | 200 | 100 | 0.5 |" in text
+    assert "| W1 c32 requests/s, Fortress / nginx | 0.5 | >= 0.8 | MISSED |" in text
+
+
+def test_json_has_no_nan() -> None:
+    doc = jsonable({"a": [math.nan, 1.0], "b": {"c": math.nan}})
+    assert json.loads(json.dumps(doc, allow_nan=False)) == {"a": [None, 1.0], "b": {"c": None}}
