@@ -230,13 +230,14 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        tasks = [asyncio.create_task(self._keep(name, cmd)) for name, cmd in self.commands.items()]
-        await self.stopping.wait()
-        log.info("stopping: forwarding SIGTERM to %s", ", ".join(self.procs))
-        for proc in self.procs.values():
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        await asyncio.gather(*tasks)
+        try:
+            tasks = [asyncio.create_task(self._keep(name, cmd)) for name, cmd in self.commands.items()]
+            await self.stopping.wait()
+            log.info("stopping: forwarding SIGTERM to %s", ", ".join(self.procs))
+            await asyncio.gather(*tasks)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
         return 0
 
     async def _keep(self, name: str, cmd: list[str]) -> None:
@@ -248,7 +249,9 @@ class Supervisor:
             waiter = asyncio.create_task(proc.wait())
             stop = asyncio.create_task(self.stopping.wait())
             await asyncio.wait({waiter, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if not waiter.done():  # stopping: give the child its drain deadline
+            if not waiter.done():  # stopping: forward SIGTERM, then give the child its drain deadline
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
                 try:
                     await asyncio.wait_for(asyncio.shield(waiter), self.drain_s)
                 except TimeoutError:
@@ -257,11 +260,13 @@ class Supervisor:
                     await waiter
                 return
             stop.cancel()
+            if self.stopping.is_set():  # it died of the same signal that stops us
+                return
             lived = time.monotonic() - started
             quick_deaths = quick_deaths + 1 if lived < 10 else 0
             delay = min(2.0 ** (quick_deaths - 1), 30.0)  # 0.5 s after a long life, then 1, 2, 4... 30
             log.error(
-                "%s exited with status %s after %.1f s; restarting in %.0f s",
+                "%s exited with status %s after %.1f s; restarting in %.1f s",
                 name,
                 proc.returncode,
                 lived,

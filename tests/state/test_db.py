@@ -1,0 +1,74 @@
+"""Opening and migrating the database: pragmas, file mode, idempotence, concurrent starts."""
+
+from __future__ import annotations
+
+import asyncio
+import stat
+from pathlib import Path
+
+import pytest
+
+from fortress.state import db as dbmod
+
+
+async def test_migrate_creates_a_private_wal_database(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "dir" / "fortress.db"
+    assert await dbmod.migrate(path) == dbmod.latest_version() == 1
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    conn = await dbmod.connect(path)
+    try:
+        pragmas = {}
+        for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys"):
+            async with conn.execute(f"PRAGMA {name}") as cur:
+                pragmas[name] = (await cur.fetchone())[0]
+        assert pragmas == {"journal_mode": "wal", "synchronous": 1, "busy_timeout": 5000, "foreign_keys": 1}
+        async with conn.execute("SELECT key, value FROM meta ORDER BY key") as cur:
+            assert [tuple(r) for r in await cur.fetchall()] == [
+                ("config_version", "1"),
+                ("schema_version", "1"),
+            ]
+        async with conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'") as cur:
+            assert (await cur.fetchone())[0] == 11
+    finally:
+        await conn.close()
+
+
+async def test_migrate_twice_and_concurrently_applies_once(tmp_path: Path) -> None:
+    path = tmp_path / "fortress.db"
+    versions = await asyncio.gather(*(dbmod.migrate(path) for _ in range(4)))
+    assert versions == [1, 1, 1, 1]
+    assert await dbmod.migrate(path) == 1
+    conn = await dbmod.connect(path)
+    try:
+        async with conn.execute("SELECT value FROM meta WHERE key = 'config_version'") as cur:
+            assert (await cur.fetchone())[0] == "1"  # the schema's INSERT ran exactly once
+    finally:
+        await conn.close()
+
+
+async def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
+    path = tmp_path / "fortress.db"
+    await dbmod.migrate(path)
+    conn = await dbmod.connect(path)
+    try:
+        with pytest.raises(RuntimeError):
+            async with dbmod.transaction(conn):
+                await conn.execute("INSERT INTO users (name, created_at) VALUES ('x', 0)")
+                raise RuntimeError("boom")
+        async with conn.execute("SELECT COUNT(*) FROM users") as cur:
+            assert (await cur.fetchone())[0] == 0
+    finally:
+        await conn.close()
+
+
+def test_statements_keeps_trigger_bodies_whole() -> None:
+    script = """-- a comment
+CREATE TABLE t (a);
+CREATE TRIGGER tr AFTER INSERT ON t BEGIN
+    UPDATE t SET a = 1; UPDATE t SET a = 2; END;
+"""
+    out = dbmod.statements(script)
+    assert len(out) == 2
+    assert out[1].startswith("CREATE TRIGGER") and out[1].endswith("END;")
+    with pytest.raises(ValueError, match="incomplete"):
+        dbmod.statements("CREATE TABLE x (a")

@@ -1,0 +1,166 @@
+"""The batched usage writer: nothing lost on close, roll-ups equal to the raw rows, bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiosqlite
+
+from fortress.state.usage import COLUMNS, UsageEvent, UsageWriter, rollup, write_proxy_stats
+
+SCHEMA_COLUMNS = [
+    "ts",
+    "request_id",
+    "key_id",
+    "user_name",
+    "client_ip",
+    "method",
+    "path",
+    "model",
+    "backend",
+    "status",
+    "ttfb_ms",
+    "duration_ms",
+    "bytes_in",
+    "bytes_out",
+    "prompt_eval_count",
+    "eval_count",
+    "stream",
+    "error",
+]
+
+
+def _event(i: int, base: float) -> UsageEvent:
+    return UsageEvent(
+        ts=base + (i % 7) * 1800.0,  # spreads over four hours
+        request_id=f"r{i}",
+        key_id=f"key{i % 3:05d}",
+        user_name=f"user{i % 3}" if i % 11 else None,
+        client_ip="127.0.0.1",
+        method="POST",
+        path="/api/chat",
+        model=("llama3.2", "qwen3:8b", None)[i % 3],
+        backend=f"b{i % 2}",
+        status=(200, 200, 429, 502)[i % 4],
+        ttfb_ms=(i % 5) * 1.5 if i % 13 else None,
+        duration_ms=10.0 + i % 17,
+        bytes_in=100,
+        bytes_out=1000 + i,
+        prompt_eval_count=i % 50,
+        eval_count=None if i % 4 == 2 else i % 90,
+        stream=i % 2,
+    )
+
+
+async def _rows(db: aiosqlite.Connection, sql: str) -> list[tuple]:
+    async with db.execute(sql) as cur:
+        return [tuple(r) for r in await cur.fetchall()]
+
+
+async def test_event_has_exactly_the_usage_columns(db: aiosqlite.Connection) -> None:
+    table = [r[1] for r in await _rows(db, "PRAGMA table_info(usage)")]
+    assert table == ["id", *COLUMNS] == ["id", *SCHEMA_COLUMNS]
+
+
+async def test_close_flushes_everything_and_rollups_match_raw_rows(
+    db: aiosqlite.Connection, db_path: Path
+) -> None:
+    writer = UsageWriter(db_path, interval_s=0.05, max_batch=1000)
+    await writer.start()
+    base = 1_800_000_000.0
+    n = 25_000
+    for i in range(n):
+        writer.record(_event(i, base))
+        if i % 5000 == 0:
+            await asyncio.sleep(0)  # let some batches go out while events keep arriving
+    started = time.perf_counter()
+    await writer.close()
+    elapsed = time.perf_counter() - started
+    assert (writer.written, writer.dropped, writer.pending) == (n, 0, 0)
+    assert await _rows(db, "SELECT COUNT(*), COUNT(DISTINCT request_id) FROM usage") == [(n, n)]
+    raw = await _rows(
+        db,
+        """SELECT CAST(ts / 3600 AS INTEGER) AS hour, COALESCE(user_name, ''), COALESCE(key_id, ''),
+                  COALESCE(model, ''), COALESCE(backend, ''), status, COUNT(*),
+                  SUM(COALESCE(prompt_eval_count, 0)), SUM(COALESCE(eval_count, 0)),
+                  ROUND(SUM(COALESCE(ttfb_ms, 0)), 3), ROUND(SUM(duration_ms), 3), SUM(bytes_out)
+             FROM usage GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6""",
+    )
+    hourly = await _rows(
+        db,
+        """SELECT hour, user_name, key_id, model, backend, status, requests, prompt_tokens,
+                  completion_tokens, ROUND(ttfb_ms_sum, 3), ROUND(duration_ms_sum, 3), bytes_out
+             FROM usage_hourly ORDER BY 1, 2, 3, 4, 5, 6""",
+    )
+    assert len(hourly) > 20 and hourly == raw
+    assert elapsed < 5.0
+
+
+async def test_background_task_writes_without_close(db: aiosqlite.Connection, db_path: Path) -> None:
+    writer = UsageWriter(db_path, interval_s=0.05)
+    await writer.start()
+    try:
+        writer.record(_event(1, time.time()))
+        deadline = time.monotonic() + 3
+        while (await _rows(db, "SELECT COUNT(*) FROM usage"))[0][0] == 0:
+            assert time.monotonic() < deadline, "the writer never wrote"
+            await asyncio.sleep(0.02)
+    finally:
+        await writer.close()
+    assert writer.written == 1
+
+
+async def test_queue_is_bounded_and_counts_drops(db: aiosqlite.Connection, db_path: Path) -> None:
+    writer = UsageWriter(db_path, max_pending=10)
+    for i in range(15):
+        writer.record(_event(i, time.time()))
+    assert (writer.pending, writer.dropped) == (10, 5)
+    await writer.start()
+    await writer.close()
+    assert (await _rows(db, "SELECT COUNT(*) FROM usage"))[0][0] == 10
+
+
+async def test_a_malformed_event_does_not_block_the_queue(db: aiosqlite.Connection, db_path: Path) -> None:
+    writer = UsageWriter(db_path)
+    await writer.start()
+    bad = _event(0, time.time())
+    bad.path = object()  # type: ignore[assignment]  # cannot be bound as an SQL parameter
+    writer.record(bad)
+    await writer.flush()
+    writer.record(_event(1, time.time()))
+    await writer.close()
+    assert (writer.written, writer.dropped) == (1, 1)
+    assert await _rows(db, "SELECT request_id FROM usage") == [("r1",)]
+
+
+def test_rollup_groups_per_hour_and_dimensions() -> None:
+    a = UsageEvent(
+        ts=7200.5,
+        request_id="a",
+        method="GET",
+        path="/",
+        status=200,
+        duration_ms=2.0,
+        prompt_eval_count=1,
+        eval_count=2,
+        bytes_out=10,
+        ttfb_ms=1.0,
+    )
+    b = UsageEvent(
+        ts=10799.0, request_id="b", method="GET", path="/", status=200, duration_ms=3.0, bytes_out=5
+    )
+    c = UsageEvent(ts=10800.0, request_id="c", method="GET", path="/", status=200, duration_ms=1.0)
+    assert rollup([a, b, c]) == {
+        (2, "", "", "", "", 200): [2, 1, 2, 1.0, 5.0, 15],
+        (3, "", "", "", "", 200): [1, 0, 0, 0.0, 1.0, 0],
+    }
+
+
+async def test_proxy_stats_upsert(db: aiosqlite.Connection) -> None:
+    await write_proxy_stats(db, "host:1", 3, 100, 2, 7, '{"backends": {}}')
+    await write_proxy_stats(db, "host:1", 1, 150, 2, 5)
+    await write_proxy_stats(db, "host:2", 0, 1, 0, 1)
+    rows = await _rows(db, "SELECT worker, in_flight, requests, errors, connections, detail FROM proxy_stats")
+    assert sorted(rows) == [("host:1", 1, 150, 2, 5, "{}"), ("host:2", 0, 1, 0, 1, "{}")]
