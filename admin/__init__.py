@@ -1,0 +1,1 @@
+"""The Fortress admin: a separate Litestar + htmx process that shares only the SQLite database."""

@@ -1,0 +1,170 @@
+"""The admin application: Litestar app assembly, session and CSRF set-up, the login gate, run().
+
+The admin shares only the SQLite database with the proxy. Every change it makes bumps the
+database's config_version (schema triggers), which the proxy polls, so edits apply within a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+from litestar import Litestar, Request
+from litestar.config.csrf import CSRFConfig
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.middleware.session.client_side import CookieBackendConfig
+from litestar.response import Redirect, Response
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+
+from admin import queries, secret
+from admin.controllers import ALL as CONTROLLERS
+from admin.headers import security_headers
+from admin.inventory import Inventory
+from admin.lockout import LoginThrottle
+from admin.pulls import Pulls
+from admin.web import is_htmx
+from fortress.addr import parse_listen
+from fortress.config import Config
+from fortress.state.db import connect, migrate
+
+HERE = Path(__file__).resolve().parent
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+log = logging.getLogger("fortress.admin")
+
+
+def served_over_tls(cfg: Config) -> bool:
+    """The admin serves HTTPS with the proxy's certificate when one is configured."""
+    return bool(cfg.proxy.tls_cert and cfg.proxy.tls_key)
+
+
+async def require_login(request: Request) -> Response | None:
+    """Gate every route but /login and /static: a live session, an existing account, the right role."""
+    path = request.url.path
+    if path == "/login" or path.startswith("/static/"):
+        return None
+    session = request.session
+    lifetime = request.app.state.cfg.admin.session_lifetime_s
+    name = session.get("admin")
+    account = None
+    if name and time.time() - float(session.get("login_at", 0)) < lifetime:
+        account = await queries.get_admin(request.app.state.db, name)
+    if account is None:
+        request.clear_session()
+        if is_htmx(request):
+            return Response(content="", status_code=401, headers={"HX-Redirect": "/login"})
+        return Redirect(path="/login", status_code=303)
+    request.state.admin = account
+    if request.method not in SAFE_METHODS and account.role != "admin":
+        return Response(
+            content="Your account is read-only (viewer).", status_code=403, media_type="text/plain"
+        )
+    return None
+
+
+def _ts(value: float | None) -> str:
+    if not value:
+        return "never"
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _num(value: float | None) -> str:
+    return f"{value or 0:,.0f}"
+
+
+def _size(value: float | None) -> str:
+    size = float(value or 0)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return ""  # pragma: no cover
+
+
+def _engine(engine: JinjaTemplateEngine) -> None:
+    engine.engine.filters.update(ts=_ts, num=_num, size=_size)
+
+
+def create_app(cfg: Config, *, throttle: LoginThrottle | None = None) -> Litestar:
+    """The admin app for `cfg`; the database must exist (`fortress init`), it is migrated if older."""
+    key = secret.load_or_create(secret.secret_path(cfg))
+    tls = served_over_tls(cfg)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await migrate(cfg.database.path)
+        app.state.db = await connect(cfg.database.path)
+        app.state.pulls = Pulls()
+        app.state.inventory = Inventory()
+        psutil.cpu_percent(interval=None)  # primes the counter: the first call always says 0
+        try:
+            yield
+        finally:
+            await app.state.pulls.close()
+            await app.state.db.close()
+
+    session = CookieBackendConfig(
+        secret=key,
+        key="fortress_session",
+        max_age=cfg.admin.session_lifetime_s,
+        httponly=True,
+        secure=tls,
+        samesite="strict",
+        exclude=["/static"],
+    )
+    csrf = CSRFConfig(
+        secret=hmac.new(key, b"csrf", hashlib.sha256).hexdigest(),
+        cookie_name="fortress_csrf",
+        cookie_httponly=True,
+        cookie_secure=tls,
+        cookie_samesite="strict",
+        header_name="x-csrftoken",
+    )
+    app = Litestar(
+        route_handlers=[
+            *CONTROLLERS,
+            create_static_files_router(path="/static", directories=[HERE / "static"]),
+        ],
+        lifespan=[lifespan],
+        middleware=[security_headers, session.middleware],
+        csrf_config=csrf,
+        before_request=require_login,
+        template_config=TemplateConfig(
+            directory=HERE / "templates", engine=JinjaTemplateEngine, engine_callback=_engine
+        ),
+        openapi_config=None,
+        debug=False,
+    )
+    app.state.cfg = cfg
+    app.state.throttle = throttle or LoginThrottle()
+    app.state.tls = tls
+    return app
+
+
+def run(cfg: Config) -> int:
+    """Serve the admin on admin.listen until interrupted (uvicorn); returns the exit code."""
+    import uvicorn
+
+    host, port = parse_listen(cfg.admin.listen, "admin.listen")
+    tls = served_over_tls(cfg)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(cfg),
+            host=host,
+            port=port,
+            ssl_certfile=cfg.proxy.tls_cert if tls else None,
+            ssl_keyfile=cfg.proxy.tls_key if tls else None,
+            log_level="warning",
+            proxy_headers=False,
+            server_header=False,
+        )
+    )
+    server.run()
+    return 0

@@ -1,0 +1,69 @@
+"""The dashboard: host load, live proxy figures, backend health and loaded models, busiest keys.
+
+The page polls /dashboard/live every 2 s (htmx) and swaps one fragment. The proxy's figures come
+from proxy_stats (one row per worker, refreshed each second), so the admin never asks the proxy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import psutil
+from litestar import Controller, Request, get
+from litestar.response import Template
+
+from admin import inventory, queries
+from admin.web import cfg, db, page
+
+
+@dataclass(frozen=True)
+class Rates:
+    per_s: float
+    error_pct: float
+
+
+def rates(prev: tuple[float, int, int] | None, now: tuple[float, int, int]) -> Rates:
+    """Requests/s and error share between two (time, requests, errors) samples of the cumulative counters."""
+    if prev is None or now[0] <= prev[0] or now[1] < prev[1]:  # first sample or a proxy restart
+        return Rates(0.0, 0.0)
+    done = now[1] - prev[1]
+    failed = max(0, now[2] - prev[2])
+    return Rates(done / (now[0] - prev[0]), 100.0 * failed / done if done else 0.0)
+
+
+async def live_context(request: Request) -> dict:
+    state = request.app.state
+    live = await queries.proxy_live(db(request))
+    sample = (time.monotonic(), live.requests, live.errors)
+    r = rates(getattr(state, "last_sample", None), sample)
+    state.last_sample = sample
+    targets = await inventory.targets(db(request), cfg(request))
+    probes = await state.inventory.probe_all(targets)
+    fill = {}
+    for detail in live.detail:
+        for key_id, f in (detail.get("keys") or {}).items():
+            fill[key_id] = f
+    disk = psutil.disk_usage(str(cfg(request).data_dir))
+    return {
+        "cpu": psutil.cpu_percent(interval=None),
+        "mem": psutil.virtual_memory(),
+        "disk": disk,
+        "live": live,
+        "rates": r,
+        "probes": probes,
+        "targets": targets,
+        "busy": await queries.busiest_keys(db(request)),
+        "fill": fill,
+        "now": time.time(),
+    }
+
+
+class DashboardController(Controller):
+    @get("/")
+    async def dashboard(self, request: Request) -> Template:
+        return page(request, "dashboard.html", **await live_context(request))
+
+    @get("/dashboard/live")
+    async def live(self, request: Request) -> Template:
+        return page(request, "_live.html", **await live_context(request))

@@ -1,0 +1,221 @@
+"""Policy settings (applied live through the database), TLS files (need a restart) and admin accounts."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from litestar import Controller, Request, get, post
+from litestar.datastructures import UploadFile
+from litestar.response import Response, Template
+
+from admin import queries, tlsinfo
+from admin.web import cfg, db, form, ip, me, page, see_other
+from fortress.config import Config
+from fortress.state import repo
+from fortress.state.snapshot import Policy
+
+
+@dataclass(frozen=True)
+class Field:
+    key: str  # settings key, e.g. security.ip_deny
+    label: str
+    kind: str  # lines | text | int | float
+    help: str = ""
+
+
+FIELDS = (
+    Field(
+        "security.blocked_endpoints",
+        "Blocked endpoints (one path per line, * at the end matches a prefix)",
+        "lines",
+    ),
+    Field(
+        "security.ip_allow", "IP allow list (CIDRs, one per line; empty allows everyone not denied)", "lines"
+    ),
+    Field("security.ip_deny", "IP deny list (CIDRs, one per line)", "lines"),
+    Field("security.allowed_registries", "Registries models may be pulled from (one host per line)", "lines"),
+    Field("limits.rate", "Default request limit per key (N/WINDOW, e.g. 600/1m; empty = unlimited)", "text"),
+    Field("limits.tokens", "Default token limit per key (N/WINDOW; empty = unlimited)", "text"),
+    Field("limits.max_concurrent", "Default max concurrent requests per key (0 = unlimited)", "int"),
+    Field("routing.retries", "Retries before the first byte", "int"),
+    Field("routing.backoff_base_ms", "Retry backoff base (ms)", "float"),
+    Field("routing.health_interval_s", "Health check interval (s)", "float"),
+    Field("routing.inventory_interval_s", "Model inventory refresh interval (s)", "float"),
+    Field("routing.connect_timeout_s", "Backend connect timeout (s)", "float"),
+    Field("routing.first_byte_timeout_s", "Backend first-byte timeout (s)", "float"),
+)
+
+
+def current_values(config: Config, settings: dict[str, str]) -> dict[str, object]:
+    policy = Policy.build(config, settings)
+    out: dict[str, object] = {}
+    for f in FIELDS:
+        section, name = f.key.split(".")
+        out[f.key] = getattr(getattr(policy, section), name)
+    return out
+
+
+def parse_field(f: Field, text: str) -> object:
+    """Form text -> the JSON value stored for this setting; ValueError names the field."""
+    if f.kind == "lines":
+        items = [line.strip() for line in text.splitlines() if line.strip()]
+        for item in items:
+            if f.key.startswith("security.ip_"):
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{f.key}: {item!r} is not an IP address or CIDR") from None
+            if f.key == "security.blocked_endpoints" and not item.startswith("/"):
+                raise ValueError(f"{f.key}: {item!r} must start with /")
+        return items
+    if f.kind == "int":
+        try:
+            return int(text or 0)
+        except ValueError:
+            raise ValueError(f"{f.key}: must be a whole number") from None
+    if f.kind == "float":
+        try:
+            return float(text or 0)
+        except ValueError:
+            raise ValueError(f"{f.key}: must be a number") from None
+    return text
+
+
+def tls_dir(config: Config) -> Path:
+    return config.data_dir / "tls"
+
+
+class SettingsController(Controller):
+    @get("/settings")
+    async def settings(self, request: Request) -> Template:
+        return await _settings_page(request)
+
+    @post("/settings")
+    async def save(self, request: Request) -> Template | Response:
+        data = await form(request)
+        values = current_values(cfg(request), await repo.get_settings(db(request)))
+        changes: list[tuple[str, object]] = []
+        try:
+            for f in FIELDS:
+                if f.key in data:
+                    new = parse_field(f, data[f.key])
+                    old = list(values[f.key]) if isinstance(values[f.key], tuple) else values[f.key]
+                    if new != old:
+                        changes.append((f.key, new))
+            for key, value in changes:
+                repo.check_setting(key, json.dumps(value))
+        except ValueError as exc:  # RepoError is a ValueError too
+            return await _settings_page(request, error=str(exc), status_code=400)
+        for key, value in changes:
+            await repo.set_setting(
+                db(request), key, json.dumps(value), actor=me(request).name, ip=ip(request)
+            )
+        notice = (
+            f"Saved {len(changes)} change(s); the running proxy applies them within a second, "
+            "no restart needed."
+            if changes
+            else "Nothing changed."
+        )
+        return await _settings_page(request, notice=notice)
+
+    @post("/settings/reset")
+    async def reset(self, request: Request) -> Response:
+        for key in await repo.get_settings(db(request)):
+            await repo.delete_setting(db(request), key, actor=me(request).name, ip=ip(request))
+        return see_other(request, "/settings")
+
+    @post("/settings/tls")
+    async def tls(self, request: Request) -> Template:
+        raw = await request.form()
+        cert_file, key_file = raw.get("cert_file"), raw.get("key_file")
+        cert_path, key_path = str(raw.get("cert_path", "")).strip(), str(raw.get("key_path", "")).strip()
+        try:
+            if isinstance(cert_file, UploadFile) and isinstance(key_file, UploadFile) and cert_file.filename:
+                cert_pem, key_pem = await cert_file.read(), await key_file.read()
+                info = tlsinfo.check_pair(cert_pem, key_pem)
+                cert_path, key_path = _store_pair(cfg(request), cert_pem, key_pem)
+            elif cert_path and key_path:
+                info = tlsinfo.check_pair(Path(cert_path).read_bytes(), Path(key_path).read_bytes())
+            else:
+                raise ValueError("upload both a certificate and a key, or give both paths")
+        except (ValueError, OSError) as exc:
+            return await _settings_page(request, tls_error=str(exc), status_code=400)
+        await repo.audit(
+            db(request),
+            me(request).name,
+            "tls.set",
+            cert_path,
+            f"expires {info.not_after:%Y-%m-%d}",
+            ip=ip(request),
+        )
+        return await _settings_page(request, tls_new=info, tls_paths=(cert_path, key_path))
+
+    @post("/settings/admins")
+    async def add_admin(self, request: Request) -> Template | Response:
+        data = await form(request)
+        try:
+            await repo.add_admin(
+                db(request),
+                data.get("username", ""),
+                data.get("new_password", ""),
+                data.get("role", "viewer"),
+                actor=me(request).name,
+                ip=ip(request),
+            )
+        except repo.RepoError as exc:
+            return await _settings_page(request, admin_error=str(exc), status_code=400)
+        return see_other(request, "/settings#admins")
+
+    @post("/settings/admins/{name:str}/remove")
+    async def remove_admin(self, request: Request, name: str) -> Template | Response:
+        if name == me(request).name:
+            return await _settings_page(
+                request, admin_error="You cannot remove your own account.", status_code=400
+            )
+        try:
+            await queries.remove_admin(db(request), name, actor=me(request).name, ip=ip(request))
+        except repo.RepoError as exc:
+            return await _settings_page(request, admin_error=str(exc), status_code=400)
+        return see_other(request, "/settings#admins")
+
+
+def _store_pair(config: Config, cert_pem: bytes, key_pem: bytes) -> tuple[str, str]:
+    """Write an uploaded pair under <data dir>/tls, the key readable by its owner only."""
+    folder = tls_dir(config)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    cert_path, key_path = folder / "fortress-cert.pem", folder / "fortress-key.pem"
+    cert_path.write_bytes(cert_pem)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key_pem)
+    return str(cert_path), str(key_path)
+
+
+async def _settings_page(request: Request, **extra: object) -> Template:
+    config = cfg(request)
+    overrides = await repo.get_settings(db(request))
+    current_tls = None
+    tls_problem = ""
+    if config.proxy.tls_cert:
+        try:
+            current_tls = tlsinfo.check_pair(
+                Path(config.proxy.tls_cert).read_bytes(), Path(config.proxy.tls_key).read_bytes()
+            )
+        except (ValueError, OSError) as exc:
+            tls_problem = str(exc)
+    return page(
+        request,
+        "settings.html",
+        fields=FIELDS,
+        values=current_values(config, overrides),
+        overrides=overrides,
+        config=config,
+        current_tls=current_tls,
+        tls_problem=tls_problem,
+        admins=await queries.list_admins(db(request)),
+        **extra,  # type: ignore[arg-type]
+    )
