@@ -1,0 +1,152 @@
+"""Keeps the router's inventory and health current, off the hot path: one small task per backend.
+
+Every `interval_s` (and at once after `poke`) it reads /api/version, /api/tags and /api/ps; between
+those, every `health_interval_s`, just /api/version as the active health check (and half-open probe).
+Only these GETs are ever sent: polling never loads a model or runs inference. OpenAI-type providers
+are not polled; their configured models are static and their health is passive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from fortress.config import RoutingConfig
+from fortress.routing.choose import Router
+from fortress.routing.client import ControlClient, ControlError, Reply
+from fortress.state.snapshot import BackendRecord
+
+
+@dataclass
+class _Watch:
+    record: BackendRecord
+    task: asyncio.Task[None] | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    first_round: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _connection(record: BackendRecord) -> tuple[str, str, str]:
+    return record.url, record.credential, record.ca_bundle
+
+
+class InventoryPoller:
+    """Polls every Ollama-type backend the router knows; call sync() after router.set_backends()."""
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        interval_s: float = 10.0,
+        health_interval_s: float = 5.0,
+        timeout_s: float = 3.0,
+        keep_alive: bool = True,
+    ) -> None:
+        self.router = router
+        self.interval_s = interval_s
+        self.health_interval_s = health_interval_s
+        self.timeout_s = timeout_s
+        self.keep_alive = keep_alive
+        self._watches: dict[str, _Watch] = {}
+
+    @classmethod
+    def from_config(cls, router: Router, routing: RoutingConfig) -> InventoryPoller:
+        return cls(
+            router,
+            interval_s=routing.inventory_interval_s,
+            health_interval_s=routing.health_interval_s,
+            timeout_s=routing.connect_timeout_s,
+        )
+
+    def sync(self) -> None:
+        """Start polling new backends, stop removed ones, restart those whose URL or secrets changed."""
+        wanted = {b.name: b for b in self.router.backends if b.type != "openai"}
+        for name, watch in list(self._watches.items()):
+            record = wanted.get(name)
+            if record is None or _connection(record) != _connection(watch.record):
+                self._stop(name)
+        for name, record in wanted.items():
+            if name not in self._watches:
+                watch = self._watches[name] = _Watch(record)
+                watch.task = asyncio.get_running_loop().create_task(self._run(watch), name=f"poll {name}")
+
+    def poke(self, name: str | None = None) -> None:
+        """Refresh one backend (None: all) now: after pull/delete/copy/create, or a missing model."""
+        for watch in self._watches.values() if name is None else filter(None, [self._watches.get(name)]):
+            watch.wake.set()
+
+    async def ready(self, timeout_s: float) -> bool:
+        """Wait until every backend has been polled once (answered or failed); False on timeout."""
+        waits = [w.first_round.wait() for w in self._watches.values()]
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.gather(*waits)
+        except TimeoutError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        tasks = [t for name in list(self._watches) if (t := self._stop(name)) is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _stop(self, name: str) -> asyncio.Task[None] | None:
+        watch = self._watches.pop(name)
+        if watch.task is not None:
+            watch.task.cancel()
+        return watch.task
+
+    async def _run(self, watch: _Watch) -> None:
+        record = watch.record
+        client = ControlClient(
+            record.url,
+            credential=record.credential,
+            ca_bundle=record.ca_bundle,
+            timeout_s=self.timeout_s,
+            keep_alive=self.keep_alive,
+        )
+        loop = asyncio.get_running_loop()
+        next_full = loop.time()
+        try:
+            while True:
+                if watch.wake.is_set() or loop.time() >= next_full:
+                    watch.wake.clear()
+                    await self._refresh(record.name, client)
+                    next_full = loop.time() + self.interval_s
+                    watch.first_round.set()
+                else:
+                    await self._check(record.name, client)
+                pause = max(0.0, min(self.health_interval_s, next_full - loop.time()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(watch.wake.wait(), pause)
+        finally:
+            await client.aclose()
+
+    async def _refresh(self, name: str, client: ControlClient) -> None:
+        """Version, models and loaded models; any failure counts against the backend's health."""
+        inventory = self.router.inventory
+        try:
+            inventory.set_version(name, _ok(await client.get("/api/version"), "/api/version"))
+            tags = _ok(await client.get("/api/tags"), "/api/tags")
+            loaded = _ok(await client.get("/api/ps"), "/api/ps")
+            inventory.set_tags(name, tags, self.router.clock())
+            inventory.set_ps(name, loaded)
+        except (ControlError, ValueError) as exc:
+            self.router.probe(name, False, str(exc))
+        else:
+            self.router.probe(name, True)
+
+    async def _check(self, name: str, client: ControlClient) -> None:
+        """The active health check alone: GET /api/version."""
+        try:
+            self.router.inventory.set_version(name, _ok(await client.get("/api/version"), "/api/version"))
+        except (ControlError, ValueError) as exc:
+            self.router.probe(name, False, str(exc))
+        else:
+            self.router.probe(name, True)
+
+
+def _ok(reply: Reply, path: str) -> object:
+    """The JSON of a 200 answer; ValueError naming the path otherwise."""
+    if reply.status != 200:
+        raise ValueError(f"GET {path}: HTTP {reply.status}")
+    return reply.json()

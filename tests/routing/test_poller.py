@@ -1,0 +1,226 @@
+"""Poller and control client against real loopback servers: inventory, poke, health, TLS, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from fortress.routing import federation
+from fortress.routing.choose import Router
+from fortress.routing.client import ControlClient, ControlError
+from fortress.routing.poller import InventoryPoller
+from fortress.state.snapshot import BackendRecord
+
+from .canned import Canned
+
+LOOPBACK = "127.0.0.1"
+CONTROL_PATHS = {"/api/version", "/api/tags", "/api/ps"}
+
+
+async def eventually(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not check():
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def servers() -> AsyncIterator[list[Canned]]:
+    started: list[Canned] = []
+    yield started
+    for server in started:
+        await server.stop()
+
+
+async def serve(servers: list[Canned], **state: object) -> Canned:
+    server = await Canned(**state).start()  # type: ignore[arg-type]
+    servers.append(server)
+    return server
+
+
+def poller_for(router: Router, **kwargs: float) -> InventoryPoller:
+    options = {"interval_s": 60.0, "health_interval_s": 60.0, "timeout_s": 2.0, **kwargs}
+    return InventoryPoller(router, **options)  # type: ignore[arg-type]
+
+
+async def test_poller_fills_inventory_and_routes(servers: list[Canned]) -> None:
+    a = await serve(servers, models=["llama3", "qwen:7b"], loaded=["qwen:7b"], version="0.12.6")
+    b = await serve(servers, models=["llama3"], version="0.11.0")
+    router = Router([BackendRecord("a", a.url()), BackendRecord("b", b.url())])
+    poller = poller_for(router)
+    poller.sync()
+    try:
+        assert await poller.ready(5)
+        choice = router.choose("qwen:7b")
+        assert choice is not None and choice.backend.name == "a" and choice.loaded
+        assert router.choose("mistral") is None
+        assert federation.version(router.inventory, router.healthy()) == b'{"version":"0.11.0"}'
+        assert {e["name"]: e["models"] for e in router.export()} == {"a": 2, "b": 1}
+    finally:
+        await poller.aclose()
+    # only control-plane GETs, with the backend's own Host, over one kept-alive connection each
+    for server in (a, b):
+        assert {(m, p) for m, p, _ in server.seen} <= {("GET", p) for p in CONTROL_PATHS}
+        assert {h for _, _, h in server.seen} == {f"127.0.0.1:{server.port}"}
+        assert server.connections == 1
+
+
+async def test_poke_refreshes_at_once(servers: list[Canned]) -> None:
+    a = await serve(servers, models=["old"])
+    router = Router([BackendRecord("a", a.url())])
+    poller = poller_for(router)  # the interval is a minute: only poke can explain a refresh
+    poller.sync()
+    try:
+        assert await poller.ready(5)
+        a.models = ["new"]
+        a.loaded = ["new"]
+        poller.poke("a")
+        await eventually(lambda: router.inventory.holders("new:latest") == ("a",))
+        assert router.inventory.holders("old:latest") == ()
+        assert router.inventory.loaded_on("new:latest") == {"a"}
+        poller.poke("unknown")  # harmless
+    finally:
+        await poller.aclose()
+
+
+async def test_failing_backend_opens_breaker_then_recovers(servers: list[Canned]) -> None:
+    a = await serve(servers, models=["m"])
+    router = Router([BackendRecord("a", a.url())], threshold=2, cool_down_s=0.2)
+    poller = poller_for(router, health_interval_s=0.05)
+    poller.sync()
+    try:
+        assert await poller.ready(5)
+        assert router.choose("m") is not None
+        a.status = 500
+        await eventually(lambda: router.export()[0]["state"] == "open")
+        assert router.choose("m") is None
+        assert "HTTP 500" in router.export()[0]["last_error"]
+        a.status = 200
+        await eventually(lambda: router.export()[0]["state"] == "closed")
+        assert router.choose("m") is not None
+    finally:
+        await poller.aclose()
+
+
+async def test_unreachable_backend_counts_as_polled_and_unhealthy(servers: list[Canned]) -> None:
+    a = await serve(servers)
+    url = a.url()
+    await a.stop()  # the port is now closed: connection refused
+    router = Router([BackendRecord("a", url)], threshold=1)
+    poller = poller_for(router)
+    poller.sync()
+    try:
+        assert await poller.ready(5)
+        assert router.export()[0]["state"] == "open"
+        assert "ConnectionRefusedError" in router.export()[0]["last_error"]
+    finally:
+        await poller.aclose()
+
+
+async def test_sync_follows_backend_changes(servers: list[Canned]) -> None:
+    a = await serve(servers, models=["m"])
+    b = await serve(servers, models=["m"])
+    router = Router([BackendRecord("a", a.url()), BackendRecord("oai", "https://x.invalid", type="openai")])
+    poller = poller_for(router)
+    poller.sync()
+    try:
+        assert await poller.ready(5)
+        router.set_backends([BackendRecord("b", b.url())])
+        poller.sync()
+        assert await poller.ready(5)
+        assert router.inventory.holders("m:latest") == ("b",)
+        seen_by_a = len(a.seen)
+        poller.poke()
+        await eventually(lambda: len(b.seen) >= 6)
+        assert len(a.seen) == seen_by_a  # a is no longer polled
+    finally:
+        await poller.aclose()
+
+
+async def test_client_times_out_on_a_silent_backend(servers: list[Canned]) -> None:
+    a = await serve(servers, hang=True)
+    client = ControlClient(a.url(), timeout_s=0.2)
+    with pytest.raises(ControlError, match=r"no answer within 0\.2s"):
+        await client.get("/api/version")
+    await client.aclose()
+
+
+async def test_client_refuses_oversized_answers_and_sends_credential(servers: list[Canned]) -> None:
+    a = await serve(servers, models=[f"m{i}" for i in range(50)])
+    client = ControlClient(a.url() + "/", credential="s3cret", max_body=1000)
+    assert (await client.get("/api/version")).json() == {"version": "0.12.6"}
+    with pytest.raises(ControlError, match="larger than 1000 bytes"):
+        await client.get("/api/tags")
+    await client.aclose()
+
+
+async def test_client_reconnects_when_a_kept_connection_was_closed(servers: list[Canned]) -> None:
+    a = await serve(servers)
+    client = ControlClient(a.url())
+    assert (await client.get("/api/version")).status == 200
+    for writer in list(a._writers):  # the backend drops the idle connection
+        writer.close()
+    await asyncio.sleep(0.05)
+    assert (await client.get("/api/version")).status == 200
+    assert a.connections == 2
+    await client.aclose()
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_https_backend_with_ca_bundle(servers: list[Canned], tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    a = await Canned(models=["m"]).start(tls)
+    servers.append(a)
+    trusted = ControlClient(a.url("https"), ca_bundle=str(cert))
+    assert (await trusted.get("/api/tags")).json()["models"][0]["name"] == "m"
+    await trusted.aclose()
+    untrusted = ControlClient(a.url("https"))
+    with pytest.raises(ControlError, match="SSLCertVerificationError"):
+        await untrusted.get("/api/version")
+    await untrusted.aclose()
+    router = Router([BackendRecord("a", a.url("https"), ca_bundle=str(cert))])
+    poller = poller_for(router)
+    poller.sync()
+    try:
+        assert await poller.ready(5)
+        assert router.choose("m") is not None
+    finally:
+        await poller.aclose()
