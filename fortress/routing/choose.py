@@ -8,8 +8,9 @@ traffic between equals instead of starving the lighter backend.
 
 The proxy's contract (all calls on the event loop, no awaits in between):
     choice = router.choose(model, exclude=tried)    # None -> router.why(model) says 404/503/wait
-    router.started(choice.backend.name)             # immediately after a successful choose
-    router.finished(choice.backend.name, ok)        # ok=False for connect errors, timeouts, 5xx
+    router.started(choice.backend.name)             # at once, before connecting (counts, half-open)
+    router.finished(choice.backend.name, ok)        # exactly once; ok=False for connect errors,
+                                                    # timeouts, 5xx and broken streams
 """
 
 from __future__ import annotations
