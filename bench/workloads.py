@@ -105,7 +105,11 @@ async def fast_stream(target: Target, stack: Stack, plan: Plan) -> dict[str, flo
     async def loop(c: Conn, deadline: float) -> None:
         nonlocal errors, chunks
         while time.perf_counter() < deadline:
-            r = await c.exchange(request)
+            try:
+                r = await c.exchange(request)
+            except ConnectionError:
+                errors += 1
+                return  # the server closed this connection: stop using it
             chunks += r.lines
             errors += r.status != 200 or r.lines < plan.fast_chunks
 
