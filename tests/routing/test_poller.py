@@ -1,10 +1,12 @@
-"""Poller and control client against real loopback servers: inventory, poke, health, TLS, timeouts."""
+"""Poller and control client against real simulator processes (and, for fault shapes the simulator
+cannot produce: hangs, 500s on control routes, TLS, dropped idle connections, a canned server)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
 import ipaddress
+import json
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,6 +24,7 @@ from fortress.routing.poller import InventoryPoller
 from fortress.state.snapshot import BackendRecord
 
 from .canned import Canned
+from .conftest import Sim
 
 LOOPBACK = "127.0.0.1"
 CONTROL_PATHS = {"/api/version", "/api/tags", "/api/ps"}
@@ -52,10 +55,10 @@ def poller_for(router: Router, **kwargs: float) -> InventoryPoller:
     return InventoryPoller(router, **options)  # type: ignore[arg-type]
 
 
-async def test_poller_fills_inventory_and_routes(servers: list[Canned]) -> None:
-    a = await serve(servers, models=["llama3", "qwen:7b"], loaded=["qwen:7b"], version="0.12.6")
-    b = await serve(servers, models=["llama3"], version="0.11.0")
-    router = Router([BackendRecord("a", a.url()), BackendRecord("b", b.url())])
+async def test_poller_fills_inventory_and_routes(sims: Callable[..., Sim]) -> None:
+    a = sims("--models", "llama3,qwen:7b", "--loaded", "qwen:7b", "--version", "0.12.6", "--name", "a")
+    b = sims("--models", "llama3", "--version", "0.11.0", "--name", "b")
+    router = Router([BackendRecord("a", a.url), BackendRecord("b", b.url)])
     poller = poller_for(router)
     poller.sync()
     try:
@@ -65,83 +68,89 @@ async def test_poller_fills_inventory_and_routes(servers: list[Canned]) -> None:
         assert router.choose("mistral") is None
         assert federation.version(router.inventory, router.healthy()) == b'{"version":"0.11.0"}'
         assert {e["name"]: e["models"] for e in router.export()} == {"a": 2, "b": 1}
+        merged = json.loads(federation.tags(router.inventory, router.healthy()))
+        assert sorted(m["name"] for m in merged["models"]) == ["llama3:latest", "qwen:7b"]
     finally:
         await poller.aclose()
     # only control-plane GETs, with the backend's own Host, over one kept-alive connection each
-    for server in (a, b):
-        assert {(m, p) for m, p, _ in server.seen} <= {("GET", p) for p in CONTROL_PATHS}
-        assert {h for _, _, h in server.seen} == {f"127.0.0.1:{server.port}"}
-        assert server.connections == 1
+    for sim in (a, b):
+        seen = sim.requests()
+        assert {(r["method"], r["path"]) for r in seen} == {("GET", p) for p in CONTROL_PATHS}
+        hosts = {value for r in seen for name, value in r["headers"] if name.lower() == "host"}
+        assert hosts == {f"127.0.0.1:{sim.port}"}
+        assert len({r["peer"] for r in seen}) == 1
 
 
-async def test_poke_refreshes_at_once(servers: list[Canned]) -> None:
-    a = await serve(servers, models=["old"])
-    router = Router([BackendRecord("a", a.url())])
+async def test_poke_after_delete_and_copy_refreshes_at_once(sims: Callable[..., Sim]) -> None:
+    a = sims("--models", "old,keep")
+    router = Router([BackendRecord("a", a.url)])
     poller = poller_for(router)  # the interval is a minute: only poke can explain a refresh
     poller.sync()
     try:
         assert await poller.ready(5)
-        a.models = ["new"]
-        a.loaded = ["new"]
+        assert a.call("DELETE", "/api/delete", {"model": "old"}).status_code == 200
+        assert a.call("POST", "/api/copy", {"source": "keep", "destination": "new"}).status_code == 200
+        assert router.inventory.holders("old:latest") == ("a",)  # nobody told the poller yet
         poller.poke("a")
         await eventually(lambda: router.inventory.holders("new:latest") == ("a",))
         assert router.inventory.holders("old:latest") == ()
-        assert router.inventory.loaded_on("new:latest") == {"a"}
         poller.poke("unknown")  # harmless
     finally:
         await poller.aclose()
 
 
-async def test_failing_backend_opens_breaker_then_recovers(servers: list[Canned]) -> None:
-    a = await serve(servers, models=["m"])
-    router = Router([BackendRecord("a", a.url())], threshold=2, cool_down_s=0.2)
+async def test_dead_backend_opens_breaker_and_comes_back(sims: Callable[..., Sim]) -> None:
+    a = sims("--models", "m")
+    router = Router([BackendRecord("a", a.url)], threshold=2, cool_down_s=0.2)
     poller = poller_for(router, health_interval_s=0.05)
     poller.sync()
     try:
         assert await poller.ready(5)
         assert router.choose("m") is not None
-        a.status = 500
+        a.stop()
         await eventually(lambda: router.export()[0]["state"] == "open")
         assert router.choose("m") is None
-        assert "HTTP 500" in router.export()[0]["last_error"]
-        a.status = 200
+        assert "ConnectionRefusedError" in router.export()[0]["last_error"]
+        assert federation.version(router.inventory, router.healthy()) is None
+        await asyncio.to_thread(a.start)  # the same port again
         await eventually(lambda: router.export()[0]["state"] == "closed")
         assert router.choose("m") is not None
     finally:
         await poller.aclose()
 
 
-async def test_unreachable_backend_counts_as_polled_and_unhealthy(servers: list[Canned]) -> None:
-    a = await serve(servers)
-    url = a.url()
-    await a.stop()  # the port is now closed: connection refused
-    router = Router([BackendRecord("a", url)], threshold=1)
+async def test_sync_follows_backend_changes(sims: Callable[..., Sim]) -> None:
+    a = sims("--models", "m")
+    b = sims("--models", "m")
+    router = Router([BackendRecord("a", a.url), BackendRecord("oai", "https://x.invalid", type="openai")])
     poller = poller_for(router)
     poller.sync()
     try:
         assert await poller.ready(5)
-        assert router.export()[0]["state"] == "open"
-        assert "ConnectionRefusedError" in router.export()[0]["last_error"]
+        router.set_backends([BackendRecord("b", b.url)])
+        poller.sync()
+        assert await poller.ready(5)
+        assert router.inventory.holders("m:latest") == ("b",)
+        seen_by_a = len(a.requests())
+        poller.poke()
+        await eventually(lambda: len([r for r in b.requests() if r["path"] == "/api/tags"]) >= 2)
+        assert len(a.requests()) == seen_by_a  # a is no longer polled
     finally:
         await poller.aclose()
 
 
-async def test_sync_follows_backend_changes(servers: list[Canned]) -> None:
+async def test_sick_backend_answering_500_is_taken_out(servers: list[Canned]) -> None:
     a = await serve(servers, models=["m"])
-    b = await serve(servers, models=["m"])
-    router = Router([BackendRecord("a", a.url()), BackendRecord("oai", "https://x.invalid", type="openai")])
-    poller = poller_for(router)
+    router = Router([BackendRecord("a", a.url())], threshold=2, cool_down_s=0.2)
+    poller = poller_for(router, health_interval_s=0.05)
     poller.sync()
     try:
         assert await poller.ready(5)
-        router.set_backends([BackendRecord("b", b.url())])
-        poller.sync()
-        assert await poller.ready(5)
-        assert router.inventory.holders("m:latest") == ("b",)
-        seen_by_a = len(a.seen)
-        poller.poke()
-        await eventually(lambda: len(b.seen) >= 6)
-        assert len(a.seen) == seen_by_a  # a is no longer polled
+        a.status = 500
+        await eventually(lambda: router.export()[0]["state"] == "open")
+        assert "HTTP 500" in router.export()[0]["last_error"]
+        a.status = 200
+        await eventually(lambda: router.export()[0]["state"] == "closed")
     finally:
         await poller.aclose()
 
