@@ -1,0 +1,91 @@
+"""Route classes (DESIGN §2 stage 4): which paths exist, what each needs, what is never forwarded.
+
+A pure table lookup on (method, path). Unknown /api/ paths are refused rather than forwarded, so a new
+Ollama route is closed until someone decides it is safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Kind(Enum):
+    PUBLIC = "public"  # answered by Fortress without a key
+    OLLAMA = "ollama"
+    OPENAI = "openai"
+    NEVER = "never"  # account and cloud routes: never forwarded
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str  # the path pattern, used for blocked-endpoint matching and usage rows
+    kind: Kind
+    methods: frozenset[bytes]
+    inspect: bool = False  # the JSON body must be read (model, validation)
+    model_admin: bool = False  # model management: pull, push, create, copy, delete, blobs
+    federated: bool = False  # lists answered from every backend (tags, ps, version, models)
+
+    @property
+    def openai(self) -> bool:
+        return self.kind is Kind.OPENAI
+
+
+def _r(name: str, kind: Kind, methods: str, **flags: bool) -> Route:
+    return Route(name, kind, frozenset(m.encode() for m in methods.split()), **flags)
+
+
+_EXACT: dict[str, Route] = {
+    r.name: r
+    for r in (
+        _r("/", Kind.PUBLIC, "GET HEAD"),
+        _r("/health", Kind.PUBLIC, "GET HEAD"),
+        _r("/api/version", Kind.OLLAMA, "GET HEAD", federated=True),
+        _r("/api/tags", Kind.OLLAMA, "GET HEAD", federated=True),
+        _r("/api/ps", Kind.OLLAMA, "GET", federated=True),
+        _r("/api/show", Kind.OLLAMA, "POST", inspect=True),
+        _r("/api/generate", Kind.OLLAMA, "POST", inspect=True),
+        _r("/api/chat", Kind.OLLAMA, "POST", inspect=True),
+        _r("/api/embed", Kind.OLLAMA, "POST", inspect=True),
+        _r("/api/embeddings", Kind.OLLAMA, "POST", inspect=True),
+        _r("/api/pull", Kind.OLLAMA, "POST", inspect=True, model_admin=True),
+        _r("/api/push", Kind.OLLAMA, "POST", inspect=True, model_admin=True),
+        _r("/api/create", Kind.OLLAMA, "POST", inspect=True, model_admin=True),
+        _r("/api/copy", Kind.OLLAMA, "POST", inspect=True, model_admin=True),
+        _r("/api/delete", Kind.OLLAMA, "DELETE", inspect=True, model_admin=True),
+        _r("/api/status", Kind.NEVER, "GET"),
+        _r("/api/me", Kind.NEVER, "POST GET"),
+        _r("/api/signout", Kind.NEVER, "POST GET"),
+        _r("/v1/chat/completions", Kind.OPENAI, "POST", inspect=True),
+        _r("/v1/completions", Kind.OPENAI, "POST", inspect=True),
+        _r("/v1/embeddings", Kind.OPENAI, "POST", inspect=True),
+        _r("/v1/responses", Kind.OPENAI, "POST", inspect=True),
+        _r("/v1/models", Kind.OPENAI, "GET", federated=True),
+    )
+}
+BLOBS = _r("/api/blobs/*", Kind.OLLAMA, "HEAD POST", model_admin=True)
+V1_MODEL = _r("/v1/models/*", Kind.OPENAI, "GET", federated=True)
+_NEVER_PREFIX = _r("/api/user/*", Kind.NEVER, "GET POST DELETE")
+_EXPERIMENTAL = _r("/api/experimental/*", Kind.NEVER, "GET POST")
+UNKNOWN_API = _r("/api/*", Kind.UNKNOWN, "")
+UNKNOWN_V1 = _r("/v1/*", Kind.UNKNOWN, "")
+UNKNOWN = _r("*", Kind.UNKNOWN, "")
+
+
+def classify(path: str) -> Route:
+    """The route for a path (without query string). Never raises."""
+    route = _EXACT.get(path)
+    if route is not None:
+        return route
+    if path.startswith("/api/"):
+        if path.startswith("/api/blobs/"):
+            return BLOBS
+        if path.startswith("/api/user/"):
+            return _NEVER_PREFIX
+        if path.startswith("/api/experimental/"):
+            return _EXPERIMENTAL
+        return UNKNOWN_API
+    if path.startswith("/v1/"):
+        return V1_MODEL if path.startswith("/v1/models/") and len(path) > 11 else UNKNOWN_V1
+    return UNKNOWN

@@ -1,0 +1,376 @@
+"""One request in flight: pick a backend, send, relay the answer, retry before the first byte, account.
+
+Retries happen only while nothing has reached the client (connect errors, resets before a response,
+502/503 from a backend) and only when the request body is still at hand. Once bytes are relayed, a
+failure ends the stream with one error line in the route's own shape and a clean close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import TYPE_CHECKING
+
+from fortress.pipeline.chain import Admit
+from fortress.proxy import wire
+from fortress.proxy.upstream import UpstreamProtocol
+
+if TYPE_CHECKING:
+    from fortress.proxy.protocol import ClientProtocol
+    from fortress.proxy.worker import Target, Worker
+
+_COUNT = re.compile(rb'"(prompt_eval_count|eval_count|prompt_tokens|completion_tokens)":\s*(\d+)')
+_PROMPT = {b"prompt_eval_count", b"prompt_tokens"}
+_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding")
+)
+_LAST_CHUNK = b"0\r\n\r\n"
+
+
+def counts_from_tail(tail: list[bytes]) -> tuple[int | None, int | None, bool]:
+    """Token counts from the final object of a response (its last few pieces), without parsing JSON."""
+    data = b"".join(tail)[-8192:]
+    prompt = completion = None
+    for name, value in _COUNT.findall(data):
+        if name in _PROMPT:
+            prompt = int(value)
+        else:
+            completion = int(value)
+    last = data.rstrip().rpartition(b"\n")[2]
+    failed = last.startswith((b'{"error"', b'data: {"error"'))
+    return prompt, completion, failed
+
+
+class Exchange:
+    __slots__ = (
+        "accounted",
+        "admit",
+        "attempts",
+        "body",
+        "bytes_in",
+        "bytes_out",
+        "chunked_body",
+        "client",
+        "client_ip",
+        "error",
+        "fwd_headers",
+        "http10",
+        "keep_alive",
+        "method",
+        "model",
+        "on_backend",
+        "path",
+        "pending",
+        "raw",
+        "request_id",
+        "status",
+        "stream",
+        "streaming_body",
+        "t0",
+        "target",
+        "target_url",
+        "tried",
+        "ttfb",
+        "upstream",
+        "w",
+    )
+
+    def __init__(
+        self,
+        w: Worker,
+        client: ClientProtocol,
+        admit: Admit,
+        method: bytes,
+        path: str,
+        target_url: bytes,
+        fwd_headers: list[bytes],
+        request_id: bytes,
+        http10: bool,
+        keep_alive: bool,
+        body: bytes | None,
+        streaming_body: bool,
+        chunked_body: bool,
+        t0: float,
+    ) -> None:
+        self.w = w
+        self.client = client
+        self.admit = admit
+        self.method = method
+        self.path = path
+        self.target_url = target_url
+        self.fwd_headers = fwd_headers  # pre-rendered "Name: value\r\n" lines (client's, filtered)
+        self.request_id = request_id
+        self.http10 = http10
+        self.keep_alive = keep_alive
+        self.body = body  # None: the body streams through send_body()
+        self.streaming_body = streaming_body  # the body follows via send_body() and cannot be replayed
+        self.chunked_body = chunked_body
+        self.pending: list[bytes] = []
+        self.t0 = t0
+        self.model = admit.model
+        self.stream = False
+        self.target: Target | None = None
+        self.upstream: UpstreamProtocol | None = None
+        self.tried: list[str] = []
+        self.attempts = 0
+        self.status = 0
+        self.ttfb: float | None = None
+        self.bytes_in = len(body) if body else 0
+        self.bytes_out = 0
+        self.error: str | None = None
+        self.raw = not http10
+        self.on_backend: str | None = None  # counted as outstanding on this backend
+        self.accounted = False
+        self.client_ip = ""
+
+    # -- choosing and connecting -------------------------------------------------------------------
+    def start(self) -> None:
+        target = self.w.pick(self.model, self.tried)
+        if target is None:
+            if self.tried:
+                self._fail(502, f"backend {self.tried[-1]} failed and no other backend is available")
+            else:
+                self._fail(503, "no healthy backend is available")
+            return
+        self.target = target
+        self.tried.append(target.name)
+        self.attempts += 1
+        conn = self.w.pool.acquire(target.name)
+        if conn is not None:
+            self._send(conn)  # type: ignore[arg-type]
+        else:
+            self.w.loop.create_task(self._open(target))
+
+    async def _open(self, target: Target) -> None:
+        w = self.w
+        try:
+            _, conn = await asyncio.wait_for(
+                w.loop.create_connection(
+                    lambda: UpstreamProtocol(target.name),
+                    target.host,
+                    target.port,
+                    ssl=target.ssl,
+                    server_hostname=target.host if target.ssl else None,
+                ),
+                w.routing.connect_timeout_s,
+            )
+        except (OSError, TimeoutError) as exc:
+            w.backend_failed(target.name)
+            self._retry_or_fail(f"cannot connect to backend {target.name}: {_reason(exc)}")
+            return
+        w.pool.created += 1
+        if self.client.closed:
+            w.pool.release(target.name, conn)
+            return
+        self._send(conn)
+
+    def _send(self, conn: UpstreamProtocol) -> None:
+        target = self.target
+        assert target is not None
+        self.upstream = conn
+        parts = [
+            self.method,
+            b" ",
+            target.prefix,
+            self.target_url,
+            b" HTTP/1.1\r\nHost: ",
+            target.host_header,
+        ]
+        parts.append(b"\r\n")
+        parts += self.fwd_headers
+        parts += (b"X-Request-ID: ", self.request_id, b"\r\n")
+        if target.auth:
+            parts.append(target.auth)
+        if self.body is not None:
+            if self.body or self.method == b"POST":
+                parts += (b"Content-Length: ", str(len(self.body)).encode(), b"\r\n\r\n", self.body)
+            else:
+                parts.append(b"\r\n")
+        elif self.chunked_body:
+            parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
+        self.on_backend = target.name
+        self.w.started(target.name, self)
+        conn.send(self, b"".join(parts))
+        if self.pending:
+            for piece in self.pending:
+                self._write_body(piece)
+            self.pending = []
+            self.client.resume_reading()
+
+    # -- request body streaming (uploads) ------------------------------------------------------------
+    def send_body(self, piece: bytes) -> None:
+        self.bytes_in += len(piece)
+        if self.upstream is None:
+            self.pending.append(piece)
+            self.client.pause_reading()
+        else:
+            self._write_body(piece)
+
+    def end_body(self) -> None:
+        if self.chunked_body and self.streaming_body:
+            self.send_body(b"")
+
+    def _write_body(self, piece: bytes) -> None:
+        up = self.upstream
+        if up is None or up.transport is None:
+            return
+        up.transport.write(wire.chunk(piece) if self.chunked_body else piece)
+
+    # -- the response --------------------------------------------------------------------------------
+    def response_head(self, up: UpstreamProtocol) -> bool:
+        """Rewrite and send the response head; False when this answer is dropped for a retry."""
+        status = up.status
+        if status in (502, 503) and self._can_retry():
+            up.close()
+            self.w.backend_failed(up.backend)
+            self._retry_or_fail(f"backend {up.backend} answered {status}")
+            return False
+        self.status = status
+        self.ttfb = time.monotonic()
+        client_close = not self.keep_alive or self.w.draining
+        parts = [wire.status_line(status)]
+        for name, value in up.headers:
+            if name.lower() in _HOP:
+                if self.raw and name.lower() == b"transfer-encoding":
+                    parts += (name, b": ", value, b"\r\n")
+                continue
+            parts += (name, b": ", value, b"\r\n")
+        parts += (b"X-Request-ID: ", self.request_id, b"\r\n")
+        for name, value in self.admit.rate_headers:
+            parts += (name, b": ", value, b"\r\n")
+        if not self.raw:
+            client_close = True  # HTTP/1.0 client: decoded body, delimited by the close
+        self.keep_alive = not client_close
+        parts.append(b"Connection: close\r\n\r\n" if client_close else b"\r\n")
+        self.to_client(b"".join(parts))
+        return True
+
+    def to_client(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        transport = self.client.transport
+        if transport is not None:
+            transport.write(data)
+
+    def response_done(self, up: UpstreamProtocol, reuse: bool) -> None:
+        self.upstream = None
+        target = self.target
+        assert target is not None
+        if reuse:
+            self.w.pool.release(target.name, up)
+        prompt, completion, failed = counts_from_tail(up.tail)
+        if failed:
+            self.error = "backend reported an error mid-stream"
+        self.stream = up.chunked
+        self._release_backend(ok=self.status < 500)
+        self._account(prompt, completion)
+        self.client.exchange_done(self.keep_alive)
+
+    def upstream_lost(self, up: UpstreamProtocol) -> None:
+        self.upstream_broken(f"backend {up.backend} closed the connection", up)
+
+    def upstream_broken(self, message: str, up: UpstreamProtocol | None = None) -> None:
+        up = up or self.upstream
+        self.upstream = None
+        if up is not None:
+            up.ex = None
+            up.close()
+            self.w.backend_failed(up.backend)
+        if up is None or not up.head_sent:
+            self._retry_or_fail(message)
+            return
+        self._cut(message, up)
+
+    def timed_out(self, first_byte: bool) -> None:
+        """Called by the worker's sweeper when the backend is silent for too long."""
+        up = self.upstream
+        if first_byte and (up is None or not up.head_sent):
+            self.upstream = None
+            if up is not None:
+                up.ex = None
+                up.close()
+                self.w.backend_failed(up.backend)
+            self._fail(504, f"backend {self.target.name if self.target else ''} did not answer in time")
+            return
+        if up is not None:
+            self.upstream = None
+            up.ex = None
+            up.close()
+            self._cut("backend stopped sending data (idle timeout)", up)
+
+    def _cut(self, message: str, up: UpstreamProtocol) -> None:
+        """The stream already started: end it with one error line, then close the connection."""
+        self.error = message
+        if self.raw and up.chunked and not up.in_chunk:
+            line = wire.stream_error_line(message, self.admit.route.openai)
+            self.to_client(wire.chunk(line) + _LAST_CHUNK)
+        elif not self.raw:
+            self.to_client(wire.stream_error_line(message, self.admit.route.openai))
+        self._release_backend(ok=False)
+        prompt, completion, _ = counts_from_tail(up.tail)
+        self._account(prompt, completion)
+        self.client.exchange_done(False)
+
+    # -- retries and failures ------------------------------------------------------------------------
+    def _can_retry(self) -> bool:
+        if self.body is None and self.streaming_body:
+            return False  # the body went upstream as it came: it cannot be sent twice
+        routing = self.w.routing
+        elapsed_ms = (time.monotonic() - self.t0) * 1000
+        return self.attempts <= routing.retries and elapsed_ms < routing.retry_budget_ms
+
+    def _retry_or_fail(self, message: str) -> None:
+        self._release_backend(ok=False)
+        if self.client.closed:
+            self._account(None, None)
+            return
+        if self._can_retry() and self.w.pick(self.model, self.tried, peek=True) is not None:
+            delay = self.w.retry_delay(self.attempts)
+            self.w.loop.call_later(delay, self.start)
+            return
+        self._fail(502, message)
+
+    def _fail(self, status: int, message: str) -> None:
+        self.status = status
+        self.error = message
+        self._release_backend(ok=status != 504)
+        if self.upstream is not None:
+            self.upstream.ex = None
+            self.upstream.close()
+            self.upstream = None
+        reply = wire.error_reply(status, message, self.admit.route.openai, headers=self.admit.rate_headers)
+        keep = self.keep_alive and not self.streaming_body
+        self.to_client(wire.render(reply, self.request_id, keep, head_only=self.method == b"HEAD"))
+        self._account(None, None)
+        self.client.exchange_done(keep)
+
+    def client_lost(self) -> None:
+        """The client went away mid-exchange: stop the backend's work and record it."""
+        up = self.upstream
+        self.upstream = None
+        if up is not None:
+            up.ex = None
+            up.close()
+        self._release_backend(ok=True)
+        if not self.status:
+            self.status = 499
+        self.error = self.error or "client closed the connection"
+        self._account(None, None)
+
+    def _release_backend(self, ok: bool) -> None:
+        if self.on_backend is not None:
+            self.w.finished(self.on_backend, self, ok)
+            self.on_backend = None
+
+    def _account(self, prompt: int | None, completion: int | None) -> None:
+        if not self.accounted:
+            self.accounted = True
+            self.w.account(self, prompt, completion)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "connect timeout"
+    return exc.strerror or type(exc).__name__ if isinstance(exc, OSError) else type(exc).__name__

@@ -1,0 +1,452 @@
+"""The client side of the proxy: an asyncio.Protocol on httptools, one per client connection.
+
+Parser callbacks only record; decisions run once per request when its head is complete (and, for
+routes whose JSON must be read, once more when its body is complete). Requests pipelined behind an
+active one wait, fully buffered, in a queue while reading is paused, so at most one request per
+connection is in flight and responses leave in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from enum import Enum
+from typing import TYPE_CHECKING
+
+import httptools
+
+from fortress.pipeline.chain import Admit
+from fortress.pipeline.validate import looks_like_zip
+from fortress.proxy import wire
+from fortress.proxy.exchange import Exchange
+
+if TYPE_CHECKING:
+    from fortress.proxy.worker import Worker
+
+log = logging.getLogger("fortress.proxy")
+
+# Client headers never forwarded: credentials, cookies, hop-by-hop, and the ones Fortress sets itself.
+_DROP = frozenset(
+    (
+        b"host",
+        b"authorization",
+        b"x-api-key",
+        b"cookie",
+        b"proxy-authorization",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"transfer-encoding",
+        b"content-length",
+        b"expect",
+        b"x-forwarded-for",
+        b"x-request-id",
+    )
+)
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_DISCARD_LIMIT = 1 << 20  # an unread body up to this size is skipped to keep the connection
+
+
+class Mode(Enum):
+    HEAD = 0  # headers still arriving
+    BUFFER = 1  # body collected for inspection (or queued behind another request)
+    STREAM = 2  # body forwarded upstream as it arrives
+    DISCARD = 3  # answered locally; remaining body skipped
+    SENT = 4  # the whole request went to the exchange; nothing more to read for it
+
+
+class Request:
+    """What the parser recorded for one request."""
+
+    __slots__ = (
+        "admit",
+        "authorization",
+        "body",
+        "body_size",
+        "chunked",
+        "complete",
+        "content_length",
+        "expect",
+        "fwd",
+        "http10",
+        "keep_alive",
+        "method",
+        "mode",
+        "request_id",
+        "t0",
+        "url",
+        "x_api_key",
+        "xff",
+    )
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.url: list[bytes] = []
+        self.fwd: list[bytes] = []
+        self.mode = Mode.HEAD
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.complete = False
+        self.authorization: bytes | None = None
+        self.x_api_key: bytes | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect = False
+        self.xff: bytes | None = None
+        self.request_id: bytes | None = None
+        self.admit: Admit | None = None
+        self.method = b""
+        self.http10 = False
+        self.keep_alive = True
+
+
+class BadRequest(Exception):
+    """Raised inside a parser callback to stop parsing with a ready reply."""
+
+    def __init__(self, reply: wire.LocalReply) -> None:
+        self.reply = reply
+
+
+class ClientProtocol(asyncio.Protocol):
+    def __init__(self, worker: Worker) -> None:
+        self.w = worker
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer = ""
+        self.req: Request | None = None
+        self.ex: Exchange | None = None
+        self.queue: deque[Request] = deque()
+        self.closed = False
+        self.read_paused = False
+        self.write_paused = False
+        self.head_bytes = 0
+        self.deadline = 0.0  # monotonic time after which the sweeper closes this connection
+
+    # -- connection ------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else ""
+        if not self.w.connection_opened(self):
+            transport.close()
+            return
+        self.deadline = time.monotonic() + self.w.cfg.header_timeout_s
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.w.connection_closed(self)
+        ex = self.ex
+        if ex is not None:
+            self.ex = None
+            ex.client_lost()
+
+    def close(self) -> None:
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def expired(self) -> None:
+        """The sweeper found this connection past its deadline (header, body or keep-alive idle)."""
+        req = self.req
+        if req is not None and req.mode in (Mode.HEAD, Mode.BUFFER) and self.ex is None:
+            self._write(wire.render(wire.error_reply(408, "request timeout"), self.w.next_id(), False))
+        self.close()
+
+    # -- flow control: coupled both ways through the exchange's upstream --------------------------
+    def pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        up = self.ex.upstream if self.ex is not None else None
+        if up is not None and up.transport is not None:
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        up = self.ex.upstream if self.ex is not None else None
+        if up is not None and up.transport is not None:
+            up.transport.resume_reading()
+
+    # -- bytes in ----------------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        if self.req is None or self.req.mode is Mode.HEAD:
+            self.head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except BadRequest as exc:
+            self._reject(exc.reply)
+            return
+        except httptools.HttpParserUpgrade:
+            self._reject(wire.error_reply(400, "protocol upgrades are not supported", close=True))
+            return
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if isinstance(cause, BadRequest):
+                self._reject(cause.reply)
+            elif isinstance(exc, httptools.HttpParserCallbackError) and cause is not None:
+                log.error("internal error while handling a request", exc_info=cause)
+                self._reject(wire.error_reply(500, "internal error in the gateway", close=True))
+            else:
+                self._reject(
+                    wire.error_reply(400, f"malformed HTTP request: {_parser_reason(exc)}", close=True)
+                )
+            return
+        req = self.req
+        if req is not None and req.mode is Mode.HEAD and self.head_bytes > self.w.cfg.max_header_bytes:
+            self._reject(wire.error_reply(431, "request header fields too large", close=True))
+
+    def _reject(self, reply: wire.LocalReply) -> None:
+        if not self.closed:
+            self._write(wire.render(reply, self.w.next_id(), False))
+            self.close()
+
+    # -- httptools callbacks ------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        now = time.monotonic()
+        self.req = Request(now)
+        if self.ex is None and not self.queue:
+            self.deadline = now + self.w.cfg.header_timeout_s
+
+    def on_url(self, url: bytes) -> None:
+        assert self.req is not None
+        self.req.url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        req = self.req
+        assert req is not None
+        lname = name.lower()
+        if lname in _DROP:
+            if lname == b"authorization":
+                req.authorization = value
+            elif lname == b"x-api-key":
+                req.x_api_key = value
+            elif lname == b"content-length":
+                if req.content_length is not None or not value.isdigit():
+                    raise BadRequest(wire.error_reply(400, "invalid or repeated Content-Length", close=True))
+                req.content_length = int(value)
+            elif lname == b"transfer-encoding":
+                if value.strip().lower() != b"chunked" or req.chunked:
+                    raise BadRequest(wire.error_reply(400, "unsupported Transfer-Encoding", close=True))
+                req.chunked = True
+            elif lname == b"x-forwarded-for":
+                req.xff = value
+            elif lname == b"x-request-id":
+                req.request_id = value
+            elif lname == b"expect":
+                req.expect = value.lower() == b"100-continue"
+            return
+        req.fwd.append(b"%s: %s\r\n" % (name, value))
+
+    def on_headers_complete(self) -> None:
+        req = self.req
+        assert req is not None
+        parser = self.parser
+        if req.chunked and req.content_length is not None:
+            raise BadRequest(wire.error_reply(400, "both Content-Length and Transfer-Encoding", close=True))
+        req.method = parser.get_method()
+        req.http10 = parser.get_http_version() == "1.0"
+        req.keep_alive = parser.should_keep_alive()
+        self.head_bytes = 0
+        if self.ex is not None or self.queue:
+            req.mode = Mode.BUFFER  # pipelined: wait for the request ahead
+            self.queue.append(req)
+            self.pause_reading()
+            return
+        self._admit(req)
+
+    def on_body(self, body: bytes) -> None:
+        req = self.req
+        assert req is not None
+        mode = req.mode
+        if mode is Mode.STREAM:
+            ex = self.ex
+            if ex is not None:
+                if ex.bytes_in == 0 and ex.admit.route.model_admin and looks_like_zip(body):
+                    raise BadRequest(
+                        wire.error_reply(400, "zip archives are not accepted as blobs", close=True)
+                    )
+                ex.send_body(body)
+        elif mode is Mode.BUFFER:
+            req.body_size += len(body)
+            if req.body_size > self.w.cfg.max_body_bytes:
+                raise BadRequest(wire.error_reply(413, "request body too large", close=True))
+            req.body.append(body)
+        elif mode is Mode.DISCARD:
+            req.body_size += len(body)
+            if req.body_size > _DISCARD_LIMIT:
+                raise BadRequest(wire.error_reply(413, "request body too large", close=True))
+
+    def on_message_complete(self) -> None:
+        req = self.req
+        assert req is not None
+        req.complete = True
+        mode = req.mode
+        if mode is Mode.STREAM:
+            if self.ex is not None:
+                self.ex.end_body()
+        elif mode is Mode.BUFFER:
+            if req.admit is not None:
+                self._dispatch(req)
+            elif self.ex is None and self.queue and self.queue[0] is req:
+                self._idle()  # a pipelined request completed after the one ahead finished
+        elif mode is Mode.DISCARD and self.ex is None and not self.queue:
+            self._idle()
+
+    # -- decisions -----------------------------------------------------------------------------------
+    def _admit(self, req: Request) -> None:
+        w = self.w
+        url = b"".join(req.url)
+        path_b, _, query_b = url.partition(b"?")
+        path = path_b.decode("latin-1")
+        if req.request_id is None or not _valid_request_id(req.request_id):
+            req.request_id = w.next_id()
+        client_ip = w.client_ip(self.peer, req.xff)
+        result = w.gate.head(
+            req.method,
+            path,
+            query_b.decode("latin-1"),
+            req.authorization,
+            req.x_api_key,
+            client_ip,
+            time.time(),
+        )
+        if isinstance(result, wire.LocalReply):
+            self._local(req, result, path, client_ip)
+            return
+        req.admit = result
+        route = result.route
+        has_body = req.chunked or bool(req.content_length)
+        if req.content_length is not None and req.content_length > w.cfg.max_body_bytes:
+            self._local(
+                req,
+                wire.error_reply(413, "request body too large", route.openai, close=True),
+                path,
+                client_ip,
+            )
+            return
+        if route.inspect:
+            req.mode = Mode.BUFFER
+            self.deadline = time.monotonic() + w.cfg.body_timeout_s
+            if req.expect and not req.complete:
+                self._write(_CONTINUE)
+            if req.complete:
+                self._dispatch(req)
+            return
+        if req.expect and has_body and not req.complete:
+            self._write(_CONTINUE)
+        body = b"".join(req.body) if (req.complete or not has_body) else None
+        streaming = body is None
+        req.mode = Mode.STREAM if streaming else Mode.SENT
+        self._start(req, route_body=body, streaming=streaming, path=path, client_ip=client_ip)
+
+    def _dispatch(self, req: Request) -> None:
+        """The whole body of an inspected request is here: run the body stage, then forward."""
+        admit = req.admit
+        assert admit is not None
+        path = b"".join(req.url).partition(b"?")[0].decode("latin-1")
+        client_ip = self.w.client_ip(self.peer, req.xff)
+        outcome = self.w.gate.body(admit, b"".join(req.body))
+        if isinstance(outcome, wire.LocalReply):
+            self._local(req, outcome, path, client_ip)
+            return
+        req.mode = Mode.SENT
+        self._start(req, route_body=outcome.body, streaming=False, path=path, client_ip=client_ip)
+
+    def _start(
+        self, req: Request, route_body: bytes | None, streaming: bool, path: str, client_ip: str
+    ) -> None:
+        admit = req.admit
+        assert admit is not None and req.request_id is not None
+        w = self.w
+        xff = (
+            client_ip.encode()
+            if req.xff is None or not w.trusts(self.peer)
+            else req.xff + b", " + self.peer.encode()
+        )
+        req.fwd.append(b"X-Forwarded-For: %s\r\n" % xff)
+        self.deadline = 0.0
+        ex = Exchange(
+            w,
+            self,
+            admit,
+            req.method,
+            path,
+            w.strip_query_key(b"".join(req.url)),
+            req.fwd,
+            req.request_id,
+            req.http10,
+            req.keep_alive,
+            route_body,
+            streaming,
+            req.chunked,
+            req.t0,
+        )
+        ex.client_ip = client_ip
+        self.ex = ex
+        ex.start()
+
+    def _local(self, req: Request, reply: wire.LocalReply, path: str, client_ip: str) -> None:
+        """Fortress answers itself; the request goes no further."""
+        rid = req.request_id or self.w.next_id()
+        admit = req.admit
+        if admit is not None:
+            self.w.gate.finish(admit, 0, time.time())
+        keep = req.keep_alive and not reply.close and not self.w.draining
+        if not req.complete and (req.content_length is None or req.content_length > _DISCARD_LIMIT):
+            keep = False
+        extra = admit.rate_headers if admit is not None and reply.status != 429 else ()
+        self._write(wire.render(reply, rid, keep, extra, head_only=req.method == b"HEAD"))
+        self.w.account_local(req, reply.status, path, client_ip, reply)
+        if not keep:
+            self.close()
+            return
+        req.mode = Mode.DISCARD
+        if req.complete:
+            self._idle()
+
+    def exchange_done(self, keep_alive: bool) -> None:
+        """Called by the exchange when its response is complete (or failed)."""
+        self.ex = None
+        if not keep_alive or self.w.draining:
+            self.close()
+            return
+        self._idle()
+
+    def _idle(self) -> None:
+        """Ready for the next request: take a queued one, or wait with the keep-alive timer."""
+        if self.closed:
+            return
+        if self.queue:
+            req = self.queue[0]
+            if req.complete:
+                self.queue.popleft()
+                self._admit(req)
+                return
+        self.deadline = time.monotonic() + self.w.cfg.idle_timeout_s
+        self.resume_reading()
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+
+def _valid_request_id(value: bytes) -> bool:
+    return 0 < len(value) <= 128 and value.replace(b"-", b"").replace(b"_", b"").replace(b".", b"").isalnum()
+
+
+def _parser_reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:120]

@@ -1,0 +1,171 @@
+"""The proxy process: listeners, workers, configuration reload, usage and stats writers, graceful drain.
+
+`serve(cfg)` runs one worker in this process, or forks `workers` processes that each bind the port
+with SO_REUSEPORT. Only the background tasks here touch SQLite; the hot path reads the snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+
+import uvloop
+
+from fortress.addr import parse_listen
+from fortress.config import Config
+from fortress.pipeline.limits import Limiter, open_limiter
+from fortress.proxy.protocol import ClientProtocol
+from fortress.proxy.worker import SWEEP_INTERVAL_S, Worker
+from fortress.state.db import connect
+from fortress.state.load import load_snapshot, read_config_version
+from fortress.state.usage import UsageWriter, write_proxy_stats
+
+log = logging.getLogger("fortress.proxy")
+RELOAD_INTERVAL_S = 0.25
+STATS_INTERVAL_S = 1.0
+
+
+def tls_context(cfg: Config) -> ssl.SSLContext | None:
+    if not cfg.proxy.tls_cert:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cfg.proxy.tls_cert, cfg.proxy.tls_key)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+async def _every(interval: float, step, name: str) -> None:  # type: ignore[no-untyped-def]
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a background failure must never stop the proxy
+            log.warning("%s failed: %s", name, exc)
+
+
+async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
+    loop = asyncio.get_running_loop()
+    limiter: Limiter = open_limiter(cfg.cluster.redis_url, shm_path)
+    db = await connect(cfg.database.path)
+    version = await read_config_version(db)
+    snapshot = await load_snapshot(db, cfg)
+    usage = UsageWriter(cfg.database.path)
+    await usage.start()
+    worker = Worker(cfg, snapshot, loop, usage, limiter)
+    host, port = parse_listen(cfg.proxy.listen)
+    server = await loop.create_server(
+        lambda: ClientProtocol(worker),
+        host,
+        port,
+        ssl=tls_context(cfg),
+        reuse_port=cfg.proxy.workers > 1,
+        backlog=4096,
+    )
+    name = f"{socket.gethostname()}:{os.getpid()}"
+
+    async def reload() -> None:
+        nonlocal version
+        current = await read_config_version(db)
+        if current != version:
+            worker.swap(await load_snapshot(db, cfg))
+            version = current
+
+    async def sweep() -> None:
+        worker.sweep()
+
+    async def stats() -> None:
+        detail = {"outstanding": worker.outstanding, "pool": repr(worker.pool), "dropped": usage.dropped}
+        await write_proxy_stats(
+            db,
+            name,
+            worker.in_flight(),
+            worker.requests,
+            worker.errors,
+            len(worker.connections),
+            json.dumps(detail),
+        )
+
+    tasks = [
+        loop.create_task(_every(RELOAD_INTERVAL_S, reload, "config reload")),
+        loop.create_task(_every(SWEEP_INTERVAL_S, sweep, "timeout sweep")),
+        loop.create_task(_every(STATS_INTERVAL_S, stats, "stats write")),
+    ]
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    scheme = "https" if cfg.proxy.tls_cert else "http"
+    sockname = server.sockets[0].getsockname()
+    log.info("proxy worker %d listening on %s://%s:%d", os.getpid(), scheme, sockname[0], sockname[1])
+    if ready:
+        with open(ready, "w") as fh:
+            fh.write(str(sockname[1]))
+    await stop.wait()
+    log.info("proxy worker %d draining", os.getpid())
+    server.close()
+    await worker.drain(cfg.proxy.drain_timeout_s)
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*tasks, return_exceptions=True)
+    await usage.close()
+    await db.close()
+    log.info("proxy worker %d stopped (%d usage events written)", os.getpid(), usage.written)
+
+
+def _shm_path(cfg: Config) -> str:
+    """Workers share one counter table so limits stay exact across processes."""
+    if cfg.proxy.workers == 1 or cfg.cluster.redis_url:
+        return ""
+    from fortress.pipeline.shm import SharedLimiter
+
+    path = str(cfg.data_dir / "limits.shm")
+    SharedLimiter.create(path)
+    return path
+
+
+def serve(cfg: Config, ready: str = "") -> int:
+    """Run the proxy until SIGTERM/SIGINT; returns the exit code."""
+    logging.basicConfig(
+        level=cfg.proxy.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    shm_path = _shm_path(cfg)
+    if cfg.proxy.workers == 1:
+        uvloop.run(run_worker(cfg, shm_path, ready))
+        return 0
+    children: list[int] = []
+    for _ in range(cfg.proxy.workers):
+        pid = os.fork()
+        if pid == 0:  # child: its own loop, same port through SO_REUSEPORT
+            code = 0
+            try:
+                uvloop.run(run_worker(cfg, shm_path, ready))
+            except Exception:
+                log.exception("worker failed")
+                code = 1
+            os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    for pid in children:
+        _, status = os.waitpid(pid, 0)
+        code = code or os.waitstatus_to_exitcode(status)
+    return code

@@ -1,0 +1,284 @@
+"""One proxy worker's shared context: the gate, the pool, backend targets, accounting, timeouts.
+
+Everything a connection needs beyond its own bytes lives here, so protocols stay small. Timeouts are
+kept as plain deadlines on connections and checked by one sweeper twice a second, instead of a timer
+handle per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import ssl
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from fortress.config import Config
+from fortress.pipeline.chain import Compiled, Gate
+from fortress.pipeline.ip_policy import client_ip as resolve_client_ip
+from fortress.pipeline.limits import Limiter
+from fortress.proxy.pool import Pool
+from fortress.proxy.wire import LocalReply
+from fortress.state.snapshot import BackendRecord, Snapshot
+from fortress.state.usage import UsageEvent, UsageWriter
+
+if TYPE_CHECKING:
+    from fortress.proxy.exchange import Exchange
+    from fortress.proxy.protocol import ClientProtocol, Request
+
+SWEEP_INTERVAL_S = 0.5
+_PROBES = ("/", "/health")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A backend as the relay needs it: where to connect and what to send."""
+
+    name: str
+    type: str
+    host: str
+    port: int
+    ssl: ssl.SSLContext | None
+    host_header: bytes
+    prefix: bytes  # the URL's path prefix, prepended to every forwarded path
+    auth: bytes  # b"Authorization: Bearer ...\r\n" or b""
+    url: str
+
+    @classmethod
+    def from_record(cls, b: BackendRecord) -> Target:
+        u = urlsplit(b.url)
+        tls = u.scheme == "https"
+        context = None
+        if tls:
+            context = ssl.create_default_context(cafile=b.ca_bundle or None)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+        auth = f"Authorization: Bearer {b.credential}\r\n".encode() if b.credential else b""
+        return cls(
+            name=b.name,
+            type=b.type,
+            host=u.hostname or "127.0.0.1",
+            port=u.port or (443 if tls else 80),
+            ssl=context,
+            host_header=u.netloc.rpartition("@")[2].encode(),
+            prefix=u.path.rstrip("/").encode(),
+            auth=auth,
+            url=b.url,
+        )
+
+
+class Worker:
+    def __init__(
+        self,
+        config: Config,
+        snapshot: Snapshot,
+        loop: asyncio.AbstractEventLoop,
+        usage: UsageWriter | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
+        self.config = config
+        self.cfg = config.proxy
+        self.loop = loop
+        self.usage = usage
+        self.pool = Pool(config.routing.pool_max_idle)
+        self.gate = Gate(Compiled.build(snapshot, config.proxy.trusted_proxies), limiter)
+        self.routing = config.routing
+        self.targets: dict[str, Target] = {}
+        self.outstanding: dict[str, int] = {}
+        self.down_until: dict[str, float] = {}
+        self.connections: set[ClientProtocol] = set()
+        self.per_ip: dict[str, int] = {}
+        self.draining = False
+        self.requests = 0
+        self.errors = 0
+        self._rr = 0
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(4).hex().encode()
+        self._rng = random.Random()
+        self.swap(snapshot)
+
+    # -- configuration ---------------------------------------------------------------------------
+    def swap(self, snapshot: Snapshot) -> None:
+        """Take a new snapshot: one reference swap for the gate, targets rebuilt where they changed."""
+        self.gate.swap(Compiled.build(snapshot, self.cfg.trusted_proxies))
+        assert snapshot.policy is not None
+        self.routing = snapshot.policy.routing
+        targets: dict[str, Target] = {}
+        for b in snapshot.backends:
+            old = self.targets.get(b.name)
+            fresh = Target.from_record(b)
+            if old is not None and old != fresh:
+                self.pool.drop(b.name)
+            targets[b.name] = old if old == fresh else fresh
+        for gone in self.targets.keys() - targets.keys():
+            self.pool.drop(gone)
+        self.targets = targets
+
+    # -- backend choice (stage 9) --------------------------------------------------------------------
+    def pick(self, model: str | None, tried: list[str], peek: bool = False) -> Target | None:
+        now = time.monotonic()
+        candidates = [
+            t
+            for t in self.targets.values()
+            if t.type == "ollama" and t.name not in tried and self.down_until.get(t.name, 0.0) <= now
+        ]
+        if not candidates:
+            return None
+        if not peek:
+            self._rr += 1
+        return candidates[self._rr % len(candidates)]
+
+    def started(self, backend: str, ex: Exchange) -> None:
+        self.outstanding[backend] = self.outstanding.get(backend, 0) + 1
+
+    def finished(self, backend: str, ex: Exchange, ok: bool) -> None:
+        self.outstanding[backend] = self.outstanding.get(backend, 1) - 1
+
+    def backend_failed(self, backend: str) -> None:
+        self.down_until[backend] = time.monotonic() + 1.0
+
+    def retry_delay(self, attempt: int) -> float:
+        base = self.routing.backoff_base_ms / 1000.0
+        return self._rng.uniform(0, base * (2 ** (attempt - 1)))
+
+    # -- connections -----------------------------------------------------------------------------------
+    def connection_opened(self, conn: ClientProtocol) -> bool:
+        limit = self.cfg.max_connections_per_ip
+        count = self.per_ip.get(conn.peer, 0) + 1
+        if limit and count > limit:
+            return False
+        self.per_ip[conn.peer] = count
+        self.connections.add(conn)
+        return True
+
+    def connection_closed(self, conn: ClientProtocol) -> None:
+        if conn in self.connections:
+            self.connections.discard(conn)
+            left = self.per_ip.get(conn.peer, 1) - 1
+            if left:
+                self.per_ip[conn.peer] = left
+            else:
+                self.per_ip.pop(conn.peer, None)
+
+    def client_ip(self, peer: str, xff: bytes | None) -> str:
+        trusted = self.gate.c.trusted
+        if trusted is None:
+            return peer
+        return resolve_client_ip(peer, xff.decode("latin-1") if xff else None, trusted)
+
+    def trusts(self, peer: str) -> bool:
+        trusted = self.gate.c.trusted
+        return trusted is not None and trusted.allows(peer)
+
+    def strip_query_key(self, url: bytes) -> bytes:
+        """Remove ?api_key= (when keys in the query are allowed) so the backend never sees it."""
+        if b"api_key=" not in url:
+            return url
+        path, _, query = url.partition(b"?")
+        kept = [p for p in query.split(b"&") if not p.startswith(b"api_key=")]
+        return path + b"?" + b"&".join(kept) if kept else path
+
+    def next_id(self) -> bytes:
+        return b"%s-%x" % (self._id_prefix, next(self._ids))
+
+    # -- accounting (stage 12) ---------------------------------------------------------------------------
+    def account(self, ex: Exchange, prompt: int | None, completion: int | None) -> None:
+        now = time.monotonic()
+        self.requests += 1
+        if ex.status >= 500 or ex.error:
+            self.errors += 1
+        self.gate.finish(ex.admit, (prompt or 0) + (completion or 0), time.time())
+        if self.usage is None:
+            return
+        key = ex.admit.key
+        self.usage.record(
+            UsageEvent(
+                ts=time.time() - (now - ex.t0),
+                request_id=ex.request_id.decode("latin-1"),
+                key_id=key.id if key else None,
+                user_name=key.user if key else None,
+                client_ip=ex.client_ip,
+                method=ex.method.decode("latin-1"),
+                path=ex.path,
+                model=ex.model,
+                backend=ex.target.name if ex.target else None,
+                status=ex.status,
+                ttfb_ms=(ex.ttfb - ex.t0) * 1000 if ex.ttfb else None,
+                duration_ms=(now - ex.t0) * 1000,
+                bytes_in=ex.bytes_in,
+                bytes_out=ex.bytes_out,
+                prompt_eval_count=prompt,
+                eval_count=completion,
+                stream=int(ex.stream),
+                error=ex.error,
+            )
+        )
+
+    def account_local(self, req: Request, status: int, path: str, client_ip: str, reply: LocalReply) -> None:
+        """Rejections are usage too (analytics shows error codes); public probes are not."""
+        self.requests += 1
+        if self.usage is None or (status == 200 and path in _PROBES):
+            return
+        key = req.admit.key if req.admit is not None else None
+        now = time.monotonic()
+        self.usage.record(
+            UsageEvent(
+                ts=time.time() - (now - req.t0),
+                request_id=(req.request_id or b"").decode("latin-1"),
+                key_id=key.id if key else None,
+                user_name=key.user if key else None,
+                client_ip=client_ip,
+                method=req.method.decode("latin-1"),
+                path=path,
+                status=status,
+                duration_ms=(now - req.t0) * 1000,
+                bytes_in=req.body_size,
+                bytes_out=len(reply.body),
+                error=reply.body[:200].decode("utf-8", "replace") if status >= 400 else None,
+            )
+        )
+
+    # -- timeouts ------------------------------------------------------------------------------------------
+    def sweep(self) -> None:
+        """Close connections past their deadline; time out silent backends."""
+        now = time.monotonic()
+        routing = self.routing
+        for conn in list(self.connections):
+            ex = conn.ex
+            if ex is None:
+                if conn.deadline and conn.deadline < now:
+                    conn.expired()
+                continue
+            up = ex.upstream
+            if up is None:
+                continue
+            if not up.head_sent:
+                if now - up.sent_at > routing.first_byte_timeout_s:
+                    ex.timed_out(first_byte=True)
+            elif up.activity != up.seen:
+                up.seen = up.activity
+                up.stalled_since = now
+            elif now - up.stalled_since > routing.idle_timeout_s and not conn.write_paused:
+                ex.timed_out(first_byte=False)
+
+    def in_flight(self) -> int:
+        return sum(1 for c in self.connections if c.ex is not None)
+
+    async def drain(self, deadline_s: float) -> None:
+        """Graceful stop: idle connections close now, busy ones after their response, all by the deadline."""
+        self.draining = True
+        for conn in list(self.connections):
+            if conn.ex is None and not conn.queue:
+                conn.close()
+        end = time.monotonic() + deadline_s
+        while self.connections and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            ex, conn.ex = conn.ex, None
+            if ex is not None:
+                ex.client_lost()
+            conn.close()
+        self.pool.close_all()
