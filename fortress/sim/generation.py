@@ -33,7 +33,7 @@ GENERATE_FIELDS = {
 CHAT_FIELDS = {
     "model": "string",
     "messages": "[]api.Message",
-    "tools": "api.Tools",
+    "tools": "[]api.Tool",
     "stream": "*bool",
     "options": "map[string]interface {}",
     "keep_alive": "*api.Duration",
