@@ -99,6 +99,26 @@ async def test_poke_after_delete_and_copy_refreshes_at_once(sims: Callable[..., 
         await poller.aclose()
 
 
+async def test_model_loaded_by_traffic_is_preferred_after_refresh(sims: Callable[..., Sim]) -> None:
+    a = sims("--models", "m")
+    b = sims("--models", "m")
+    router = Router([BackendRecord("a", a.url), BackendRecord("b", b.url)])
+    poller = poller_for(router)
+    poller.sync()
+    try:
+        assert await poller.ready(5)
+        assert router.inventory.loaded_on("m:latest") == frozenset()
+        load = await asyncio.to_thread(b.call, "POST", "/api/generate", {"model": "m", "prompt": ""})
+        assert load.json()["done_reason"] == "load"
+        poller.poke()
+        await eventually(lambda: router.inventory.loaded_on("m:latest") == {"b"})
+        for _ in range(3):
+            choice = router.choose("m")
+            assert choice is not None and choice.backend.name == "b" and choice.loaded
+    finally:
+        await poller.aclose()
+
+
 async def test_dead_backend_opens_breaker_and_comes_back(sims: Callable[..., Sim]) -> None:
     a = sims("--models", "m")
     router = Router([BackendRecord("a", a.url)], threshold=2, cool_down_s=0.2)
