@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fortress.pipeline.limits import Limiter, LocalLimiter, RedisLimiter, decide, open_limiter, roll
 from fortress.pipeline.shm import SharedLimiter
@@ -228,3 +231,38 @@ def test_two_processes_allow_exactly_the_limit(
     assert sum(r[0] for r in results) == limit
     assert all(r[0] > 0 for r in results)  # both really competed
     assert sum(r[1] for r in results) == 7
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["hit", "peek", "add", "acquire", "release"]),
+            st.sampled_from(["a", "b"]),
+            st.floats(0, 400),
+            st.integers(1, 5),
+        ),
+        max_size=60,
+    )
+)
+@settings(max_examples=60, deadline=None)
+def test_shared_table_answers_like_the_local_store(ops: list[tuple[str, str, float, int]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "limits.shm")
+        SharedLimiter.create(path, capacity=64)
+        shared = SharedLimiter(path)
+        local = LocalLimiter()
+        now = T0
+        for op, name, step, amount in ops:
+            now += step  # the clock only moves forward
+            if op == "hit":
+                results = [store.hit(name, 6, 60, now, amount) for store in (local, shared)]
+            elif op == "peek":
+                results = [store.peek(name, 6, 60, now, amount) for store in (local, shared)]
+            elif op == "add":
+                results = [store.add(name, amount, 60, now) for store in (local, shared)]
+            elif op == "acquire":
+                results = [store.acquire_slot(name, 2) for store in (local, shared)]
+            else:
+                results = [store.release_slot(name) for store in (local, shared)]
+            assert results[0] == results[1], (op, name, now)
+        shared.close()
