@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"load: {r.rps:,.0f} requests/s, p99 {r.p99_ms:.2f} ms, {r.errors} errors")
         else:
             plan = dataclasses.replace(w.FULL, fast_seconds=float(args.seconds))
-            figures = asyncio.run(w.fast_stream(target, stack, plan), loop_factory=uvloop.new_event_loop)
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                figures = runner.run(w.fast_stream(target, stack, plan))
             print(f"load: {figures['chunks_per_s']:,.0f} chunks/s, {figures['errors']:g} errors")
         _, err = spy.communicate(timeout=args.seconds + 60)
     finally:

@@ -88,6 +88,7 @@ def markdown(meta: dict[str, Any], summary: Summary, checks: list[Check]) -> str
         f"- Commit: {meta['commit']}",
         f"- Command: `{meta['command']}`",
         f"- Pinning: {meta['pinning']}",
+        f"- Load average: {meta['load_average']}",
         f"- Rounds: {meta['rounds']}, targets in alternation ({' '.join(TARGETS)} per workload per round); "
         "medians shown, errors summed. For direct, CPU and RSS figures are the upstream's own.",
         "",

@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     if cpus.load:  # the load client is this process
         os.sched_setaffinity(0, {int(c) for c in cpus.load.split(",")})
     ensure_wrk()
+    load_before = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="fortress-bench-"))
     bench = Bench(plan, cpus, workdir)
     print(f"work directory {workdir}; open-files limit {nofile}", flush=True)
@@ -153,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         "pinning": f"proxy under test on CPU {cpus.proxy}, load client (this process, wrk) and upstream "
         f"on CPU {cpus.load}",
         "rounds": plan.rounds,
+        "load_average": f"{load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end (1-minute; other work "
+        "on the machine shows here)",
     }
     text = markdown(meta, summary, checks)
     print(text)

@@ -14,6 +14,7 @@ META = {
     "command": ".venv/bin/python -m bench.run",
     "pinning": "proxy on CPU 1",
     "rounds": 3,
+    "load_average": "0.1 at start, 0.2 at end",
 }
 
 
