@@ -7,9 +7,11 @@ several statements says so with `async with transaction(db):`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sqlite3
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -75,16 +77,27 @@ async def connect(path: str | os.PathLike[str]) -> aiosqlite.Connection:
     return db
 
 
+_tx_locks: weakref.WeakKeyDictionary[aiosqlite.Connection, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
 @asynccontextmanager
 async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
-    """One write transaction, taken up front (IMMEDIATE) so it never fails half-way on a lock."""
-    await db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-    except BaseException:
-        await db.execute("ROLLBACK")
-        raise
-    await db.execute("COMMIT")
+    """One write transaction, taken up front (IMMEDIATE) so it never fails half-way on a lock.
+
+    Tasks sharing one connection (the admin's request handlers) take turns: SQLite has one
+    transaction per connection, so a second BEGIN would otherwise fail or merge two writes.
+    """
+    lock = _tx_locks.get(db)
+    if lock is None:
+        lock = _tx_locks[db] = asyncio.Lock()
+    async with lock:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        await db.execute("COMMIT")
 
 
 async def schema_version(db: aiosqlite.Connection) -> int:

@@ -1,7 +1,7 @@
-"""Building the proxy's Snapshot from config.toml plus the database, in one consistent read.
+"""Building the proxy's Snapshot from config.toml plus the database.
 
 The proxy polls read_config_version() (one indexed row) and calls load_snapshot() only when the
-number changed; the snapshot's rows and its version come from the same read transaction.
+number changed.
 """
 
 from __future__ import annotations
@@ -51,19 +51,18 @@ def file_backends(cfg: Config) -> list[BackendRecord]:
 
 
 async def load_snapshot(db: aiosqlite.Connection, cfg: Config) -> Snapshot:
-    await db.execute("BEGIN")  # a read transaction: version and rows from one WAL snapshot
-    try:
-        version = await read_config_version(db)
-        async with db.execute(
-            """SELECT k.*, u.name AS user FROM api_keys k JOIN users u ON u.id = k.user_id"""
-        ) as cur:
-            key_rows = await cur.fetchall()
-        async with db.execute("SELECT * FROM backends WHERE enabled = 1 ORDER BY name") as cur:
-            backend_rows = await cur.fetchall()
-        async with db.execute("SELECT key, value FROM settings") as cur:
-            settings = {r[0]: r[1] for r in await cur.fetchall()}
-    finally:
-        await db.execute("COMMIT")
+    # The version is read first, so rows are never older than it: a write landing in between
+    # bumps the version past this one and the next poll reloads. No transaction is held, so the
+    # connection stays free for other tasks (the proxy's stats writes share it).
+    version = await read_config_version(db)
+    async with db.execute(
+        "SELECT k.*, u.name AS user FROM api_keys k JOIN users u ON u.id = k.user_id"
+    ) as cur:
+        key_rows = await cur.fetchall()
+    async with db.execute("SELECT * FROM backends WHERE enabled = 1 ORDER BY name") as cur:
+        backend_rows = await cur.fetchall()
+    async with db.execute("SELECT key, value FROM settings") as cur:
+        settings = {r[0]: r[1] for r in await cur.fetchall()}
 
     keys = {
         r["id"]: KeyRecord(

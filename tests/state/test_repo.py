@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -209,3 +210,18 @@ async def test_list_users_sums_usage_and_sorts(db: aiosqlite.Connection) -> None
     assert [u.name for u in await repo.list_users(db, "name")] == ["alice", "bob"]
     with pytest.raises(repo.RepoError, match="cannot sort"):
         await repo.list_users(db, "password")
+
+
+async def test_writers_sharing_one_connection_take_turns(db: aiosqlite.Connection) -> None:
+    """The admin shares one connection between requests: concurrent writers must not collide."""
+    names = [f"user{i}" for i in range(20)]
+    results = await asyncio.gather(
+        *(repo.add_user(db, n, actor="admin") for n in names),
+        repo.add_user(db, "user3", actor="admin"),  # a failing writer in the middle rolls back alone
+        return_exceptions=True,
+    )
+    assert [r for r in results if r is not None] and all(
+        isinstance(r, repo.RepoError) for r in results if r is not None
+    )
+    assert sorted(u.name for u in await repo.list_users(db)) == sorted(names)
+    assert await _rows(db, "SELECT COUNT(*) FROM audit WHERE action = 'user.add'") == [(20,)]
