@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import select
 import socket
 import stat
+import sys
+import time
 
 from fortress.passwords import verify_password
 
@@ -201,3 +206,38 @@ def test_doctor_and_cert(fortress: Fortress) -> None:
     fortress.configure('tls_cert = "tls/cert.pem"\ntls_key = "tls2/key.pem"')
     res = fortress.run("doctor")
     assert res.returncode == 1 and re.search(r"^fail .*does not match", res.stdout, re.M)
+
+
+def test_interactive_init_asks_on_a_terminal(fortress: Fortress) -> None:
+    """With a terminal, init asks for the name and the password (twice) instead of generating one."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the real command, its stdin a terminal
+        os.chdir(fortress.root)
+        os.execve(
+            sys.executable,
+            [sys.executable, "-m", "fortress", "init", "--config", str(fortress.config)],
+            fortress.env,
+        )
+    transcript = b""
+
+    def expect(prompt: bytes) -> None:
+        nonlocal transcript
+        deadline = time.monotonic() + 20
+        while prompt not in transcript:
+            assert time.monotonic() < deadline, transcript
+            if select.select([fd], [], [], 0.2)[0]:
+                transcript += os.read(fd, 1024)
+
+    expect(b"admin user name [admin]: ")
+    os.write(fd, b"boss\n")
+    expect(b"admin password (empty = generate one): ")
+    os.write(fd, b"typed-password\n")
+    expect(b"again: ")
+    os.write(fd, b"typed-password\n")
+    expect(b"admin boss: created")
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert b"typed-password" not in transcript  # not echoed
+    (stored,) = fortress.query("SELECT password_hash FROM admins WHERE name = 'boss'")[0]
+    assert verify_password("typed-password", stored)
