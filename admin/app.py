@@ -75,6 +75,10 @@ def _ts(value: float | None) -> str:
     return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _clock(value: float) -> str:
+    return datetime.fromtimestamp(value, UTC).strftime("%H:%M:%S UTC")
+
+
 def _num(value: float | None) -> str:
     return f"{value or 0:,.0f}"
 
@@ -89,7 +93,7 @@ def _size(value: float | None) -> str:
 
 
 def _engine(engine: JinjaTemplateEngine) -> None:
-    engine.engine.filters.update(ts=_ts, num=_num, size=_size)
+    engine.engine.filters.update(ts=_ts, clock=_clock, num=_num, size=_size)
 
 
 def create_app(cfg: Config, *, throttle: LoginThrottle | None = None) -> Litestar:

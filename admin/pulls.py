@@ -21,11 +21,18 @@ class PullState:
     backend: str
     model: str
     status: str = "starting"
-    total: int = 0
-    completed: int = 0
+    layers: dict[str, tuple[int, int]] = field(default_factory=dict)  # digest -> (completed, total)
     done: bool = False
     error: str = ""
     started: float = field(default_factory=time.time)
+
+    @property
+    def total(self) -> int:
+        return sum(t for _, t in self.layers.values())
+
+    @property
+    def completed(self) -> int:
+        return sum(c for c, _ in self.layers.values())
 
     @property
     def percent(self) -> int:
@@ -41,12 +48,11 @@ class PullState:
             self.error, self.done = str(line["error"]), True
             return
         self.status = str(line.get("status", self.status))
-        if "total" in line:
-            self.total = int(line.get("total") or 0)
-            self.completed = int(line.get("completed") or 0)
+        if "digest" in line and "total" in line:  # one line per layer; the bar covers all layers
+            self.layers[str(line["digest"])] = (int(line.get("completed") or 0), int(line["total"] or 0))
         if self.status == "success":
             self.done = True
-            self.completed = self.total
+            self.layers = {d: (t, t) for d, (_, t) in self.layers.items()}
 
 
 class Pulls:

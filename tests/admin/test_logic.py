@@ -107,6 +107,8 @@ def test_pull_state_follows_ollama_progress() -> None:
     assert (s.percent, s.done) == (0, False)
     s.apply({"status": "pulling abc", "digest": "sha256:x", "total": 200, "completed": 50})
     assert s.percent == 25
+    s.apply({"status": "pulling def", "digest": "sha256:y", "total": 200, "completed": 150})
+    assert (s.percent, s.completed, s.total) == (50, 200, 400)  # all layers count
     s.apply({"status": "success"})
     assert (s.done, s.percent, s.error) == (True, 100, "")
     f = PullState("id", "local", "m")

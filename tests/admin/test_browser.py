@@ -1,0 +1,216 @@
+"""Headless Chromium drives the admin next to a real proxy and simulator; saves README screenshots."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.admin.conftest import ADMIN_PASSWORD, ADMIN_USER, Admin, start_admin
+from tests.conftest import ROOT, Fortress, Sim, make_fortress, start_sim, stop
+
+pytestmark = pytest.mark.browser
+PERCENT = re.compile(r"^\d+%$")
+FULL_KEY = re.compile(r"^fk_[a-z0-9]{8}_[A-Za-z0-9]{32,}$")
+SHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def paced_sim() -> Iterator[Sim]:
+    """A simulator whose streams (pull progress included) arrive at 5 lines/s, so progress is visible."""
+    s = start_sim("--rate", "5", "--models", "llama3.2:1b,qwen3:0.6b", name="browser")
+    yield s
+    stop(s.proc)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, paced_sim: Sim) -> Iterator[tuple[Fortress, Admin]]:
+    home = make_fortress(tmp_path_factory.mktemp("browser"), [("local", paced_sim.url)])
+    home.serve()
+    admin = start_admin(home)
+    yield home, admin
+    stop(admin.proc)
+    home.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser, stack: tuple[Fortress, Admin]) -> Iterator[Page]:
+    context = browser.new_context(base_url=stack[1].url, viewport={"width": 1280, "height": 900})
+    pg = context.new_page()
+    pg.on("dialog", lambda d: d.accept())
+    yield pg
+    context.close()
+
+
+def sign_in(page: Page) -> None:
+    page.goto("/login")
+    page.get_by_label("User name").fill(ADMIN_USER)
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+
+
+def within_1s(check: Callable[[], bool]) -> bool:
+    """True once `check` holds, trying for one second (the proxy's reload bound)."""
+    deadline = time.monotonic() + 1.0
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_login_page_and_wrong_password(page: Page) -> None:
+    page.goto("/users")
+    expect(page).to_have_url("/login")  # redirected: a session is required
+    shot(page, "login")
+    page.get_by_label("User name").fill(ADMIN_USER)
+    page.get_by_label("Password").fill("wrong password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_text("Wrong user name or password.")
+
+
+def test_dashboard_updates_without_reload(page: Page, stack: tuple[Fortress, Admin]) -> None:
+    sign_in(page)
+    expect(page.locator("#cpu")).to_have_text(PERCENT)
+    expect(page.locator("#mem")).to_contain_text("%")
+    page.evaluate("window.__marker = 1")  # survives only if the page is never reloaded
+    stamp = page.locator("#live .sub", has_text="Updated")
+    httpx.get(f"{stack[0].url}/api/tags")  # a request, so the proxy's counters move
+    first = stamp.inner_text()
+    deadline = time.monotonic() + 10
+    while stamp.inner_text() == first and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+    assert stamp.inner_text() != first
+    assert page.evaluate("window.__marker") == 1
+    expect(page.locator("#live")).to_contain_text("worker(s) reporting")
+    shot(page, "dashboard")
+
+
+def test_user_and_key_lifecycle_against_the_proxy(page: Page, stack: tuple[Fortress, Admin]) -> None:
+    proxy = stack[0].url
+    sign_in(page)
+    page.get_by_role("link", name="Users").click()
+    page.get_by_label("New user name").fill("browser-user")
+    page.get_by_role("button", name="Add user").click()
+    expect(page.get_by_role("heading", name="User browser-user")).to_be_visible()
+    page.get_by_label("Label").fill("laptop")
+    page.get_by_label("Rate limit (N/WINDOW)").fill("100/1m")
+    page.get_by_role("button", name="Create key").click()
+    key_box = page.get_by_label("New key")
+    expect(key_box).to_have_value(FULL_KEY)
+    key = key_box.input_value()
+    expect(page.get_by_role("button", name="Copy key")).to_be_visible()
+    shot(page, "keys")
+    auth = {"Authorization": f"Bearer {key}"}
+    # the proxy picks up configuration changes within a second (DESIGN §1)
+    assert within_1s(lambda: httpx.get(f"{proxy}/api/tags", headers=auth).status_code == 200)
+
+    page.reload()
+    assert key not in page.content()  # shown once, never again
+    expect(page.locator("#keys-table")).to_contain_text("laptop")
+
+    page.get_by_role("button", name=f"Disable key {key[3:11]}").click()
+    expect(page.locator("#keys-table .state")).to_have_text("disabled")
+    assert within_1s(lambda: httpx.get(f"{proxy}/api/tags", headers=auth).status_code == 401)
+
+    page.get_by_role("button", name=f"Enable key {key[3:11]}").click()
+    expect(page.locator("#keys-table .state")).to_have_text("active")
+    page.get_by_role("button", name=f"Revoke key {key[3:11]}").click()  # the confirm dialog is accepted
+    expect(page.locator("#keys-table .state")).to_have_text("revoked")
+    page.goto("/users")
+    expect(page.get_by_role("link", name="browser-user")).to_be_visible()
+    shot(page, "users")
+
+
+def test_backends_list_models_and_pull_with_progress(page: Page, stack: tuple[Fortress, Admin]) -> None:
+    home, _ = stack
+    sign_in(page)
+    page.goto("/backends")
+    card = page.locator("#b-local")
+    expect(card).to_contain_text("llama3.2:1b")
+    expect(card).to_contain_text("qwen3:0.6b")
+    expect(card).to_contain_text("healthy")
+    shot(page, "backends")
+
+    page.goto("/models")
+    page.get_by_label("Model name").fill("smollm2:135m")
+    page.get_by_role("button", name="Pull model").click()
+    bar = page.locator("#pulls progress").first
+    expect(bar).to_be_visible()
+    seen = set()
+    deadline = time.monotonic() + 30
+    while "done" not in page.locator("#pulls").inner_text() and time.monotonic() < deadline:
+        seen.add(int(bar.get_attribute("value") or 0))
+        page.wait_for_timeout(100)
+    expect(page.locator("#pulls")).to_contain_text("done")
+    assert any(0 < v < 100 for v in seen), f"no intermediate progress seen: {sorted(seen)}"
+    key = home.key("puller")
+    tags = httpx.get(f"{home.url}/api/tags", headers={"Authorization": f"Bearer {key}"}).json()
+    names = {m["name"] for m in tags["models"]}
+    assert "smollm2:135m" in names, names
+
+
+def test_analytics_and_narrow_screen(page: Page) -> None:
+    sign_in(page)
+    page.goto("/analytics")
+    expect(page.locator("svg.chart")).to_have_count(6)
+    shot(page, "analytics")
+    page.set_viewport_size({"width": 360, "height": 800})
+    for path in ("/", "/users", "/analytics", "/settings", "/models"):
+        page.goto(path)
+        overflow = page.evaluate("document.documentElement.scrollWidth - innerWidth")
+        assert overflow <= 0, f"{path} scrolls sideways at 360 px ({overflow} px)"
+    for path in ("/settings", "/users/browser-user", "/backends"):
+        page.goto(path)
+        unlabeled = page.evaluate(
+            """[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+               .filter(e => !(e.id && document.querySelector(`label[for="${e.id}"]`))).length"""
+        )
+        assert unlabeled == 0, path
+
+
+def test_settings_change_reaches_the_running_proxy(page: Page, stack: tuple[Fortress, Admin]) -> None:
+    home, _ = stack
+    key = home.key("settings-user")
+    auth = {"Authorization": f"Bearer {key}"}
+    assert httpx.get(f"{home.url}/api/tags", headers=auth).status_code == 200
+    sign_in(page)
+    page.goto("/settings")
+    page.get_by_label("IP deny list (CIDRs, one per line)").fill("127.0.0.0/8")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.get_by_role("status")).to_contain_text("no restart needed")
+    try:
+        assert within_1s(lambda: httpx.get(f"{home.url}/api/tags", headers=auth).status_code == 403)
+    finally:
+        page.goto("/settings")
+        page.get_by_label("IP deny list (CIDRs, one per line)").fill("")
+        page.get_by_role("button", name="Save settings").click()
+        expect(page.get_by_role("status")).to_contain_text("Saved")
