@@ -7,6 +7,7 @@ itself for direct (so every column has a figure, and the direct column is the fl
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import math
@@ -146,8 +147,14 @@ async def slow_streams(target: Target, stack: Stack, plan: Plan) -> dict[str, fl
 
     cpu0 = meter.cpu_seconds()
     start = time.perf_counter()
-    with PeakRss(meter, interval=0.1) as rss:
-        results = await asyncio.gather(*(one(i) for i in range(plan.slow_streams)), return_exceptions=True)
+    gc.disable()  # a collector pause in this client would show up as latency of the server
+    try:
+        with PeakRss(meter, interval=0.1) as rss:
+            results = await asyncio.gather(
+                *(one(i) for i in range(plan.slow_streams)), return_exceptions=True
+            )
+    finally:
+        gc.enable()
     elapsed = time.perf_counter() - start
     cpu = meter.cpu_seconds() - cpu0
     ok = [r for r in results if isinstance(r, Response) and r.status == 200 and r.lines >= tokens]
