@@ -43,7 +43,9 @@ def shares(collapsed: str) -> tuple[Counter[str], Counter[str], int]:
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [frame_name(f) for f in stack.split(";")]
+        frames = [frame_name(f) for f in stack.split(";") if not f.startswith("process ")]  # py-spy -s root
+        if not frames:
+            continue
         total += n
         own[frames[-1]] += n
         for f in set(frames):
