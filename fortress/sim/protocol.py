@@ -19,6 +19,7 @@ from fortress.sim.request import Request
 from fortress.sim.wire import CONTINUE, LAST_CHUNK, TEXT, Full, Reply, Responder, Stream, frame
 
 MAX_QUEUED = 32  # pipelined requests held before reading pauses
+COALESCE_BYTES = 16384  # largest write an unpaced stream gathers
 
 
 class SimProtocol(asyncio.Protocol):
@@ -172,27 +173,37 @@ class SimProtocol(asyncio.Protocol):
             self._close()
 
     async def _send_stream(self, req: Request, reply: Stream) -> None:
-        """Chunked body, one frame per item, paced; --die-after cuts it with no last chunk."""
+        """Chunked body, item i due at start + i * interval; --die-after cuts it with no last chunk.
+
+        Frames that are due are gathered and written together (up to COALESCE_BYTES), so a paced
+        stream writes each token on its own, like Ollama flushing every token, while an unpaced
+        one (rate 0) costs a few large writes and the simulator is never the bottleneck.
+        """
         die_after = req.knobs.die_after if req.knobs else None
         loop = asyncio.get_running_loop()
         started = loop.time()
-        self._write(self.responder.head(200, reply.content_type, None, req.keep_alive))
+        pending = [self.responder.head(200, reply.content_type, None, req.keep_alive)]
+        size = 0
         for index, chunk in enumerate(reply.chunks):
             if die_after is not None and index >= die_after:
+                self._write(b"".join(pending))
                 self._close()
                 return
-            if reply.interval_s and index:
-                wait = started + index * reply.interval_s - loop.time()
+            wait = started + index * reply.interval_s - loop.time() if reply.interval_s else 0.0
+            if wait > 0 or size >= COALESCE_BYTES:
+                self._write(b"".join(pending))
+                pending.clear()
+                size = 0
                 if wait > 0:
                     await asyncio.sleep(wait)
-            if self.closed:
-                return
-            self._write(frame(chunk))
-            if not self.writable.is_set():
-                await self.writable.wait()
-        if self.closed:
-            return
-        self._write(LAST_CHUNK)
+                if not self.writable.is_set():
+                    await self.writable.wait()
+                if self.closed:
+                    return
+            pending.append(frame(chunk))
+            size += len(chunk)
+        pending.append(LAST_CHUNK)
+        self._write(b"".join(pending))
         if not req.keep_alive:
             self._close()
 
