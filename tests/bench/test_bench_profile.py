@@ -2,7 +2,7 @@
 
 from bench.profile import frame_name, shares
 
-RAW = """process 7:"python -m fortress serve";<module> (f/main.py:3);run (f/server.py:10);on_body (f/protocol.py:88) 6
+RAW = """process 7:"fortress";<module> (f/main.py:3);run (f/server.py:10);on_body (f/protocol.py:88) 6
 <module> (f/main.py:3);run (f/server.py:11);on_body (f/protocol.py:90) 2
 <module> (f/main.py:3);run (f/server.py:12) 2
 """
