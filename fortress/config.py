@@ -103,6 +103,9 @@ class RoutingConfig:
     inventory_interval_s: float = 10.0
     health_interval_s: float = 5.0
     queue_timeout_s: float = 30.0
+    queue_limit: int = 256
+    breaker_threshold: int = 3
+    breaker_cool_down_s: float = 10.0
     pool_max_idle: int = 64
 
 
@@ -220,9 +223,7 @@ def parse(data: dict[str, Any], source: str = "") -> Config:
         if key == "backends":
             if not isinstance(table, list):
                 raise ConfigError("[[backends]] must be an array of tables")
-            parts["backends"] = tuple(
-                _build(BackendConfig, f"backends[{i}]", t) for i, t in enumerate(table)
-            )
+            parts["backends"] = tuple(_build(BackendConfig, f"backends[{i}]", t) for i, t in enumerate(table))
         elif key in _SECTIONS:
             parts[key] = _build(_SECTIONS[key], key, table)
         else:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from fortress.pipeline.chain import Admit
 from fortress.proxy import wire
 from fortress.proxy.upstream import UpstreamProtocol
+from fortress.routing.choose import Choice, Verdict, Waiter
 
 if TYPE_CHECKING:
     from fortress.proxy.protocol import ClientProtocol
@@ -26,6 +27,8 @@ _HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding")
 )
 _LAST_CHUNK = b"0\r\n\r\n"
+# Routes that bring a model to a backend rather than use one there: any healthy backend will do.
+_ANY_BACKEND = frozenset(("/api/pull", "/api/push", "/api/create", "/api/blobs/*"))
 
 
 def counts_from_tail(tail: list[bytes]) -> tuple[int | None, int | None, bool]:
@@ -47,6 +50,7 @@ class Exchange:
         "accounted",
         "admit",
         "attempts",
+        "backend_hint",
         "body",
         "bytes_in",
         "bytes_out",
@@ -123,20 +127,66 @@ class Exchange:
         self.on_backend: str | None = None  # counted as outstanding on this backend
         self.accounted = False
         self.client_ip = ""
+        self.backend_hint: str | None = None  # X-Fortress-Backend from an admin-scope key
 
     # -- choosing and connecting -------------------------------------------------------------------
     def start(self) -> None:
-        target = self.w.pick(self.model, self.tried)
-        if target is None:
-            if self.tried:
-                self._fail(502, f"backend {self.tried[-1]} failed and no other backend is available")
-            else:
-                self._fail(503, "no healthy backend is available")
+        """Stage 9: ask the router for a backend, wait for a slot when all are busy, or fail clearly."""
+        w = self.w
+        if self.backend_hint is not None:
+            name = self.backend_hint
+            if name not in w.targets:
+                self._fail(404, f"unknown backend '{name}' in X-Fortress-Backend")
+                return
+            w.router.started(name)
+            self._go(name)
             return
+        model = None if self.admit.route.name in _ANY_BACKEND else self.model
+        choice = w.router.choose(model, exclude=frozenset(self.tried))
+        if choice is not None:
+            w.router.started(choice.backend.name)
+            self._go(choice.backend.name)
+            return
+        verdict = w.router.why(model)
+        if verdict is Verdict.UNKNOWN_MODEL:
+            self._fail(404, f"model '{model}' not found" if model else "no backend is configured")
+        elif verdict is Verdict.BUSY and not self.tried:
+            self._wait(model)
+        elif self.tried:
+            self._fail(502, f"backend {self.tried[-1]} failed and no other backend is available")
+        else:
+            self._fail(503, "no healthy backend is available")
+
+    def _wait(self, model: str | None) -> None:
+        """Every backend with the model is at its cap: park in the router's fair queue, with a timeout."""
+        w = self.w
+        key_id = self.admit.key.id if self.admit.key else ""
+        waiter = Waiter(model, lambda choice: self._granted(choice, timer))
+        if not w.router.enqueue(key_id, waiter):
+            self._fail(503, "all backends for this model are busy and the queue is full", retry_after=1)
+            return
+
+        def expire() -> None:
+            if w.router.dequeue(key_id, waiter):
+                self._fail(503, "all backends for this model stayed busy", retry_after=1)
+
+        timer = w.loop.call_later(w.routing.queue_timeout_s, expire)
+
+    def _granted(self, choice: Choice, timer: asyncio.TimerHandle) -> bool:
+        timer.cancel()
+        if self.client.closed or self.accounted:
+            return False
+        self.w.loop.call_soon(self._go, choice.backend.name)
+        return True
+
+    def _go(self, name: str) -> None:
+        """Connect to (or reuse a connection to) the chosen backend, already counted as started."""
+        target = self.w.targets[name]
         self.target = target
-        self.tried.append(target.name)
+        self.on_backend = name
+        self.tried.append(name)
         self.attempts += 1
-        conn = self.w.pool.acquire(target.name)
+        conn = self.w.pool.acquire(name)
         if conn is not None:
             self._send(conn)  # type: ignore[arg-type]
         else:
@@ -156,7 +206,6 @@ class Exchange:
                 w.routing.connect_timeout_s,
             )
         except (OSError, TimeoutError) as exc:
-            w.backend_failed(target.name)
             self._retry_or_fail(f"cannot connect to backend {target.name}: {_reason(exc)}")
             return
         w.pool.created += 1
@@ -191,8 +240,6 @@ class Exchange:
             parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
         else:
             parts.append(b"\r\n")
-        self.on_backend = target.name
-        self.w.started(target.name, self)
         conn.send(self, b"".join(parts))
         if self.pending:
             for piece in self.pending:
@@ -224,10 +271,13 @@ class Exchange:
         """Rewrite and send the response head; False when this answer is dropped for a retry."""
         status = up.status
         if status in (502, 503) and self._can_retry():
+            up.ex = None
             up.close()
-            self.w.backend_failed(up.backend)
+            self.upstream = None
             self._retry_or_fail(f"backend {up.backend} answered {status}")
             return False
+        if status == 404 and self.model and self.admit.route.inspect:
+            self.w.model_missing(up.backend, self.model)
         self.status = status
         self.ttfb = time.monotonic()
         client_close = not self.keep_alive or self.w.draining
@@ -264,7 +314,9 @@ class Exchange:
         if failed:
             self.error = "backend reported an error mid-stream"
         self.stream = up.chunked
-        self._release_backend(ok=self.status < 500)
+        self._release_backend(ok=self.status < 500 and not failed, error=self.error or "")
+        if self.admit.route.model_admin:
+            self.w.poller.poke(target.name)  # pull/delete/copy/create change what the backend holds
         self._account(prompt, completion)
         self.client.exchange_done(self.keep_alive)
 
@@ -277,7 +329,6 @@ class Exchange:
         if up is not None:
             up.ex = None
             up.close()
-            self.w.backend_failed(up.backend)
         if up is None or not up.head_sent:
             self._retry_or_fail(message)
             return
@@ -291,7 +342,6 @@ class Exchange:
             if up is not None:
                 up.ex = None
                 up.close()
-                self.w.backend_failed(up.backend)
             self._fail(504, f"backend {self.target.name if self.target else ''} did not answer in time")
             return
         if up is not None:
@@ -308,39 +358,41 @@ class Exchange:
             self.to_client(wire.chunk(line) + _LAST_CHUNK)
         elif not self.raw:
             self.to_client(wire.stream_error_line(message, self.admit.route.openai))
-        self._release_backend(ok=False)
+        self._release_backend(ok=False, error=message)
         prompt, completion, _ = counts_from_tail(up.tail)
         self._account(prompt, completion)
         self.client.exchange_done(False)
 
     # -- retries and failures ------------------------------------------------------------------------
-    def _can_retry(self) -> bool:
-        if self.body is None and self.streaming_body:
-            return False  # the body went upstream as it came: it cannot be sent twice
-        routing = self.w.routing
-        elapsed_ms = (time.monotonic() - self.t0) * 1000
-        return self.attempts <= routing.retries and elapsed_ms < routing.retry_budget_ms
+    def _can_retry(self, delay: float = 0.0) -> bool:
+        if self.streaming_body or self.backend_hint is not None:
+            return False  # the body went upstream as it came, or the client named the backend
+        elapsed = time.monotonic() - self.t0 + delay
+        return self.w.router.may_retry(self.attempts, elapsed)
 
     def _retry_or_fail(self, message: str) -> None:
-        self._release_backend(ok=False)
+        self._release_backend(ok=False, error=message)
         if self.client.closed:
             self._account(None, None)
             return
-        if self._can_retry() and self.w.pick(self.model, self.tried, peek=True) is not None:
-            delay = self.w.retry_delay(self.attempts)
+        delay = self.w.router.retry_delay(self.attempts)
+        if self._can_retry(delay):
             self.w.loop.call_later(delay, self.start)
             return
         self._fail(502, message)
 
-    def _fail(self, status: int, message: str) -> None:
+    def _fail(self, status: int, message: str, retry_after: int = 0) -> None:
         self.status = status
         self.error = message
-        self._release_backend(ok=status != 504)
+        self._release_backend(ok=status != 504, error=message)
         if self.upstream is not None:
             self.upstream.ex = None
             self.upstream.close()
             self.upstream = None
-        reply = wire.error_reply(status, message, self.admit.route.openai, headers=self.admit.rate_headers)
+        headers = self.admit.rate_headers
+        if retry_after:
+            headers = ((b"Retry-After", str(retry_after).encode()), *headers)
+        reply = wire.error_reply(status, message, self.admit.route.openai, headers=headers)
         keep = self.keep_alive and not self.streaming_body
         self.to_client(wire.render(reply, self.request_id, keep, head_only=self.method == b"HEAD"))
         self._account(None, None)
@@ -359,9 +411,10 @@ class Exchange:
         self.error = self.error or "client closed the connection"
         self._account(None, None)
 
-    def _release_backend(self, ok: bool) -> None:
+    def _release_backend(self, ok: bool, error: str = "") -> None:
+        """Tell the router this backend's request ended; exactly once per started attempt."""
         if self.on_backend is not None:
-            self.w.finished(self.on_backend, self, ok)
+            self.w.finished(self.on_backend, ok, error)
             self.on_backend = None
 
     def _account(self, prompt: int | None, completion: int | None) -> None:

@@ -46,6 +46,7 @@ _DROP = frozenset(
         b"expect",
         b"x-forwarded-for",
         b"x-request-id",
+        b"x-fortress-backend",
     )
 )
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -66,6 +67,7 @@ class Request:
     __slots__ = (
         "admit",
         "authorization",
+        "backend_hint",
         "body",
         "body_size",
         "chunked",
@@ -100,6 +102,7 @@ class Request:
         self.xff: bytes | None = None
         self.request_id: bytes | None = None
         self.admit: Admit | None = None
+        self.backend_hint: bytes | None = None
         self.method = b""
         self.http10 = False
         self.keep_alive = True
@@ -247,6 +250,8 @@ class ClientProtocol(asyncio.Protocol):
                 req.request_id = value
             elif lname == b"expect":
                 req.expect = value.lower() == b"100-continue"
+            elif lname == b"x-fortress-backend":
+                req.backend_hint = value
             return
         req.fwd.append(b"%s: %s\r\n" % (name, value))
 
@@ -328,6 +333,9 @@ class ClientProtocol(asyncio.Protocol):
             return
         req.admit = result
         route = result.route
+        if route.federated:
+            self._local(req, w.federated(result, path), path, client_ip)
+            return
         has_body = req.chunked or bool(req.content_length)
         if req.content_length is not None and req.content_length > w.cfg.max_body_bytes:
             self._local(
@@ -395,6 +403,8 @@ class ClientProtocol(asyncio.Protocol):
             req.t0,
         )
         ex.client_ip = client_ip
+        if req.backend_hint is not None and admit.key is not None and admit.key.scope == "admin":
+            ex.backend_hint = req.backend_hint.decode("latin-1")
         self.ex = ex
         ex.start()
 

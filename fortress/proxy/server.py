@@ -62,6 +62,8 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
     usage = UsageWriter(cfg.database.path)
     await usage.start()
     worker = Worker(cfg, snapshot, loop, usage, limiter)
+    worker.start_polling()
+    await worker.poller.ready(cfg.routing.connect_timeout_s)
     host, port = parse_listen(cfg.proxy.listen)
     server = await loop.create_server(
         lambda: ClientProtocol(worker),
@@ -78,13 +80,14 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
         current = await read_config_version(db)
         if current != version:
             worker.swap(await load_snapshot(db, cfg))
+            worker.start_polling()
             version = current
 
     async def sweep() -> None:
         worker.sweep()
 
     async def stats() -> None:
-        detail = {"outstanding": worker.outstanding, "pool": repr(worker.pool), "dropped": usage.dropped}
+        detail = {"backends": worker.router.export(), "pool": repr(worker.pool), "dropped": usage.dropped}
         await write_proxy_stats(
             db,
             name,
@@ -113,6 +116,7 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
     log.info("proxy worker %d draining", os.getpid())
     server.close()
     await worker.drain(cfg.proxy.drain_timeout_s)
+    await worker.poller.aclose()
     for task in tasks:
         task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

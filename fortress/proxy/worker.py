@@ -10,19 +10,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import random
 import ssl
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from fortress.config import Config
-from fortress.pipeline.chain import Compiled, Gate
+from fortress.pipeline.chain import Admit, Compiled, Gate
 from fortress.pipeline.ip_policy import client_ip as resolve_client_ip
 from fortress.pipeline.limits import Limiter
 from fortress.proxy.pool import Pool
-from fortress.proxy.wire import LocalReply
+from fortress.proxy.wire import LocalReply, error_reply
+from fortress.routing import federation
+from fortress.routing.choose import Router
+from fortress.routing.poller import InventoryPoller
 from fortress.state.snapshot import BackendRecord, Snapshot
 from fortress.state.usage import UsageEvent, UsageWriter
 
@@ -85,19 +87,18 @@ class Worker:
         self.usage = usage
         self.pool = Pool(config.routing.pool_max_idle)
         self.gate = Gate(Compiled.build(snapshot, config.proxy.trusted_proxies), limiter)
-        self.routing = config.routing
+        assert snapshot.policy is not None
+        self.routing = snapshot.policy.routing
         self.targets: dict[str, Target] = {}
-        self.outstanding: dict[str, int] = {}
-        self.down_until: dict[str, float] = {}
+        self.router = Router.from_config(snapshot.backends, self.routing)
+        self.poller = InventoryPoller.from_config(self.router, self.routing)
         self.connections: set[ClientProtocol] = set()
         self.per_ip: dict[str, int] = {}
         self.draining = False
         self.requests = 0
         self.errors = 0
-        self._rr = 0
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex().encode()
-        self._rng = random.Random()
         self.swap(snapshot)
 
     # -- configuration ---------------------------------------------------------------------------
@@ -116,33 +117,40 @@ class Worker:
         for gone in self.targets.keys() - targets.keys():
             self.pool.drop(gone)
         self.targets = targets
+        self.router.set_backends(snapshot.backends)
 
-    # -- backend choice (stage 9) --------------------------------------------------------------------
-    def pick(self, model: str | None, tried: list[str], peek: bool = False) -> Target | None:
-        now = time.monotonic()
-        candidates = [
-            t
-            for t in self.targets.values()
-            if t.type == "ollama" and t.name not in tried and self.down_until.get(t.name, 0.0) <= now
-        ]
-        if not candidates:
-            return None
-        if not peek:
-            self._rr += 1
-        return candidates[self._rr % len(candidates)]
+    def start_polling(self) -> None:
+        """Begin (or re-sync) inventory polling; needs the running loop."""
+        self.poller.sync()
+        self.poller.poke()
 
-    def started(self, backend: str, ex: Exchange) -> None:
-        self.outstanding[backend] = self.outstanding.get(backend, 0) + 1
+    # -- backend choice (stage 9) is the router's; these keep its counts and inventory right -------------
+    def finished(self, backend: str, ok: bool, error: str = "") -> None:
+        self.router.finished(backend, ok, error)
 
-    def finished(self, backend: str, ex: Exchange, ok: bool) -> None:
-        self.outstanding[backend] = self.outstanding.get(backend, 1) - 1
+    def model_missing(self, backend: str, model: str) -> None:
+        self.router.model_missing(backend, model)
+        self.poller.poke(backend)
 
-    def backend_failed(self, backend: str) -> None:
-        self.down_until[backend] = time.monotonic() + 1.0
-
-    def retry_delay(self, attempt: int) -> float:
-        base = self.routing.backoff_base_ms / 1000.0
-        return self._rng.uniform(0, base * (2 ** (attempt - 1)))
+    def federated(self, admit: Admit, path: str) -> LocalReply:
+        """/api/tags, /api/ps, /api/version, /v1/models[/{id}] answered from every healthy backend."""
+        router = self.router
+        healthy = router.healthy()
+        key = admit.key
+        allow = self.gate.c.model_allowed.get(key.id) if key is not None and key.models else None
+        name = admit.route.name
+        if name == "/api/tags":
+            return LocalReply(200, federation.tags(router.inventory, healthy, allow))
+        if name == "/api/ps":
+            return LocalReply(200, federation.ps(router.inventory, healthy, allow))
+        if name == "/api/version":
+            body = federation.version(router.inventory, healthy)
+            return LocalReply(200, body) if body else error_reply(503, "no healthy backend is available")
+        if name == "/v1/models":
+            return LocalReply(200, federation.openai_models(router.inventory, healthy, allow))
+        model = unquote(path[len("/v1/models/") :])
+        body = federation.openai_model(router.inventory, healthy, model, allow)
+        return LocalReply(200, body) if body else error_reply(404, f"model '{model}' not found", openai=True)
 
     # -- connections -----------------------------------------------------------------------------------
     def connection_opened(self, conn: ClientProtocol) -> bool:

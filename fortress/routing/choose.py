@@ -108,6 +108,9 @@ class Router:
             retries=routing.retries,
             backoff_base_s=routing.backoff_base_ms / 1000,
             retry_budget_s=routing.retry_budget_ms / 1000,
+            threshold=routing.breaker_threshold,
+            cool_down_s=routing.breaker_cool_down_s,
+            queue_limit=routing.queue_limit,
             **kwargs,
         )
 
