@@ -55,6 +55,7 @@ PREFIXED: tuple[tuple[str, Route], ...] = (
 NOT_FOUND = Full(404, b"404 page not found", TEXT)
 NOT_ALLOWED = Full(405, b"405 method not allowed", TEXT)
 FORBIDDEN = Full(403, b"", None)
+NO_CONTENT = Full(204, b"", None)
 _UNROUTED = Route({})
 
 
@@ -89,6 +90,8 @@ class Simulator:
         """The reply for a complete request; sets req.knobs for the protocol's pacing and faults."""
         if self.check_host and route.family != "sim" and not host_allowed(req.lower.get("host", "")):
             return FORBIDDEN
+        if req.method == "OPTIONS":
+            return NO_CONTENT  # Ollama's Host middleware answers every accepted OPTIONS itself
         handler = route.handlers.get(req.method)
         if handler is None:
             return NOT_ALLOWED if route.handlers else NOT_FOUND

@@ -83,16 +83,20 @@ def _chunks(prefix: bytes, suffix: bytes, plan: Plan, final: dict, started: floa
     yield dumps(final) + b"\n"
 
 
-def _complete(plan: Plan, head: dict, stream: bool, closing: Callable[[str], dict]) -> Reply:
+# Around the escaped text of a stream line, after the head: (opening, closing) per route.
+GENERATE_LINE = (b',"response":"', b'","done":false}\n')
+CHAT_LINE = (b',"message":{"role":"assistant","content":"', b'"},"done":false}\n')
+
+
+def _complete(
+    plan: Plan, head: dict, stream: bool, line: tuple[bytes, bytes], closing: Callable[[str], dict]
+) -> Reply:
     """A stream (Ollama's default) or one object; `closing(text)` gives the fields after the head."""
     started = time.perf_counter()
     if stream:
-        empty = dumps({**head, **closing("")})
-        # The text sits right after the head: cut the empty final object at its first '""'.
-        cut = empty.index(b'""') + 1
-        suffix = b'"},"done":false}\n' if b'"message"' in empty[:cut] else b'","done":false}\n'
+        prefix = dumps(head)[:-1] + line[0]
         final = {**head, **closing("")}
-        return Stream(NDJSON, _chunks(empty[:cut], suffix, plan, final, started), plan.interval_s)
+        return Stream(NDJSON, _chunks(prefix, line[1], plan, final, started), plan.interval_s)
     body = {**head, **closing(text.plain_text(plan.count))}
     body.update(plan.metrics(started - plan.generation_s))
     return Full(200, dumps(body), delay_s=plan.generation_s)
@@ -130,7 +134,7 @@ def generate(sim: Simulator, req: Request) -> Reply:
         fields = {"response": content, "done": True, "done_reason": plan.done_reason}
         return fields if context is None else {**fields, "context": context}
 
-    return _complete(plan, head, body.get("stream") is not False, closing)
+    return _complete(plan, head, body.get("stream") is not False, GENERATE_LINE, closing)
 
 
 def chat(sim: Simulator, req: Request) -> Reply:
@@ -153,4 +157,4 @@ def chat(sim: Simulator, req: Request) -> Reply:
     def closing(content: str) -> dict:
         return {"message": _message(content), "done": True, "done_reason": plan.done_reason}
 
-    return _complete(plan, head, body.get("stream") is not False, closing)
+    return _complete(plan, head, body.get("stream") is not False, CHAT_LINE, closing)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fortress.sim.settings import Knobs
 
@@ -21,7 +21,6 @@ class Request:
     body: bytes = b""
     body_sha256: str = ""  # hex digest when the route hashes its body instead of keeping it
     knobs: Knobs | None = None
-    started: float = field(default=0.0)
 
 
 class Refusal(Exception):

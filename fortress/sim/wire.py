@@ -62,6 +62,13 @@ def frame(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+def _framing(status: int, length: int | None) -> bytes:
+    """Chunked when the length is unknown; a 204 carries no Content-Length (RFC 9110)."""
+    if length is None:
+        return b"Transfer-Encoding: chunked\r\n"
+    return b"" if status == 204 else b"Content-Length: %d\r\n" % length
+
+
 class Responder:
     """Builds response heads; the Date value is recomputed at most once a second."""
 
@@ -84,7 +91,7 @@ class Responder:
                 STATUS_LINES[status],
                 b"Content-Type: %s\r\n" % content_type if content_type else b"",
                 b"Date: %s\r\n" % self.date(),
-                b"Transfer-Encoding: chunked\r\n" if length is None else b"Content-Length: %d\r\n" % length,
+                _framing(status, length),
                 self._extra,
                 b"" if keep_alive else b"Connection: close\r\n",
                 b"\r\n",

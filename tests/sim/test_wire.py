@@ -153,6 +153,14 @@ def test_openai_error_body(simulator: RunningSim) -> None:
     assert reply.status_code == 400 and reply.json() == {"error": error}
 
 
+def test_options_is_answered_by_the_host_guard(simulator: RunningSim) -> None:
+    for path in ("/api/chat", "/anything"):
+        reply = httpx.options(f"{simulator.url}{path}")
+        assert reply.status_code == 204 and "content-length" not in reply.headers
+    refused = httpx.options(f"{simulator.url}/api/chat", headers={"Host": "evil.example"})
+    assert refused.status_code == 403
+
+
 def test_unknown_path_and_wrong_method_are_plain_text(simulator: RunningSim) -> None:
     missing = httpx.get(f"{simulator.url}/api/nothing")
     assert missing.status_code == 404 and missing.text == "404 page not found"
