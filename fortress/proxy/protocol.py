@@ -74,6 +74,7 @@ class Request:
         "complete",
         "content_length",
         "expect",
+        "first_bytes",
         "fwd",
         "http10",
         "keep_alive",
@@ -103,9 +104,16 @@ class Request:
         self.request_id: bytes | None = None
         self.admit: Admit | None = None
         self.backend_hint: bytes | None = None
+        self.first_bytes = b""
         self.method = b""
         self.http10 = False
         self.keep_alive = True
+
+
+    def sniff(self, body: bytes) -> bytes:
+        """The first 4 bytes of an upload, even when they arrive in several pieces."""
+        self.first_bytes = (self.first_bytes + body)[:4]
+        return self.first_bytes
 
 
 class BadRequest(Exception):
@@ -245,7 +253,7 @@ class ClientProtocol(asyncio.Protocol):
                     raise BadRequest(wire.error_reply(400, "unsupported Transfer-Encoding", close=True))
                 req.chunked = True
             elif lname == b"x-forwarded-for":
-                req.xff = value
+                req.xff = value if req.xff is None else req.xff + b", " + value
             elif lname == b"x-request-id":
                 req.request_id = value
             elif lname == b"expect":
@@ -279,7 +287,7 @@ class ClientProtocol(asyncio.Protocol):
         if mode is Mode.STREAM:
             ex = self.ex
             if ex is not None:
-                if ex.bytes_in == 0 and ex.admit.route.model_admin and looks_like_zip(body):
+                if ex.bytes_in < 4 and ex.admit.route.model_admin and looks_like_zip(req.sniff(body)):
                     raise BadRequest(
                         wire.error_reply(400, "zip archives are not accepted as blobs", close=True)
                     )
