@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from functools import lru_cache
 
 _LOCAL_SUFFIXES = (".localhost", ".local", ".internal")
 
@@ -18,8 +19,10 @@ def strip_port(host: str) -> str:
     return host
 
 
+@lru_cache(maxsize=1024)
 def host_allowed(host_header: str, hostname: str | None = None) -> bool:
-    """True when Ollama on loopback would serve a request carrying this Host header."""
+    """True when Ollama on loopback would serve a request carrying this Host header (memoised: clients
+    send the same few values, and parsing IPs costs a quarter of a small request)."""
     host = strip_port(host_header.strip()).lower()
     if not host or host == "localhost" or host.endswith(_LOCAL_SUFFIXES):
         return True

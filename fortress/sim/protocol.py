@@ -108,8 +108,8 @@ class SimProtocol(asyncio.Protocol):
         )
         if self._route.hashes_body and method == "POST":
             self._hasher = hashlib.sha256()
-        if req.lower.get("expect", "").lower() == "100-continue":
-            self._write(CONTINUE)
+        if not self.busy and req.lower.get("expect", "").lower() == "100-continue":
+            self._write(CONTINUE)  # never inside another response that is still being written
 
     def on_body(self, body: bytes) -> None:
         self._body_length += len(body)
