@@ -393,6 +393,9 @@ class ClientProtocol(asyncio.Protocol):
             else req.xff + b", " + self.peer.encode()
         )
         req.fwd.append(b"X-Forwarded-For: %s\r\n" % xff)
+        if streaming and not req.chunked and req.content_length is not None:
+            # the body follows as it arrives: without its length the backend would read it as requests
+            req.fwd.append(b"Content-Length: %d\r\n" % req.content_length)
         self.deadline = 0.0
         ex = Exchange(
             w,
