@@ -267,8 +267,8 @@ class Exchange:
         up.transport.write(wire.chunk(piece) if self.chunked_body else piece)
 
     # -- the response --------------------------------------------------------------------------------
-    def response_head(self, up: UpstreamProtocol) -> bool:
-        """Rewrite and send the response head; False when this answer is dropped for a retry."""
+    def response_head(self, up: UpstreamProtocol, body_start: bytes) -> bool:
+        """Send the rewritten head with the first body bytes (one write); False to drop it for a retry."""
         status = up.status
         if status in (502, 503) and self._can_retry():
             up.ex = None
@@ -295,6 +295,7 @@ class Exchange:
             client_close = True  # HTTP/1.0 client: decoded body, delimited by the close
         self.keep_alive = not client_close
         parts.append(b"Connection: close\r\n\r\n" if client_close else b"\r\n")
+        parts.append(body_start)
         self.to_client(b"".join(parts))
         return True
 

@@ -125,13 +125,10 @@ class UpstreamProtocol(asyncio.Protocol):
             end = self.buf.find(b"\r\n\r\n") + 4
             rest = self.buf[end:]
             self.buf = b""
-            if not ex.response_head(self):
+            if not ex.response_head(self, rest if ex.raw else b""):
                 return  # the exchange chose to retry elsewhere
             self.head_sent = True
-            if ex.raw:
-                if rest:
-                    ex.to_client(rest)
-            else:
+            if not ex.raw:
                 for piece in self.pre:
                     ex.to_client(piece)
                 self.pre = []
