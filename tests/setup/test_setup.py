@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def test_run_sh_demo_answers_curl_with_a_created_key(tmp_path: Path) -> None:
             ).stdout
             if out.endswith("200"):
                 break
+            time.sleep(0.1)
         assert out.endswith("200"), out
         assert '"models"' in out
         assert httpx.get(f"http://127.0.0.1:{ports[0]}/").text == "Ollama is running"
