@@ -136,6 +136,7 @@ class ClientProtocol(asyncio.Protocol):
         self.read_paused = False
         self.write_paused = False
         self.head_bytes = 0
+        self.head_size = 0  # URL and header lines of the current request, as parsed
         self.deadline = 0.0  # monotonic time after which the sweeper closes this connection
 
     # -- connection ------------------------------------------------------------------------------
@@ -228,16 +229,22 @@ class ClientProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         now = time.monotonic()
         self.req = Request(now)
+        self.head_size = 0
         if self.ex is None and not self.queue:
             self.deadline = now + self.w.cfg.header_timeout_s
 
     def on_url(self, url: bytes) -> None:
         assert self.req is not None
         self.req.url.append(url)
+        self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         req = self.req
         assert req is not None
+        # a head that arrives in one read is parsed whole before data_received can measure it
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > self.w.cfg.max_header_bytes:
+            raise BadRequest(wire.error_reply(431, "request header fields too large", close=True))
         lname = name.lower()
         if lname in _DROP:
             if lname == b"authorization":
