@@ -298,6 +298,7 @@ class ClientProtocol(asyncio.Protocol):
                     raise BadRequest(
                         wire.error_reply(400, "zip archives are not accepted as blobs", close=True)
                     )
+                self.deadline = time.monotonic() + self.w.cfg.body_timeout_s
                 ex.send_body(body)
         elif mode is Mode.BUFFER:
             req.body_size += len(body)
@@ -316,6 +317,7 @@ class ClientProtocol(asyncio.Protocol):
         mode = req.mode
         if mode is Mode.STREAM:
             if self.ex is not None:
+                self.deadline = 0.0
                 self.ex.end_body()
         elif mode is Mode.BUFFER:
             if req.admit is not None:
@@ -403,7 +405,8 @@ class ClientProtocol(asyncio.Protocol):
         if streaming and not req.chunked and req.content_length is not None:
             # the body follows as it arrives: without its length the backend would read it as requests
             req.fwd.append(b"Content-Length: %d\r\n" % req.content_length)
-        self.deadline = 0.0
+        # a streamed body must keep arriving: each piece moves the deadline (see on_body)
+        self.deadline = time.monotonic() + w.cfg.body_timeout_s if streaming else 0.0
         ex = Exchange(
             w,
             self,

@@ -260,6 +260,12 @@ class Worker:
                 if conn.deadline and conn.deadline < now:
                     conn.expired()
                 continue
+            if conn.deadline:  # a body still streaming up: stalled clients go, paused reads are ours
+                if conn.read_paused:
+                    conn.deadline = now + self.cfg.body_timeout_s
+                elif conn.deadline < now:
+                    conn.expired()
+                    continue
             up = ex.upstream
             if up is None:
                 continue
