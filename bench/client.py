@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -133,16 +134,16 @@ class Conn(asyncio.Protocol):
         self.transport.write(data)
         return await waiter
 
-    async def upload(self, head: bytes, block: bytes, count: int) -> Response:
-        """Send head then block count times, waiting whenever the socket buffer is full."""
+    async def upload(self, head: bytes, pieces: Iterable[bytes]) -> Response:
+        """Send head then the body pieces, waiting whenever the socket buffer is full."""
         waiter = self._begin()
         assert self.transport is not None
         self.transport.write(head)
-        for _ in range(count):
+        for piece in pieces:
             await self.writable.wait()
             if waiter.done() or self.lost:
                 break  # the server answered (or hung up) early
-            self.transport.write(block)
+            self.transport.write(piece)
         return await waiter
 
     def close(self) -> None:

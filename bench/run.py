@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
+import itertools
 import json
 import os
 import shlex
@@ -52,6 +53,7 @@ class Bench:
         self.cpus = cpus
         self.workdir = workdir
         self.rounds: Rounds = {}
+        self.salts = itertools.count()  # every upload is a new blob
         self.runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
     def record(self, name: str, target: str, measure: Callable[[], dict[str, float]]) -> None:
@@ -96,7 +98,6 @@ class Bench:
                     )
 
     def sim_phase(self, stack: Stack, chosen: set[str]) -> None:
-        block, digest = w.blob(self.plan.upload_mib) if "w5" in chosen else (b"", "")
         warm = dataclasses.replace(self.plan, fast_seconds=0.5)
         for t in stack.targets:
             self.runner.run(w.fast_stream(t, stack, warm))
@@ -108,7 +109,12 @@ class Bench:
             if "w3" in chosen:
                 jobs.append(("w3_slow_streams", lambda t: w.slow_streams(t, stack, self.plan)))
             if "w5" in chosen:
-                jobs.append(("w5_upload", lambda t: w.upload(t, stack, self.plan, block, digest)))
+                jobs.append(
+                    (
+                        "w5_upload",
+                        lambda t: w.upload(t, stack, w.Blob.make(self.plan.upload_mib, next(self.salts))),
+                    )
+                )
             for name, job in jobs:
                 for t in stack.targets:
                     self.record(name, t.name, lambda t=t, job=job: self.runner.run(job(t)))

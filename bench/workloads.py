@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
@@ -199,36 +200,51 @@ async def idle_connections(target: Target, stack: Stack, plan: Plan, batch: int 
     }
 
 
-def blob(mib: int) -> tuple[bytes, str]:
-    """A 1 MiB block and the sha256 digest of that block repeated mib times."""
-    block = bytes(range(256)) * 4096
-    h = hashlib.sha256()
-    for _ in range(mib):
-        h.update(block)
-    return block, h.hexdigest()
+@dataclass(frozen=True)
+class Blob:
+    """mib MiB of upload body: a first block unique to this run, then one block repeated."""
+
+    first: bytes
+    block: bytes
+    mib: int
+    digest: str
+
+    @classmethod
+    def make(cls, mib: int, salt: int) -> Blob:
+        block = bytes(range(256)) * 4096
+        first = salt.to_bytes(8, "big") + block[8:]
+        h = hashlib.sha256(first)
+        for _ in range(mib - 1):
+            h.update(block)
+        return cls(first, block, mib, h.hexdigest())
+
+    def pieces(self) -> Iterator[bytes]:
+        yield self.first
+        for _ in range(self.mib - 1):
+            yield self.block
 
 
-async def upload(target: Target, stack: Stack, plan: Plan, block: bytes, digest: str) -> dict[str, float]:
-    """Workload 5: one large /api/blobs upload with the admin key; throughput and peak RSS."""
+async def upload(target: Target, stack: Stack, blob: Blob) -> dict[str, float]:
+    """Workload 5: one large /api/blobs upload of a new blob (so always a 201) with the admin key."""
     meter = server_meter(target, stack)
     head = request_head(
         "POST",
-        f"/api/blobs/sha256:{digest}",
+        f"/api/blobs/sha256:{blob.digest}",
         target.port,
         stack.keys.admin,
-        plan.upload_mib * MIB,
+        blob.mib * MIB,
         content_type="application/octet-stream",
     )
     before = meter.rss()
     c = await connect(target.port)
     try:
         with PeakRss(meter) as rss:
-            r = await c.upload(head, block, plan.upload_mib)
+            r = await c.upload(head, blob.pieces())
     finally:
         c.close()
     elapsed = r.done_at - r.sent_at
     return {
-        "mb_per_s": plan.upload_mib * MIB / 1e6 / elapsed,
+        "mb_per_s": blob.mib * MIB / 1e6 / elapsed,
         "peak_rss_mib": rss.peak / MIB,
         "rss_growth_mib": (rss.peak - before) / MIB,
         "status": r.status,
