@@ -26,6 +26,7 @@ class Route:
     inspect: bool = False  # the JSON body must be read (model, validation)
     model_admin: bool = False  # model management: pull, push, create, copy, delete, blobs
     federated: bool = False  # lists answered from every backend (tags, ps, version, models)
+    metered: bool = False  # answers carry token counts (generation, embeddings) worth accounting
 
     @property
     def openai(self) -> bool:
@@ -45,9 +46,9 @@ _EXACT: dict[str, Route] = {
         _r("/api/tags", Kind.OLLAMA, "GET HEAD", federated=True),
         _r("/api/ps", Kind.OLLAMA, "GET", federated=True),
         _r("/api/show", Kind.OLLAMA, "POST", inspect=True),
-        _r("/api/generate", Kind.OLLAMA, "POST", inspect=True),
-        _r("/api/chat", Kind.OLLAMA, "POST", inspect=True),
-        _r("/api/embed", Kind.OLLAMA, "POST", inspect=True),
+        _r("/api/generate", Kind.OLLAMA, "POST", inspect=True, metered=True),
+        _r("/api/chat", Kind.OLLAMA, "POST", inspect=True, metered=True),
+        _r("/api/embed", Kind.OLLAMA, "POST", inspect=True, metered=True),
         _r("/api/embeddings", Kind.OLLAMA, "POST", inspect=True),
         _r("/api/pull", Kind.OLLAMA, "POST", inspect=True, model_admin=True),
         _r("/api/push", Kind.OLLAMA, "POST", inspect=True, model_admin=True),
@@ -57,10 +58,10 @@ _EXACT: dict[str, Route] = {
         _r("/api/status", Kind.NEVER, "GET"),
         _r("/api/me", Kind.NEVER, "POST GET"),
         _r("/api/signout", Kind.NEVER, "POST GET"),
-        _r("/v1/chat/completions", Kind.OPENAI, "POST", inspect=True),
-        _r("/v1/completions", Kind.OPENAI, "POST", inspect=True),
-        _r("/v1/embeddings", Kind.OPENAI, "POST", inspect=True),
-        _r("/v1/responses", Kind.OPENAI, "POST", inspect=True),
+        _r("/v1/chat/completions", Kind.OPENAI, "POST", inspect=True, metered=True),
+        _r("/v1/completions", Kind.OPENAI, "POST", inspect=True, metered=True),
+        _r("/v1/embeddings", Kind.OPENAI, "POST", inspect=True, metered=True),
+        _r("/v1/responses", Kind.OPENAI, "POST", inspect=True, metered=True),
         _r("/v1/models", Kind.OPENAI, "GET", federated=True),
     )
 }

@@ -311,7 +311,10 @@ class Exchange:
         assert target is not None
         if reuse:
             self.w.pool.release(target.name, up)
-        prompt, completion, failed = counts_from_tail(up.tail)
+        prompt = completion = None
+        failed = False
+        if self.admit.route.metered or up.chunked:
+            prompt, completion, failed = counts_from_tail(up.tail)
         if failed:
             self.error = "backend reported an error mid-stream"
         self.stream = up.chunked
