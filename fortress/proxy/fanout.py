@@ -1,0 +1,258 @@
+"""`X-Fortress-Backend: *` on /api/pull and /api/delete: one request to every healthy Ollama backend.
+
+Only for admin-scope keys (the protocol passes the header on for those alone). The answers merge:
+- a progress stream (pull, Ollama's default): every backend's NDJSON lines as they arrive, each with
+  a `"backend"` field first; a backend that cannot be reached or refuses adds one
+  `{"backend": name, "error": ...}` line; the last line has no `"backend"` and gives the outcome,
+  `{"status": "success", "backends": [names]}` or `{"error": "<what failed where>"}`;
+- one JSON object (delete, or pull with `"stream": false`) once every backend answered:
+  `{"status": "success", "backends": [{"backend": name, "code": 200, ...its answer's fields}]}`, or
+  on any failure `{"error": ..., "backends": [...]}` with the highest status among the backends.
+Model management is rare and its answers are small, so this path parses each line as JSON and talks
+to each backend on a fresh connection; the hot path's pool and raw relay are left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from fortress.proxy import wire
+
+if TYPE_CHECKING:
+    from fortress.proxy.exchange import Exchange
+    from fortress.proxy.worker import Target
+
+ALL = "*"
+ROUTES = frozenset(("/api/pull", "/api/delete"))
+_READ = 64 * 1024
+_MAX_LINE = 1 << 20  # a progress line is ~200 bytes; anything this long is not Ollama talking
+
+
+# -- pure: what goes to the client -------------------------------------------------------------------
+@dataclass(slots=True)
+class Outcome:
+    """One backend's answer: HTTP status (502/504 when unreachable) and its last JSON object."""
+
+    backend: str
+    code: int = 0
+    last: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return not 200 <= self.code < 300 or "error" in self.last
+
+    def describe(self) -> str:
+        return f"{self.backend}: {self.last.get('error') or f'HTTP {self.code}'}"
+
+
+def parse_line(line: bytes) -> dict[str, Any]:
+    """A backend's line as an object; text that is not a JSON object becomes an error object."""
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        return obj
+    return {"error": line.decode("utf-8", "replace").strip()[:500] or "empty answer"}
+
+
+def tagged(backend: str, obj: dict[str, Any]) -> bytes:
+    """The line as relayed: the backend's name first, then the backend's own fields."""
+    row: dict[str, Any] = {"backend": backend}
+    row.update((k, v) for k, v in obj.items() if k != "backend")
+    return json.dumps(row).encode() + b"\n"
+
+
+def summary(outcomes: list[Outcome]) -> tuple[int, dict[str, Any]]:
+    """The overall status and the fields every merged answer ends with."""
+    failed = [o for o in outcomes if o.failed]
+    if not failed:
+        return 200, {"status": "success"}
+    status = max(o.code if o.code >= 400 else 502 for o in failed)
+    detail = "; ".join(o.describe() for o in failed)
+    return status, {"error": f"failed on {len(failed)} of {len(outcomes)} backends: {detail}"}
+
+
+def final_line(outcomes: list[Outcome]) -> bytes:
+    """The last line of a merged stream."""
+    _, end = summary(outcomes)
+    if "status" in end:
+        end["backends"] = [o.backend for o in outcomes]
+    return json.dumps(end).encode() + b"\n"
+
+
+def merged_body(outcomes: list[Outcome]) -> tuple[int, bytes]:
+    """The one object of a merged non-stream answer, with its status."""
+    status, end = summary(outcomes)
+    rows = [{"backend": o.backend, "code": o.code, **o.last} for o in outcomes]
+    return status, json.dumps({**end, "backends": rows}).encode()
+
+
+def wants_stream(route: str, body: bytes | None) -> bool:
+    """Pull streams unless the body says "stream": false; delete never streams."""
+    if route != "/api/pull":
+        return False
+    try:
+        doc = json.loads(body or b"{}")
+    except ValueError:
+        return True
+    return not (isinstance(doc, dict) and doc.get("stream") is False)
+
+
+# -- I/O: one backend ----------------------------------------------------------------------------------
+class _Answer:
+    """httptools callbacks for one response: record status, body pieces and the end."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.status = 0
+        self.pieces: list[bytes] = []
+        self.done = False
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self.pieces.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+class FanOut:
+    """One merged request; `run()` is the task the exchange starts and cancels if the client leaves."""
+
+    def __init__(self, ex: Exchange, names: list[str]) -> None:
+        self.ex = ex
+        self.names = names
+        self.stream = wants_stream(ex.admit.route.name, ex.body)
+        self.head_sent = False
+
+    async def run(self) -> None:
+        ex, w = self.ex, self.ex.w
+        for name in self.names:
+            w.router.started(name)
+        outcomes = await asyncio.gather(*(self._one(w.targets[name]) for name in self.names))
+        for name in self.names:
+            w.poller.poke(name)  # what these backends hold has changed
+        ex.stream = self.stream
+        status, end = summary(outcomes)
+        if self.stream:
+            self._emit(final_line(outcomes))
+            if ex.raw:
+                ex.to_client(b"0\r\n\r\n")
+        else:
+            status, body = merged_body(outcomes)
+            reply = wire.LocalReply(status, body, headers=ex.admit.rate_headers)
+            ex.to_client(wire.render(reply, ex.request_id, _keep(ex)))
+            ex.ttfb = time.monotonic()
+        ex.status = status
+        ex.error = end.get("error")
+        ex._account(None, None)
+        ex.client.exchange_done(_keep(ex))
+
+    async def _one(self, target: Target) -> Outcome:
+        """Send to one backend and relay (stream) or keep (non-stream) what it answers."""
+        outcome = Outcome(target.name)
+        routing = self.ex.w.routing
+        writer: asyncio.StreamWriter | None = None
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    target.host,
+                    target.port,
+                    ssl=target.ssl,
+                    server_hostname=target.host if target.ssl else None,
+                ),
+                routing.connect_timeout_s,
+            )
+            writer.write(self.ex.request_bytes(target))
+            await self._read(reader, outcome, routing.first_byte_timeout_s, routing.idle_timeout_s)
+        except (OSError, TimeoutError) as exc:
+            timeout = isinstance(exc, TimeoutError)
+            outcome.code = outcome.code or (504 if timeout else 502)
+            reason = "did not answer in time" if timeout else f"failed: {exc.strerror or type(exc).__name__}"
+            self._line(outcome, {"error": f"backend {target.name} {reason}"})
+        finally:
+            if writer is not None:
+                writer.close()
+            self.ex.w.finished(target.name, outcome.code < 500, outcome.last.get("error", ""))
+        return outcome
+
+    async def _read(self, reader: asyncio.StreamReader, outcome: Outcome, first: float, idle: float) -> None:
+        answer = _Answer()
+        rest = b""
+        timeout = first
+        while not answer.done:
+            data = await asyncio.wait_for(reader.read(_READ), timeout)
+            timeout = idle
+            if not data:
+                raise ConnectionResetError(0, "closed the connection")
+            try:
+                answer.parser.feed_data(data)
+            except httptools.HttpParserError as exc:
+                raise ConnectionResetError(0, "sent a malformed response") from exc
+            outcome.code = answer.status
+            if not answer.pieces:
+                continue
+            lines = (rest + b"".join(answer.pieces)).split(b"\n")
+            answer.pieces.clear()
+            rest = lines.pop()
+            if len(rest) > _MAX_LINE:
+                raise ConnectionResetError(0, "sent an overlong line")
+            for line in lines:
+                if line.strip():
+                    self._line(outcome, parse_line(line))
+        if rest.strip() or not outcome.last:
+            self._line(outcome, parse_line(rest) if rest.strip() else {})
+
+    def _line(self, outcome: Outcome, obj: dict[str, Any]) -> None:
+        outcome.last = obj
+        if self.stream and obj:
+            self._emit(tagged(outcome.backend, obj))
+
+    def _emit(self, line: bytes) -> None:
+        """One line to the client; the response head goes first, once."""
+        ex = self.ex
+        if not self.head_sent:
+            self.head_sent = True
+            ex.ttfb = time.monotonic()
+            ex.to_client(_stream_head(ex))
+        ex.to_client(wire.chunk(line) if ex.raw else line)
+
+
+def _stream_head(ex: Exchange) -> bytes:
+    """200 NDJSON: chunked for HTTP/1.1 clients, close-delimited for HTTP/1.0 ones."""
+    parts = [wire.status_line(200), b"Content-Type: application/x-ndjson\r\nX-Request-ID: ", ex.request_id]
+    for name, value in ex.admit.rate_headers:
+        parts += (b"\r\n", name, b": ", value)
+    if ex.raw:
+        parts.append(b"\r\nTransfer-Encoding: chunked")
+    if not _keep(ex):
+        parts.append(b"\r\nConnection: close")
+    parts.append(b"\r\n\r\n")
+    return b"".join(parts)
+
+
+def _keep(ex: Exchange) -> bool:
+    return ex.keep_alive and ex.raw and not ex.w.draining
+
+
+def start(ex: Exchange) -> asyncio.Task[None] | None:
+    """Begin a fan-out for the exchange, or answer at once why it cannot run (None)."""
+    if ex.admit.route.name not in ROUTES:
+        ex._fail(400, "X-Fortress-Backend: * applies only to /api/pull and /api/delete")
+        return None
+    w = ex.w
+    healthy = w.router.healthy()
+    names = [name for name, t in w.targets.items() if t.type == "ollama" and name in healthy]
+    if not names:
+        ex._fail(503, "no healthy backend is available")
+        return None
+    return w.loop.create_task(FanOut(ex, names).run())
