@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from fortress.pipeline.chain import Admit
-from fortress.proxy import wire
+from fortress.proxy import fanout, wire
 from fortress.proxy.upstream import UpstreamProtocol
 from fortress.routing.choose import Choice, Verdict, Waiter
 
@@ -74,6 +74,7 @@ class Exchange:
         "t0",
         "target",
         "target_url",
+        "task",
         "tried",
         "ttfb",
         "upstream",
@@ -128,6 +129,7 @@ class Exchange:
         self.accounted = False
         self.client_ip = ""
         self.backend_hint: str | None = None  # X-Fortress-Backend from an admin-scope key
+        self.task: asyncio.Task[None] | None = None  # a fan-out to every backend (fanout.py)
 
     # -- choosing and connecting -------------------------------------------------------------------
     def start(self) -> None:
@@ -135,6 +137,9 @@ class Exchange:
         w = self.w
         if self.backend_hint is not None:
             name = self.backend_hint
+            if name == fanout.ALL:
+                self.task = fanout.start(self)
+                return
             if name not in w.targets:
                 self._fail(404, f"unknown backend '{name}' in X-Fortress-Backend")
                 return
@@ -218,6 +223,15 @@ class Exchange:
         target = self.target
         assert target is not None
         self.upstream = conn
+        conn.send(self, self.request_bytes(target))
+        if self.pending:
+            for piece in self.pending:
+                self._write_body(piece)
+            self.pending = []
+            self.client.resume_reading()
+
+    def request_bytes(self, target: Target) -> bytes:
+        """The request head (and a buffered body) as this backend must receive it."""
         parts = [
             self.method,
             b" ",
@@ -240,12 +254,7 @@ class Exchange:
             parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
         else:
             parts.append(b"\r\n")
-        conn.send(self, b"".join(parts))
-        if self.pending:
-            for piece in self.pending:
-                self._write_body(piece)
-            self.pending = []
-            self.client.resume_reading()
+        return b"".join(parts)
 
     # -- request body streaming (uploads) ------------------------------------------------------------
     def send_body(self, piece: bytes) -> None:
@@ -404,6 +413,8 @@ class Exchange:
 
     def client_lost(self) -> None:
         """The client went away mid-exchange: stop the backend's work and record it."""
+        if self.task is not None:
+            self.task.cancel()
         up = self.upstream
         self.upstream = None
         if up is not None:
