@@ -49,6 +49,7 @@ class Forward:
     body: bytes
     model: str | None
     stream: bool
+    doc: dict | None = None  # the parsed body, for a provider that needs its own model name
 
 
 def _model_matcher(globs: tuple[str, ...]) -> Callable[[str], bool]:
@@ -273,7 +274,7 @@ class Gate:
         stream = body.get("stream")
         streaming = stream is not False if admit.route.kind is Kind.OLLAMA else stream is True
         admit.model = model
-        return Forward(json.dumps(body).encode() if changed else raw, model, streaming)
+        return Forward(json.dumps(body).encode() if changed else raw, model, streaming, body)
 
 
 def _all(_name: str) -> bool:

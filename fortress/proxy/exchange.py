@@ -8,6 +8,7 @@ failure ends the stream with one error line in the route's own shape and a clean
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from typing import TYPE_CHECKING
@@ -57,6 +58,7 @@ class Exchange:
         "chunked_body",
         "client",
         "client_ip",
+        "doc",
         "error",
         "fwd_headers",
         "http10",
@@ -130,6 +132,7 @@ class Exchange:
         self.client_ip = ""
         self.backend_hint: str | None = None  # X-Fortress-Backend from an admin-scope key
         self.task: asyncio.Task[None] | None = None  # a fan-out to every backend (fanout.py)
+        self.doc: dict | None = None  # the parsed JSON body, when the body stage read it
 
     # -- choosing and connecting -------------------------------------------------------------------
     def start(self) -> None:
@@ -150,7 +153,7 @@ class Exchange:
         choice = w.router.choose(model, exclude=frozenset(self.tried))
         if choice is not None:
             w.router.started(choice.backend.name)
-            self._go(choice.backend.name)
+            self._chosen(choice)
             return
         verdict = w.router.why(model)
         if verdict is Verdict.UNKNOWN_MODEL:
@@ -161,6 +164,28 @@ class Exchange:
             self._fail(502, f"backend {self.tried[-1]} failed and no other backend is available")
         else:
             self._fail(503, "no healthy backend is available")
+
+    def _chosen(self, choice: Choice) -> None:
+        """Go to the router's choice (already counted as started)."""
+        if choice.backend.type == "openai" and not self._for_provider(choice):
+            return
+        self._go(choice.backend.name)
+
+    def _for_provider(self, choice: Choice) -> bool:
+        """An OpenAI-compatible provider: /v1 routes only, its own model name, its base URL's path."""
+        if not self.admit.route.openai:
+            self.tried.append(choice.backend.name)
+            self.on_backend = choice.backend.name
+            self._fail(
+                400, f"model '{self.model}' is served by an OpenAI-compatible provider: use the /v1 API"
+            )
+            return False
+        if choice.model and choice.model != self.model and self.doc is not None:
+            self.body = json.dumps({**self.doc, "model": choice.model}).encode()
+            self.doc = None
+        if self.target_url.startswith(b"/v1/"):
+            self.target_url = self.target_url[3:]  # the provider URL carries its own /v1 prefix
+        return True
 
     def _wait(self, model: str | None) -> None:
         """Every backend with the model is at its cap: park in the router's fair queue, with a timeout."""
@@ -181,7 +206,7 @@ class Exchange:
         timer.cancel()
         if self.client.closed or self.accounted:
             return False
-        self.w.loop.call_soon(self._go, choice.backend.name)
+        self.w.loop.call_soon(self._chosen, choice)
         return True
 
     def _go(self, name: str) -> None:

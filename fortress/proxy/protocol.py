@@ -109,7 +109,6 @@ class Request:
         self.http10 = False
         self.keep_alive = True
 
-
     def sniff(self, body: bytes) -> bytes:
         """The first 4 bytes of an upload, even when they arrive in several pieces."""
         self.first_bytes = (self.first_bytes + body)[:4]
@@ -388,10 +387,16 @@ class ClientProtocol(asyncio.Protocol):
             self._local(req, outcome, path, client_ip)
             return
         req.mode = Mode.SENT
-        self._start(req, route_body=outcome.body, streaming=False, path=path, client_ip=client_ip)
+        self._start(req, outcome.body, False, path, client_ip, outcome.doc)
 
     def _start(
-        self, req: Request, route_body: bytes | None, streaming: bool, path: str, client_ip: str
+        self,
+        req: Request,
+        route_body: bytes | None,
+        streaming: bool,
+        path: str,
+        client_ip: str,
+        doc: dict | None = None,
     ) -> None:
         admit = req.admit
         assert admit is not None and req.request_id is not None
@@ -424,6 +429,7 @@ class ClientProtocol(asyncio.Protocol):
             req.t0,
         )
         ex.client_ip = client_ip
+        ex.doc = doc
         if req.backend_hint is not None and admit.key is not None and admit.key.scope == "admin":
             ex.backend_hint = req.backend_hint.decode("latin-1")
         self.ex = ex
