@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date, timedelta
 
 import aiosqlite
 
 from fortress.state import repo
 from fortress.state.db import transaction
 
-PERCENTILE_SAMPLE = 20_000
+PERCENTILE_SAMPLE = 10_000
 
 
 @dataclass(frozen=True)
@@ -154,47 +157,79 @@ class Range:
         return sql, args
 
 
-TABLES: dict[str, tuple[tuple[str, ...], str]] = {
-    # name: (CSV header, SQL over usage_hourly filtered by Range.where(); {w} is the filter)
-    "hourly": (
-        ("hour_start_unix", "requests", "errors"),
-        "SELECT hour * 3600, sum(requests), sum(CASE WHEN status >= 400 THEN requests ELSE 0 END) "
-        "FROM usage_hourly WHERE {w} GROUP BY hour ORDER BY hour",
-    ),
-    "daily": (
-        ("day", "requests", "errors", "prompt_tokens", "completion_tokens"),
-        "SELECT date(hour / 24 * 86400, 'unixepoch'), sum(requests), "
-        "sum(CASE WHEN status >= 400 THEN requests ELSE 0 END), sum(prompt_tokens), sum(completion_tokens) "
-        "FROM usage_hourly WHERE {w} GROUP BY hour / 24 ORDER BY hour / 24",
-    ),
-    "models": (
-        ("model", "requests", "prompt_tokens", "completion_tokens"),
-        "SELECT model, sum(requests) AS n, sum(prompt_tokens), sum(completion_tokens) "
-        "FROM usage_hourly WHERE {w} GROUP BY model ORDER BY n DESC, model",
-    ),
-    "backends": (
-        ("backend", "requests", "errors", "avg_duration_ms", "avg_ttfb_ms"),
-        "SELECT backend, sum(requests) AS n, sum(CASE WHEN status >= 400 THEN requests ELSE 0 END), "
-        "round(sum(duration_ms_sum) / sum(requests), 1), round(sum(ttfb_ms_sum) / sum(requests), 1) "
-        "FROM usage_hourly WHERE {w} GROUP BY backend ORDER BY n DESC, backend",
-    ),
-    "status": (
-        ("status", "requests"),
-        "SELECT status, sum(requests) AS n FROM usage_hourly WHERE {w} GROUP BY status ORDER BY status",
-    ),
-    "users": (
-        ("user", "requests", "prompt_tokens", "completion_tokens"),
-        "SELECT user_name, sum(requests) AS n, sum(prompt_tokens), sum(completion_tokens) "
-        "FROM usage_hourly WHERE {w} GROUP BY user_name ORDER BY n DESC, user_name",
-    ),
+HEADERS: dict[str, tuple[str, ...]] = {
+    # the table behind each chart, and the header of its CSV export
+    "hourly": ("hour_start_unix", "requests", "errors"),
+    "daily": ("day", "requests", "errors", "prompt_tokens", "completion_tokens"),
+    "models": ("model", "requests", "prompt_tokens", "completion_tokens"),
+    "backends": ("backend", "requests", "errors", "avg_duration_ms", "avg_ttfb_ms"),
+    "status": ("status", "requests"),
+    "users": ("user", "requests", "prompt_tokens", "completion_tokens"),
 }
+_EPOCH = date(1970, 1, 1)
 
 
-async def table(db: aiosqlite.Connection, name: str, rng: Range) -> list[tuple]:
-    """The rows behind one chart (also what its CSV export contains)."""
+async def tables(db: aiosqlite.Connection, rng: Range) -> dict[str, list[tuple]]:
+    """Every analytics table for the range, from one pass over the roll-ups.
+
+    One scan summed in Python beats one GROUP BY per chart: SQLite sorts for each GROUP BY,
+    and that sort, not the scan, is what costs on a long history.
+    """
     where, args = rng.where()
-    async with db.execute(TABLES[name][1].format(w=where), args) as cur:
-        return [tuple(r) for r in await cur.fetchall()]
+    sql = (
+        "SELECT hour, user_name, model, backend, status, requests, prompt_tokens, completion_tokens, "
+        f"ttfb_ms_sum, duration_ms_sum FROM usage_hourly WHERE {where}"
+    )
+    async with db.execute(sql, args) as cur:
+        cur.row_factory = None  # plain tuples: no sqlite3.Row object per roll-up row
+        return summarise(await cur.fetchall())
+
+
+def summarise(rows: Iterable[Sequence]) -> dict[str, list[tuple]]:
+    """Roll-up rows (hour, user, model, backend, status, requests, prompt, completion, ttfb_sum,
+    duration_sum) -> the chart tables, sorted as shown (pure)."""
+    hourly: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    daily: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    models: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    users: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    backends: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0.0, 0.0])
+    status: dict[int, int] = defaultdict(int)
+    for hour, user, model, backend, code, n, prompt, completion, ttfb, duration in rows:
+        err = n if code >= 400 else 0
+        h = hourly[hour]
+        h[0] += n
+        h[1] += err
+        d = daily[hour // 24]
+        d[0] += n
+        d[1] += err
+        d[2] += prompt
+        d[3] += completion
+        m = models[model]
+        m[0] += n
+        m[1] += prompt
+        m[2] += completion
+        u = users[user]
+        u[0] += n
+        u[1] += prompt
+        u[2] += completion
+        b = backends[backend]
+        b[0] += n
+        b[1] += err
+        b[2] += duration
+        b[3] += ttfb
+        status[code] += n
+    by_count = lambda item: (-item[1][0], item[0])  # noqa: E731 - busiest first, then by name
+    return {
+        "hourly": [(h * 3600, *v) for h, v in sorted(hourly.items())],
+        "daily": [((_EPOCH + timedelta(days=d)).isoformat(), *v) for d, v in sorted(daily.items())],
+        "models": [(k, *v) for k, v in sorted(models.items(), key=by_count)],
+        "backends": [
+            (k, int(n), int(e), round(dur / n, 1), round(ttfb / n, 1))
+            for k, (n, e, dur, ttfb) in sorted(backends.items(), key=by_count)
+        ],
+        "status": sorted(status.items()),
+        "users": [(k, *v) for k, v in sorted(users.items(), key=by_count)],
+    }
 
 
 @dataclass(frozen=True)
@@ -209,25 +244,46 @@ QUANTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
 
 
 async def latency(db: aiosqlite.Connection, rng: Range, total: int) -> Latency:
-    """Percentiles of raw usage in the range; every k-th row (by id) when there are many.
+    """Percentiles of raw usage in the range, from about PERCENTILE_SAMPLE evenly spread rows.
 
-    `total` is the request count from the roll-ups; it sets the stride so about
-    PERCENTILE_SAMPLE rows are read whatever the history size.
+    `total` (the request count from the roll-ups) sets the stride. Everyone: every k-th id
+    between the first and last row of the range (ids follow time), fetched by primary key, so
+    the cost does not grow with the history. One user: every k-th row of their keys, read
+    through the (key_id, ts) index.
     """
     stride = max(1, math.ceil(total / PERCENTILE_SAMPLE))
-    sql = "SELECT ttfb_ms, duration_ms FROM usage WHERE ts >= ? AND ts < ?"
-    args: list[object] = [rng.start * 3600, rng.end * 3600]
-    if stride > 1:
-        sql += " AND id % ? = 0"
-        args.append(stride)
+    t0, t1 = rng.start * 3600, rng.end * 3600
     if rng.user:
-        sql += " AND user_name = ?"
-        args.append(rng.user)
-    async with db.execute(sql, args) as cur:
+        where, args = rng.where()
+        async with db.execute(f"SELECT DISTINCT key_id FROM usage_hourly WHERE {where}", args) as cur:
+            keys = [r[0] for r in await cur.fetchall() if r[0]]
+        sql = (
+            f"SELECT ttfb_ms, duration_ms FROM usage WHERE key_id IN ({','.join('?' * len(keys))}) "
+            "AND ts >= ? AND ts < ? AND id % ? = 0"
+        )
+        params: list[object] = [*keys, t0, t1, stride]
+    else:
+        first = await _one(db, "SELECT id FROM usage WHERE ts >= ? ORDER BY ts LIMIT 1", t0)
+        last = await _one(db, "SELECT id FROM usage WHERE ts < ? ORDER BY ts DESC LIMIT 1", t1)
+        if first is None or last is None:
+            return Latency(total, 0, {}, {})
+        lo, hi = min(first, last), max(first, last)
+        sql = (
+            "WITH RECURSIVE pick(i) AS (SELECT ? UNION ALL SELECT i + ? FROM pick WHERE i + ? <= ?) "
+            "SELECT ttfb_ms, duration_ms FROM pick JOIN usage ON usage.id = pick.i WHERE ts >= ? AND ts < ?"
+        )
+        params = [lo, stride, stride, hi, t0, t1]
+    async with db.execute(sql, params) as cur:
         rows = await cur.fetchall()
     ttfb = sorted(r[0] for r in rows if r[0] is not None)
     dur = sorted(r[1] for r in rows)
     return Latency(total, len(rows), _quantiles(ttfb), _quantiles(dur))
+
+
+async def _one(db: aiosqlite.Connection, sql: str, *args: object) -> int | None:
+    async with db.execute(sql, args) as cur:
+        row = await cur.fetchone()
+    return None if row is None else int(row[0])
 
 
 def _quantiles(values: list[float]) -> dict[str, float]:

@@ -13,7 +13,7 @@ from litestar.exceptions import NotFoundException, ValidationException
 from litestar.response import Response, Template
 
 from admin import charts, queries
-from admin.queries import TABLES, Range
+from admin.queries import HEADERS, Range
 from admin.web import db, page
 
 DEFAULT_DAYS = 7
@@ -45,7 +45,7 @@ class AnalyticsController(Controller):
     async def analytics(self, request: Request, start: str = "", end: str = "", user: str = "") -> Template:
         rng, first, last = parse_range(start, end, user, time.time())
         conn = db(request)
-        data = {name: await queries.table(conn, name, rng) for name in TABLES}
+        data = await queries.tables(conn, rng)
         total = sum(r[1] for r in data["status"])
         lat = await queries.latency(conn, rng, total)
         svg = {
@@ -83,13 +83,13 @@ class AnalyticsController(Controller):
     async def export(
         self, request: Request, name: str, start: str = "", end: str = "", user: str = ""
     ) -> Response:
-        if name not in TABLES:
+        if name not in HEADERS:
             raise NotFoundException(f"no table named {name!r}")
         rng, first, last = parse_range(start, end, user, time.time())
-        rows = await queries.table(db(request), name, rng)
+        rows = (await queries.tables(db(request), rng))[name]
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(TABLES[name][0])
+        writer.writerow(HEADERS[name])
         writer.writerows(rows)
         suffix = f"-{user}" if user else ""
         filename = f"fortress-{name}{suffix}-{first.isoformat()}-{last.isoformat()}.csv"

@@ -124,3 +124,20 @@ def test_settings_fields_parse_and_validate() -> None:
     with pytest.raises(ValueError, match="must start with /"):
         parse_field(by_key["security.blocked_endpoints"], "api/pull")
     assert parse_field(by_key["routing.retries"], "3") == 3
+
+
+def test_summarise_rollups_into_chart_tables() -> None:
+    from admin.queries import summarise
+
+    rows = [
+        (48, "ann", "m1", "b1", 200, 3, 30, 6, 30.0, 300.0),
+        (49, "bob", "m2", "b1", 500, 1, 10, 0, 5.0, 50.0),
+        (73, "ann", "m2", "b2", 200, 2, 20, 4, 10.0, 100.0),
+    ]
+    t = summarise(rows)
+    assert t["hourly"] == [(48 * 3600, 3, 0), (49 * 3600, 1, 1), (73 * 3600, 2, 0)]
+    assert t["daily"] == [("1970-01-03", 4, 1, 40, 6), ("1970-01-04", 2, 0, 20, 4)]
+    assert t["models"] == [("m1", 3, 30, 6), ("m2", 3, 30, 4)]  # equal counts: by name
+    assert t["backends"] == [("b1", 4, 1, 87.5, 8.8), ("b2", 2, 0, 50.0, 5.0)]
+    assert t["status"] == [(200, 5), (500, 1)]
+    assert t["users"] == [("ann", 5, 50, 10), ("bob", 1, 10, 0)]
