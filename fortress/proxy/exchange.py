@@ -160,7 +160,7 @@ class Exchange:
             self._fail(404, f"model '{model}' not found" if model else "no backend is configured")
         elif verdict is Verdict.BUSY and not self.tried:
             self._wait(model)
-        elif self.tried:
+        elif verdict is Verdict.BUSY and self.tried:
             self._fail(502, f"backend {self.tried[-1]} failed and no other backend is available")
         else:
             self._fail(503, "no healthy backend is available")
@@ -236,7 +236,7 @@ class Exchange:
                 w.routing.connect_timeout_s,
             )
         except (OSError, TimeoutError) as exc:
-            self._retry_or_fail(f"cannot connect to backend {target.name}: {_reason(exc)}")
+            self._retry_or_fail(f"cannot connect to backend {target.name}: {_reason(exc)}", unreachable=True)
             return
         w.pool.created += 1
         if self.client.closed:
@@ -408,7 +408,8 @@ class Exchange:
         elapsed = time.monotonic() - self.t0 + delay
         return self.w.router.may_retry(self.attempts, elapsed)
 
-    def _retry_or_fail(self, message: str) -> None:
+    def _retry_or_fail(self, message: str, unreachable: bool = False) -> None:
+        """Try another backend if allowed; else 503 when none could be reached, 502 when one failed."""
         self._release_backend(ok=False, error=message)
         if self.client.closed:
             self._account(None, None)
@@ -417,7 +418,7 @@ class Exchange:
         if self._can_retry(delay):
             self.w.loop.call_later(delay, self.start)
             return
-        self._fail(502, message)
+        self._fail(503 if unreachable else 502, message)
 
     def _fail(self, status: int, message: str, retry_after: int = 0) -> None:
         self.status = status
