@@ -13,12 +13,13 @@ import pytest
 
 from tests.conftest import Fortress, Sim, make_fortress, start_sim, stop
 
-# Fast polling so health changes show within a second; a short breaker cool-down for the same reason.
+# Fast polling so health changes show within a second. The breaker cool-down equals the health interval,
+# so a backend that comes back is probed and used within two health intervals (cool-down + one check).
 ROUTING = """
 [routing]
 health_interval_s = 0.5
 inventory_interval_s = 0.5
-breaker_cool_down_s = 1
+breaker_cool_down_s = 0.5
 backoff_base_ms = 20
 """
 

@@ -1,0 +1,120 @@
+"""Issue 4: a backend dies under load, comes back, or every backend is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import PY, Fortress, Sim, free_port, start, stop, wait_port
+from tests.multi.conftest import auth, cluster, paths, wait_until
+
+HEALTH_INTERVAL_S = 0.5  # as set in ROUTING
+SIM_ARGS = ("--models", "llama3.2:latest", "--loaded", "llama3.2:latest")
+
+
+def sim_on(port: int, name: str) -> Sim:
+    proc = start([PY, "-m", "fortress.sim", "--port", str(port), "--name", name, *SIM_ARGS])
+    wait_port(port, proc)
+    return Sim(port, proc)
+
+
+@pytest.fixture
+def trio(tmp_path: Path) -> Iterator[tuple[dict[str, Sim], Fortress, str]]:
+    sims = {name: sim_on(free_port(), name) for name in ("x", "y", "z")}
+    f = cluster(tmp_path, sims)
+    key = f.key("alice")
+    yield sims, f, key
+    f.stop()
+    for sim in sims.values():
+        stop(sim.proc)
+
+
+async def stream_one(client: httpx.AsyncClient, url: str, key: str, delay: float) -> tuple[int, list[dict]]:
+    await asyncio.sleep(delay)
+    body = {"model": "llama3.2", "prompt": "hi"}
+    headers = {**auth(key), "X-Sim-Tokens": "12", "X-Sim-Rate": "30"}  # ~0.4 s per stream
+    async with client.stream("POST", f"{url}/api/generate", json=body, headers=headers) as r:
+        lines = [json.loads(line) async for line in r.aiter_lines() if line]
+        return r.status_code, lines
+
+
+async def load(url: str, key: str, count: int, spread_s: float) -> list[tuple[int, list[dict]]]:
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+        jobs = [stream_one(client, url, key, spread_s * i / count) for i in range(count)]
+        return await asyncio.gather(*jobs)
+
+
+def test_backend_killed_under_load_fails_only_started_streams_and_comes_back(trio) -> None:
+    sims, f, key = trio
+    y = sims["y"]
+
+    async def scenario() -> list[tuple[int, list[dict]]]:
+        running = asyncio.ensure_future(load(f.url, key, 40, spread_s=0.6))
+        await asyncio.sleep(0.3)
+        y.proc.kill()  # SIGKILL: connections reset, nothing said
+        return await running
+
+    results = asyncio.run(scenario())
+    y.proc.wait()
+    done = [lines for status, lines in results if status == 200 and lines and lines[-1].get("done")]
+    cut = [lines for status, lines in results if status == 200 and lines and "error" in lines[-1]]
+    assert len(done) + len(cut) == 40, [r for r in results if r not in done and r not in cut]
+    for lines in cut:  # only streams that had started may fail, each with one final error line
+        assert len(lines) >= 2 and not any("error" in line for line in lines[:-1])
+        assert "backend y" in lines[-1]["error"]
+    assert len(done) >= 40 - 16, len(cut)  # at most the streams in flight on y when it died
+
+    time.sleep(0.7)  # y stays down for longer than the breaker's cool-down (0.5 s in ROUTING)
+    back = sim_on(y.port, "y")
+    sims["y"] = back
+    t0 = time.monotonic()
+
+    def y_used() -> bool:
+        r = httpx.post(
+            f"{f.url}/api/generate",
+            json={"model": "llama3.2", "prompt": "hi", "stream": False},
+            headers=auth(key),
+        )
+        assert r.status_code == 200
+        return paths(back, "/api/generate") > 0
+
+    wait_until(y_used, 2 * HEALTH_INTERVAL_S + 0.3, "backend y used again")
+    print(f"y back in use after {time.monotonic() - t0:.2f} s; {len(cut)} streams cut")
+
+
+def test_every_backend_down_is_a_quick_503(tmp_path: Path) -> None:
+    sims = {name: sim_on(free_port(), name) for name in ("x", "y", "z")}
+    f = cluster(tmp_path, sims)
+    try:
+        key = f.key("alice")
+        body = {"model": "llama3.2", "prompt": "hi", "stream": False}
+        assert httpx.post(f"{f.url}/api/generate", json=body, headers=auth(key)).status_code == 200
+        for sim in sims.values():
+            stop(sim.proc)
+        t0 = time.monotonic()  # right after the kill: no hang, a clear answer
+        first = httpx.post(f"{f.url}/api/generate", json=body, headers=auth(key), timeout=5)
+        took = time.monotonic() - t0
+        assert first.status_code == 503 and "cannot connect to backend" in first.json()["error"], first.text
+        assert took < 1.0, took
+        time.sleep(3 * HEALTH_INTERVAL_S + 0.3)  # the health checks have noticed: breakers open
+        embed = {"model": "llama3.2", "input": "x"}
+        for path, payload in (("/api/generate", body), ("/v1/embeddings", embed)):
+            t0 = time.monotonic()
+            r = httpx.post(f"{f.url}{path}", json=payload, headers=auth(key), timeout=5)
+            took = time.monotonic() - t0
+            assert r.status_code == 503, r.text
+            assert took < 1.0, took
+            error = r.json()["error"]
+            message = error if isinstance(error, str) else error["message"]
+            assert "no healthy backend" in message or "cannot connect" in message  # open, or a half-open try
+        tags = httpx.get(f"{f.url}/api/tags", headers=auth(key))
+        assert tags.status_code == 200 and tags.json() == {"models": []}
+    finally:
+        f.stop()
