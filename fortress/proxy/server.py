@@ -87,7 +87,12 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
         worker.sweep()
 
     async def stats() -> None:
-        detail = {"backends": worker.router.export(), "pool": repr(worker.pool), "dropped": usage.dropped}
+        detail = {
+            "backends": worker.router.export(),
+            "keys": worker.key_windows(),
+            "pool": repr(worker.pool),
+            "dropped": usage.dropped,
+        }
         await write_proxy_stats(
             db,
             name,

@@ -97,6 +97,7 @@ class Worker:
         self.draining = False
         self.requests = 0
         self.errors = 0
+        self.active_keys: set[str] = set()  # keys whose rate window may hold requests
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex().encode()
         self.swap(snapshot)
@@ -199,9 +200,11 @@ class Worker:
         if ex.status >= 500 or ex.error:
             self.errors += 1
         self.gate.finish(ex.admit, (prompt or 0) + (completion or 0), time.time())
+        key = ex.admit.key
+        if key is not None:
+            self.active_keys.add(key.id)
         if self.usage is None:
             return
-        key = ex.admit.key
         self.usage.record(
             UsageEvent(
                 ts=time.time() - (now - ex.t0),
@@ -228,9 +231,11 @@ class Worker:
     def account_local(self, req: Request, status: int, path: str, client_ip: str, reply: LocalReply) -> None:
         """Rejections are usage too (analytics shows error codes); public probes are not."""
         self.requests += 1
+        key = req.admit.key if req.admit is not None else None
+        if key is not None:
+            self.active_keys.add(key.id)
         if self.usage is None or (status == 200 and path in _PROBES):
             return
-        key = req.admit.key if req.admit is not None else None
         now = time.monotonic()
         self.usage.record(
             UsageEvent(
@@ -248,6 +253,24 @@ class Worker:
                 error=reply.body[:200].decode("utf-8", "replace") if status >= 400 else None,
             )
         )
+
+    def key_windows(self) -> dict[str, dict[str, int]]:
+        """How full the rate windows of recently active keys are, for the admin dashboard."""
+        keys = self.gate.c.snapshot.keys
+        default = self.gate.c.policy.default_rate
+        now = time.time()
+        out: dict[str, dict[str, int]] = {}
+        for key_id in list(self.active_keys):
+            record = keys.get(key_id)
+            rate = (record.rate or default) if record is not None else None
+            used = 0
+            if rate is not None:
+                d = self.gate.limiter.peek(f"r:{key_id}", rate[0], rate[1], now)
+                used = d.limit - d.remaining
+                out[key_id] = {"used": used, "limit": d.limit, "window_s": rate[1]}
+            if not used:
+                self.active_keys.discard(key_id)  # an empty window needs no more reporting
+        return out
 
     # -- timeouts ------------------------------------------------------------------------------------------
     def sweep(self) -> None:

@@ -151,3 +151,25 @@ def test_usage_rows_for_streamed_and_plain_requests(fortress: Fortress) -> None:
         assert 0 < ttfb <= duration
         assert prompt == final["prompt_eval_count"] and completion == final["eval_count"]
     assert [r[7] for r in rows] == [1, 0]
+
+
+def test_proxy_stats_row_reports_live_figures_and_window_fill(fortress: Fortress) -> None:
+    key = fortress.key("bob", "--rate", "100/1m")
+    for _ in range(3):
+        assert httpx.get(f"{fortress.url}/api/tags", headers=auth(key)).status_code == 200
+    key_id = key.split("_")[1]
+    deadline = time.monotonic() + 3
+    while True:
+        with sqlite3.connect(fortress.db) as db:
+            row = db.execute("SELECT requests, in_flight, detail FROM proxy_stats").fetchone()
+        detail = json.loads(row[2]) if row else {}
+        if key_id in detail.get("keys", {}) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert row is not None and row[0] >= 3 and row[1] == 0
+    assert detail["keys"][key_id] == {
+        "used": 4,
+        "limit": 100,
+        "window_s": 60,
+    }  # 3 + the key's readiness probe
+    assert detail["backends"][0]["name"] == "local" and detail["backends"][0]["state"] == "closed"
