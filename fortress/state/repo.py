@@ -55,6 +55,9 @@ class KeyRow:
     max_concurrent: int | None
     expires_at: float | None
     created_at: float
+    max_num_ctx: int | None = None  # caps the proxy clamps options.num_ctx / num_predict / keep_alive to
+    max_num_predict: int | None = None
+    max_keep_alive_s: int | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,34 @@ def _positive(value: int | None, what: str) -> int | None:
     return value
 
 
+def _duration(text: str, what: str) -> int | None:
+    """'' = not set; otherwise a positive duration in seconds ('5m', '3600')."""
+    if not text:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise RepoError(f"{what}: {exc}") from None
+
+
+def check_backend_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")) or len(url) > 2000 or any(c.isspace() for c in url):
+        raise RepoError(f"invalid backend URL {url!r} (must start with http:// or https://)")
+    return url
+
+
+def check_backend_type(type: str) -> str:
+    if type not in BACKEND_TYPES:
+        raise RepoError(f"invalid backend type {type!r} (use ollama or openai)")
+    return type
+
+
+def check_backend_max_concurrent(value: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise RepoError("max_concurrent: must be 0 (unlimited) or a positive integer")
+    return value
+
+
 # ---- audit ------------------------------------------------------------------------------------------
 
 
@@ -210,7 +241,8 @@ async def list_users(db: aiosqlite.Connection, order: str = "name") -> list[User
 
 _KEY_SELECT = """
     SELECT k.id, u.name AS user, k.label, k.state, k.scope, k.models, k.rate_count, k.rate_window_s,
-           k.token_count, k.token_window_s, k.max_concurrent, k.expires_at, k.created_at
+           k.token_count, k.token_window_s, k.max_concurrent, k.expires_at, k.created_at,
+           k.max_num_ctx, k.max_num_predict, k.max_keep_alive_s
       FROM api_keys k JOIN users u ON u.id = k.user_id
 """
 
@@ -231,6 +263,9 @@ def _key_row(r: sqlite3.Row, now: float) -> KeyRow:
         max_concurrent=r["max_concurrent"],
         expires_at=r["expires_at"],
         created_at=r["created_at"],
+        max_num_ctx=r["max_num_ctx"],
+        max_num_predict=r["max_num_predict"],
+        max_keep_alive_s=r["max_keep_alive_s"],
     )
 
 
@@ -256,11 +291,21 @@ async def create_key(
     models: str = "",
     expires: str = "",
     scope: str = "user",
+    max_num_ctx: int | None = None,
+    max_num_predict: int | None = None,
+    max_keep_alive: str = "",
 ) -> tuple[str, KeyRow]:
-    """Create a key; returns (the full key, shown once and never stored, its row)."""
+    """Create a key; returns (the full key, shown once and never stored, its row).
+
+    max_num_ctx / max_num_predict / max_keep_alive ('5m') cap what a request may ask of a model;
+    None or '' leaves that cap off.
+    """
     rate_count, rate_window = _rate(rate, "--rate")
     token_count, token_window = _rate(tokens, "--tokens")
     _positive(max_concurrent, "--max-concurrent")
+    _positive(max_num_ctx, "--max-num-ctx")
+    _positive(max_num_predict, "--max-num-predict")
+    max_keep_alive_s = _duration(max_keep_alive, "--max-keep-alive")
     models = check_models(models)
     if scope not in SCOPES:
         raise RepoError(f"invalid scope {scope!r} (use {' or '.join(SCOPES)})")
@@ -280,8 +325,9 @@ async def create_key(
             try:
                 await db.execute(
                     """INSERT INTO api_keys (id, user_id, label, secret_hash, scope, models, rate_count,
-                       rate_window_s, token_count, token_window_s, max_concurrent, expires_at, created_at)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       rate_window_s, token_count, token_window_s, max_concurrent, expires_at, created_at,
+                       max_num_ctx, max_num_predict, max_keep_alive_s)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                     (
                         key_id,
                         user_id,
@@ -296,6 +342,9 @@ async def create_key(
                         max_concurrent,
                         expires_at,
                         now,
+                        max_num_ctx,
+                        max_num_predict,
+                        max_keep_alive_s,
                     ),
                 )
                 break
@@ -311,6 +360,9 @@ async def create_key(
                 "models": models,
                 "expires": expires,
                 "label": label,
+                "max_num_ctx": max_num_ctx,
+                "max_num_predict": max_num_predict,
+                "max_keep_alive_s": max_keep_alive_s,
             }
         )
         await audit(db, actor, "key.create", key_id, detail, ip=ip)
@@ -385,13 +437,10 @@ async def add_backend(
     check_backend_name(name)
     if name in {b.name for b in file_backends}:
         raise RepoError(f"backend {name!r} is declared in config.toml")
-    if not url.startswith(("http://", "https://")) or len(url) > 2000 or any(c.isspace() for c in url):
-        raise RepoError(f"invalid backend URL {url!r} (must start with http:// or https://)")
-    if type not in BACKEND_TYPES:
-        raise RepoError(f"invalid backend type {type!r} (use ollama or openai)")
+    check_backend_url(url)
+    check_backend_type(type)
     _positive(weight, "weight")
-    if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) or max_concurrent < 0:
-        raise RepoError("max_concurrent: must be 0 (unlimited) or a positive integer")
+    check_backend_max_concurrent(max_concurrent)
     models = check_models(models)
     encrypted = (box or await default_box(db)).encrypt(credential) if credential else None
     async with transaction(db):
@@ -407,6 +456,64 @@ async def add_backend(
             {"url": url, "type": type, "weight": weight, "models": models, "credential": bool(credential)}
         )
         await audit(db, actor, "backend.add", name, detail, ip=ip)
+
+
+async def update_backend(
+    db: aiosqlite.Connection,
+    name: str,
+    *,
+    actor: str,
+    ip: str = "",
+    url: str | None = None,
+    weight: int | None = None,
+    models: str | None = None,
+    credential: str | None = None,
+    max_concurrent: int | None = None,
+    type: str | None = None,
+    box: SecretBox | None = None,
+    file_backends: Iterable[BackendConfig] = (),
+) -> None:
+    """Change a database backend in place (the proxy picks it up on its next version poll).
+
+    None leaves a field as it is; credential "" removes the stored credential, any other value
+    replaces it (encrypted with `box`). Only fields that really change are written and audited;
+    a save that changes nothing writes nothing. Backends from config.toml are refused.
+    """
+    if name in {b.name for b in file_backends}:
+        raise RepoError(f"backend {name!r} is declared in config.toml; edit the file to change it")
+    wanted: dict[str, object] = {}
+    if url is not None:
+        wanted["url"] = check_backend_url(url).rstrip("/")
+    if weight is not None:
+        wanted["weight"] = _positive(weight, "weight")
+    if models is not None:
+        wanted["models"] = check_models(models)
+    if max_concurrent is not None:
+        wanted["max_concurrent"] = check_backend_max_concurrent(max_concurrent)
+    if type is not None:
+        wanted["type"] = check_backend_type(type)
+    encrypted = (box or await default_box(db)).encrypt(credential) if credential else None
+    async with transaction(db):
+        async with db.execute(
+            "SELECT url, weight, models, max_concurrent, type, credential_enc IS NOT NULL"
+            " FROM backends WHERE name = ?",
+            (name,),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise RepoError(f"no such backend {name!r} in the database")
+        current = dict(zip(("url", "weight", "models", "max_concurrent", "type"), row[:5], strict=True))
+        changes = {k: v for k, v in wanted.items() if current[k] != v}
+        detail: dict[str, object] = dict(changes)
+        if credential:
+            changes["credential_enc"], detail["credential"] = encrypted, "replaced"
+        elif credential == "" and row[5]:
+            changes["credential_enc"], detail["credential"] = None, "removed"
+        if not changes:
+            return
+        assignments = ", ".join(f"{column} = ?" for column in changes)  # column names are ours, not input
+        await db.execute(f"UPDATE backends SET {assignments} WHERE name = ?", (*changes.values(), name))
+        await audit(db, actor, "backend.update", name, json.dumps(detail), ip=ip)
 
 
 async def remove_backend(db: aiosqlite.Connection, name: str, *, actor: str, ip: str = "") -> None:
