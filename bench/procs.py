@@ -44,6 +44,7 @@ class Service:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    argv: list[str]  # as started (pinning included), for restart()
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -61,6 +62,15 @@ class Service:
         except OSError:
             return ""
 
+    def restart(self) -> None:
+        """Stop and start the same command again: a fresh heap, the same port and files."""
+        self.stop()
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.wait_ready()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -74,11 +84,10 @@ class Service:
 def start(name: str, argv: list[str], port: int, cpu: str | None, log_dir: Path) -> Service:
     """Start argv pinned to cpu with output in log_dir/<name>.log and wait until it listens."""
     log = log_dir / f"{name}.log"
+    full = pinned(argv, cpu)
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            pinned(argv, cpu), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    service = Service(name, proc, port, log)
+        proc = subprocess.Popen(full, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    service = Service(name, proc, port, log, full)
     try:
         service.wait_ready()
     except BaseException:

@@ -25,7 +25,11 @@ class Cpus:
 class Target:
     name: str
     port: int
-    proxy: Meter | None  # the proxy process we measure; None when going direct
+    service: Service | None  # the proxy process we measure; None when going direct
+
+    @property
+    def proxy(self) -> Meter | None:
+        return None if self.service is None else Meter(self.service.proc.pid)
 
 
 @dataclass
@@ -70,13 +74,13 @@ def open_stack(kind: str, names: tuple[str, ...], cpus: Cpus, workdir: Path, nof
                 "nginx", nginx.proxy_conf(workdir / "nginx", port, up_port, nofile), port, cpus.proxy, workdir
             )
             services.append(px)
-            stack.targets.append(Target("nginx", port, Meter(px.proc.pid)))
+            stack.targets.append(Target("nginx", port, px))
         if "fortress" in names:
             port = free_port()
             config, stack.keys = prepare(workdir, port, up_port)
             fx = start_fortress(config, port, cpus.proxy, workdir)
             services.append(fx)
-            stack.targets.append(Target("fortress", port, Meter(fx.proc.pid)))
+            stack.targets.append(Target("fortress", port, fx))
         return stack
     except BaseException:
         for s in reversed(services):

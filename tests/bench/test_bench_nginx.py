@@ -29,7 +29,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "nginx", nginx.proxy_conf(workdir / "nginx", px_port, up_port, nofile), px_port, None, workdir
     )
     s = Stack(upstream=Meter(up.proc.pid), keys=Keys("fk_bench", "fk_admin"), services=[up, px])
-    s.targets = [Target("direct", up_port, None), Target("nginx", px_port, Meter(px.proc.pid))]
+    s.targets = [Target("direct", up_port, None), Target("nginx", px_port, px)]
     yield s
     s.close()
 
