@@ -344,6 +344,9 @@ async def _key_create(db: aiosqlite.Connection, cfg: Config, args: argparse.Name
         models=args.models,
         expires=args.expires,
         scope=args.scope,
+        max_num_ctx=args.max_num_ctx,
+        max_num_predict=args.max_num_predict,
+        max_keep_alive=args.max_keep_alive,
     )
     print(full, flush=True)
     _err(f"key {row.id} for {row.user}: store it now, it is not shown again")
@@ -355,7 +358,19 @@ async def _key_list(db: aiosqlite.Connection, cfg: Config, args: argparse.Namesp
     rows = await repo.list_keys(db, args.user)
     print(
         _table(
-            ("ID", "USER", "STATE", "SCOPE", "RATE", "TOKENS", "CONCURRENT", "MODELS", "EXPIRES", "LABEL"),
+            (
+                "ID",
+                "USER",
+                "STATE",
+                "SCOPE",
+                "RATE",
+                "TOKENS",
+                "CONCURRENT",
+                "MODELS",
+                "CAPS",
+                "EXPIRES",
+                "LABEL",
+            ),
             [
                 (
                     k.id,
@@ -366,6 +381,7 @@ async def _key_list(db: aiosqlite.Connection, cfg: Config, args: argparse.Namesp
                     k.tokens or "-",
                     k.max_concurrent or "-",
                     k.models or "*",
+                    _key_caps(k),
                     _when(k.expires_at),
                     k.label,
                 )
@@ -374,6 +390,20 @@ async def _key_list(db: aiosqlite.Connection, cfg: Config, args: argparse.Namesp
         )
     )
     return 0
+
+
+def _key_caps(k: repo.KeyRow) -> str:
+    """The per-key model caps in one cell, e.g. 'ctx<=8192,predict<=512,keep_alive<=300s'."""
+    caps = [
+        f"{what}<={value}{unit}"
+        for what, value, unit in (
+            ("ctx", k.max_num_ctx, ""),
+            ("predict", k.max_num_predict, ""),
+            ("keep_alive", k.max_keep_alive_s, "s"),
+        )
+        if value is not None
+    ]
+    return ",".join(caps) or "-"
 
 
 def _key_state(state: str) -> Any:
@@ -659,6 +689,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expires", default="", metavar="DURATION", help="e.g. 30d")
     p.add_argument("--scope", default="user", choices=repo.SCOPES)
     p.add_argument("--name", default="", metavar="LABEL")
+    p.add_argument("--max-num-ctx", type=int, default=None, metavar="N", help="cap on options.num_ctx")
+    p.add_argument(
+        "--max-num-predict", type=int, default=None, metavar="N", help="cap on options.num_predict"
+    )
+    p.add_argument(
+        "--max-keep-alive", default="", metavar="DURATION", help="cap on keep_alive, e.g. 5m (positive)"
+    )
     add(keys, "list", _key_list, "list keys").add_argument("--user", metavar="NAME")
     add(keys, "disable", _key_state("disabled"), "disable a key (reversible)").add_argument("id")
     add(keys, "enable", _key_state("active"), "enable a disabled key").add_argument("id")
