@@ -30,6 +30,10 @@ from fortress.state.usage import UsageWriter, write_proxy_stats
 log = logging.getLogger("fortress.proxy")
 RELOAD_INTERVAL_S = 0.25
 STATS_INTERVAL_S = 1.0
+# How long a closing TLS connection waits for the client's close_notify (asyncio's default is 30 s).
+# HTTP frames its own messages, so the wait protects nothing; idle HTTPS clients that never answer it
+# held every graceful stop for the whole drain deadline and kept counting against per-IP caps.
+TLS_SHUTDOWN_TIMEOUT_S = 3.0
 
 
 def tls_context(cfg: Config) -> ssl.SSLContext | None:
@@ -65,11 +69,13 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
     worker.start_polling()
     await worker.poller.ready(cfg.routing.connect_timeout_s)
     host, port = parse_listen(cfg.proxy.listen)
+    tls = tls_context(cfg)
     server = await loop.create_server(
         lambda: ClientProtocol(worker),
         host,
         port,
-        ssl=tls_context(cfg),
+        ssl=tls,
+        ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S if tls else None,
         reuse_port=cfg.proxy.workers > 1,
         backlog=4096,
     )
