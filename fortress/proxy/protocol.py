@@ -293,11 +293,16 @@ class ClientProtocol(asyncio.Protocol):
         if mode is Mode.STREAM:
             ex = self.ex
             if ex is not None:
-                if ex.bytes_in < 4 and ex.admit.route.model_admin and looks_like_zip(req.sniff(body)):
-                    raise BadRequest(
-                        wire.error_reply(400, "zip archives are not accepted as blobs", close=True)
-                    )
                 self.deadline = time.monotonic() + self.w.cfg.body_timeout_s
+                if ex.admit.route.model_admin and len(req.first_bytes) < 4:
+                    if looks_like_zip(req.sniff(body)):
+                        raise BadRequest(
+                            wire.error_reply(400, "zip archives are not accepted as blobs", close=True)
+                        )
+                    req.body.append(body)
+                    if len(req.first_bytes) == 4:
+                        self._begin_upload(req, ex)
+                    return
                 ex.send_body(body)
         elif mode is Mode.BUFFER:
             req.body_size += len(body)
@@ -315,9 +320,13 @@ class ClientProtocol(asyncio.Protocol):
         req.complete = True
         mode = req.mode
         if mode is Mode.STREAM:
-            if self.ex is not None:
+            ex = self.ex
+            if ex is not None:
                 self.deadline = 0.0
-                self.ex.end_body()
+                if ex.admit.route.model_admin and len(req.first_bytes) < 4:
+                    self._begin_upload(req, ex)  # a body of fewer than 4 bytes
+                if self.ex is ex:
+                    ex.end_body()
         elif mode is Mode.BUFFER:
             if req.admit is not None:
                 self._dispatch(req)
@@ -433,7 +442,17 @@ class ClientProtocol(asyncio.Protocol):
         if req.backend_hint is not None and admit.key is not None and admit.key.scope == "admin":
             ex.backend_hint = req.backend_hint.decode("latin-1")
         self.ex = ex
+        if streaming and admit.route.model_admin:
+            return  # uploads start once their first bytes are known not to be a zip (_begin_upload)
         ex.start()
+
+    def _begin_upload(self, req: Request, ex: Exchange) -> None:
+        """The upload's first bytes passed the zip sniff: now pick a backend and send what was held."""
+        held, req.body = req.body, []
+        ex.start()
+        if self.ex is ex:  # not failed at once (no backend)
+            for piece in held:
+                ex.send_body(piece)
 
     def _local(self, req: Request, reply: wire.LocalReply, path: str, client_ip: str) -> None:
         """Fortress answers itself; the request goes no further."""
