@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import Fortress, Sim, make_fortress
-from tests.security.conftest import auth, connect, head, read_all, send_raw
+from tests.security.conftest import assert_serving, auth, connect, head, read_all, send_raw
 from tests.security.recorder import recorder
 
 HEX = "a" * 64
@@ -93,15 +93,18 @@ def test_dangerous_bodies_are_refused_for_admin_keys(
 def test_zip_blob_upload_is_refused(gateway: Fortress, sim: Sim, admin_key: str) -> None:
     archive = b"PK\x03\x04" + b"\x00" * 26 + b"../../etc/ld.so.preload"
     digest = "sha256:" + hashlib.sha256(archive).hexdigest()
+    assert_serving(gateway, admin_key)  # leaves a pooled backend connection ready to take the upload
     sim.clear()
     r = httpx.post(f"{gateway.url}/api/blobs/{digest}", content=archive, headers=auth(admin_key))
     assert r.status_code == 400 and "zip" in r.json()["error"]
+    assert not reached(sim, "/api/blobs")
     assert httpx.head(f"{sim.url}/api/blobs/{digest}").status_code == 404  # nothing was stored
 
 
-def test_split_zip_magic_is_refused(gateway: Fortress, admin_key: str) -> None:
+def test_split_zip_magic_is_refused(gateway: Fortress, sim: Sim, admin_key: str) -> None:
     archive = b"PK\x03\x04" + b"\x00" * 40
     digest = "sha256:" + hashlib.sha256(archive).hexdigest()
+    sim.clear()
     with connect(gateway.port) as sock:
         sock.sendall(head("POST", f"/api/blobs/{digest}", admin_key, f"Content-Length: {len(archive)}"))
         time.sleep(0.1)
@@ -110,6 +113,7 @@ def test_split_zip_magic_is_refused(gateway: Fortress, admin_key: str) -> None:
         sock.sendall(archive[2:])
         reply = read_all(sock, 2.0)
     assert reply.status == 400 and b"zip" in reply.data
+    assert not reached(sim, "/api/blobs")
 
 
 def test_admin_key_may_pull_from_the_default_registry(gateway: Fortress, sim: Sim, admin_key: str) -> None:
@@ -123,6 +127,16 @@ def test_admin_key_may_pull_from_the_default_registry(gateway: Fortress, sim: Si
     digest = "sha256:" + hashlib.sha256(b"weights").hexdigest()
     up = httpx.post(f"{gateway.url}/api/blobs/{digest}", content=b"weights", headers=auth(admin_key))
     assert up.status_code == 201
+    tiny = "sha256:" + hashlib.sha256(b"PK").hexdigest()  # shorter than the zip magic: still uploaded
+    assert (
+        httpx.post(f"{gateway.url}/api/blobs/{tiny}", content=b"PK", headers=auth(admin_key)).status_code
+        == 201
+    )
+    empty = "sha256:" + hashlib.sha256(b"").hexdigest()
+    assert (
+        httpx.post(f"{gateway.url}/api/blobs/{empty}", content=b"", headers=auth(admin_key)).status_code
+        == 201
+    )
 
 
 # -- per-key caps --------------------------------------------------------------------------------------
