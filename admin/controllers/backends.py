@@ -1,4 +1,4 @@
-"""Backends and their models: add/remove/test backends; pull (with live progress), re-pull,
+"""Backends and their models: add/edit/remove/test backends; pull (with live progress), re-pull,
 delete, copy and unload models. Backends from config.toml are shown read-only."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from fortress.state.secretbox import for_config
 
 class BackendsController(Controller):
     @get("/backends")
-    async def backends(self, request: Request) -> Template:
-        return await _backends_page(request)
+    async def backends(self, request: Request, saved: str = "") -> Template:
+        return await _backends_page(request, saved=saved)
 
     @post("/backends")
     async def add_backend(self, request: Request) -> Template | Response:
@@ -43,6 +43,30 @@ class BackendsController(Controller):
             return await _backends_page(request, error=str(exc), draft=data, status_code=400)
         request.app.state.inventory.forget()
         return see_other(request, "/backends")
+
+    @post("/backends/{name:str}/edit")
+    async def edit_backend(self, request: Request, name: str) -> Template | Response:
+        """Save the edit form: every field is posted; a blank credential keeps the stored one."""
+        data = await form(request)
+        try:
+            await repo.update_backend(
+                db(request),
+                name,
+                actor=me(request).name,
+                ip=ip(request),
+                url=data.get("url", ""),
+                type=data.get("type", "ollama"),
+                weight=_int(data.get("weight"), 1, "weight"),
+                models=data.get("models", ""),
+                max_concurrent=_int(data.get("max_concurrent"), 0, "max concurrent"),
+                credential="" if data.get("clear_credential") else data.get("credential") or None,
+                box=for_config(cfg(request)),
+                file_backends=cfg(request).backends,
+            )
+        except repo.RepoError as exc:
+            return await _backends_page(request, error=str(exc), editing=name, edit=data, status_code=400)
+        request.app.state.inventory.forget()
+        return see_other(request, f"/backends?saved={name}")
 
     @post("/backends/{name:str}/remove")
     async def remove_backend(self, request: Request, name: str) -> Template | Response:
@@ -144,11 +168,15 @@ async def _model_op(request: Request, action: str, op: ModelOp) -> Template | Re
     return see_other(request, "/models")
 
 
-async def _backends_page(request: Request, **extra: object) -> Template:
+async def _backends_page(request: Request, saved: str = "", **extra: object) -> Template:
     rows = await repo.list_backends(db(request), cfg(request).backends)
     targets = await inventory.targets(db(request), cfg(request))
     probes = await request.app.state.inventory.probe_all(targets)
     extra.setdefault("draft", {})
+    extra.setdefault("editing", "")
+    extra.setdefault("edit", {})
+    if saved in {b.name for b in rows if b.source == "db"}:
+        extra["notice"] = f"Backend {saved} saved. The running proxy uses the change within a second."
     return page(request, "backends.html", backends=rows, probes=probes, **extra)  # type: ignore[arg-type]
 
 

@@ -43,7 +43,6 @@ class UsersController(Controller):
     async def create_key(self, request: Request, name: str) -> Template:
         data = await form(request)
         try:
-            max_concurrent = int(data["max_concurrent"]) if data.get("max_concurrent") else None
             full, row = await repo.create_key(
                 db(request),
                 name,
@@ -52,16 +51,16 @@ class UsersController(Controller):
                 label=data.get("label", ""),
                 rate=data.get("rate", ""),
                 tokens=data.get("tokens", ""),
-                max_concurrent=max_concurrent,
+                max_concurrent=_whole(data, "max_concurrent", "max concurrent"),
                 models=data.get("models", ""),
                 expires=data.get("expires", ""),
                 scope=data.get("scope", "user"),
+                max_num_ctx=_whole(data, "max_num_ctx", "max context length"),
+                max_num_predict=_whole(data, "max_num_predict", "max tokens generated"),
+                max_keep_alive=data.get("max_keep_alive", ""),
             )
-        except ValueError as exc:  # RepoError, or a max_concurrent that is not a number
-            message = (
-                str(exc) if isinstance(exc, repo.RepoError) else "max concurrent: must be a whole number"
-            )
-            return await _user_page(request, name, error=message, status_code=400, draft=data)
+        except repo.RepoError as exc:
+            return await _user_page(request, name, error=str(exc), status_code=400, draft=data)
         return await _user_page(request, name, new_key=full, new_key_id=row.id)
 
     @post("/keys/{key_id:str}/{action:str}")
@@ -76,6 +75,17 @@ class UsersController(Controller):
         except repo.RepoError as exc:
             raise NotFoundException(str(exc)) from None
         return see_other(request, f"/users/{row.user}")
+
+
+def _whole(data: dict[str, str], field: str, what: str) -> int | None:
+    """An optional whole-number form field ('' = not set); anything else is the user's mistake."""
+    text = data.get(field, "")
+    if not text:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise repo.RepoError(f"{what}: must be a whole number") from None
 
 
 async def _users_page(request: Request, sort: str, **extra: object) -> Template:
