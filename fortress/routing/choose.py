@@ -67,6 +67,10 @@ class _Slot:
         self.current = 0  # smooth weighted round-robin credit
 
 
+def _endpoint(record: BackendRecord) -> tuple[str, str, str]:
+    return record.url, record.credential, record.ca_bundle
+
+
 class Router:
     """Backend choice, outstanding counts, passive health, retry pacing and the at-cap queue."""
 
@@ -125,7 +129,9 @@ class Router:
         self._slots = {}
         for record in backends:
             previous = old.get(record.name)
-            breaker = previous.breaker if previous else self._breaker()
+            # a backend that now points elsewhere starts afresh: its old failures say nothing of the new URL
+            moved = previous is not None and _endpoint(previous.record) != _endpoint(record)
+            breaker = previous.breaker if previous and not moved else self._breaker()
             slot = _Slot(record, breaker)
             if previous:
                 slot.outstanding = previous.outstanding
@@ -134,7 +140,7 @@ class Router:
                 self.inventory.set_static(record.name, record.models)
             else:
                 entry = self.inventory.get(record.name)
-                if entry is None or entry.static:
+                if entry is None or entry.static or moved:
                     self.inventory.remove(record.name)
                     self.inventory.add(record.name)
         for name in old.keys() - self._slots.keys():

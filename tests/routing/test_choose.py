@@ -244,3 +244,18 @@ def test_finished_on_unknown_backend_is_harmless(ok: bool) -> None:
     r.started("gone")
     r.probe("gone", ok=ok)
     assert r.export()[0]["outstanding"] == 0
+
+
+def test_a_backend_moved_to_a_new_url_gets_a_fresh_breaker() -> None:
+    from fortress.state.snapshot import BackendRecord
+
+    old = BackendRecord("a", "http://127.0.0.1:9")
+    router = Router([old], threshold=1)
+    router.inventory.set_tags("a", {"models": [{"name": "m:latest"}]}, 0.0)
+    router.started("a")
+    router.finished("a", ok=False)
+    assert router.export()[0]["state"] == State.OPEN.value
+    router.set_backends([BackendRecord("a", "http://127.0.0.1:11434")])
+    assert router.export()[0]["state"] == State.CLOSED.value
+    router.set_backends([BackendRecord("a", "http://127.0.0.1:11434", weight=3)])  # same URL: kept
+    assert router.export()[0]["state"] == State.CLOSED.value
