@@ -389,9 +389,14 @@ class Exchange:
             self._cut("backend stopped sending data (idle timeout)", up)
 
     def _cut(self, message: str, up: UpstreamProtocol) -> None:
-        """The stream already started: end it with one error line, then close the connection."""
+        """The stream already started: end it with one error line and the response's proper end.
+
+        With chunked framing intact the connection stays open: a pooled client may reuse it at once,
+        and closing it then would fail a request that never reached a backend. Otherwise it closes.
+        """
         self.error = message
-        if self.raw and up.chunked and not up.in_chunk:
+        framed = self.raw and up.chunked and not up.in_chunk
+        if framed:
             line = wire.stream_error_line(message, self.admit.route.openai)
             self.to_client(wire.chunk(line) + _LAST_CHUNK)
         elif not self.raw:
@@ -399,7 +404,7 @@ class Exchange:
         self._release_backend(ok=False, error=message)
         prompt, completion, _ = counts_from_tail(up.tail)
         self._account(prompt, completion)
-        self.client.exchange_done(False)
+        self.client.exchange_done(framed and self.keep_alive)
 
     # -- retries and failures ------------------------------------------------------------------------
     def _can_retry(self, delay: float = 0.0) -> bool:
