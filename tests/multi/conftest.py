@@ -51,7 +51,8 @@ def backends_toml(sims: dict[str, Sim], **per_backend: str) -> str:
 
 
 def cluster(tmp: Path, sims: dict[str, Sim], extra: str = "", **per_backend: str) -> Fortress:
-    """A started Fortress in front of `sims`, with fast polling, that has seen every backend once."""
+    """A started Fortress in front of `sims`, with fast polling, in its own home `tmp`."""
+    tmp.mkdir(parents=True, exist_ok=True)
     f = make_fortress(tmp, [], ROUTING + extra + backends_toml(sims, **per_backend))
     f.serve()
     return f
