@@ -8,6 +8,7 @@ several statements says so with `async with transaction(db):`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import sqlite3
@@ -91,11 +92,14 @@ async def transaction(db: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Conne
     if lock is None:
         lock = _tx_locks[db] = asyncio.Lock()
     async with lock:
-        await db.execute("BEGIN IMMEDIATE")
         try:
+            # inside the try: a task cancelled while BEGIN is queued must still roll it back, or
+            # the connection is left inside a transaction that nobody will finish
+            await db.execute("BEGIN IMMEDIATE")
             yield db
         except BaseException:
-            await db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.OperationalError):  # BEGIN itself may have failed
+                await asyncio.shield(db.execute("ROLLBACK"))
             raise
         await db.execute("COMMIT")
 

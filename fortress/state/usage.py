@@ -119,6 +119,7 @@ class UsageWriter:
         self._pending: list[UsageEvent] = []
         self._db: aiosqlite.Connection | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
 
     @property
     def pending(self) -> int:
@@ -136,8 +137,10 @@ class UsageWriter:
         self._task = asyncio.create_task(self._run(), name="usage-writer")
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
+        """Write every interval until close(); never cancelled mid-write (that would lose a batch)."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.interval_s)
             try:
                 await self.flush()
             except (sqlite3.OperationalError, OSError) as exc:
@@ -163,9 +166,8 @@ class UsageWriter:
     async def close(self) -> None:
         """Stop the task and write what is left (retrying briefly if the database is busy)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stop.set()
+            await self._task
             self._task = None
         if self._db is None:
             return
