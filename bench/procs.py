@@ -96,6 +96,17 @@ def start(name: str, argv: list[str], port: int, cpu: str | None, log_dir: Path)
     return service
 
 
+def busy_seconds(cpus: str | None) -> float:
+    """CPU time the listed CPUs (all when None) spent busy for anyone, steal included: the denominator
+    for telling our processes' work from everything else running on the machine."""
+    times = psutil.cpu_times(percpu=True)
+    chosen = range(len(times)) if cpus is None else [int(c) for c in cpus.split(",")]
+    return sum(
+        times[i].user + times[i].nice + times[i].system + times[i].irq + times[i].softirq + times[i].steal
+        for i in chosen
+    )
+
+
 class Meter:
     """CPU seconds and RSS of a process and its children (a supervisor's workers count too)."""
 

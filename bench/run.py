@@ -23,7 +23,7 @@ import uvloop
 
 from bench import workloads as w
 from bench.gates import acceptance, smoke_failures
-from bench.procs import raise_nofile
+from bench.procs import busy_seconds, raise_nofile
 from bench.report import commit, jsonable, machine, markdown
 from bench.stack import TARGETS, Cpus, Stack, Target, open_stack
 from bench.stats import Rounds, summarize
@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workloads", default="w1,w2,w3,w4,w5", help="comma list of w1..w5")
     p.add_argument("--proxy-cpu", default="1", help="CPU list for the proxy under test ('' = no pinning)")
     p.add_argument("--load-cpu", default="0", help="CPU list for the load client and the upstream")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness for this process and all it starts (e.g. -5 on a shared machine; negative needs root)",
+    )
     p.add_argument("--results", type=Path, help="Markdown file to append to (full run: bench/RESULTS.md)")
     p.add_argument("--json", type=Path, help="JSON file to write (full run: bench/results.json)")
     return p.parse_args(argv)
@@ -58,15 +64,21 @@ class Bench:
         self.salts = itertools.count()  # every upload is a new blob
         self.runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
-    def record(self, name: str, target: str, measure: Callable[[], dict[str, float]]) -> None:
+    def record(self, name: str, target: Target, measure: Callable[[], dict[str, float]]) -> None:
+        """Run one measurement; note how busy the proxy's core was with other work meanwhile."""
+        meter = target.proxy
+        busy0, own0, start = busy_seconds(self.cpus.proxy), meter.cpu_seconds() if meter else 0.0, time.time()
         try:
             figures = measure()
         except Exception:
             traceback.print_exc()
             figures = {"errors": 1.0}
-        self.rounds.setdefault(name, {}).setdefault(target, []).append(figures)
+        own = meter.cpu_seconds() - own0 if meter else 0.0
+        other = busy_seconds(self.cpus.proxy) - busy0 - own
+        figures["other_cpu_pct_on_proxy_core"] = max(0.0, other) / (time.time() - start) * 100
+        self.rounds.setdefault(name, {}).setdefault(target.name, []).append(figures)
         shown = ", ".join(f"{k}={v:.4g}" for k, v in figures.items())
-        print(f"  {name:<16} {target:<9} {shown}", flush=True)
+        print(f"  {name:<16} {target.name:<9} {shown}", flush=True)
 
     def warm(self, stack: Stack, target: Target) -> None:
         """One second of W1 load: pools, caches and lazily built state exist before anything is measured."""
@@ -89,13 +101,12 @@ class Bench:
                     raise RuntimeError(f"{url} still fails after {timeout}s: {exc}") from None
             time.sleep(0.1)
 
-    def idle(self, stack: Stack, target: Target) -> dict[str, float]:
-        """W4 on a freshly started, warmed proxy: a heap that held 5,000 connections before keeps that
-        memory, and a second round would then weigh nothing."""
+    def fresh(self, stack: Stack, target: Target) -> None:
+        """Restart and warm a proxy before W4: a heap that held 5,000 connections keeps that memory,
+        and a second round on the same process would weigh nothing."""
         if target.service is not None:
             target.service.restart()
             self.warm(stack, target)
-        return self.runner.run(w.idle_connections(target, stack, self.plan))
 
     def static_phase(self, stack: Stack, chosen: set[str]) -> None:
         for t in stack.targets:
@@ -107,14 +118,17 @@ class Bench:
                     for t in stack.targets:
                         self.record(
                             f"w1_small_c{conns}",
-                            t.name,
+                            t,
                             lambda t=t, c=conns: w.small_requests(
                                 t, stack, c, self.plan.small_seconds, self.cpus, self.workdir
                             ),
                         )
             if "w4" in chosen:
                 for t in stack.targets:
-                    self.record("w4_idle", t.name, lambda t=t: self.idle(stack, t))
+                    self.fresh(stack, t)
+                    self.record(
+                        "w4_idle", t, lambda t=t: self.runner.run(w.idle_connections(t, stack, self.plan))
+                    )
 
     def sim_phase(self, stack: Stack, chosen: set[str]) -> None:
         warm = dataclasses.replace(self.plan, fast_seconds=0.5)
@@ -137,7 +151,7 @@ class Bench:
                 )
             for name, job in jobs:
                 for t in stack.targets:
-                    self.record(name, t.name, lambda t=t, job=job: self.runner.run(job(t)))
+                    self.record(name, t, lambda t=t, job=job: self.runner.run(job(t)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = set(args.workloads.split(","))
     cpus = Cpus(proxy=args.proxy_cpu or None, load=args.load_cpu or None)
     nofile = raise_nofile()
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)  # inherited by nginx, Fortress, the simulator, wrk
     if cpus.load:  # the load client is this process
         os.sched_setaffinity(0, {int(c) for c in cpus.load.split(",")})
     ensure_wrk()
@@ -178,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             [".venv/bin/python", "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)]
         ),
         "pinning": f"proxy under test on CPU {cpus.proxy}, load client (this process, wrk) and upstream "
-        f"on CPU {cpus.load}",
+        f"on CPU {cpus.load}; niceness {args.nice}",
         "rounds": plan.rounds,
         "load_average": f"{load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end (1-minute; other work "
         "on the machine shows here)",
