@@ -118,3 +118,26 @@ def test_every_backend_down_is_a_quick_503(tmp_path: Path) -> None:
         assert tags.status_code == 200 and tags.json() == {"models": []}
     finally:
         f.stop()
+
+
+def test_fan_out_reports_a_dead_backend_then_leaves_it_out(trio) -> None:
+    sims, f, _ = trio
+    admin = f.key("root", "--scope", "admin")
+    headers = {**auth(admin), "X-Fortress-Backend": "*"}
+
+    def pull_everywhere() -> list[dict]:
+        r = httpx.post(f"{f.url}/api/pull", json={"model": "smollm"}, headers=headers, timeout=10)
+        assert r.status_code == 200
+        return [json.loads(line) for line in r.text.splitlines()]
+
+    stop(sims["z"].proc)
+    lines = pull_everywhere()  # z still counts as healthy: its breaker has not tripped yet
+    assert [line for line in lines if line.get("backend") == "z"] == [
+        {"backend": "z", "error": "backend z failed: Connection refused"}
+    ]
+    assert lines[-1] == {"error": "failed on 1 of 3 backends: z: backend z failed: Connection refused"}
+    assert {line["status"] for line in lines if line.get("backend") == "x"} >= {"success"}
+    wait_until(
+        lambda: pull_everywhere()[-1].get("status") == "success", 4 * HEALTH_INTERVAL_S + 1, "z left out"
+    )
+    assert pull_everywhere()[-1] == {"status": "success", "backends": ["x", "y"]}
