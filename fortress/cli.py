@@ -29,6 +29,7 @@ from typing import Any, NoReturn
 import aiosqlite
 
 from fortress import config as config_mod
+from fortress.addr import redact_url, url_credentials
 from fortress.config import Config, ConfigError
 from fortress.passwords import generate_password
 from fortress.state import db as dbmod
@@ -462,7 +463,7 @@ async def _backend_list(db: aiosqlite.Connection, cfg: Config, args: argparse.Na
                     b.name,
                     b.source,
                     b.type,
-                    b.url,
+                    redact_url(b.url),
                     b.weight,
                     b.models or "-",
                     "yes" if b.has_credential else "no",
@@ -476,10 +477,11 @@ async def _backend_list(db: aiosqlite.Connection, cfg: Config, args: argparse.Na
 
 def probe_backend(b: BackendRecord, timeout: float = CHECK_TIMEOUT_S) -> tuple[bool, str]:
     """GET /api/version (Ollama) or /models (OpenAI-compatible); (ok, detail). Ignores proxy env vars."""
-    url = b.url + ("/api/version" if b.type == "ollama" else "/models")
+    base, basic = url_credentials(b.url)
+    url = base + ("/api/version" if b.type == "ollama" else "/models")
     request = urllib.request.Request(url, headers={"User-Agent": "fortress-check"})
-    if b.credential:
-        request.add_header("Authorization", f"Bearer {b.credential}")
+    if b.credential or basic:
+        request.add_header("Authorization", f"Bearer {b.credential}" if b.credential else basic)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(request, timeout=timeout) as resp:
@@ -511,7 +513,7 @@ async def _backend_check(db: aiosqlite.Connection, cfg: Config, args: argparse.N
         raise CliError("no backends configured")
     results = await asyncio.to_thread(_check_backends, snapshot.backends)
     for b, ok, detail in results:
-        print(f"{'ok  ' if ok else 'fail'}  {b.name}  {b.url}  {detail}")
+        print(f"{'ok  ' if ok else 'fail'}  {b.name}  {redact_url(b.url)}  {detail}")
     return 0 if all(ok for _, ok, _ in results) else 1
 
 
@@ -575,7 +577,7 @@ def _doctor(args: argparse.Namespace) -> int:
     if not backends:
         report(False, "backends: none configured")
     for b, ok, detail in _check_backends(backends):
-        report(ok, f"backend {b.name} ({b.url}): {detail}")
+        report(ok, f"backend {b.name} ({redact_url(b.url)}): {detail}")
     if cfg.proxy.tls_cert:
         report(*_tls_check(cfg.proxy.tls_cert, cfg.proxy.tls_key))
     else:

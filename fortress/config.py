@@ -36,6 +36,7 @@ class ProxyConfig:
     tls_cert: str = ""
     tls_key: str = ""
     max_body_bytes: int = 64 * 1024 * 1024
+    max_blob_bytes: int = 64 * 1024**3  # model files uploaded to /api/blobs stream through, up to this
     max_header_bytes: int = 16 * 1024
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0

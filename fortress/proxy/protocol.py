@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from fortress.pipeline import routes
 from fortress.pipeline.chain import Admit
 from fortress.pipeline.validate import looks_like_zip
 from fortress.proxy import wire
@@ -293,6 +294,9 @@ class ClientProtocol(asyncio.Protocol):
         if mode is Mode.STREAM:
             ex = self.ex
             if ex is not None:
+                req.body_size += len(body)
+                if req.body_size > self._body_limit(ex.admit):
+                    raise BadRequest(wire.error_reply(413, "request body too large", close=True))
                 self.deadline = time.monotonic() + self.w.cfg.body_timeout_s
                 if ex.admit.route.model_admin and len(req.first_bytes) < 4:
                     if looks_like_zip(req.sniff(body)):
@@ -362,7 +366,7 @@ class ClientProtocol(asyncio.Protocol):
             self._local(req, w.federated(result, path), path, client_ip)
             return
         has_body = req.chunked or bool(req.content_length)
-        if req.content_length is not None and req.content_length > w.cfg.max_body_bytes:
+        if req.content_length is not None and req.content_length > self._body_limit(result):
             self._local(
                 req,
                 wire.error_reply(413, "request body too large", route.openai, close=True),
@@ -384,6 +388,11 @@ class ClientProtocol(asyncio.Protocol):
         streaming = body is None
         req.mode = Mode.STREAM if streaming else Mode.SENT
         self._start(req, route_body=body, streaming=streaming, path=path, client_ip=client_ip)
+
+    def _body_limit(self, admit: Admit) -> int:
+        """Model files go to /api/blobs and stream through; every other body is held and capped lower."""
+        cfg = self.w.cfg
+        return cfg.max_blob_bytes if admit.route is routes.BLOBS else cfg.max_body_bytes
 
     def _dispatch(self, req: Request) -> None:
         """The whole body of an inspected request is here: run the body stage, then forward."""

@@ -162,6 +162,10 @@ class UpstreamProtocol(asyncio.Protocol):
             self.ex.client.resume_reading()
 
     # -- httptools callbacks: record only ---------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self.done:  # a second response to one request: the backend broke the protocol
+            raise ValueError("unsolicited response")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 

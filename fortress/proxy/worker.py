@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from fortress.addr import url_credentials
 from fortress.config import Config
 from fortress.pipeline.chain import Admit, Compiled, Gate
 from fortress.pipeline.ip_policy import client_ip as resolve_client_ip
@@ -52,20 +53,22 @@ class Target:
 
     @classmethod
     def from_record(cls, b: BackendRecord) -> Target:
-        u = urlsplit(b.url)
+        url, basic = url_credentials(b.url)
+        u = urlsplit(url)
         tls = u.scheme == "https"
         context = None
         if tls:
             context = ssl.create_default_context(cafile=b.ca_bundle or None)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
-        auth = f"Authorization: Bearer {b.credential}\r\n".encode() if b.credential else b""
+        value = f"Bearer {b.credential}" if b.credential else basic
+        auth = f"Authorization: {value}\r\n".encode() if value else b""
         return cls(
             name=b.name,
             type=b.type,
             host=u.hostname or "127.0.0.1",
             port=u.port or (443 if tls else 80),
             ssl=context,
-            host_header=u.netloc.rpartition("@")[2].encode(),
+            host_header=u.netloc.encode(),
             prefix=u.path.rstrip("/").encode(),
             auth=auth,
             url=b.url,

@@ -116,6 +116,7 @@ def test_secrets_stay_out_of_logs_bodies_and_files(
         for path in f.db.parent.iterdir():
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), (secret[:6], path.name)
-    for secret in (*secrets, BACKEND_TOKEN, ADMIN_PASSWORD):
+    for secret in (*secrets, BACKEND_TOKEN, URL_PASSWORD, ADMIN_PASSWORD):
         assert secret not in "\n".join(cli_out), f"the CLI printed {secret[:6]}..."
+    assert "svc:***@" in "\n".join(cli_out)  # the URL is shown, its password masked
     assert "DEBUG" in logs and "stopped" in logs  # the logs were really captured, to the end
