@@ -106,7 +106,7 @@ class RoutingConfig:
     queue_timeout_s: float = 30.0
     queue_limit: int = 256
     breaker_threshold: int = 3
-    breaker_cool_down_s: float = 10.0
+    breaker_cool_down_s: float = 5.0  # <= health_interval_s: a recovered backend is back within two intervals
     pool_max_idle: int = 64
 
 
