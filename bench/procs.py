@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import shutil
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +107,29 @@ def busy_seconds(cpus: str | None) -> float:
         times[i].user + times[i].nice + times[i].system + times[i].irq + times[i].softirq + times[i].steal
         for i in chosen
     )
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and of the children it has waited for (wrk runs)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class OtherWork:
+    """Share of some CPUs taken by work that is not ours over a `with` block, in percent."""
+
+    def __init__(self, cpus: str | None, ours: Callable[[], float]) -> None:
+        self.cpus = cpus
+        self.ours = ours
+        self.pct = 0.0
+
+    def __enter__(self) -> OtherWork:
+        self._busy, self._ours, self._t0 = busy_seconds(self.cpus), self.ours(), time.monotonic()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        other = (busy_seconds(self.cpus) - self._busy) - (self.ours() - self._ours)
+        self.pct = max(0.0, other) / (time.monotonic() - self._t0) * 100
 
 
 class Meter:

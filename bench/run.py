@@ -23,7 +23,7 @@ import uvloop
 
 from bench import workloads as w
 from bench.gates import acceptance, smoke_failures
-from bench.procs import busy_seconds, raise_nofile
+from bench.procs import OtherWork, own_cpu_seconds, raise_nofile
 from bench.report import commit, jsonable, machine, markdown
 from bench.stack import TARGETS, Cpus, Stack, Target, open_stack
 from bench.stats import Rounds, summarize
@@ -64,18 +64,22 @@ class Bench:
         self.salts = itertools.count()  # every upload is a new blob
         self.runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
 
-    def record(self, name: str, target: Target, measure: Callable[[], dict[str, float]]) -> None:
-        """Run one measurement; note how busy the proxy's core was with other work meanwhile."""
+    def record(
+        self, name: str, stack: Stack, target: Target, measure: Callable[[], dict[str, float]]
+    ) -> None:
+        """Run one measurement, noting how much of each core other work took meanwhile."""
         meter = target.proxy
-        busy0, own0, start = busy_seconds(self.cpus.proxy), meter.cpu_seconds() if meter else 0.0, time.time()
-        try:
-            figures = measure()
-        except Exception:
-            traceback.print_exc()
-            figures = {"errors": 1.0}
-        own = meter.cpu_seconds() - own0 if meter else 0.0
-        other = busy_seconds(self.cpus.proxy) - busy0 - own
-        figures["other_cpu_pct_on_proxy_core"] = max(0.0, other) / (time.time() - start) * 100
+        upstream = stack.upstream
+        on_proxy = OtherWork(self.cpus.proxy, meter.cpu_seconds if meter else lambda: 0.0)
+        on_load = OtherWork(self.cpus.load, lambda: upstream.cpu_seconds() + own_cpu_seconds())
+        with on_proxy, on_load:
+            try:
+                figures = measure()
+            except Exception:
+                traceback.print_exc()
+                figures = {"errors": 1.0}
+        figures["other_cpu_pct_on_proxy_core"] = on_proxy.pct
+        figures["other_cpu_pct_on_load_core"] = on_load.pct
         self.rounds.setdefault(name, {}).setdefault(target.name, []).append(figures)
         shown = ", ".join(f"{k}={v:.4g}" for k, v in figures.items())
         print(f"  {name:<16} {target.name:<9} {shown}", flush=True)
@@ -118,6 +122,7 @@ class Bench:
                     for t in stack.targets:
                         self.record(
                             f"w1_small_c{conns}",
+                            stack,
                             t,
                             lambda t=t, c=conns: w.small_requests(
                                 t, stack, c, self.plan.small_seconds, self.cpus, self.workdir
@@ -127,7 +132,10 @@ class Bench:
                 for t in stack.targets:
                     self.fresh(stack, t)
                     self.record(
-                        "w4_idle", t, lambda t=t: self.runner.run(w.idle_connections(t, stack, self.plan))
+                        "w4_idle",
+                        stack,
+                        t,
+                        lambda t=t: self.runner.run(w.idle_connections(t, stack, self.plan)),
                     )
 
     def sim_phase(self, stack: Stack, chosen: set[str]) -> None:
@@ -151,7 +159,7 @@ class Bench:
                 )
             for name, job in jobs:
                 for t in stack.targets:
-                    self.record(name, t, lambda t=t, job=job: self.runner.run(job(t)))
+                    self.record(name, stack, t, lambda t=t, job=job: self.runner.run(job(t)))
 
 
 def main(argv: list[str] | None = None) -> int:
