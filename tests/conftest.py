@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,12 +66,35 @@ def start(args: list[str], env: dict[str, str] | None = None, **kw: object) -> s
 
 @dataclass
 class Sim:
-    port: int
-    proc: subprocess.Popen
+    """One simulator process (`python -m fortress.sim`); restartable on its port, as a backend coming back."""
+
+    directory: Path
+    flags: tuple[str, ...] = ()
+    port: int = 0  # 0: a free port, learnt from the ready file
+    proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Sim:
+        ready = self.directory / f"sim-{time.monotonic_ns()}.ready"
+        log = self.directory / f"sim-{time.monotonic_ns()}.log"
+        argv = [PY, "-m", "fortress.sim", "--port", str(self.port), "--ready-file", str(ready), *self.flags]
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 15
+        while not ready.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"simulator {self.flags} did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.02)
+        self.port = int(ready.read_text().strip().rsplit(":", 1)[1])
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
 
     def requests(self) -> list[dict]:
         return httpx.get(f"{self.url}/_sim/requests").json()
@@ -78,12 +102,13 @@ class Sim:
     def clear(self) -> None:
         httpx.delete(f"{self.url}/_sim/requests")
 
+    def call(self, method: str, path: str, body: dict) -> httpx.Response:
+        """Change the backend directly (pull/delete/copy), as another client of it would."""
+        return httpx.request(method, f"{self.url}{path}", json=body, timeout=10)
+
 
 def start_sim(*extra: str, name: str = "sim") -> Sim:
-    port = free_port()
-    proc = start([PY, "-m", "fortress.sim", "--port", str(port), "--name", name, *extra])
-    wait_port(port, proc)
-    return Sim(port, proc)
+    return Sim(Path(tempfile.mkdtemp(prefix="fortress-sim-")), ("--name", name, *extra)).start()
 
 
 @pytest.fixture(scope="session")

@@ -10,11 +10,11 @@ from pathlib import Path
 import ollama
 import pytest
 
-from tests.sim.conftest import RunningSim
+from tests.conftest import Sim
 
 
 @pytest.fixture
-def client(simulator: RunningSim) -> ollama.Client:
+def client(simulator: Sim) -> ollama.Client:
     return ollama.Client(host=simulator.url)
 
 
@@ -80,7 +80,7 @@ def test_keep_alive_loads_and_unloads(client: ollama.Client) -> None:
     assert "qwen2.5:0.5b" not in {m.model for m in client.ps().models}
 
 
-def test_pull_copy_delete_round_trip(launch_sim: Callable[..., RunningSim]) -> None:
+def test_pull_copy_delete_round_trip(launch_sim: Callable[..., Sim]) -> None:
     client = ollama.Client(host=launch_sim("--models", "llama3.2").url)
     progress = list(client.pull("tinyllama", stream=True))
     statuses = [p.status for p in progress]
@@ -105,7 +105,7 @@ def test_pull_of_missing_model_fails_mid_stream(client: ollama.Client) -> None:
     assert non_stream.value.status_code == 500
 
 
-def test_blob_then_create_from_files(launch_sim: Callable[..., RunningSim], tmp_path: Path) -> None:
+def test_blob_then_create_from_files(launch_sim: Callable[..., Sim], tmp_path: Path) -> None:
     client = ollama.Client(host=launch_sim().url)
     data = b"GGUF" + bytes(range(256)) * 64
     (tmp_path / "m.gguf").write_bytes(data)

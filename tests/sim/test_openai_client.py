@@ -7,13 +7,13 @@ import math
 import openai
 import pytest
 
-from tests.sim.conftest import RunningSim
+from tests.conftest import Sim
 
 MESSAGES = [{"role": "user", "content": "Say hi"}]
 
 
 @pytest.fixture
-def client(simulator: RunningSim) -> openai.OpenAI:
+def client(simulator: Sim) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{simulator.url}/v1", api_key="unused")
 
 

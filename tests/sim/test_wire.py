@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.sim.conftest import RunningSim
+from tests.conftest import Sim
 
 GENERATE = b'{"model":"llama3.2","prompt":"hi"}'
 
@@ -63,7 +63,7 @@ def ndjson(body: bytes) -> Iterator[dict]:
         ("[::1]:11434", True),
     ],
 )
-def test_host_check_like_ollama_on_loopback(simulator: RunningSim, host: str, allowed: bool) -> None:
+def test_host_check_like_ollama_on_loopback(simulator: Sim, host: str, allowed: bool) -> None:
     request = f"GET /api/version HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
     head, body = split(exchange(simulator.port, request))
     if allowed:
@@ -72,7 +72,7 @@ def test_host_check_like_ollama_on_loopback(simulator: RunningSim, host: str, al
         assert head.startswith(b"HTTP/1.1 403 ") and body == b"" and b"Content-Length: 0" in head
 
 
-def test_die_after_flag_cuts_the_stream(launch_sim: Callable[..., RunningSim]) -> None:
+def test_die_after_flag_cuts_the_stream(launch_sim: Callable[..., Sim]) -> None:
     running = launch_sim("--die-after", "3", "--tokens", "20")
     head, body = split(exchange(running.port, post("/api/generate", GENERATE)))
     assert head.startswith(b"HTTP/1.1 200 ") and b"Transfer-Encoding: chunked" in head
@@ -80,7 +80,7 @@ def test_die_after_flag_cuts_the_stream(launch_sim: Callable[..., RunningSim]) -
     assert not body.endswith(b"0\r\n\r\n")
 
 
-def test_die_after_header_and_untouched_routes(simulator: RunningSim) -> None:
+def test_die_after_header_and_untouched_routes(simulator: Sim) -> None:
     _, body = split(exchange(simulator.port, post("/api/generate", GENERATE, "X-Sim-Die-After: 1")))
     assert len(list(ndjson(body))) == 1
     _, whole = split(exchange(simulator.port, post("/api/generate", GENERATE)))
@@ -88,7 +88,7 @@ def test_die_after_header_and_untouched_routes(simulator: RunningSim) -> None:
     assert len(lines) == 13 and lines[-1]["done"] and whole.endswith(b"0\r\n\r\n")
 
 
-def test_chunked_request_body_is_read(simulator: RunningSim) -> None:
+def test_chunked_request_body_is_read(simulator: Sim) -> None:
     body = b'{"model":"qwen2.5:0.5b"}'
     pieces = (body[:5], body[5:17], body[17:])
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
@@ -103,7 +103,7 @@ def test_chunked_request_body_is_read(simulator: RunningSim) -> None:
     assert entry["body_length"] == len(body)
 
 
-def test_pipelined_requests_answer_in_order(simulator: RunningSim) -> None:
+def test_pipelined_requests_answer_in_order(simulator: Sim) -> None:
     first = post("/api/generate", GENERATE, "X-Sim-Delay-Ms: 100", "X-Sim-Tokens: 2", close=False)
     second = b"GET /api/version HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     response = exchange(simulator.port, first + second)
@@ -111,7 +111,7 @@ def test_pipelined_requests_answer_in_order(simulator: RunningSim) -> None:
     assert response.count(b"HTTP/1.1 200 OK") == 2
 
 
-def test_head_and_probe_routes(simulator: RunningSim) -> None:
+def test_head_and_probe_routes(simulator: Sim) -> None:
     head = httpx.head(f"{simulator.url}/")
     assert head.status_code == 200 and head.headers["content-length"] == "17" and head.content == b""
     assert httpx.get(f"{simulator.url}/").text == "Ollama is running"
@@ -140,20 +140,20 @@ ERRORS = [
 
 @pytest.mark.parametrize(("method", "path", "body", "status", "message"), ERRORS)
 def test_native_error_bodies(
-    simulator: RunningSim, method: str, path: str, body: bytes, status: int, message: str
+    simulator: Sim, method: str, path: str, body: bytes, status: int, message: str
 ) -> None:
     reply = httpx.request(method, f"{simulator.url}{path}", content=body)
     assert reply.status_code == status and reply.json() == {"error": message}
     assert reply.headers["content-type"] == "application/json; charset=utf-8"
 
 
-def test_openai_error_body(simulator: RunningSim) -> None:
+def test_openai_error_body(simulator: Sim) -> None:
     reply = httpx.post(f"{simulator.url}/v1/chat/completions", content=b"[")
     error = {"message": "unexpected EOF", "type": "invalid_request_error", "param": None, "code": None}
     assert reply.status_code == 400 and reply.json() == {"error": error}
 
 
-def test_options_is_answered_by_the_host_guard(simulator: RunningSim) -> None:
+def test_options_is_answered_by_the_host_guard(simulator: Sim) -> None:
     for path in ("/api/chat", "/anything"):
         reply = httpx.options(f"{simulator.url}{path}")
         assert reply.status_code == 204 and "content-length" not in reply.headers
@@ -161,7 +161,7 @@ def test_options_is_answered_by_the_host_guard(simulator: RunningSim) -> None:
     assert refused.status_code == 403
 
 
-def test_unknown_path_and_wrong_method_are_plain_text(simulator: RunningSim) -> None:
+def test_unknown_path_and_wrong_method_are_plain_text(simulator: Sim) -> None:
     missing = httpx.get(f"{simulator.url}/api/nothing")
     assert missing.status_code == 404 and missing.text == "404 page not found"
     assert missing.headers["content-type"].startswith("text/plain")
@@ -169,7 +169,7 @@ def test_unknown_path_and_wrong_method_are_plain_text(simulator: RunningSim) -> 
     assert wrong.status_code == 405 and wrong.text == "405 method not allowed"
 
 
-def test_fail_header_and_flag(simulator: RunningSim, launch_sim: Callable[..., RunningSim]) -> None:
+def test_fail_header_and_flag(simulator: Sim, launch_sim: Callable[..., Sim]) -> None:
     failed = httpx.post(f"{simulator.url}/api/generate", content=GENERATE, headers={"X-Sim-Fail": "503"})
     assert failed.status_code == 503 and "error" in failed.json()
     broken = launch_sim("--fail-before-first-byte")
@@ -179,7 +179,7 @@ def test_fail_header_and_flag(simulator: RunningSim, launch_sim: Callable[..., R
     assert openai.status_code == 500 and openai.json()["error"]["type"] == "api_error"
 
 
-def test_delay_rate_and_chunk_size(simulator: RunningSim) -> None:
+def test_delay_rate_and_chunk_size(simulator: Sim) -> None:
     started = time.monotonic()
     show = b'{"model":"llama3.2"}'
     httpx.post(f"{simulator.url}/api/show", content=show, headers={"X-Sim-Delay-Ms": "150"})
@@ -197,12 +197,12 @@ def test_delay_rate_and_chunk_size(simulator: RunningSim) -> None:
     assert lines[-1]["eval_count"] == 10 and 0.07 <= elapsed < 2
 
 
-def test_bad_knob_is_refused(simulator: RunningSim) -> None:
+def test_bad_knob_is_refused(simulator: Sim) -> None:
     reply = httpx.post(f"{simulator.url}/api/generate", content=GENERATE, headers={"X-Sim-Tokens": "many"})
     assert reply.status_code == 400 and reply.json() == {"error": "invalid x-sim-tokens header: 'many'"}
 
 
-def test_journal_lists_and_clears(launch_sim: Callable[..., RunningSim]) -> None:
+def test_journal_lists_and_clears(launch_sim: Callable[..., Sim]) -> None:
     running = launch_sim()
     httpx.get(f"{running.url}/api/tags", headers={"X-Forwarded-For": "203.0.113.9"})
     entries = running.requests()
@@ -212,7 +212,7 @@ def test_journal_lists_and_clears(launch_sim: Callable[..., RunningSim]) -> None
     assert running.requests() == []
 
 
-def test_expect_continue_and_blob_upload_without_memory(launch_sim: Callable[..., RunningSim]) -> None:
+def test_expect_continue_and_blob_upload_without_memory(launch_sim: Callable[..., Sim]) -> None:
     running = launch_sim()
     process = psutil.Process(running.proc.pid)
     before = process.memory_info().rss
