@@ -101,22 +101,18 @@ class UpstreamProtocol(asyncio.Protocol):
             return
         parser = self.parser
         assert parser is not None
-        if self.head_sent:
-            ex.to_client(data)
-            try:
-                parser.feed_data(data)
-            except httptools.HttpParserError:
-                self.close()
-                ex.upstream_broken("backend sent a malformed response")
-                return
+        relaying = self.head_sent
+        if relaying:
+            ex.to_client(data)  # the bytes go out first; parsing only tracks framing and the tail
         else:
             self.buf += data
-            try:
-                parser.feed_data(data)
-            except httptools.HttpParserError:
-                self.close()
-                ex.upstream_broken("backend sent a malformed response")
-                return
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.close()
+            ex.upstream_broken("backend sent a malformed response")
+            return
+        if not relaying:
             if not self.status:
                 if len(self.buf) > MAX_RESPONSE_HEAD:
                     self.close()
