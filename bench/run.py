@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             "summary": summary,
             "acceptance": [dataclasses.asdict(c) for c in checks],
         }
-        out.write_text(json.dumps(jsonable(doc), indent=2) + "\n")
+        runs = json.loads(out.read_text()) if out.exists() else []
+        runs = runs if isinstance(runs, list) else [runs]  # one run per element, like RESULTS.md's sections
+        out.write_text(json.dumps(jsonable([*runs, doc]), indent=2) + "\n")
     if args.smoke:
         problems = smoke_failures(summary, plan.upload_mib)
         for p in problems:
