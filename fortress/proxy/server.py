@@ -22,10 +22,11 @@ from fortress.addr import parse_listen
 from fortress.config import Config
 from fortress.pipeline.limits import Limiter, open_limiter
 from fortress.proxy.protocol import ClientProtocol
+from fortress.proxy.usage_pipe import UsagePipe
 from fortress.proxy.worker import SWEEP_INTERVAL_S, Worker
 from fortress.state.db import connect
 from fortress.state.load import load_snapshot, read_config_version
-from fortress.state.usage import UsageWriter, write_proxy_stats
+from fortress.state.usage import write_proxy_stats
 
 log = logging.getLogger("fortress.proxy")
 RELOAD_INTERVAL_S = 0.25
@@ -63,7 +64,7 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
     db = await connect(cfg.database.path)
     version = await read_config_version(db)
     snapshot = await load_snapshot(db, cfg)
-    usage = UsageWriter(cfg.database.path)
+    usage = UsagePipe(cfg.database.path)
     await usage.start()
     worker = Worker(cfg, snapshot, loop, usage, limiter)
     worker.start_polling()
@@ -134,7 +135,7 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
     await usage.close()
     await db.close()
-    log.info("proxy worker %d stopped (%d usage events written)", os.getpid(), usage.written)
+    log.info("proxy worker %d stopped (%d usage events handed to the writer)", os.getpid(), usage.sent)
 
 
 def _shm_path(cfg: Config) -> str:

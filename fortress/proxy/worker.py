@@ -22,12 +22,12 @@ from fortress.pipeline.chain import Admit, Compiled, Gate
 from fortress.pipeline.ip_policy import client_ip as resolve_client_ip
 from fortress.pipeline.limits import Limiter
 from fortress.proxy.pool import Pool
+from fortress.proxy.usage_pipe import UsagePipe
 from fortress.proxy.wire import LocalReply, error_reply
 from fortress.routing import federation
 from fortress.routing.choose import Router
 from fortress.routing.poller import InventoryPoller
 from fortress.state.snapshot import BackendRecord, Snapshot
-from fortress.state.usage import UsageEvent, UsageWriter
 
 if TYPE_CHECKING:
     from fortress.proxy.exchange import Exchange
@@ -81,7 +81,7 @@ class Worker:
         config: Config,
         snapshot: Snapshot,
         loop: asyncio.AbstractEventLoop,
-        usage: UsageWriter | None = None,
+        usage: UsagePipe | None = None,
         limiter: Limiter | None = None,
     ) -> None:
         self.config = config
@@ -208,26 +208,28 @@ class Worker:
             self.active_keys.add(key.id)
         if self.usage is None:
             return
+        target = ex.target
+        # one tuple in usage column order (fortress.state.usage.COLUMNS): no object per request
         self.usage.record(
-            UsageEvent(
-                ts=time.time() - (now - ex.t0),
-                request_id=ex.request_id.decode("latin-1"),
-                key_id=key.id if key else None,
-                user_name=key.user if key else None,
-                client_ip=ex.client_ip,
-                method=ex.method.decode("latin-1"),
-                path=ex.path,
-                model=ex.model,
-                backend=ex.target.name if ex.target else None,
-                status=ex.status,
-                ttfb_ms=(ex.ttfb - ex.t0) * 1000 if ex.ttfb else None,
-                duration_ms=(now - ex.t0) * 1000,
-                bytes_in=ex.bytes_in,
-                bytes_out=ex.bytes_out,
-                prompt_eval_count=prompt,
-                eval_count=completion,
-                stream=int(ex.stream),
-                error=ex.error,
+            (
+                time.time() - (now - ex.t0),
+                ex.request_id.decode("latin-1"),
+                key.id if key else None,
+                key.user if key else None,
+                ex.client_ip,
+                ex.method.decode("latin-1"),
+                ex.path,
+                ex.model,
+                target.name if target else None,
+                ex.status,
+                (ex.ttfb - ex.t0) * 1000 if ex.ttfb else None,
+                (now - ex.t0) * 1000,
+                ex.bytes_in,
+                ex.bytes_out,
+                prompt,
+                completion,
+                int(ex.stream),
+                ex.error,
             )
         )
 
@@ -241,19 +243,25 @@ class Worker:
             return
         now = time.monotonic()
         self.usage.record(
-            UsageEvent(
-                ts=time.time() - (now - req.t0),
-                request_id=(req.request_id or b"").decode("latin-1"),
-                key_id=key.id if key else None,
-                user_name=key.user if key else None,
-                client_ip=client_ip,
-                method=req.method.decode("latin-1"),
-                path=path,
-                status=status,
-                duration_ms=(now - req.t0) * 1000,
-                bytes_in=req.body_size,
-                bytes_out=len(reply.body),
-                error=reply.body[:200].decode("utf-8", "replace") if status >= 400 else None,
+            (
+                time.time() - (now - req.t0),
+                (req.request_id or b"").decode("latin-1"),
+                key.id if key else None,
+                key.user if key else None,
+                client_ip,
+                req.method.decode("latin-1"),
+                path,
+                None,
+                None,
+                status,
+                None,
+                (now - req.t0) * 1000,
+                req.body_size,
+                len(reply.body),
+                None,
+                None,
+                0,
+                reply.body[:200].decode("utf-8", "replace") if status >= 400 else None,
             )
         )
 
