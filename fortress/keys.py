@@ -54,7 +54,3 @@ def matches(secret: str, stored_hash: str | None) -> bool:
     ok = hmac.compare_digest(hash_secret(secret), expected)
     return ok and stored_hash is not None
 
-
-def display(key_id: str) -> str:
-    """How a key is shown after creation: its id only."""
-    return f"{PREFIX}{key_id}_…"

@@ -48,9 +48,6 @@ class Pool:
         for conn in self._idle.pop(backend, ()):
             conn.close()
 
-    def idle_count(self, backend: str) -> int:
-        return sum(1 for c in self._idle.get(backend, ()) if c.reusable)
-
     def close_all(self) -> None:
         for idle in self._idle.values():
             while idle:
