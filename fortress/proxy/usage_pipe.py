@@ -20,9 +20,10 @@ MAX_BUFFERED = 64 * 1024 * 1024
 
 
 class UsagePipe:
-    def __init__(self, db_path: str, interval_s: float = 0.25) -> None:
+    def __init__(self, db_path: str, interval_s: float = 0.25, max_pending: int = MAX_PENDING) -> None:
         self.db_path = db_path
         self.interval_s = interval_s
+        self.max_pending = max_pending
         self.pending: list[tuple] = []
         self.sent = 0
         self.dropped = 0
@@ -32,7 +33,7 @@ class UsagePipe:
 
     def record(self, row: tuple) -> None:
         """Queue one row (usage columns in order); O(1), never blocks, never raises."""
-        if len(self.pending) >= MAX_PENDING:
+        if len(self.pending) >= self.max_pending:
             self.dropped += 1
             return
         self.pending.append(row)

@@ -1,27 +1,20 @@
-"""Usage accounting off the hot path: an in-memory queue written to SQLite in batches.
+"""Usage rows: their columns, the hourly roll-up, and how a batch is stored (no event loop needed).
 
-The proxy calls UsageWriter.record() per request (an O(1) list append that never blocks or raises);
-a background task writes what piled up at most every interval_s, raw rows and the hourly roll-up in
-one transaction, so charts that read usage_hourly always agree with the raw table. close() writes
-everything still queued, so a graceful stop loses nothing.
+The proxy hands rows to a writer process (fortress.state.sink) that calls store() per batch: raw rows
+and the hourly roll-up in one transaction, so charts that read usage_hourly always agree with the raw
+table. write_batch() does the same on an aiosqlite connection, for seeding in tests and benchmarks.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import os
 import sqlite3
 import time
 from dataclasses import dataclass, fields
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
-import aiosqlite
-
-from fortress.state.db import connect, transaction
-
-log = logging.getLogger("fortress.usage")
+if TYPE_CHECKING:
+    import aiosqlite
 
 
 @dataclass(slots=True, kw_only=True)
@@ -49,7 +42,7 @@ class UsageEvent:
 
 
 COLUMNS = tuple(f.name for f in fields(UsageEvent))
-_as_row = attrgetter(*COLUMNS)
+as_row = attrgetter(*COLUMNS)
 _INSERT = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _ROLLUP = """
 INSERT INTO usage_hourly (hour, user_name, key_id, model, backend, status, requests, prompt_tokens,
@@ -67,121 +60,57 @@ ON CONFLICT (hour, user_name, key_id, model, backend, status) DO UPDATE SET
 RollupKey = tuple[int, str, str, str, str, int]
 
 
-def rollup(events: list[UsageEvent]) -> dict[RollupKey, list[float]]:
-    """Sum a batch per (hour, user, key, model, backend, status); pure, so it is tested directly."""
+_BY = {name: i for i, name in enumerate(COLUMNS)}
+_TS, _USER, _KEY, _MODEL, _BACKEND, _STATUS = (
+    _BY[n] for n in ("ts", "user_name", "key_id", "model", "backend", "status")
+)
+_PROMPT, _COMPLETION, _TTFB, _DURATION, _OUT = (
+    _BY[n] for n in ("prompt_eval_count", "eval_count", "ttfb_ms", "duration_ms", "bytes_out")
+)
+
+
+def rollup(rows: list[tuple]) -> dict[RollupKey, list[float]]:
+    """Sum a batch of rows per (hour, user, key, model, backend, status); pure, so it is tested directly."""
     sums: dict[RollupKey, list[float]] = {}
-    for ev in events:
-        k = (
-            int(ev.ts // 3600),
-            ev.user_name or "",
-            ev.key_id or "",
-            ev.model or "",
-            ev.backend or "",
-            ev.status,
-        )
+    for r in rows:
+        hour = int(r[_TS] // 3600)
+        k = (hour, r[_USER] or "", r[_KEY] or "", r[_MODEL] or "", r[_BACKEND] or "", r[_STATUS])
         acc = sums.get(k)
         if acc is None:
             acc = sums[k] = [0, 0, 0, 0.0, 0.0, 0]
         acc[0] += 1
-        acc[1] += ev.prompt_eval_count or 0
-        acc[2] += ev.eval_count or 0
-        acc[3] += ev.ttfb_ms or 0.0
-        acc[4] += ev.duration_ms
-        acc[5] += ev.bytes_out
+        acc[1] += r[_PROMPT] or 0
+        acc[2] += r[_COMPLETION] or 0
+        acc[3] += r[_TTFB] or 0.0
+        acc[4] += r[_DURATION]
+        acc[5] += r[_OUT]
     return sums
 
 
+def _hourly(rows: list[tuple]) -> list[tuple]:
+    return [(*k, *v) for k, v in rollup(rows).items()]
+
+
+def store(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    """Raw rows and their roll-up in one transaction: both land, or neither (autocommit connection)."""
+    hourly = _hourly(rows)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany(_INSERT, rows)
+        conn.executemany(_ROLLUP, hourly)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 async def write_batch(db: aiosqlite.Connection, events: list[UsageEvent]) -> None:
-    """Raw rows and their roll-up in one transaction: both land, or neither."""
-    rows = [_as_row(ev) for ev in events]
-    hourly = [(*k, *v) for k, v in rollup(events).items()]
-    async with transaction(db):
-        await db.executemany(_INSERT, rows)
-        await db.executemany(_ROLLUP, hourly)
-
-
-class UsageWriter:
-    """Queue of usage events with a background task that writes them in batches."""
-
-    def __init__(
-        self,
-        db_path: str | os.PathLike[str],
-        interval_s: float = 0.25,
-        max_batch: int = 5000,
-        max_pending: int = 100_000,
-    ) -> None:
-        self.db_path = db_path
-        self.interval_s = interval_s
-        self.max_batch = max_batch
-        self.max_pending = max_pending
-        self.written = 0  # events stored so far
-        self.dropped = 0  # events refused because the queue was full (the database fell behind)
-        self._pending: list[UsageEvent] = []
-        self._db: aiosqlite.Connection | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stop = asyncio.Event()
-
-    @property
-    def pending(self) -> int:
-        return len(self._pending)
-
-    def record(self, ev: UsageEvent) -> None:
-        """Queue one event; O(1), never blocks, never raises."""
-        if len(self._pending) >= self.max_pending:
-            self.dropped += 1
-            return
-        self._pending.append(ev)
-
-    async def start(self) -> None:
-        self._db = await connect(self.db_path)
-        self._task = asyncio.create_task(self._run(), name="usage-writer")
-
-    async def _run(self) -> None:
-        """Write every interval until close(); never cancelled mid-write (that would lose a batch)."""
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval_s)
-            try:
-                await self.flush()
-            except (sqlite3.OperationalError, OSError) as exc:
-                log.error("usage write failed, will retry: %s (%d events pending)", exc, self.pending)
-
-    async def flush(self) -> None:
-        """Write everything queued now; a failed batch goes back to the front of the queue."""
-        assert self._db is not None, "UsageWriter.start() was not called"
-        batch, self._pending = self._pending, []
-        for start in range(0, len(batch), self.max_batch):
-            chunk = batch[start : start + self.max_batch]
-            try:
-                await write_batch(self._db, chunk)
-            except (sqlite3.OperationalError, OSError, asyncio.CancelledError):  # busy, disk: retry later
-                self._pending[:0] = batch[start:]
-                raise
-            except Exception:  # a malformed event must not block the queue forever
-                log.exception("usage: dropping a batch of %d events that cannot be stored", len(chunk))
-                self.dropped += len(chunk)
-                continue
-            self.written += len(chunk)
-
-    async def close(self) -> None:
-        """Stop the task and write what is left (retrying briefly if the database is busy)."""
-        if self._task is not None:
-            self._stop.set()
-            await self._task
-            self._task = None
-        if self._db is None:
-            return
-        deadline = time.monotonic() + 10.0
-        while self._pending:
-            try:
-                await self.flush()
-            except (sqlite3.OperationalError, OSError) as exc:
-                if time.monotonic() > deadline:
-                    log.error("usage: %d events lost at shutdown: %s", self.pending, exc)
-                    break
-                await asyncio.sleep(0.1)
-        await self._db.close()
-        self._db = None
+    """store() on an aiosqlite connection, from events (seeding in tests and benchmarks)."""
+    rows = [as_row(ev) for ev in events]
+    await db.execute("BEGIN IMMEDIATE")
+    await db.executemany(_INSERT, rows)
+    await db.executemany(_ROLLUP, _hourly(rows))
+    await db.execute("COMMIT")
 
 
 async def write_proxy_stats(

@@ -1,14 +1,18 @@
-"""The batched usage writer: nothing lost on close, roll-ups equal to the raw rows, bounded queue."""
+"""The usage writer process: nothing lost at end of input, roll-ups equal to raw rows, bad batches skipped."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import aiosqlite
 
-from fortress.state.usage import COLUMNS, UsageEvent, UsageWriter, rollup, write_proxy_stats
+from fortress.proxy.usage_pipe import UsagePipe
+from fortress.state.sink import frame
+from fortress.state.usage import COLUMNS, UsageEvent, as_row, rollup, write_proxy_stats
 
 SCHEMA_COLUMNS = [
     "ts",
@@ -64,21 +68,24 @@ async def test_event_has_exactly_the_usage_columns(db: aiosqlite.Connection) -> 
     assert table == ["id", *COLUMNS] == ["id", *SCHEMA_COLUMNS]
 
 
-async def test_close_flushes_everything_and_rollups_match_raw_rows(
+def _sink(db_path: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "fortress.state.sink", str(db_path)], stdin=subprocess.PIPE
+    )
+
+
+async def test_end_of_input_stores_everything_and_rollups_match_raw_rows(
     db: aiosqlite.Connection, db_path: Path
 ) -> None:
-    writer = UsageWriter(db_path, interval_s=0.05, max_batch=1000)
-    await writer.start()
+    sink = _sink(db_path)
+    assert sink.stdin is not None
     base = 1_800_000_000.0
     n = 25_000
-    for i in range(n):
-        writer.record(_event(i, base))
-        if i % 5000 == 0:
-            await asyncio.sleep(0)  # let some batches go out while events keep arriving
-    started = time.perf_counter()
-    await writer.close()
-    elapsed = time.perf_counter() - started
-    assert (writer.written, writer.dropped, writer.pending) == (n, 0, 0)
+    rows = [as_row(_event(i, base)) for i in range(n)]
+    for start in range(0, n, 1000):
+        sink.stdin.write(frame(rows[start : start + 1000]))
+    sink.stdin.close()
+    assert sink.wait(30) == 0
     assert await _rows(db, "SELECT COUNT(*), COUNT(DISTINCT request_id) FROM usage") == [(n, n)]
     raw = await _rows(
         db,
@@ -95,44 +102,45 @@ async def test_close_flushes_everything_and_rollups_match_raw_rows(
              FROM usage_hourly ORDER BY 1, 2, 3, 4, 5, 6""",
     )
     assert len(hourly) > 20 and hourly == raw
-    assert elapsed < 5.0
 
 
-async def test_background_task_writes_without_close(db: aiosqlite.Connection, db_path: Path) -> None:
-    writer = UsageWriter(db_path, interval_s=0.05)
-    await writer.start()
+async def test_each_batch_is_stored_as_it_arrives(db: aiosqlite.Connection, db_path: Path) -> None:
+    sink = _sink(db_path)
+    assert sink.stdin is not None
     try:
-        writer.record(_event(1, time.time()))
-        deadline = time.monotonic() + 3
+        sink.stdin.write(frame([as_row(_event(1, time.time()))]))
+        sink.stdin.flush()
+        deadline = time.monotonic() + 5
         while (await _rows(db, "SELECT COUNT(*) FROM usage"))[0][0] == 0:
             assert time.monotonic() < deadline, "the writer never wrote"
             await asyncio.sleep(0.02)
     finally:
-        await writer.close()
-    assert writer.written == 1
+        sink.stdin.close()
+        sink.wait(10)
 
 
-async def test_queue_is_bounded_and_counts_drops(db: aiosqlite.Connection, db_path: Path) -> None:
-    writer = UsageWriter(db_path, max_pending=10)
-    for i in range(15):
-        writer.record(_event(i, time.time()))
-    assert (writer.pending, writer.dropped) == (10, 5)
-    await writer.start()
-    await writer.close()
-    assert (await _rows(db, "SELECT COUNT(*) FROM usage"))[0][0] == 10
-
-
-async def test_a_malformed_event_does_not_block_the_queue(db: aiosqlite.Connection, db_path: Path) -> None:
-    writer = UsageWriter(db_path)
-    await writer.start()
-    bad = _event(0, time.time())
-    bad.path = object()  # type: ignore[assignment]  # cannot be bound as an SQL parameter
-    writer.record(bad)
-    await writer.flush()
-    writer.record(_event(1, time.time()))
-    await writer.close()
-    assert (writer.written, writer.dropped) == (1, 1)
+async def test_a_bad_batch_does_not_block_the_next(db: aiosqlite.Connection, db_path: Path) -> None:
+    sink = _sink(db_path)
+    assert sink.stdin is not None
+    sink.stdin.write(frame([("not", "a", "usage", "row")]))  # wrong arity: cannot be stored
+    sink.stdin.write(len(b"junk").to_bytes(4, "big") + b"junk")  # not marshal data at all
+    sink.stdin.write(frame([as_row(_event(1, time.time()))]))
+    sink.stdin.close()
+    assert sink.wait(10) == 0
     assert await _rows(db, "SELECT request_id FROM usage") == [("r1",)]
+
+
+async def test_the_proxy_side_queue_is_bounded_and_delivers_on_close(
+    db: aiosqlite.Connection, db_path: Path
+) -> None:
+    pipe = UsagePipe(str(db_path), max_pending=10)
+    for i in range(15):
+        pipe.record(as_row(_event(i, time.time())))
+    assert (len(pipe.pending), pipe.dropped) == (10, 5)
+    await pipe.start()
+    await pipe.close()
+    assert pipe.sent == 10
+    assert (await _rows(db, "SELECT COUNT(*) FROM usage"))[0][0] == 10
 
 
 def test_rollup_groups_per_hour_and_dimensions() -> None:
@@ -152,7 +160,7 @@ def test_rollup_groups_per_hour_and_dimensions() -> None:
         ts=10799.0, request_id="b", method="GET", path="/", status=200, duration_ms=3.0, bytes_out=5
     )
     c = UsageEvent(ts=10800.0, request_id="c", method="GET", path="/", status=200, duration_ms=1.0)
-    assert rollup([a, b, c]) == {
+    assert rollup([as_row(a), as_row(b), as_row(c)]) == {
         (2, "", "", "", "", 200): [2, 1, 2, 1.0, 5.0, 15],
         (3, "", "", "", "", 200): [1, 0, 0, 0.0, 1.0, 0],
     }
