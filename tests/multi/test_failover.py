@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PY, Fortress, Sim, free_port, start, stop, wait_port
+from tests.conftest import Fortress, Sim, free_port, stop
 from tests.multi.conftest import auth, cluster, paths, wait_until
 
 HEALTH_INTERVAL_S = 0.5  # as set in ROUTING
@@ -19,9 +20,8 @@ SIM_ARGS = ("--models", "llama3.2:latest", "--loaded", "llama3.2:latest")
 
 
 def sim_on(port: int, name: str) -> Sim:
-    proc = start([PY, "-m", "fortress.sim", "--port", str(port), "--name", name, *SIM_ARGS])
-    wait_port(port, proc)
-    return Sim(port, proc)
+    """A simulator on a chosen port, so that a restarted one is the same backend coming back."""
+    return Sim(Path(tempfile.mkdtemp(prefix="fortress-sim-")), ("--name", name, *SIM_ARGS), port=port).start()
 
 
 @pytest.fixture

@@ -36,8 +36,8 @@ def test_a_second_unsolicited_response_is_dropped_with_the_connection(tmp_path: 
             )
             assert r.status_code == 502 and "malformed" in r.json()["error"]
             assert "x-injected" not in r.headers and b"smuggled" not in r.content
-            follow = client.get(f"{f.url}/api/version", headers={"Authorization": f"Bearer {key}"})
-            assert follow.status_code == 200 and b"smuggled" not in follow.content
+            follow = client.get(f"{f.url}/")  # the next answer on this client is Fortress's own, unpolluted
+            assert follow.status_code == 200 and follow.text == "Ollama is running"
     finally:
         f.stop()
         server.shutdown()
