@@ -107,8 +107,9 @@ class Sim:
         return httpx.request(method, f"{self.url}{path}", json=body, timeout=10)
 
 
-def start_sim(*extra: str, name: str = "sim") -> Sim:
-    return Sim(Path(tempfile.mkdtemp(prefix="fortress-sim-")), ("--name", name, *extra)).start()
+def start_sim(*extra: str, name: str = "sim", port: int = 0) -> Sim:
+    """A simulator in its own directory; a chosen port lets a restarted one be the same backend."""
+    return Sim(Path(tempfile.mkdtemp(prefix="fortress-sim-")), ("--name", name, *extra), port=port).start()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Fortress, Sim, free_port, stop
+from tests.conftest import Fortress, Sim, free_port, start_sim, stop
 from tests.multi.conftest import auth, cluster, paths, wait_until
 
 HEALTH_INTERVAL_S = 0.5  # as set in ROUTING
@@ -20,8 +19,7 @@ SIM_ARGS = ("--models", "llama3.2:latest", "--loaded", "llama3.2:latest")
 
 
 def sim_on(port: int, name: str) -> Sim:
-    """A simulator on a chosen port, so that a restarted one is the same backend coming back."""
-    return Sim(Path(tempfile.mkdtemp(prefix="fortress-sim-")), ("--name", name, *SIM_ARGS), port=port).start()
+    return start_sim(*SIM_ARGS, name=name, port=port)
 
 
 @pytest.fixture
