@@ -70,11 +70,24 @@ def _prepare_file(path: Path) -> None:
 async def connect(path: str | os.PathLike[str]) -> aiosqlite.Connection:
     """Open the database with Fortress's pragmas; rows come back as sqlite3.Row."""
     db = await aiosqlite.connect(os.fspath(path), isolation_level=None)
-    db.row_factory = aiosqlite.Row
-    await db.execute("PRAGMA busy_timeout = 5000")
-    await db.execute("PRAGMA journal_mode = WAL")
-    await db.execute("PRAGMA synchronous = NORMAL")
-    await db.execute("PRAGMA foreign_keys = ON")
+    try:
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA busy_timeout = 5000")
+        # switching to WAL needs a moment alone with the file and does not wait on busy_timeout:
+        # several processes opening a new database together retry briefly instead of failing
+        for attempt in range(50):
+            try:
+                await db.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.1)
+        await db.execute("PRAGMA synchronous = NORMAL")
+        await db.execute("PRAGMA foreign_keys = ON")
+    except BaseException:
+        await db.close()  # its worker thread would otherwise keep the interpreter from exiting
+        raise
     return db
 
 
