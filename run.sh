@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Fortress in one command: creates .venv, installs, initialises the database, starts proxy + admin.
 #   ./run.sh           uses ./config.toml (an Ollama at 127.0.0.1:11434)
-#   ./run.sh --demo    also starts the Ollama simulator as the backend, so you can try everything
-# Environment: FORTRESS_CONFIG (config path), FORTRESS_DEMO_DIR (demo home, default ./data/demo),
-#              FORTRESS_DEMO_PORTS ("PROXY ADMIN SIM", default "8080 8081 11435").
+#   ./run.sh --demo    also starts the Ollama simulator in place of the first local backend of the
+#                      config (127.0.0.1:11434 by default), so you can try everything without Ollama
+# Environment: FORTRESS_CONFIG (config path, default ./config.toml).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -34,35 +34,41 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 fortress=.venv/bin/fortress
 
+config=${FORTRESS_CONFIG:-./config.toml}
+export FORTRESS_CONFIG="$config"  # every command below, and the ones printed, use this file
+
 pids=()
 cleanup() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
 if [ "$demo" = 1 ]; then
-  home=${FORTRESS_DEMO_DIR:-./data/demo}
-  read -r proxy_port admin_port sim_port <<<"${FORTRESS_DEMO_PORTS:-8080 8081 11435}"
-  mkdir -p "$home"
-  export FORTRESS_CONFIG="$home/config.toml"
-  if [ ! -f "$FORTRESS_CONFIG" ]; then
-    cat >"$FORTRESS_CONFIG" <<TOML
-# Demo configuration written by ./run.sh --demo: the Ollama simulator is the only backend.
-[proxy]
-listen = "127.0.0.1:$proxy_port"
-[admin]
-listen = "127.0.0.1:$admin_port"
-[database]
-path = "fortress.db"
-[[backends]]
-name = "demo-sim"
-url = "http://127.0.0.1:$sim_port"
-TOML
+  # The simulator stands in for the first backend on this machine, so the demo uses the same config
+  # and database as a normal run and every command in README works as printed after either.
+  read -r sim_host sim_port < <(.venv/bin/python - "$config" <<'PY' || true
+import sys
+from urllib.parse import urlsplit
+from fortress.config import load
+for b in load(sys.argv[1]).backends:
+    u = urlsplit(b.url)
+    if u.scheme == "http" and u.hostname in ("127.0.0.1", "localhost", "::1"):
+        print(u.hostname, u.port or 80)
+        break
+PY
+)
+  if [ -z "${sim_port:-}" ]; then
+    echo "run.sh: --demo needs a backend on this machine (http://127.0.0.1:PORT) in $config" >&2
+    exit 1
   fi
-  "$fortress" sim --port "$sim_port" --rate 40 &
-  pids+=($!)
+  if (exec 3<>"/dev/tcp/$sim_host/$sim_port") 2>/dev/null; then
+    echo "something already answers on $sim_host:$sim_port (a real Ollama?): the demo uses it"
+  else
+    echo "starting the Ollama simulator on $sim_host:$sim_port"
+    "$fortress" sim --host "$sim_host" --port "$sim_port" --rate 40 &
+    pids+=($!)
+  fi
 fi
-config=${FORTRESS_CONFIG:-./config.toml}
 
-"$fortress" init --config "$config"
+"$fortress" init
 
 proxy=$(sed -n 's/^listen = "\([^"]*\)".*/\1/p' "$config" | sed -n 1p)
 admin=$(sed -n 's/^listen = "\([^"]*\)".*/\1/p' "$config" | sed -n 2p)
@@ -71,11 +77,12 @@ cat <<MSG
   Fortress proxy:  http://${proxy:-127.0.0.1:8080}   (point Ollama clients here)
   Fortress admin:  http://${admin:-127.0.0.1:8081}   (log in with the admin account above)
 
-  Create a key:    $fortress user add alice --config $config
-                   $fortress key create --user alice --config $config
-  Try it:          curl http://${proxy:-127.0.0.1:8080}/api/tags -H "Authorization: Bearer <key>"
+  Create a key:    $fortress user add alice
+                   $fortress key create --user alice --rate 600/1m
+  Try it:          curl http://${proxy:-127.0.0.1:8080}/api/tags -H "Authorization: Bearer fk_..."
+  (config: $config)
 
 MSG
-"$fortress" run --config "$config" &
+"$fortress" run &
 pids+=($!)
 wait "${pids[-1]}"

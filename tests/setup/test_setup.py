@@ -14,13 +14,24 @@ import httpx
 from tests.conftest import PY, ROOT, free_port, wait_port
 
 
-def test_run_sh_demo_answers_curl_with_a_created_key(tmp_path: Path) -> None:
-    ports = [free_port(), free_port(), free_port()]
-    env = {
-        **os.environ,
-        "FORTRESS_DEMO_DIR": str(tmp_path / "demo"),
-        "FORTRESS_DEMO_PORTS": " ".join(map(str, ports)),
-    }
+def _readme_key_commands() -> list[str]:
+    """The commands README's quick start prints after `./run.sh [--demo]`, exactly as written."""
+    text = (ROOT / "README.md").read_text()
+    after = text.split("Then create a key and call the proxy:", 1)[1]
+    block = after.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #", 1)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_run_sh_demo_then_readme_commands_verbatim(tmp_path: Path) -> None:
+    """Issue 11: `./run.sh --demo`, README's key commands as printed, then curl with the key: 200 at once."""
+    proxy, admin, sim = free_port(), free_port(), free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[proxy]\nlisten = "127.0.0.1:{proxy}"\n[admin]\nlisten = "127.0.0.1:{admin}"\n'
+        f'[database]\npath = "data/fortress.db"\n'
+        f'[[backends]]\nname = "local"\nurl = "http://127.0.0.1:{sim}"\n'
+    )
+    env = {**os.environ, "FORTRESS_CONFIG": str(config)}
     proc = subprocess.Popen(
         ["./run.sh", "--demo"],
         cwd=ROOT,
@@ -30,36 +41,37 @@ def test_run_sh_demo_answers_curl_with_a_created_key(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
-        wait_port(ports[0], proc, timeout=120)
-        config = str(tmp_path / "demo" / "config.toml")
-        fortress = [PY, "-m", "fortress"]
-        subprocess.run([*fortress, "user", "add", "demo", "--config", config], check=True, cwd=ROOT)
-        key = subprocess.run(
-            [*fortress, "key", "create", "--user", "demo", "--config", config],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-        ).stdout.split()[0]
-        wait_port(ports[2])
-        url = f"http://127.0.0.1:{ports[0]}/api/tags"
-        for _ in range(40):  # the proxy reloads keys within a second
-            out = subprocess.run(
-                ["curl", "-s", "-w", "\n%{http_code}", url, "-H", f"Authorization: Bearer {key}"],
-                capture_output=True,
-                text=True,
-            ).stdout
-            if out.endswith("200"):
+        wait_port(proxy, proc, timeout=120)
+        wait_port(sim)
+        commands = _readme_key_commands()
+        assert [c.split()[:3] for c in commands[:2]] == [
+            [".venv/bin/fortress", "user", "add"],
+            [".venv/bin/fortress", "key", "create"],
+        ]
+        assert commands[2].startswith("curl ")
+        for command in commands[:2]:
+            out = subprocess.run(command, shell=True, cwd=ROOT, env=env, capture_output=True, text=True)
+            assert out.returncode == 0, (command, out.stdout, out.stderr)
+        key = out.stdout.split()[0]
+        assert key.startswith("fk_")
+        curl = commands[2].replace("fk_...", key).replace("127.0.0.1:8080", f"127.0.0.1:{proxy}")
+        for _ in range(20):  # TODO(issue 11.1): a key must work at once; drop this loop then
+            command = curl + " -s -w '\\n%{http_code}'"
+            reply = subprocess.run(command, shell=True, capture_output=True, text=True)
+            if reply.stdout.endswith("200"):
                 break
             time.sleep(0.1)
-        assert out.endswith("200"), out
-        assert '"models"' in out
-        assert httpx.get(f"http://127.0.0.1:{ports[0]}/").text == "Ollama is running"
+        assert reply.stdout.endswith("200"), reply.stdout
+        assert '"models"' in reply.stdout
+        assert httpx.get(f"http://127.0.0.1:{proxy}/").text == "Ollama is running"
+        assert (tmp_path / "data" / "fortress.db").exists()  # the config's own database, as a plain run
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         output = proc.communicate(timeout=30)[0].decode()
     assert "admin password:" in output  # generated and printed once, no terminal here
-    assert "Fortress proxy:" in output and "key create" in output
+    assert "starting the Ollama simulator" in output
+    for command in commands[:2]:  # run.sh prints the same commands as README
+        assert command.split("  ")[0].replace(".venv/bin/fortress", "") in output
 
 
 def test_wheel_has_entry_point_schema_and_admin_assets(tmp_path: Path) -> None:
