@@ -23,6 +23,7 @@ DEFAULT_BLOCKED = (
     "/api/delete",
     "/api/blobs/*",
 )
+DEFAULT_PROVIDER_CAPABILITIES = ("completion",)  # what an openai-type backend's models are assumed to do
 
 
 class ConfigError(ValueError):
@@ -69,6 +70,7 @@ class BackendConfig:
     models: tuple[str, ...] = ()
     max_concurrent: int = 0
     ca_bundle: str = ""
+    capabilities: tuple[str, ...] = DEFAULT_PROVIDER_CAPABILITIES  # openai type: what its models can do
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,28 @@ class RoutingConfig:
     breaker_threshold: int = 3
     breaker_cool_down_s: float = 5.0  # <= health_interval_s: a recovered backend is back within two intervals
     pool_max_idle: int = 64
+    auto_models: tuple[str, ...] = ()  # model "auto": globs by preference; empty = all, smallest first
 
 
 @dataclass(frozen=True)
 class ClusterConfig:
     redis_url: str = ""
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Web search and page fetch (/api/web_search, /api/web_fetch): off until a source is configured."""
+
+    searxng_url: str = ""  # a SearXNG instance with the JSON format enabled, e.g. "http://127.0.0.1:8888"
+    ollama_key_env: str = ""  # environment variable holding an ollama.com API key: the hosted fallback
+    ollama_url: str = "https://ollama.com"  # where the hosted web search lives
+    fetch_allow: tuple[str, ...] = ()  # CIDRs web_fetch may reach although private, loopback...
+    max_fetch_bytes: int = 2 * 1024 * 1024  # web_fetch reads at most this much of a page
+    timeout_s: float = 10.0  # per search source (SearXNG, then ollama.com) and per fetch, redirects included
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.searxng_url or self.ollama_key_env)
 
 
 @dataclass(frozen=True)
@@ -125,6 +144,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     source: str = ""  # the file this came from, "" for built-in defaults
 
     @property
@@ -140,6 +160,7 @@ _SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "routing": RoutingConfig,
     "cluster": ClusterConfig,
+    "search": SearchConfig,
 }
 
 
@@ -185,7 +206,8 @@ def _build(cls: type, where: str, table: Any) -> Any:
 
 
 def _check(cfg: Config) -> Config:
-    from fortress.addr import parse_listen  # local import: config has no import-time deps
+    from fortress.addr import parse_listen  # local imports: config has no import-time deps
+    from fortress.routing.capabilities import check_names
 
     parse_listen(cfg.proxy.listen, "proxy.listen")
     parse_listen(cfg.admin.listen, "admin.listen")
@@ -205,6 +227,14 @@ def _check(cfg: Config) -> Config:
             raise ConfigError(f"{where}.type: must be 'ollama' or 'openai'")
         if not b.url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.url: must start with http:// or https://")
+        try:
+            check_names(b.capabilities, f"{where}.capabilities")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    for i, glob in enumerate(cfg.routing.auto_models):
+        if not glob.strip():
+            raise ConfigError(f"routing.auto_models[{i}]: empty pattern")
+    _check_search(cfg.search)
     from fortress.pipeline.windows import parse_rate
 
     for key in ("rate", "tokens"):
@@ -215,6 +245,24 @@ def _check(cfg: Config) -> Config:
             except ValueError as exc:
                 raise ConfigError(f"limits.{key}: {exc}") from None
     return cfg
+
+
+def _check_search(search: SearchConfig) -> None:
+    import ipaddress
+
+    for key in ("searxng_url", "ollama_url"):
+        url = getattr(search, key)
+        if url and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"search.{key}: must start with http:// or https://")
+    for i, cidr in enumerate(search.fetch_allow):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"search.fetch_allow[{i}]: not a CIDR: {cidr!r}") from None
+    if search.max_fetch_bytes < 1024:
+        raise ConfigError("search.max_fetch_bytes: must be at least 1024")
+    if search.timeout_s <= 0:
+        raise ConfigError("search.timeout_s: must be positive")
 
 
 def parse(data: dict[str, Any], source: str = "") -> Config:

@@ -30,7 +30,10 @@ class Preset:
 _LLAMA = Preset("llama", "3.2B", 3212749888, "Q4_K_M", 2019393189, ("completion", "tools"), 131072, 3072)
 _QWEN = Preset("qwen2", "494.03M", 494032768, "Q4_K_M", 397821319, ("completion", "tools"), 32768, 896)
 _NOMIC = Preset("nomic-bert", "137M", 136727040, "F16", 274302450, ("embedding",), 2048, 768)
-PRESETS = {"llama": _LLAMA, "qwen": _QWEN, "embed": _NOMIC}
+_LLAVA = Preset("llama", "7B", 7241732096, "Q4_0", 4733363377, ("completion", "vision"), 32768, 4096)
+_R1 = Preset("qwen2", "7.6B", 7615616512, "Q4_K_M", 4683075271, ("completion", "thinking"), 131072, 3584)
+# first word found in the name wins, so the specific ones come before the families they belong to
+PRESETS = {"llava": _LLAVA, "deepseek-r1": _R1, "llama": _LLAMA, "qwen": _QWEN, "embed": _NOMIC}
 DEFAULT_MODELS = "llama3.2:latest,qwen2.5:0.5b,nomic-embed-text:latest"
 _TEMPLATE = "{{ .System }}\n{{ .Prompt }}"
 

@@ -45,6 +45,7 @@ def file_backends(cfg: Config) -> list[BackendRecord]:
             max_concurrent=b.max_concurrent,
             ca_bundle=b.ca_bundle,
             source="file",
+            capabilities=b.capabilities,
         )
         for b in cfg.backends
     ]
@@ -80,6 +81,7 @@ async def load_snapshot(db: aiosqlite.Connection, cfg: Config) -> Snapshot:
             max_keep_alive_s=r["max_keep_alive_s"],
             expires_at=r["expires_at"],
             label=r["label"],
+            auto_models=_globs(r["auto_models"]),
         )
         for r in key_rows
     }

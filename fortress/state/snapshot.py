@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from fortress.config import Config, LimitsConfig, RoutingConfig, SecurityConfig
+from fortress.config import DEFAULT_PROVIDER_CAPABILITIES, Config, LimitsConfig, RoutingConfig, SecurityConfig
 from fortress.pipeline.windows import parse_rate
 
 Rate = tuple[int, int]  # (count, window seconds)
@@ -32,6 +32,7 @@ class KeyRecord:
     max_keep_alive_s: int | None = None
     expires_at: float | None = None
     label: str = ""
+    auto_models: tuple[str, ...] = ()  # globs narrowing what model "auto" may pick; empty = no narrowing
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,7 @@ class BackendRecord:
     max_concurrent: int = 0
     ca_bundle: str = ""
     source: str = "file"  # file (read-only in the admin) | db
+    capabilities: tuple[str, ...] = DEFAULT_PROVIDER_CAPABILITIES  # openai type: what its models can do
 
     def __repr__(self) -> str:  # keep the credential out of any repr that reaches a log
         return f"BackendRecord(name={self.name!r}, url={self.url!r}, type={self.type!r})"
