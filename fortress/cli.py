@@ -348,6 +348,7 @@ async def _key_create(db: aiosqlite.Connection, cfg: Config, args: argparse.Name
         max_num_ctx=args.max_num_ctx,
         max_num_predict=args.max_num_predict,
         max_keep_alive=args.max_keep_alive,
+        auto_models=args.auto_models,
     )
     print(full, flush=True)
     _err(f"key {row.id} for {row.user}: store it now, it is not shown again")
@@ -368,6 +369,7 @@ async def _key_list(db: aiosqlite.Connection, cfg: Config, args: argparse.Namesp
                 "TOKENS",
                 "CONCURRENT",
                 "MODELS",
+                "AUTO",
                 "CAPS",
                 "EXPIRES",
                 "LABEL",
@@ -382,6 +384,7 @@ async def _key_list(db: aiosqlite.Connection, cfg: Config, args: argparse.Namesp
                     k.tokens or "-",
                     k.max_concurrent or "-",
                     k.models or "*",
+                    k.auto_models or "-",
                     _key_caps(k),
                     _when(k.expires_at),
                     k.label,
@@ -697,6 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--max-keep-alive", default="", metavar="DURATION", help="cap on keep_alive, e.g. 5m (positive)"
+    )
+    p.add_argument(
+        "--auto-models", default="", metavar="GLOB,GLOB", help='models "auto" may pick (default all)'
     )
     add(keys, "list", _key_list, "list keys").add_argument("--user", metavar="NAME")
     add(keys, "disable", _key_state("disabled"), "disable a key (reversible)").add_argument("id")

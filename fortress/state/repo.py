@@ -58,6 +58,7 @@ class KeyRow:
     max_num_ctx: int | None = None  # caps the proxy clamps options.num_ctx / num_predict / keep_alive to
     max_num_predict: int | None = None
     max_keep_alive_s: int | None = None
+    auto_models: str = ""  # globs narrowing model "auto" ('' = no narrowing)
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,7 @@ async def list_users(db: aiosqlite.Connection, order: str = "name") -> list[User
 _KEY_SELECT = """
     SELECT k.id, u.name AS user, k.label, k.state, k.scope, k.models, k.rate_count, k.rate_window_s,
            k.token_count, k.token_window_s, k.max_concurrent, k.expires_at, k.created_at,
-           k.max_num_ctx, k.max_num_predict, k.max_keep_alive_s
+           k.max_num_ctx, k.max_num_predict, k.max_keep_alive_s, k.auto_models
       FROM api_keys k JOIN users u ON u.id = k.user_id
 """
 
@@ -266,6 +267,7 @@ def _key_row(r: sqlite3.Row, now: float) -> KeyRow:
         max_num_ctx=r["max_num_ctx"],
         max_num_predict=r["max_num_predict"],
         max_keep_alive_s=r["max_keep_alive_s"],
+        auto_models=r["auto_models"],
     )
 
 
@@ -294,11 +296,12 @@ async def create_key(
     max_num_ctx: int | None = None,
     max_num_predict: int | None = None,
     max_keep_alive: str = "",
+    auto_models: str = "",
 ) -> tuple[str, KeyRow]:
     """Create a key; returns (the full key, shown once and never stored, its row).
 
     max_num_ctx / max_num_predict / max_keep_alive ('5m') cap what a request may ask of a model;
-    None or '' leaves that cap off.
+    None or '' leaves that cap off. auto_models (globs, in order) narrows what model "auto" picks.
     """
     rate_count, rate_window = _rate(rate, "--rate")
     token_count, token_window = _rate(tokens, "--tokens")
@@ -307,6 +310,7 @@ async def create_key(
     _positive(max_num_predict, "--max-num-predict")
     max_keep_alive_s = _duration(max_keep_alive, "--max-keep-alive")
     models = check_models(models)
+    auto_models = check_models(auto_models)
     if scope not in SCOPES:
         raise RepoError(f"invalid scope {scope!r} (use {' or '.join(SCOPES)})")
     if len(label) > 100 or not label.isprintable():
@@ -326,8 +330,8 @@ async def create_key(
                 await db.execute(
                     """INSERT INTO api_keys (id, user_id, label, secret_hash, scope, models, rate_count,
                        rate_window_s, token_count, token_window_s, max_concurrent, expires_at, created_at,
-                       max_num_ctx, max_num_predict, max_keep_alive_s)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       max_num_ctx, max_num_predict, max_keep_alive_s, auto_models)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                     (
                         key_id,
                         user_id,
@@ -345,6 +349,7 @@ async def create_key(
                         max_num_ctx,
                         max_num_predict,
                         max_keep_alive_s,
+                        auto_models,
                     ),
                 )
                 break
@@ -363,6 +368,7 @@ async def create_key(
                 "max_num_ctx": max_num_ctx,
                 "max_num_predict": max_num_predict,
                 "max_keep_alive_s": max_keep_alive_s,
+                "auto_models": auto_models,
             }
         )
         await audit(db, actor, "key.create", key_id, detail, ip=ip)

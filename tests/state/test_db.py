@@ -13,7 +13,7 @@ from fortress.state import db as dbmod
 
 async def test_migrate_creates_a_private_wal_database(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "dir" / "fortress.db"
-    assert await dbmod.migrate(path) == dbmod.latest_version() == 1
+    assert await dbmod.migrate(path) == dbmod.latest_version() >= 2
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     conn = await dbmod.connect(path)
     try:
@@ -25,7 +25,7 @@ async def test_migrate_creates_a_private_wal_database(tmp_path: Path) -> None:
         async with conn.execute("SELECT key, value FROM meta ORDER BY key") as cur:
             assert [tuple(r) for r in await cur.fetchall()] == [
                 ("config_version", "1"),
-                ("schema_version", "1"),
+                ("schema_version", str(dbmod.latest_version())),
             ]
         async with conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'") as cur:
             assert (await cur.fetchone())[0] == 11
@@ -35,9 +35,10 @@ async def test_migrate_creates_a_private_wal_database(tmp_path: Path) -> None:
 
 async def test_migrate_twice_and_concurrently_applies_once(tmp_path: Path) -> None:
     path = tmp_path / "fortress.db"
+    latest = dbmod.latest_version()
     versions = await asyncio.gather(*(dbmod.migrate(path) for _ in range(4)))
-    assert versions == [1, 1, 1, 1]
-    assert await dbmod.migrate(path) == 1
+    assert versions == [latest] * 4
+    assert await dbmod.migrate(path) == latest
     conn = await dbmod.connect(path)
     try:
         async with conn.execute("SELECT value FROM meta WHERE key = 'config_version'") as cur:
