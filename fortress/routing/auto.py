@@ -1,0 +1,308 @@
+"""Model "auto": which installed model serves a request, from what the request needs and what models can do.
+
+Pure and synchronous, three steps:
+- `needs_of(route, body)`: images -> vision, non-empty `tools` -> tools, `think` (or OpenAI's
+  `reasoning_effort`) -> thinking, `suffix` -> insert, embedding routes -> embedding, else completion;
+  `options.num_ctx` asks for at least that context length.
+- `candidates(inventory, store, healthy)`: one `Candidate` per model name with learnt capabilities.
+- `choose(needs, candidates, ...)`: among the models the key may use (its allow-list is never escaped)
+  that match `[routing] auto_models` and the key's own `auto_models` (both globs in order; empty = all),
+  the ones that fit the needs, ranked: held by a healthy backend, the key's order, the configured order,
+  already loaded somewhere, smallest on disk, name. Nothing fits -> a `Refusal` (400) naming what is
+  missing (503 while no model's capabilities are known at all). Models whose capabilities are not
+  learnt yet are never chosen.
+
+`AutoPicker` caches the candidate list between inventory, capability and health changes, so a request
+for "auto" costs a filter over the models, not a rebuild. A model literally named "auto" is shadowed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import json
+import re
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from fortress.routing.capabilities import CapabilityStore
+from fortress.routing.inventory import Inventory, model_key
+
+AUTO_KEY = model_key("auto")
+EMBED_ROUTES = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings", "/embeddings"})
+AUTO_ROUTES = EMBED_ROUTES | {
+    "/api/chat",
+    "/api/generate",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/chat/completions",
+    "/completions",
+}
+THINK_LEVELS = frozenset({"low", "medium", "high", "max"})
+IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
+HEADER = b"X-Fortress-Model"
+_HEADER_SAFE = "/:@+-._~!$&'()*,;="  # visible ASCII a model name may hold; the rest is %-encoded
+_UNRANKED = 1 << 30
+
+
+def is_auto(model: Any) -> bool:
+    """Whether the request's model asks for the choice ("auto", any case, ":latest" allowed)."""
+    return isinstance(model, str) and model_key(model) == AUTO_KEY
+
+
+@dataclass(frozen=True, slots=True)
+class Needs:
+    capabilities: frozenset[str]
+    min_context: int | None = None  # options.num_ctx: the model's context length must reach it
+
+
+def _nonempty_list(value: Any) -> bool:
+    return isinstance(value, list) and len(value) > 0
+
+
+def _has_images(body: dict[str, Any]) -> bool:
+    if _nonempty_list(body.get("images")):
+        return True
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return False
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        if _nonempty_list(message.get("images")):
+            return True
+        content = message.get("content")
+        if isinstance(content, list) and any(
+            isinstance(part, dict) and part.get("type") in IMAGE_PARTS for part in content
+        ):
+            return True
+    return False
+
+
+def _wants_thinking(body: dict[str, Any]) -> bool:
+    think = body.get("think")
+    if think is True or (isinstance(think, str) and think.lower() in THINK_LEVELS):
+        return True
+    effort = body.get("reasoning_effort")
+    reasoning = body.get("reasoning")
+    if effort is None and isinstance(reasoning, dict):
+        effort = reasoning.get("effort")
+    return isinstance(effort, str) and effort.lower() not in ("", "none")
+
+
+def needs_of(route: str, body: dict[str, Any]) -> Needs:
+    """What a request for `route` (the route's name, e.g. "/api/chat") with this parsed body needs."""
+    options = body.get("options")
+    num_ctx = options.get("num_ctx") if isinstance(options, dict) else None
+    min_context = (
+        num_ctx if isinstance(num_ctx, int) and not isinstance(num_ctx, bool) and num_ctx > 0 else None
+    )
+    if route in EMBED_ROUTES:
+        return Needs(frozenset({"embedding"}), min_context)
+    wanted = {"completion"}
+    if _has_images(body):
+        wanted.add("vision")
+    if _nonempty_list(body.get("tools")):
+        wanted.add("tools")
+    if _wants_thinking(body):
+        wanted.add("thinking")
+    suffix = body.get("suffix")
+    if isinstance(suffix, str) and suffix:
+        wanted.add("insert")
+    return Needs(frozenset(wanted), min_context)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    name: str  # the public name, as /api/tags or /v1/models list it ("<provider>/<model>" for providers)
+    capabilities: frozenset[str]
+    context_length: int | None = None  # None: unknown (providers), never a reason to refuse
+    size: int | None = None  # bytes on disk (/api/tags); None sorts after every known size
+    loaded: bool = False  # in memory on some backend (/api/ps, or just sent there)
+    available: bool = True  # held by at least one healthy backend
+
+    def fits(self, needs: Needs) -> bool:
+        if not self.capabilities.issuperset(needs.capabilities):
+            return False
+        return (
+            needs.min_context is None
+            or self.context_length is None
+            or self.context_length >= needs.min_context
+        )
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def candidates(
+    inventory: Inventory, store: CapabilityStore, healthy: Collection[str]
+) -> tuple[Candidate, ...]:
+    """One Candidate per model whose capabilities are known on at least one holder.
+
+    A model installed on several backends under different digests gets the capabilities all its
+    known copies share, the smallest context length and size among them.
+    """
+    seen: dict[str, list[Any]] = {}  # key -> [name, caps, context, size, available]
+    for entry in inventory:
+        for key, model in entry.models.items():
+            caps = store.for_model(inventory, entry.name, key)
+            if caps is None:
+                continue
+            size = _int(model.get("size"))
+            row = seen.get(key)
+            if row is None:
+                seen[key] = [model.get("name") or key, caps.names, caps.context_length, size, False]
+                row = seen[key]
+            else:
+                row[1] = row[1] & caps.names
+                row[2] = _smaller(row[2], caps.context_length)
+                row[3] = _smaller(row[3], size)
+            row[4] = row[4] or entry.name in healthy
+    return tuple(
+        Candidate(name, caps, context, size, bool(inventory.loaded_on(key)), available)
+        for key, (name, caps, context, size, available) in seen.items()
+    )
+
+
+def _smaller(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+@functools.lru_cache(maxsize=1024)
+def _patterns(globs: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(fnmatch.translate(g.strip().lower())) for g in globs if g.strip())
+
+
+def glob_rank(globs: tuple[str, ...], name: str) -> int | None:
+    """Index of the first glob matching `name` (case-insensitive; "m" also matches "m:latest"),
+    None when none does; 0 for every name when there are no globs."""
+    patterns = _patterns(globs)
+    if not patterns:
+        return 0
+    lowered = name.lower()
+    bare = lowered.removesuffix(":latest")
+    for index, pattern in enumerate(patterns):
+        if pattern.match(lowered) or pattern.match(bare):
+            return index
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """No model fits: the status and message to answer, and what was missing (for tests and logs)."""
+
+    status: int
+    message: str
+    missing: tuple[str, ...]
+
+
+def _and(names: Iterable[str]) -> str:
+    ordered = sorted(names)
+    return ", ".join(ordered[:-1]) + " and " + ordered[-1] if len(ordered) > 1 else ordered[0]
+
+
+def _refusal(needs: Needs, eligible: list[Candidate], known: bool) -> Refusal:
+    if not known:  # just started, or no backend answered /api/show yet: worth a retry
+        return Refusal(
+            503, 'model "auto": no model\'s capabilities are known yet; try again shortly', ("model",)
+        )
+    if not eligible:
+        return Refusal(400, 'model "auto": no model is available for "auto" to this key', ("model",))
+    missing = tuple(sorted(c for c in needs.capabilities if not any(c in m.capabilities for m in eligible)))
+    if missing:
+        return Refusal(400, f'model "auto": no available model supports {_and(missing)}', missing)
+    capable = [m for m in eligible if m.capabilities.issuperset(needs.capabilities)]
+    if not capable:
+        wanted = _and(needs.capabilities)
+        return Refusal(400, f'model "auto": no single available model supports {wanted} together', ())
+    return Refusal(
+        400,
+        f'model "auto": no available model with {_and(needs.capabilities)} has a context length of at least '
+        f"{needs.min_context} (options.num_ctx)",
+        ("context_length",),
+    )
+
+
+def choose(
+    needs: Needs,
+    pool: Iterable[Candidate],
+    *,
+    preferences: tuple[str, ...] = (),
+    key_preferences: tuple[str, ...] = (),
+    allowed: Callable[[str], bool] | None = None,
+) -> Candidate | Refusal:
+    """The model for an "auto" request, or why there is none. Never returns a model `allowed` refuses."""
+    eligible: list[Candidate] = []
+    best: tuple[Any, ...] | None = None
+    chosen: Candidate | None = None
+    known = False
+    for candidate in pool:
+        known = True
+        if allowed is not None and not allowed(candidate.name):
+            continue
+        key_rank = glob_rank(key_preferences, candidate.name)
+        rank = glob_rank(preferences, candidate.name)
+        if key_rank is None or rank is None:
+            continue
+        eligible.append(candidate)
+        if not candidate.fits(needs):
+            continue
+        order = (
+            not candidate.available,
+            key_rank,
+            rank,
+            not candidate.loaded,
+            _UNRANKED if candidate.size is None else candidate.size,
+            candidate.name,
+        )
+        if best is None or order < best:
+            best, chosen = order, candidate
+    return chosen if chosen is not None else _refusal(needs, eligible, known)
+
+
+class AutoPicker:
+    """choose() over a candidate list rebuilt only when the inventory, the store or health changed."""
+
+    def __init__(self, inventory: Inventory, store: CapabilityStore) -> None:
+        self.inventory = inventory
+        self.store = store
+        self._stamp: tuple[int, int, frozenset[str]] | None = None
+        self._pool: tuple[Candidate, ...] = ()
+
+    def pool(self, healthy: frozenset[str]) -> tuple[Candidate, ...]:
+        stamp = (self.inventory.generation, self.store.generation, healthy)
+        if stamp != self._stamp:
+            self._pool = candidates(self.inventory, self.store, healthy)
+            self._stamp = stamp
+        return self._pool
+
+    def pick(
+        self,
+        needs: Needs,
+        healthy: frozenset[str],
+        *,
+        preferences: tuple[str, ...] = (),
+        key_preferences: tuple[str, ...] = (),
+        allowed: Callable[[str], bool] | None = None,
+    ) -> Candidate | Refusal:
+        return choose(
+            needs,
+            self.pool(healthy),
+            preferences=preferences,
+            key_preferences=key_preferences,
+            allowed=allowed,
+        )
+
+
+def with_model(body: dict[str, Any], name: str) -> bytes:
+    """Set the chosen model in the parsed body and return it encoded, ready to forward."""
+    body["model"] = name
+    return json.dumps(body).encode()
+
+
+def model_header(name: str) -> tuple[bytes, bytes]:
+    """The `X-Fortress-Model` header naming the choice (a backend-supplied name cannot break the head)."""
+    return HEADER, quote(name, safe=_HEADER_SAFE).encode("ascii")
