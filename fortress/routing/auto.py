@@ -12,8 +12,8 @@ Pure and synchronous, three steps:
   missing (503 while no model's capabilities are known at all). Models whose capabilities are not
   learnt yet are never chosen.
 
-`AutoPicker` caches the candidate list between inventory, capability and health changes, so a request
-for "auto" costs a filter over the models, not a rebuild. A model literally named "auto" is shadowed.
+`CandidateCache` keeps the candidate list between inventory, capability and health changes, so a
+request for "auto" costs one pass over the models, not a rebuild. A model literally named "auto" is shadowed.
 """
 
 from __future__ import annotations
@@ -263,8 +263,8 @@ def choose(
     return chosen if chosen is not None else _refusal(needs, eligible, known)
 
 
-class AutoPicker:
-    """choose() over a candidate list rebuilt only when the inventory, the store or health changed."""
+class CandidateCache:
+    """candidates() rebuilt only when the inventory, the capability store or the healthy set changed."""
 
     def __init__(self, inventory: Inventory, store: CapabilityStore) -> None:
         self.inventory = inventory
@@ -278,23 +278,6 @@ class AutoPicker:
             self._pool = candidates(self.inventory, self.store, healthy)
             self._stamp = stamp
         return self._pool
-
-    def pick(
-        self,
-        needs: Needs,
-        healthy: frozenset[str],
-        *,
-        preferences: tuple[str, ...] = (),
-        key_preferences: tuple[str, ...] = (),
-        allowed: Callable[[str], bool] | None = None,
-    ) -> Candidate | Refusal:
-        return choose(
-            needs,
-            self.pool(healthy),
-            preferences=preferences,
-            key_preferences=key_preferences,
-            allowed=allowed,
-        )
 
 
 def with_model(body: dict[str, Any], name: str) -> bytes:

@@ -1,4 +1,4 @@
-"""Model "auto": the request's needs, the choice (table and property tests), the picker's cache, helpers."""
+"""Model "auto": the request's needs, the choice (table and property tests), the candidate cache, helpers."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from fortress.routing.auto import (
     AUTO_ROUTES,
-    AutoPicker,
     Candidate,
+    CandidateCache,
     Needs,
     Refusal,
     candidates,
@@ -366,7 +366,7 @@ def test_choice_always_fits_and_is_allowed_or_refuses_only_when_nothing_could(
                 assert not any(eligible(c) and capability in c.capabilities for c in pool)
 
 
-# -- candidates from the inventory and the store; the picker's cache ------------------------------------
+# -- candidates from the inventory and the store; their cache ---------------------------------------------
 
 
 def _tags(*models: tuple[str, str, int]) -> dict[str, Any]:
@@ -388,23 +388,25 @@ def test_candidates_join_inventory_and_store() -> None:
     assert candidates(inv, store, healthy=set())[0].available is False
 
 
-def test_picker_rebuilds_only_on_change() -> None:
+def test_the_cache_rebuilds_only_on_change() -> None:
     inv = Inventory()
     inv.set_tags("a", _tags(("m1", "d1", 10)), now=1)
     store = CapabilityStore()
-    picker = AutoPicker(inv, store)
+    cache = CandidateCache(inv, store)
     healthy = frozenset({"a"})
     completion = Needs(frozenset({"completion"}))
-    first = picker.pick(completion, healthy)
-    assert isinstance(first, Refusal) and first.status == 503
+    first = choose(completion, cache.pool(healthy))
+    assert isinstance(first, Refusal) and first.status == 503  # nothing learnt yet
     store.learnt("d1", Capabilities(frozenset({"completion"})))
-    pool = picker.pool(healthy)
-    assert picker.pick(completion, healthy).name == "m1"
-    assert picker.pool(healthy) is pool  # nothing changed: the same tuple
+    pool = cache.pool(healthy)
+    assert choose(completion, pool).name == "m1"
+    assert cache.pool(healthy) is pool  # nothing changed: the same tuple
     inv.set_tags("a", _tags(("m1", "d1", 10), ("m0", "d0", 5)), now=2)
     store.learnt("d0", Capabilities(frozenset({"completion"})))
-    assert picker.pick(completion, healthy).name == "m0"
-    assert picker.pick(completion, frozenset()).name == "m0"  # all unavailable: still a choice (router 503s)
+    assert choose(completion, cache.pool(healthy)).name == "m0"
+    unhealthy = cache.pool(frozenset())
+    assert unhealthy is not pool and not any(c.available for c in unhealthy)
+    assert choose(completion, unhealthy).name == "m0"  # still a choice: the router answers 503
 
 
 def test_with_model_rewrites_the_body() -> None:
