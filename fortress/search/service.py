@@ -105,7 +105,7 @@ class WebSearch:
             trust_env=False,
             follow_redirects=False,
             verify=self._tls,
-            headers={"User-Agent": USER_AGENT},
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"},  # what _read inflates
         )
 
     async def aclose(self) -> None:
@@ -206,7 +206,6 @@ class WebSearch:
         headers = {
             "Host": target.authority,
             "Accept": "text/html,application/xhtml+xml,text/plain;q=0.9,*/*;q=0.1",
-            "Accept-Encoding": "gzip, deflate",
         }
         extensions = {"sni_hostname": target.host} if target.scheme == "https" and target.ip is None else {}
         failure = ""
