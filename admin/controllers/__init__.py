@@ -6,6 +6,7 @@ from admin.controllers.auth import AuthController
 from admin.controllers.backends import BackendsController
 from admin.controllers.dashboard import DashboardController
 from admin.controllers.help import HelpController
+from admin.controllers.playground import PlaygroundController
 from admin.controllers.settings import SettingsController
 from admin.controllers.users import UsersController
 
@@ -17,5 +18,6 @@ ALL = (
     SettingsController,
     AnalyticsController,
     AuditController,
+    PlaygroundController,
     HelpController,
 )

@@ -644,3 +644,61 @@ async def set_admin_password(
 async def admin_names(db: aiosqlite.Connection) -> list[str]:
     async with db.execute("SELECT name FROM admins ORDER BY name") as cur:
         return [r[0] for r in await cur.fetchall()]
+
+
+# ---- playground keys --------------------------------------------------------------------------------
+
+
+async def create_playground_key(
+    db: aiosqlite.Connection, admin: str, user: str, label: str, box: SecretBox, *, ip: str = ""
+) -> KeyRow:
+    """A new key of `user` for `admin`'s playground, kept encrypted so the admin process can use it.
+
+    It replaces (and revokes) the admin's previous playground key: that secret was never shown to
+    anyone, so nothing else can be using it.
+    """
+    full, row = await create_key(db, user, actor=admin, ip=ip, label=label or f"playground ({admin})")
+    secret_enc = box.encrypt(full)
+    async with transaction(db):
+        async with db.execute("SELECT key_id FROM playground_keys WHERE admin_name = ?", (admin,)) as cur:
+            old = await cur.fetchone()
+        await db.execute(
+            "INSERT INTO playground_keys (admin_name, key_id, secret_enc, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(admin_name) DO UPDATE SET key_id = excluded.key_id,"
+            " secret_enc = excluded.secret_enc, created_at = excluded.created_at",
+            (admin, row.id, secret_enc, time.time()),
+        )
+        await audit(db, admin, "playground.key", row.id, f"user {user}", ip=ip)
+    if old is not None:
+        await set_key_state(db, old[0], "revoked", actor=admin, ip=ip)
+    return row
+
+
+async def get_playground_key(
+    db: aiosqlite.Connection, admin: str, box: SecretBox
+) -> tuple[KeyRow, str] | None:
+    """`admin`'s playground key: its row and the full key (decrypted), or None when there is none."""
+    async with db.execute(
+        "SELECT key_id, secret_enc FROM playground_keys WHERE admin_name = ?", (admin,)
+    ) as cur:
+        found = await cur.fetchone()
+    if found is None:
+        return None
+    try:
+        full = box.decrypt(found[1])
+    except ValueError:  # SecretBoxError: the secrets key file was replaced
+        raise RepoError(
+            "the stored playground key cannot be decrypted (secrets key file changed): create a new one"
+        ) from None
+    return await get_key(db, found[0]), full
+
+
+async def forget_playground_key(db: aiosqlite.Connection, admin: str, *, ip: str = "") -> None:
+    """Drop `admin`'s stored playground key and revoke it (nobody else holds its secret)."""
+    async with transaction(db):
+        async with db.execute("SELECT key_id FROM playground_keys WHERE admin_name = ?", (admin,)) as cur:
+            found = await cur.fetchone()
+        if found is None:
+            raise RepoError("there is no playground key to forget")
+        await db.execute("DELETE FROM playground_keys WHERE admin_name = ?", (admin,))
+    await set_key_state(db, found[0], "revoked", actor=admin, ip=ip)
