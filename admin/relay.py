@@ -9,8 +9,10 @@ sentence: an `{"error": ...}` line at the end of a stream, or RelayError elsewhe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -139,6 +141,23 @@ async def _call(proxy: Proxy, method: str, path: str, key: str, client_ip: str, 
         return r.json()
     except ValueError:
         raise RelayError("the proxy sent an answer that is not JSON") from None
+
+
+async def wait_for_key(proxy: Proxy, key: str, seconds: float = 2.0) -> None:
+    """Give the proxy its reload interval (DESIGN §1: under a second) to learn a key just created.
+
+    Returns when the key is accepted, refused for another reason, the proxy is unreachable, or time is up.
+    """
+    deadline = time.monotonic() + seconds
+    try:
+        async with _client(proxy, httpx.Timeout(2.0, connect=2.0)) as c:
+            while True:
+                r = await c.get("/api/version", headers=_headers(key, ""))
+                if r.status_code != 401 or time.monotonic() > deadline:
+                    return
+                await asyncio.sleep(0.1)
+    except (httpx.HTTPError, RelayError):
+        return  # the page that follows names the problem
 
 
 async def models(proxy: Proxy, key: str, client_ip: str = "") -> list[dict]:

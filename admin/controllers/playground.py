@@ -54,17 +54,21 @@ class PlaygroundController(Controller):
         _admins_only(request)
         data = await request.form()
         back = data.get("next") if data.get("next") in PAGES else PAGES[0]
+        box = secretbox.for_config(cfg(request))
         try:
             await repo.create_playground_key(
                 db(request),
                 me(request).name,
                 str(data.get("user", "")),
                 str(data.get("label", "")).strip(),
-                secretbox.for_config(cfg(request)),
+                box,
                 ip=ip(request),
             )
+            pair = await repo.get_playground_key(db(request), me(request).name, box)
         except repo.RepoError as exc:
             return await _page(request, _template(back), status_code=400, error=str(exc))
+        if pair is not None:  # so the page that follows can already list the key's models
+            await relay.wait_for_key(relay.for_config(cfg(request)), pair[1])
         return see_other(request, back)
 
     @post("/key/forget")

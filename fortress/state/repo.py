@@ -2,7 +2,8 @@
 
 CONTRACT (the admin and CLI code against these names):
 every writer takes `actor` and `ip` and appends one `audit` row in the same transaction;
-no function ever returns or logs a key secret except create_key, which returns the full key once.
+no function ever returns or logs a key secret except create_key, which returns the full key once,
+and get_playground_key, which gives the admin process back its own playground key (stored encrypted).
 Errors a user can cause raise RepoError with a one-line message.
 Connections come from fortress.state.db.connect (autocommit; writers open their own transaction).
 """
