@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
-from tests.admin.conftest import Admin, start_admin
+from tests.admin.conftest import Admin
 from tests.admin.test_browser import browser, shot, sign_in  # noqa: F401 (browser is a fixture)
-from tests.conftest import Fortress, Sim, make_fortress, start_sim, stop
+from tests.admin.test_playground_http import playground_stack
+from tests.conftest import Fortress, Sim
 
 pytestmark = pytest.mark.browser
 SCORE = re.compile(r"^-?\d\.\d{3}$")
@@ -26,23 +27,18 @@ SCORE = re.compile(r"^-?\d\.\d{3}$")
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fortress, Admin, Sim]]:
     """200-token answers at 20 tokens/s (10 s): short chats ask num_predict 30, the stop test does not."""
-    sim = start_sim(
+    models = "llama3.2:1b,llava:7b,nomic-embed-text,all-minilm"
+    with playground_stack(
+        tmp_path_factory.mktemp("pg-browser"),
+        "playground-user",
         "--rate",
         "20",
         "--tokens",
         "200",
         "--models",
-        "llama3.2:1b,llava:7b,nomic-embed-text,all-minilm",
-        name="pg",
-    )
-    home = make_fortress(tmp_path_factory.mktemp("pg-browser"), [("local", sim.url)])
-    home.cli("user", "add", "playground-user")
-    home.serve()
-    admin = start_admin(home)
-    yield home, admin, sim
-    stop(admin.proc)
-    home.stop()
-    sim.stop()
+        models,
+    ) as s:
+        yield s
 
 
 @pytest.fixture
@@ -316,3 +312,27 @@ def test_pasted_key_is_used_and_never_stored(page: Page, stack: tuple[Fortress, 
     assert rows == 1
     page.get_by_role("button", name="Stop using pasted key").click()
     expect(page.locator("#pg-key-status")).to_have_text("Using your stored playground key.")
+
+
+def test_playground_pages_fit_a_phone_and_label_every_field(
+    page: Page, stack: tuple[Fortress, Admin, Sim]
+) -> None:
+    ensure_key(page)
+    page.set_viewport_size({"width": 360, "height": 800})
+    for path in ("/playground", "/playground/embeddings"):
+        page.goto(path)
+        overflow = page.evaluate("document.documentElement.scrollWidth - innerWidth")
+        assert overflow <= 0, f"{path} scrolls sideways at 360 px ({overflow} px)"
+        unlabeled = page.evaluate(
+            """[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+               .filter(e => !(e.id && document.querySelector(`label[for="${e.id}"]`)))
+               .map(e => e.outerHTML)"""
+        )
+        assert unlabeled == [], path
+    page.goto("/playground")
+    page.get_by_label("Message").focus()
+    page.keyboard.type("Keyboard only")
+    page.get_by_label("Max tokens to generate (num_predict)").fill("3")
+    page.get_by_label("Message").press("Control+Enter")  # sends without the mouse
+    expect(page.locator("#pg-log .msg.user").last).to_have_text(re.compile("Keyboard only"))
+    expect(page.locator("#pg-status")).to_have_text("Done.", timeout=20_000)

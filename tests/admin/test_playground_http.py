@@ -8,6 +8,7 @@ import ssl
 import time
 import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -31,17 +32,28 @@ from tests.conftest import (
 CHAT = {"model": "llama3.2:1b", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fortress, Admin, Sim]]:
-    sim = start_sim("--models", "llama3.2:1b,nomic-embed-text", name="pg-http")
-    home = make_fortress(tmp_path_factory.mktemp("pg-http"), [("local", sim.url)])
-    home.cli("user", "add", "pg-user")
+@contextmanager
+def playground_stack(tmp: Path, user: str, *sim_flags: str) -> Iterator[tuple[Fortress, Admin, Sim]]:
+    """Simulator, proxy and admin over one database that has `user`, for the playground tests."""
+    sim = start_sim(*sim_flags, name="playground")
+    home = make_fortress(tmp, [("local", sim.url)])
+    home.cli("user", "add", user)
     home.serve()
     admin = start_admin(home)
-    yield home, admin, sim
-    stop(admin.proc)
-    home.stop()
-    sim.stop()
+    try:
+        yield home, admin, sim
+    finally:
+        stop(admin.proc)
+        home.stop()
+        sim.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fortress, Admin, Sim]]:
+    with playground_stack(
+        tmp_path_factory.mktemp("pg-http"), "pg-user", "--models", "llama3.2:1b,nomic-embed-text"
+    ) as s:
+        yield s
 
 
 def _rows(home: Fortress, sql: str, *args: object) -> list[tuple]:
