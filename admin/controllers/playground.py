@@ -187,7 +187,9 @@ async def _page(request: Request, template: str, /, status_code: int = 200, **co
         pair, models_error = None, str(exc)
     if pair is not None:
         stored = pair[0]
-        if stored.state == "active":
+        if stored.state != "active":
+            models_error = f"Your playground key is {stored.state}: create a new one or paste a key."
+        else:
             try:
                 found = await relay.models(relay.for_config(cfg(request)), pair[1], ip(request))
             except relay.RelayError as exc:

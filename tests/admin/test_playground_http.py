@@ -145,6 +145,8 @@ def test_a_new_playground_key_revokes_the_old_and_forget_revokes_it(
     ((new,),) = _rows(home, "SELECT key_id FROM playground_keys WHERE admin_name = 'admin'")
     assert old != new
     assert _rows(home, "SELECT state FROM api_keys WHERE id = ?", old) == [("revoked",)]
+    assert c.post(f"/keys/{new}/disable", data={"_csrf_token": token}).status_code == 303
+    assert "Your playground key is disabled: create a new one" in c.get("/playground").text
     r = c.post("/playground/key/forget", data={"next": "/playground/embeddings", "_csrf_token": token})
     assert r.headers.get("location") == "/playground/embeddings"
     assert _rows(home, "SELECT * FROM playground_keys") == []
