@@ -114,7 +114,7 @@
     if (message.images?.length) {
       const list = document.createElement("ul");
       list.className = "pg-images";
-      for (const data of message.images) list.append(thumbnail(data, message.image_types?.[0]));
+      message.images.forEach((data, i) => list.append(thumbnail(data, message.image_types?.[i])));
       item.append(list);
     }
     const stats = document.createElement("p");
