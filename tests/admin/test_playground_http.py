@@ -217,7 +217,14 @@ def test_embeddings_form_works_without_javascript(stack: tuple[Fortress, Admin, 
     ).text
     assert "<html" not in fragment and fragment.count('<g class="point">') == 62
     bad = c.post("/playground/embeddings", data={"model_a": "nomic-embed-text", "_csrf_token": token})
-    assert bad.status_code == 400 and "choose a built-in set or type" in bad.text
+    assert bad.status_code == 400 and bad.text.count("choose a built-in set or type") == 1
+    htmx_bad = c.post(
+        "/playground/embeddings",
+        data={"sets": ["animals"], "model_a": "no-such-model", "_csrf_token": token},
+        headers={"HX-Request": "true"},
+    )  # htmx swaps only 2xx answers: the error comes as a 200 fragment
+    assert htmx_bad.status_code == 200 and "model &#39;no-such-model&#39; not found" in htmx_bad.text
+    assert 'role="alert"' in htmx_bad.text and "<html" not in htmx_bad.text
 
 
 def test_an_unreachable_proxy_is_named_not_a_traceback(admin: Admin) -> None:
