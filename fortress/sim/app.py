@@ -5,14 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from fortress.sim import blobs, embeddings, generation, inventory, openai, probes, transfers
+from fortress.sim import (
+    anthropic,
+    blobs,
+    credentials,
+    embeddings,
+    generation,
+    inventory,
+    openai,
+    probes,
+    transfers,
+)
 from fortress.sim.catalog import Catalog
 from fortress.sim.gojson import DecodeError
 from fortress.sim.hostcheck import host_allowed, is_loopback_listener
 from fortress.sim.journal import Journal
 from fortress.sim.request import Refusal, Request
 from fortress.sim.settings import KnobError, Settings, resolve
-from fortress.sim.wire import TEXT, Full, Reply, dumps, error, openai_error
+from fortress.sim.wire import TEXT, Full, Reply, anthropic_error, dumps, error, openai_error
 
 Handler = Callable[["Simulator", Request], Reply]
 
@@ -46,12 +56,14 @@ ROUTES: dict[str, Route] = {
     "/v1/completions": Route({"POST": openai.completions}, "openai"),
     "/v1/embeddings": Route({"POST": openai.embeddings}, "openai"),
     "/v1/models": Route({"GET": openai.models}, "openai"),
+    "/v1/messages": Route({"POST": anthropic.messages}, "anthropic"),
     "/_sim/requests": Route({"GET": probes.journal, "DELETE": probes.clear_journal}, "sim"),
 }
 PREFIXED: tuple[tuple[str, Route], ...] = (
     ("/api/blobs/", Route({"HEAD": blobs.head_blob, "POST": blobs.post_blob}, hashes_body=True)),
     ("/v1/models/", Route({"GET": openai.model}, "openai")),
 )
+RENDER: dict[str, Callable[[int, str], Full]] = {"openai": openai_error, "anthropic": anthropic_error}
 NOT_FOUND = Full(404, b"404 page not found", TEXT)
 NOT_ALLOWED = Full(405, b"405 method not allowed", TEXT)
 FORBIDDEN = Full(403, b"", None)
@@ -80,10 +92,17 @@ class Simulator:
         self.journal = Journal()
         self.check_host = is_loopback_listener(settings.host)
         self.version_reply = Full(200, dumps({"version": settings.version}))
+        self.base_path = settings.base_path + "/" if settings.base_path != "/v1" else ""
 
     def prepare(self, req: Request) -> Route:
-        """Called once the head is parsed: resolve the route (its captured tail goes to req.param)."""
-        route, req.param = find_route(req.path)
+        """Called once the head is parsed: resolve the route (its captured tail goes to req.param).
+
+        With --base-path B, `B/x` is served as `/v1/x` (providers put their API under many paths).
+        """
+        path = req.path
+        if self.base_path and path.startswith(self.base_path):
+            path = "/v1/" + path[len(self.base_path) :]
+        route, req.param = find_route(path)
         return route
 
     def handle(self, req: Request, route: Route) -> Reply:
@@ -95,7 +114,11 @@ class Simulator:
         handler = route.handlers.get(req.method)
         if handler is None:
             return NOT_ALLOWED if route.handlers else NOT_FOUND
-        render = openai_error if route.family == "openai" else error
+        render = RENDER.get(route.family, error)
+        if route.family in RENDER:
+            unauthorised = credentials.refusal(self.settings.api_key, req, route.family)
+            if unauthorised is not None:
+                return unauthorised
         try:
             req.knobs = resolve(self.settings, req.lower, req.method in ("POST", "DELETE"))
         except KnobError as refused:

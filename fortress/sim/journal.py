@@ -27,3 +27,9 @@ class Journal:
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+def note(entry: dict | None, model: object) -> None:
+    """Record the model a request body named (so tests can assert the name a backend was asked for)."""
+    if entry is not None:
+        entry["model"] = model

@@ -1,18 +1,29 @@
-"""OpenAI-compatible routes under /v1: chat and text completions (JSON or SSE), embeddings, models."""
+"""OpenAI-compatible routes under /v1: chat and text completions (JSON or SSE), embeddings, models.
+
+Two flavours. By default the routes answer as Ollama's compatibility layer does (an Ollama backend).
+With `--provider` they answer as OpenAI itself does (a provider backend): a role-only first chunk,
+`"usage": null` on every chunk when usage is asked for, tool-call arguments streamed in fragments,
+OpenAI's ids, usage details and wording. In both, a model given tools calls them (unless the last
+message is a tool result) and one asked for `response_format` JSON answers JSON (see structured.py).
+"""
 
 from __future__ import annotations
 
 import base64
 import random
+import string
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import TYPE_CHECKING
 
-from fortress.sim import gojson, text
+from fortress.sim import gojson, messages, structured, text
+from fortress.sim.catalog import Model
 from fortress.sim.embeddings import find_embedder, inputs
 from fortress.sim.generation import find_model
 from fortress.sim.gotime import DEFAULT_KEEP_ALIVE_S
+from fortress.sim.journal import note
 from fortress.sim.plan import Plan
 from fortress.sim.request import Refusal, Request
 from fortress.sim.wire import SSE, Full, Reply, Stream, dumps
@@ -29,10 +40,17 @@ _SAMPLING = {
     "top_p": "*float64",
     "seed": "*int",
 }
-CHAT_FIELDS = {**_SAMPLING, "messages": "[]openai.Message", "tools": "[]api.Tool"}
+CHAT_FIELDS = {
+    **_SAMPLING,
+    "messages": "[]openai.Message",
+    "tools": "[]api.Tool",
+    "response_format": "*openai.ResponseFormat",
+}
 COMPLETION_FIELDS = {**_SAMPLING, "prompt": "json.RawMessage", "suffix": "string"}
 EMBEDDING_FIELDS = {"model": "string", "input": "json.RawMessage", "encoding_format": "string"}
 DONE = b"data: [DONE]\n\n"
+FINGERPRINT = "fp_sim"
+_ALPHANUMERIC = string.ascii_letters + string.digits
 
 
 def _event(value: object) -> bytes:
@@ -45,10 +63,8 @@ def _sse(prefix: bytes, suffix: bytes, plan: Plan, tail: list[bytes]) -> Iterato
     yield from tail
 
 
-def _plan(sim: Simulator, req: Request, body: dict, prompt_tokens: int, verb: str) -> Plan:
-    model = find_model(sim, body.get("model"), "completion", verb)
-    was_loaded = sim.catalog.touch(model, DEFAULT_KEEP_ALIVE_S)
-    return Plan.make(req.knobs, body.get("max_tokens"), prompt_tokens, was_loaded)
+def _random_id(prefix: str, length: int) -> str:
+    return prefix + "".join(random.choices(_ALPHANUMERIC, k=length))
 
 
 def _include_usage(body: dict) -> bool:
@@ -56,69 +72,273 @@ def _include_usage(body: dict) -> bool:
     return isinstance(options, dict) and bool(options.get("include_usage"))
 
 
-def chat_completions(sim: Simulator, req: Request) -> Reply:
-    body = gojson.decode_struct(req.body, "openai.ChatCompletionRequest", CHAT_FIELDS)
-    messages = body.get("messages") or []
-    if not messages:
-        raise Refusal(400, "[] is too short - 'messages'")
-    said = "".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
-    plan = _plan(sim, req, body, text.count_tokens(said) + 4 * len(messages) + text.TEMPLATE_OVERHEAD, "chat")
-    head = {
-        "id": f"chatcmpl-{random.randrange(999)}",
-        "object": "chat.completion",
+def _find(sim: Simulator, name: object, verb: str) -> Model:
+    """The model, or the 404 in the imitated server's words."""
+    try:
+        return find_model(sim, name, "completion", verb)
+    except Refusal as refused:
+        if sim.settings.provider and refused.status == 404:
+            raise Refusal(
+                404, f"The model `{name}` does not exist or you do not have access to it."
+            ) from None
+        raise
+
+
+def _plan(sim: Simulator, req: Request, body: dict, prompt_tokens: int, verb: str) -> Plan:
+    model = _find(sim, body.get("model"), verb)
+    was_loaded = sim.catalog.touch(model, DEFAULT_KEEP_ALIVE_S)
+    limit = body.get("max_tokens", body.get("max_completion_tokens"))
+    return Plan.make(req.knobs, limit, prompt_tokens, was_loaded)
+
+
+def _usage(prompt_tokens: int, completion_tokens: int, provider: bool) -> dict:
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    if provider:
+        usage["prompt_tokens_details"] = {"cached_tokens": 0, "audio_tokens": 0}
+        usage["completion_tokens_details"] = {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        }
+    return usage
+
+
+def _head(body: dict, kind: str, provider: bool) -> dict:
+    """The fields every chunk (or the whole answer) starts with."""
+    if provider:
+        prefix = "chatcmpl-" if kind.startswith("chat") else "cmpl-"
+        head = {
+            "id": _random_id(prefix, 24),
+            "object": kind,
+            "created": int(time.time()),
+            "model": body["model"],
+        }
+        if kind.startswith("chat"):
+            head["service_tier"] = "default"
+        head["system_fingerprint"] = FINGERPRINT
+        return head
+    prefix = "chatcmpl-" if kind.startswith("chat") else "cmpl-"
+    return {
+        "id": f"{prefix}{random.randrange(999)}",
+        "object": kind,
         "created": int(time.time()),
         "model": body.get("model"),
         "system_fingerprint": "fp_ollama",
     }
+
+
+class Chunks:
+    """Builds the SSE events of one chat stream: each delta, the finish chunk, usage, [DONE]."""
+
+    def __init__(self, head: dict, provider: bool, usage: bool) -> None:
+        self.head = {**head, "object": "chat.completion.chunk"}
+        self.provider = provider
+        self.usage = usage
+
+    def chunk(self, delta: dict, finish: str | None = None) -> bytes:
+        choice: dict = {"index": 0, "delta": delta}
+        if self.provider:
+            choice["logprobs"] = None
+        choice["finish_reason"] = finish
+        chunk = {**self.head, "choices": [choice]}
+        if self.usage and self.provider:
+            chunk["usage"] = None  # OpenAI marks every chunk but the last when usage is asked for
+        return _event(chunk)
+
+    def tail(self, finish: str, usage: dict) -> list[bytes]:
+        events = [self.chunk({}, finish)]
+        if self.usage:
+            events.append(_event({**self.head, "choices": [], "usage": usage}))
+        events.append(DONE)
+        return events
+
+    def stream(self, deltas: Iterable[dict], finish: str, usage: dict, plan: Plan) -> Stream:
+        body = chain((self.chunk(delta) for delta in deltas), self.tail(finish, usage))
+        return Stream(SSE, body, plan.interval_s)
+
+
+def chat_completions(sim: Simulator, req: Request) -> Reply:
+    body = gojson.decode_struct(req.body, "openai.ChatCompletionRequest", CHAT_FIELDS)
+    note(req.entry, body.get("model"))
+    provider = sim.settings.provider
+    history = body.get("messages") or []
+    if not history:
+        raise Refusal(400, "[] is too short - 'messages'")
+    said = messages.read(history, provider)
+    prompt_tokens = (
+        text.count_tokens(said.text)
+        + 4 * len(history)
+        + text.TEMPLATE_OVERHEAD
+        + messages.IMAGE_TOKENS * said.images
+    )
+    plan = _plan(sim, req, body, prompt_tokens, "chat")
+    head = _head(body, "chat.completion", provider)
+    tools = body.get("tools")
+    if tools and said.last_role != "tool":
+        calls = structured.chosen_tools(tools, body.get("tool_choice"), body.get("parallel_tool_calls"))
+        if calls:
+            return _tool_calls(body, head, calls, plan, provider)
+    response_format = body.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
+        return _json_answer(body, head, response_format, plan, provider)
     if not body.get("stream"):
+        choice = {"index": 0, "message": _message(text.plain_text(plan.count), provider)}
+        if provider:
+            choice["logprobs"] = None
+        choice["finish_reason"] = plan.done_reason
+        usage = _usage(plan.prompt_tokens, plan.count, provider)
+        return Full(200, dumps({**head, "choices": [choice], "usage": usage}), delay_s=plan.generation_s)
+    chunks = Chunks(head, provider, _include_usage(body))
+    tail = chunks.tail(plan.done_reason, _usage(plan.prompt_tokens, plan.count, provider))
+    if provider:  # a role-only first chunk, then bare content deltas
+        prefix = b"data: " + dumps(chunks.head)[:-1] + b',"choices":[{"index":0,"delta":{"content":"'
+        suffix = b'"},"logprobs":null,"finish_reason":null}]' + (b',"usage":null}' if chunks.usage else b"}")
+        first = chunks.chunk({"role": "assistant", "content": "", "refusal": None})
+        return Stream(SSE, chain((first,), _sse(prefix, suffix + b"\n\n", plan, tail)), plan.interval_s)
+    prefix = (
+        b"data: "
+        + dumps(chunks.head)[:-1]
+        + b',"choices":[{"index":0,"delta":{"role":"assistant","content":"'
+    )
+    return Stream(SSE, _sse(prefix, b'"},"finish_reason":null}]}\n\n', plan, tail), plan.interval_s)
+
+
+def _message(content: str | None, provider: bool, **extra: object) -> dict:
+    if provider:
+        return {"role": "assistant", "content": content, **extra, "refusal": None, "annotations": []}
+    return {"role": "assistant", "content": content or "", **extra}
+
+
+def _tool_calls(body: dict, head: dict, functions: list[dict], plan: Plan, provider: bool) -> Reply:
+    """The model calls each chosen function; arguments come from its parameters' schema.
+
+    OpenAI streams a call's id and name, then its arguments in fragments (one token each); Ollama
+    sends each call whole. `max_tokens` cuts the arguments short, as it would a real model's.
+    """
+    budget = plan.count if plan.done_reason == "length" else None
+    calls, tokens, finish = [], 0, "tool_calls"
+    for function in functions:
+        left = None if budget is None else budget - tokens
+        if left is not None and left <= 0:
+            break
+        pieces, cut = structured.fragments(structured.dumps(structured.arguments(function)), left)
+        calls.append((structured.call_id(provider), function.get("name", ""), pieces))
+        tokens += len(pieces)
+        if cut:
+            finish = "length"
+    usage = _usage(plan.prompt_tokens, tokens, provider)
+    whole = [
+        {"id": call_id, "type": "function", "function": {"name": name, "arguments": "".join(pieces)}}
+        for call_id, name, pieces in calls
+    ]
+    if not body.get("stream"):
+        message = _message(None, provider, tool_calls=whole)
         choice = {
             "index": 0,
-            "message": {"role": "assistant", "content": text.plain_text(plan.count)},
-            "finish_reason": plan.done_reason,
+            "message": message,
+            **({"logprobs": None} if provider else {}),
+            "finish_reason": finish,
         }
-        reply = {**head, "choices": [choice], "usage": plan.usage()}
-        return Full(200, dumps(reply), delay_s=plan.generation_s)
-    head["object"] = "chat.completion.chunk"
-    prefix = b"data: " + dumps(head)[:-1] + b',"choices":[{"index":0,"delta":{"role":"assistant","content":"'
-    tail = [_event({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": plan.done_reason}]})]
-    if _include_usage(body):
-        tail.append(_event({**head, "choices": [], "usage": plan.usage()}))
-    tail.append(DONE)
-    return Stream(SSE, _sse(prefix, b'"},"finish_reason":null}]}\n\n', plan, tail), plan.interval_s)
+        return Full(200, dumps({**head, "choices": [choice], "usage": usage}), delay_s=plan.generation_s)
+    chunks = Chunks(head, provider, _include_usage(body))
+    if not provider:
+        indexed = [{"id": c["id"], "index": i, **c} for i, c in enumerate(whole)]
+        return chunks.stream(
+            [{"role": "assistant", "content": "", "tool_calls": indexed}], finish, usage, plan
+        )
+    deltas: list[dict] = []
+    for index, (call_id, name, pieces) in enumerate(calls):
+        opening = {
+            "index": index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        first = {"tool_calls": [opening]}
+        deltas.append(
+            {"role": "assistant", "content": None, **first, "refusal": None} if index == 0 else first
+        )
+        deltas += ({"tool_calls": [{"index": index, "function": {"arguments": piece}}]} for piece in pieces)
+    return chunks.stream(deltas, finish, usage, plan)
+
+
+def _json_answer(body: dict, head: dict, response_format: dict, plan: Plan, provider: bool) -> Reply:
+    """JSON text for `response_format`: an example of the schema, or an object holding the answer."""
+    schema = (response_format.get("json_schema") or {}).get("schema")
+    value = structured.example(schema) if schema else {"answer": text.plain_text(plan.count)}
+    limit = plan.count if plan.done_reason == "length" else None
+    pieces, cut = structured.fragments(structured.dumps(value), limit)
+    finish = "length" if cut else "stop"
+    usage = _usage(plan.prompt_tokens, len(pieces), provider)
+    if not body.get("stream"):
+        message = _message("".join(pieces), provider)
+        choice = {
+            "index": 0,
+            "message": message,
+            **({"logprobs": None} if provider else {}),
+            "finish_reason": finish,
+        }
+        return Full(200, dumps({**head, "choices": [choice], "usage": usage}), delay_s=plan.generation_s)
+    chunks = Chunks(head, provider, _include_usage(body))
+    if provider:
+        deltas = chain(
+            ({"role": "assistant", "content": "", "refusal": None},), ({"content": p} for p in pieces)
+        )
+    else:
+        deltas = ({"role": "assistant", "content": p} for p in pieces)
+    return chunks.stream(deltas, finish, usage, plan)
 
 
 def completions(sim: Simulator, req: Request) -> Reply:
     body = gojson.decode_struct(req.body, "openai.CompletionRequest", COMPLETION_FIELDS)
+    note(req.entry, body.get("model"))
+    provider = sim.settings.provider
     prompt = body.get("prompt")
+    if provider and isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
+        prompt = "".join(prompt)
     if not isinstance(prompt, str):
         raise Refusal(400, "invalid type for 'prompt' field")
     plan = _plan(sim, req, body, text.count_tokens(prompt) + text.TEMPLATE_OVERHEAD, "generate")
-    head = {
-        "id": f"cmpl-{random.randrange(999)}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": body.get("model"),
-        "system_fingerprint": "fp_ollama",
-    }
+    head = _head(body, "text_completion", provider)
+    usage = _usage(plan.prompt_tokens, plan.count, provider)
+    logprobs = b'"logprobs":null,' if provider else b""
     if not body.get("stream"):
-        choice = {"text": text.plain_text(plan.count), "index": 0, "finish_reason": plan.done_reason}
-        reply = {**head, "choices": [choice], "usage": plan.usage()}
-        return Full(200, dumps(reply), delay_s=plan.generation_s)
-    usage = _include_usage(body)
-    zero = {"usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}} if usage else {}
-    # Ollama puts a zeroed usage on every chunk when include_usage is set.
-    suffix = b'","index":0,"finish_reason":null}]' + (b"," + dumps(zero)[1:-1] if zero else b"") + b"}\n\n"
+        choice = {"text": text.plain_text(plan.count), "index": 0, **({"logprobs": None} if provider else {})}
+        choice["finish_reason"] = plan.done_reason
+        return Full(200, dumps({**head, "choices": [choice], "usage": usage}), delay_s=plan.generation_s)
+    asked = _include_usage(body)
+    if provider:  # OpenAI: "usage": null on every chunk but the last
+        marker = {"usage": None} if asked else {}
+    else:  # Ollama: a zeroed usage on every chunk
+        marker = {"usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}} if asked else {}
+    suffix = (
+        b'","index":0,'
+        + logprobs
+        + b'"finish_reason":null}]'
+        + (b"," + dumps(marker)[1:-1] if marker else b"")
+    )
     prefix = b"data: " + dumps(head)[:-1] + b',"choices":[{"text":"'
-    finish = {"text": "", "index": 0, "finish_reason": plan.done_reason}
-    tail = [_event({**head, "choices": [finish], **zero})]
-    if usage:
-        tail.append(_event({**head, "choices": [], "usage": plan.usage()}))
+    finish = {
+        "text": "",
+        "index": 0,
+        **({"logprobs": None} if provider else {}),
+        "finish_reason": plan.done_reason,
+    }
+    tail = [_event({**head, "choices": [finish], **marker})]
+    if asked:
+        tail.append(_event({**head, "choices": [], "usage": usage}))
     tail.append(DONE)
-    return Stream(SSE, _sse(prefix, suffix, plan, tail), plan.interval_s)
+    return Stream(SSE, _sse(prefix, suffix + b"}\n\n", plan, tail), plan.interval_s)
 
 
 def embeddings(sim: Simulator, req: Request) -> Full:
     body = gojson.decode_struct(req.body, "openai.EmbedRequest", EMBEDDING_FIELDS)
+    note(req.entry, body.get("model"))
     samples = inputs(body.get("input"))
     if not samples:
         raise Refusal(400, "invalid input")
@@ -136,12 +356,23 @@ def embeddings(sim: Simulator, req: Request) -> Full:
     return Full(200, dumps({"object": "list", "data": data, "model": body.get("model"), "usage": usage}))
 
 
+def _provider_entry(model: Model) -> dict:
+    """A provider lists bare ids (no `:latest` tag) owned by itself."""
+    return {**model.openai_entry(), "id": model.name.removesuffix(":latest"), "owned_by": "fortress-sim"}
+
+
 def models(sim: Simulator, req: Request) -> Full:
+    if sim.settings.provider:
+        entries = [_provider_entry(m) for m in sim.catalog.installed.values()]
+        return Full(200, dumps({"object": "list", "data": entries}))
     return Full(200, sim.catalog.openai_models_body())
 
 
 def model(sim: Simulator, req: Request) -> Full:
     found = sim.catalog.find(req.param)
     if found is None:
+        if sim.settings.provider:
+            raise Refusal(404, f"The model '{req.param}' does not exist")
         raise Refusal(404, f"model '{req.param}' not found")
-    return Full(200, dumps({**found.openai_entry(), "id": req.param}))
+    entry = _provider_entry(found) if sim.settings.provider else found.openai_entry()
+    return Full(200, dumps({**entry, "id": req.param}))

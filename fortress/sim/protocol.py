@@ -101,7 +101,7 @@ class SimProtocol(asyncio.Protocol):
         )
         self._request = req
         self._route = self.sim.prepare(req)
-        self._entry = (
+        self._entry = req.entry = (
             None
             if req.path.startswith("/_sim/")
             else self.sim.journal.record(method, target, self._headers, self.peer)
@@ -126,6 +126,8 @@ class SimProtocol(asyncio.Protocol):
             req.body_sha256 = self._hasher.hexdigest()
         if self._entry is not None:
             self._entry["body_length"] = self._body_length
+            if self.sim.settings.journal_bodies and self._hasher is None:
+                self._entry["body"] = req.body.decode("utf-8", "replace")
         if self.busy:
             self.queue.append((req, route))
             if len(self.queue) >= MAX_QUEUED and not self.reading_paused and self.transport:

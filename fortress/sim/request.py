@@ -21,6 +21,7 @@ class Request:
     body: bytes = b""
     body_sha256: str = ""  # hex digest when the route hashes its body instead of keeping it
     knobs: Knobs | None = None
+    entry: dict | None = None  # this request's journal entry (None for /_sim/*), for journal.note()
 
 
 class Refusal(Exception):

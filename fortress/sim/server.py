@@ -26,6 +26,13 @@ def _model_list(text: str) -> tuple[str, ...]:
     return items
 
 
+def _base_path(text: str) -> str:
+    path = "/" + text.strip("/")
+    if path == "/" or any(c in path for c in "?#% "):
+        raise argparse.ArgumentTypeError(f"invalid base path {text!r}: expected e.g. /v1 or /api/v1")
+    return path
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fortress sim", description="A fast Ollama simulator.")
     add = parser.add_argument
@@ -42,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--version", default="0.12.0", help="version reported by /api/version")
     add("--name", default="", help="instance name, echoed in the X-Sim-Name response header")
     add("--ready-file", default="", help="write the base URL here once listening")
+    add("--provider", action="store_true", help="/v1 answers as OpenAI does (a provider), not as Ollama")
+    add("--api-key", default="", help="require this bearer credential on /v1 routes (OpenAI's 401 otherwise)")
+    add("--base-path", type=_base_path, default="/v1", help="serve the /v1 routes under this path too")
+    add("--journal-bodies", action="store_true", help="keep request bodies in /_sim/requests")
     return parser
 
 
@@ -60,6 +71,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
         version=args.version,
         name=args.name,
         ready_file=args.ready_file,
+        provider=args.provider,
+        api_key=args.api_key,
+        base_path=args.base_path,
+        journal_bodies=args.journal_bodies,
     )
 
 

@@ -23,6 +23,10 @@ class Settings:
     version: str = "0.12.0"
     name: str = ""
     ready_file: str = ""
+    provider: bool = False  # /v1 answers as OpenAI itself, not as Ollama's compatibility layer
+    api_key: str = ""  # when set, /v1 routes need it (Bearer; x-api-key on /v1/messages)
+    base_path: str = "/v1"  # where the OpenAI routes live, e.g. /compatible-mode/v1
+    journal_bodies: bool = False  # keep request bodies in /_sim/requests
 
 
 @dataclass(frozen=True, slots=True)

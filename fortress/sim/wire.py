@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,16 @@ TEXT = b"text/plain; charset=utf-8"
 LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
-_OPENAI_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 404: "not_found_error"}
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
 
 
 @dataclass(slots=True)
@@ -51,10 +61,19 @@ def error(status: int, message: str) -> Full:
     return Full(status, dumps({"error": message}))
 
 
-def openai_error(status: int, message: str) -> Full:
+def openai_error(status: int, message: str, code: str | None = None) -> Full:
     """The OpenAI-compatible routes' error body."""
     kind = _OPENAI_TYPES.get(status, "api_error")
-    return Full(status, dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}))
+    return Full(status, dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}))
+
+
+def anthropic_error(status: int, message: str) -> Full:
+    """The Anthropic Messages route's error body, as Ollama writes it (with a request id)."""
+    kind = _ANTHROPIC_TYPES.get(status, "api_error")
+    error = {"type": kind, "message": message}
+    return Full(
+        status, dumps({"type": "error", "error": error, "request_id": f"req_{secrets.token_hex(12)}"})
+    )
 
 
 def frame(data: bytes) -> bytes:
