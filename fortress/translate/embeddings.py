@@ -16,7 +16,7 @@ def _vector(value: object) -> list[float] | None:
     if isinstance(value, list):
         return value
     if isinstance(value, str):
-        floats = array("f", base64.b64decode(value))
+        floats = array("f", base64.b64decode(value, validate=True))
         if sys.byteorder == "big":
             floats.byteswap()
         return floats.tolist()
