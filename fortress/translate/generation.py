@@ -13,15 +13,32 @@ token counts from the provider's `usage`, and durations from the injected clock:
 from __future__ import annotations
 
 import json
+import re
 from json.encoder import encode_basestring
 
 from fortress.translate.base import JSON, NDJSON, Clock, Counted, Headers, Stamps, dumps, is_event_stream
 from fortress.translate.errors import client_status, message_of, provider_message
-from fortress.translate.sse import SSEParser
+from fortress.translate.sse import Event, SSEParser
 
 # OpenAI finish_reason -> Ollama done_reason; Ollama says "stop" after tool calls too.
 _REASONS = {"stop": "stop", "length": "length", "tool_calls": "stop", "function_call": "stop"}
 INCOMPLETE = "the provider's stream ended before the answer was complete"
+
+# A content-only chat chunk event, compact, as OpenAI, Ollama's compatibility layer and most servers
+# write it: known metadata, `choices[0].delta.content` (role/refusal at most beside it), no finish
+# reason, usage or error. Its text is copied as the JSON string it already is (the pattern admits
+# valid JSON string contents only), without decoding and re-encoding; other events are decoded.
+_TEXT_HEAD = (
+    rb'data: \{(?:"(?:id|object|created|model|system_fingerprint|service_tier)":(?:"[^"\\\n]*"|-?\d+|null),)*'
+    rb'"choices":\[\{"index":0,"delta":\{(?:"role":"assistant",)?"content":"'
+)
+_TEXT_REST = (
+    rb'([^"\\\x00-\x1f]*(?:\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4})[^"\\\x00-\x1f]*)*)"(?:,"refusal":null)?\}'
+    rb'(?:,"logprobs":null)?,"finish_reason":null(?:,"stop_reason":null)?\}\]'
+    rb'(?:,"(?:usage|obfuscation)":(?:null|"[^"\\\n]*"))*\}\n\n'
+)
+_TEXT_EVENT = re.compile(_TEXT_HEAD + _TEXT_REST)
+_TEXT_AFTER_HEAD = re.compile(_TEXT_REST)  # once a stream's head is known, the rest of each event
 
 
 def _quoted(text: str) -> bytes:
@@ -51,10 +68,14 @@ class GenerationCodec(Counted):
         "_model",
         "_open",
         "_parser",
+        "_prefix",
+        "_read",
         "_stamps",
         "_started_ns",
         "_stream",
+        "_text_close",
         "_text_key",
+        "_text_open",
         "_thinking",
     )
 
@@ -72,6 +93,10 @@ class GenerationCodec(Counted):
         self._open = b'{"model":' + dumps(model) + b',"created_at":"'
         self._text_key = b'","message":{"role":"assistant","content":' if chat else b'","response":'
         self._close = b'},"done":false}\n' if chat else b',"done":false}\n'
+        self._text_open = self._text_key + b'"'
+        self._text_close = b'"' + self._close
+        self._read: tuple[int, bytes] | None = None  # the clock reading of the current read
+        self._prefix = b"\x00"  # the head of this stream's text events, up to the text, once seen
         self._parser: SSEParser | None = None
         self._body: list[bytes] = []  # a JSON answer or an error body, until end()
         self._error_status = 0
@@ -98,17 +123,64 @@ class GenerationCodec(Counted):
         if self._parser is None:
             self._body.append(data)
             return b""
-        out = [self._event(payload) for _, payload, _ in self._parser.feed(data)]
-        return b"".join(out) if out else b""
+        self._read = None
+        out: list[bytes] = []
+        pos = 0
+        if self._stream and b"\r" not in data:
+            if self._parser.pending:  # complete the event a previous read began
+                end = data.find(b"\n\n")
+                if end >= 0:
+                    pos = end + 2
+                    self._decode(self._parser.feed(data[:pos]), out)
+            if not self._parser.pending:
+                pos = self._copy(data, pos, out)
+        if pos < len(data) and not self._finished:
+            self._decode(self._parser.feed(data[pos:] if pos else data), out)
+        return b"".join(out)
+
+    def _copy(self, data: bytes, pos: int, out: list[bytes]) -> int:
+        """Complete events from `pos` on: text chunks copied, others decoded; where the rest begins."""
+        parser = self._parser
+        assert parser is not None
+        stamp = None
+        prefix = self._prefix
+        while not self._finished:
+            if data.startswith(prefix, pos):  # the head every text event of this stream repeats
+                match = _TEXT_AFTER_HEAD.match(data, pos + len(prefix))
+            else:
+                match = _TEXT_EVENT.match(data, pos)
+                if match is not None:
+                    prefix = self._prefix = data[pos : match.start(1)]
+            if match is None:
+                end = data.find(b"\n\n", pos)
+                if end < 0:
+                    break
+                self._decode(parser.feed(data[pos : end + 2]), out)
+                pos = end + 2
+                continue
+            if match.end(1) > match.start(1):  # the role-only first chunk has no text
+                if stamp is None:
+                    stamp = self._now()[1]
+                out += (self._open, stamp, self._text_open, match[1], self._text_close)
+            pos = match.end()
+        return pos
+
+    def _decode(self, events: list[Event], out: list[bytes]) -> None:
+        for _, payload, _ in events:
+            if payload is not None:  # keep-alive comments have nothing to say to an Ollama client
+                out.append(self._event(payload))
 
     def end(self) -> bytes:
         if self._finished:
             return b""
+        self._read = None
         if self._error_status:
             self._finished = True
             return dumps({"error": provider_message(self._error_status, b"".join(self._body))})
         if self._parser is not None:
-            out = b"".join([self._event(payload) for _, payload, _ in self._parser.close()])
+            closing: list[bytes] = []
+            self._decode(self._parser.close(), closing)
+            out = b"".join(closing)
             if self._finished:
                 return out
             if self._finish is None:
@@ -170,18 +242,16 @@ class GenerationCodec(Counted):
             text = choice.get("text")
         out = b""
         if text or thinking:
-            if not self._first_ns:
-                self._first_ns = self._clock()
             if self._stream:
                 out = self._line(text if isinstance(text, str) else "", thinking)
             else:
+                self._now()
                 if isinstance(text, str):
                     self._content.append(text)
                 if isinstance(thinking, str):
                     self._thinking.append(thinking)
         if calls and isinstance(calls, list):
-            if not self._first_ns:
-                self._first_ns = self._clock()
+            self._now()
             self._collect(calls)
         reason = choice.get("finish_reason")
         if reason:
@@ -229,8 +299,20 @@ class GenerationCodec(Counted):
         return assembled
 
     # Writing Ollama's answer
+    def _now(self) -> tuple[int, bytes]:
+        """One clock reading per read of the provider's body: what arrived together is stamped alike.
+
+        The first reading that produces output also marks the first token (for the durations).
+        """
+        now = self._read
+        if now is None:
+            now = self._read = self._stamps.now()
+            if not self._first_ns:
+                self._first_ns = now[0]
+        return now
+
     def _line(self, text: str, thinking: object) -> bytes:
-        _, stamp = self._stamps.now()
+        stamp = self._now()[1]
         if thinking and isinstance(thinking, str):
             parts = (self._open, stamp, self._text_key, _quoted(text), b',"thinking":', _quoted(thinking))
             return b"".join((*parts, self._close))
@@ -242,7 +324,7 @@ class GenerationCodec(Counted):
             calls = self._assembled()
         except ToolCallError as error:
             return self._fail(str(error))
-        _, stamp = self._stamps.now()
+        stamp = self._now()[1]
         message = {"role": "assistant", "content": "", "tool_calls": calls}
         return (
             dumps({"model": self._model, "created_at": stamp.decode(), "message": message, "done": False})

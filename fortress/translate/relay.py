@@ -15,11 +15,10 @@ import json
 
 from fortress.translate.base import JSON, Counted, Headers, dumps, header, is_event_stream
 from fortress.translate.errors import client_status, provider_message
-from fortress.translate.sse import SSEParser
+from fortress.translate.sse import Event, SSEParser
 
 _MODEL_KEY = b'"model"'
 _SPACE = b" \t\r\n"
-_NULL_USAGE = (b'"usage":null', b'"usage": null')
 
 
 def ask_for_usage(body: dict) -> bool:
@@ -44,38 +43,46 @@ def _skip_space(data: bytes, i: int) -> int:
     return i
 
 
+def _model_value(data: bytes) -> tuple[int, int, int] | None:
+    """(key start, value start, value end) of the first `"model"` key with a string value."""
+    at = data.find(_MODEL_KEY)
+    if at < 0:
+        return None
+    i = _skip_space(data, at + len(_MODEL_KEY))
+    if data[i : i + 1] != b":":
+        return None
+    i = _skip_space(data, i + 1)
+    if data[i : i + 1] != b'"':
+        return None
+    end = i
+    while True:
+        end = data.find(b'"', end + 1)
+        if end < 0:
+            return None
+        slashes = 0
+        while data[end - 1 - slashes] == 92:  # backslashes before the quote: odd means escaped
+            slashes += 1
+        if not slashes % 2:
+            return at, i, end + 1
+
+
 def rename_model(data: bytes, quoted: bytes) -> bytes:
     """`data` with the string value of its first `"model"` key replaced by `quoted` (a JSON string).
 
     In OpenAI's answers that key is the top-level one: inside strings a quote is escaped, so the
     bytes `"model"` cannot come from content. Returns `data` itself when there is nothing to replace.
     """
-    at = data.find(_MODEL_KEY)
-    if at < 0:
+    found = _model_value(data)
+    if found is None:
         return data
-    i = _skip_space(data, at + len(_MODEL_KEY))
-    if data[i : i + 1] != b":":
-        return data
-    i = _skip_space(data, i + 1)
-    if data[i : i + 1] != b'"':
-        return data
-    end = i
-    while True:
-        end = data.find(b'"', end + 1)
-        if end < 0:
-            return data
-        slashes = 0
-        while data[end - 1 - slashes] == 92:  # backslashes before the quote: odd means escaped
-            slashes += 1
-        if not slashes % 2:
-            break
-    return b"".join((data[:i], quoted, data[end + 1 :]))
+    _, start, end = found
+    return b"".join((data[:start], quoted, data[end:]))
 
 
 class OpenAIRelay(Counted):
     """Codec for `/v1` chat, completions and embeddings answers (SSE or JSON) relayed to an OpenAI client."""
 
-    __slots__ = ("_body", "_content_type", "_error_status", "_hide", "_model", "_parser")
+    __slots__ = ("_body", "_content_type", "_error_status", "_hide", "_model", "_parser", "_renamed", "_seen")
 
     def __init__(self, *, client_wants_usage: bool = True, model: str | None = None) -> None:
         """`client_wants_usage` from ask_for_usage(); `model` is the client's name for it, when it differs
@@ -83,6 +90,8 @@ class OpenAIRelay(Counted):
         super().__init__()
         self._hide = not client_wants_usage
         self._model = dumps(model) if model else None
+        self._seen = b"\x00"  # the provider's `"model": "..."` bytes, once seen, and what replaces them
+        self._renamed = b""
         self._parser: SSEParser | None = None
         self._body: list[bytes] = []
         self._error_status = 0
@@ -98,11 +107,29 @@ class OpenAIRelay(Counted):
         return status, self._content_type
 
     def feed(self, data: bytes) -> bytes:
-        if self._parser is None:
+        parser = self._parser
+        if parser is None:
             self._body.append(data)
             return b""
-        out = [self._event(event) for event in self._parser.feed(data)]
+        if not parser.pending and b"\r" not in data:  # whole events first, in one go when possible
+            cut = data.rfind(b"\n\n") + 2
+            if cut > 1:
+                whole = self._whole(data[:cut] if cut < len(data) else data)
+                if whole is not None:
+                    return whole + self.feed(data[cut:]) if cut < len(data) else whole
+        out = [self._event(event) for event in parser.feed(data)]
         return b"".join(out) if out else b""
+
+    def _whole(self, events: bytes) -> bytes | None:
+        """Complete events relayed as one block: when none carries usage and every `model` key holds
+        the name already seen (one replace renames them all). None: go event by event."""
+        if events.count(b'"usage"') != events.count(b'"usage":null'):
+            return None
+        if self._model is None:
+            return events
+        if events.count(_MODEL_KEY) != events.count(self._seen):
+            return None
+        return events.replace(self._seen, self._renamed)
 
     def end(self) -> bytes:
         if self._parser is not None:
@@ -120,9 +147,11 @@ class OpenAIRelay(Counted):
             return b"data: " + self._error(message) + b"\n\n"
         return self._error(message)
 
-    def _event(self, event: tuple[bytes, bytes, bytes]) -> bytes:
+    def _event(self, event: Event) -> bytes:
         kind, data, raw = event
-        if b'"usage"' in data and not any(null in data for null in _NULL_USAGE):
+        if data is None:  # a keep-alive comment: the client's read timeout needs it too
+            return raw
+        if b'"usage"' in data and b'"usage":null' not in data and b'"usage": null' not in data:
             try:
                 chunk = json.loads(data)
             except ValueError:
@@ -133,11 +162,18 @@ class OpenAIRelay(Counted):
                     return b""
         if self._model is None:
             return raw
-        renamed = rename_model(data, self._model)
-        if renamed is data:
-            return raw
-        lines = b"data: " + renamed.replace(b"\n", b"\ndata: ") + b"\n\n"
-        return b"event: " + kind + b"\n" + lines if kind else lines
+        if self._seen not in raw:  # a name not seen before: learn where it is
+            found = _model_value(data)
+            if found is None:
+                return raw
+            key, start, end = found
+            self._seen, self._renamed = data[key:end], data[key:start] + self._model
+            if self._seen not in raw:  # key and value on two lines of a multi-line event: rebuild it
+                lines = b"data: " + b"".join((data[:start], self._model, data[end:])).replace(
+                    b"\n", b"\ndata: "
+                )
+                return b"event: " + kind + b"\n" + lines + b"\n\n" if kind else lines + b"\n\n"
+        return raw.replace(self._seen, self._renamed, 1)
 
     @staticmethod
     def _error(message: str) -> bytes:

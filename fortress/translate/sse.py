@@ -2,22 +2,21 @@
 
 Sans-IO (h11's style): `feed()` takes whatever a read returned, so an event may arrive split across
 reads or many events in one; `close()` hands over what the end of the body completes. Line endings
-may be LF, CRLF or CR (the SSE spec allows all three); comment lines (`: keep-alive`) and events
-without a `data` field are skipped. Each event comes out as `(event_type, data, raw)`: `raw` is the
-event's normalised bytes with its blank-line terminator, for relays that pass events through.
+may be LF, CRLF or CR (the SSE spec allows all three). Each block comes out as `(event_type, data,
+raw)`: `raw` is its normalised bytes with the blank line that ends it, for relays that pass blocks
+through. A block with no `data` field (a `: keep-alive` comment, a lone `id:` or `retry:`) is not
+a message: its data is None, and it is there only so a relay can forward it.
 """
 
 from __future__ import annotations
 
-Event = tuple[bytes, bytes, bytes]  # (event type or b"", data lines joined by b"\n", raw block)
+Event = tuple[bytes, bytes | None, bytes]  # (event type or b"", data lines joined by b"\n", raw block)
 
 _CR = 13
 
 
-def _parse(block: bytes) -> Event | None:
-    """One event block (its lines, without the blank line that ended it) -> an event, or None."""
-    if block.startswith(b"data: ") and b"\n" not in block:  # the common case: one data line
-        return b"", block[6:], block + b"\n\n"
+def _parse(block: bytes) -> Event:
+    """One block (its lines, without the blank line that ended it) -> an event."""
     kind = b""
     data: list[bytes] = []
     for line in block.split(b"\n"):
@@ -30,9 +29,7 @@ def _parse(block: bytes) -> Event | None:
             data.append(value)
         elif name == b"event":
             kind = value
-    if not data:
-        return None
-    return kind, b"\n".join(data), block + b"\n\n"
+    return kind, b"\n".join(data) if data else None, block + b"\n\n"
 
 
 class SSEParser:
@@ -43,6 +40,11 @@ class SSEParser:
     def __init__(self) -> None:
         self._buffer = b""
         self._held_cr = False  # a read ended with CR: it may be the first half of a CRLF
+
+    @property
+    def pending(self) -> bool:
+        """An event has begun and not ended (so the next bytes continue it)."""
+        return bool(self._buffer) or self._held_cr
 
     def feed(self, data: bytes) -> list[Event]:
         if self._held_cr:
@@ -62,9 +64,10 @@ class SSEParser:
             end = buffer.find(b"\n\n", start)
             if end < 0:
                 break
-            event = _parse(buffer[start:end])
-            if event is not None:
-                events.append(event)
+            if buffer.startswith(b"data: ", start) and buffer.find(b"\n", start, end) < 0:  # one data line
+                events.append((b"", buffer[start + 6 : end], buffer[start : end + 2]))
+            else:
+                events.append(_parse(buffer[start:end]))
             start = end + 2
             while buffer[start : start + 1] == b"\n":
                 start += 1
@@ -80,7 +83,5 @@ class SSEParser:
         events = self.feed(b"\n") if self._held_cr else []
         tail, self._buffer = self._buffer, b""
         if tail.endswith(b"\n"):
-            event = _parse(tail.rstrip(b"\n"))
-            if event is not None:
-                events.append(event)
+            events.append(_parse(tail.rstrip(b"\n")))
         return events

@@ -22,8 +22,10 @@ def ticking(step_ns: int = 1_000_000, start: int = START_NS) -> Callable[[], int
     return clock
 
 
-def event(value: object) -> bytes:
-    return b"data: " + json.dumps(value, ensure_ascii=False).encode() + b"\n\n"
+def event(value: object, spaced: bool = False) -> bytes:
+    """One SSE event, compact as providers send them (`spaced`: Python's default separators)."""
+    separators = (", ", ": ") if spaced else (",", ":")
+    return b"data: " + json.dumps(value, ensure_ascii=False, separators=separators).encode() + b"\n\n"
 
 
 def chunk(

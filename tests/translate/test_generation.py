@@ -37,10 +37,15 @@ def run(
     return codec, head, out
 
 
+def events_of(stream: bytes) -> list[bytes]:
+    return [event + b"\n\n" for event in stream.split(b"\n\n")[:-1]]
+
+
 def test_chat_stream_golden() -> None:
-    codec, head, out = run(text_stream(["Hel", 'lo "wörld"', "\n"], prompt=21))
+    codec, head, out = run(events_of(text_stream(["Hel", 'lo "wörld"', "\n"], prompt=21)))
     assert head == (200, b"application/x-ndjson")
-    # Clock readings 1 ms apart: start 0, head 1, first token 2, then one per line.
+    # Clock readings 1 ms apart: start 0, head 1, one per read that makes lines (the first token at 2),
+    # one for the final object.
     stamp = "2025-06-15T15:06:40.00{}Z".format
 
     def said(at: int, content: str, **rest: object) -> dict:
@@ -52,14 +57,14 @@ def test_chat_stream_golden() -> None:
         }
 
     assert lines(out) == [
-        said(3, "Hel", done=False),
-        said(4, 'lo "wörld"', done=False),
-        said(5, "\n", done=False),
-        said(6, "", done=True, done_reason="stop", total_duration=6_000_000, load_duration=1_000_000,
-             prompt_eval_count=21, prompt_eval_duration=1_000_000, eval_count=3, eval_duration=4_000_000),
+        said(2, "Hel", done=False),
+        said(3, 'lo "wörld"', done=False),
+        said(4, "\n", done=False),
+        said(5, "", done=True, done_reason="stop", total_duration=5_000_000, load_duration=1_000_000,
+             prompt_eval_count=21, prompt_eval_duration=1_000_000, eval_count=3, eval_duration=3_000_000),
     ]  # fmt: skip
     assert out.split(b"\n")[1] == (
-        b'{"model":"prov/gpt-4o-mini","created_at":"2025-06-15T15:06:40.004Z",'
+        b'{"model":"prov/gpt-4o-mini","created_at":"2025-06-15T15:06:40.003Z",'
         b'"message":{"role":"assistant","content":"lo \\"w\xc3\xb6rld\\""},"done":false}'
     )
     assert (codec.prompt_tokens, codec.completion_tokens) == (21, 3)
@@ -73,7 +78,7 @@ def test_generate_stream_golden_and_length() -> None:
     assert [o.get("response") for o in objects] == ["The", " end", ""]
     assert objects[0] == {
         "model": MODEL,
-        "created_at": "2025-06-15T15:06:40.003Z",
+        "created_at": "2025-06-15T15:06:40.002Z",
         "response": "The",
         "done": False,
     }
@@ -85,7 +90,7 @@ def test_generate_stream_golden_and_length() -> None:
 
 def test_created_at_is_rfc3339nano_without_trailing_zeros() -> None:
     _, _, out = run(text_stream(["a"]), step=123_450)
-    assert lines(out)[0]["created_at"] == "2025-06-15T15:06:40.00037035Z"
+    assert lines(out)[0]["created_at"] == "2025-06-15T15:06:40.0002469Z"
 
 
 def test_completions_source_for_raw_generate() -> None:
@@ -303,8 +308,28 @@ def test_keep_alive_comments_and_n_greater_than_one_are_ignored() -> None:
     assert [o["message"]["content"] for o in lines(out)] == ["A", ""]
 
 
-STREAMS = [text_stream(["Hello", ", ", "wörld", "!\n"]), tool_stream(),
-           text_stream(["x"]).replace(b"\n", b"\r\n")]  # fmt: skip
+def spaced(stream: bytes) -> bytes:
+    """The same events with spaces after separators: no fast path, every event decoded."""
+    return b"".join(
+        event(json.loads(e[6:]), spaced=True) if e.startswith(b"data: {") else e + b"\n\n"
+        for e in stream.split(b"\n\n")[:-1]
+    )
+
+
+TEXT = text_stream(["Hello", ", ", 'w\u00f6rld "quoted" \\', "!\n", "\u2028\t"])
+STREAMS = [TEXT, spaced(TEXT), tool_stream(), text_stream(["x"]).replace(b"\n", b"\r\n")]
+
+
+def test_events_decoded_or_copied_give_the_same_lines() -> None:
+    """Compact content chunks are copied as JSON text; spaced ones are decoded: same Ollama lines."""
+    assert run(TEXT)[2] == run(spaced(TEXT))[2]
+    said = [o["message"]["content"] for o in lines(run(TEXT)[2])][:-1]
+    assert said == ["Hello", ", ", 'wörld "quoted" \\', "!\n", "\u2028\t"]
+
+
+def test_lines_from_one_read_share_their_stamp() -> None:
+    stamps = {o["created_at"] for o in lines(run(TEXT)[2])[:-1]}
+    assert len(stamps) == 1
 
 
 @settings(max_examples=200)
@@ -315,4 +340,5 @@ def test_any_resplitting_of_the_provider_stream_gives_the_same_ndjson(stream: by
                                                                       chat: bool) -> None:  # fmt: skip
     points = sorted({c % (len(stream) + 1) for c in cuts})
     pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
-    assert run(pieces, chat=chat)[2] == run(stream, chat=chat)[2]
+    # A stopped clock: stamps and durations depend on how often it is read, content must not.
+    assert run(pieces, chat=chat, step=0)[2] == run(stream, chat=chat, step=0)[2]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from fortress.translate import OpenAIRelay, ask_for_usage, rename_model
 from tests.translate.conftest import JSON_HEADERS, SSE_HEADERS, chunk, text_stream, usage
 
-STREAM = text_stream(["Hel", "lo"], prompt=11)
+STREAM = text_stream(["Hel", "lo"], prompt=11).replace(b"\n\ndata: {", b"\n\n: keep-alive\n\ndata: {", 1)
 USAGE_CHUNK = chunk(None, usage=usage(11, 2))
 
 
@@ -54,7 +54,7 @@ def test_usage_riding_on_a_content_chunk_is_kept() -> None:
 
 def test_model_renamed_in_every_chunk_and_in_json() -> None:
     _, _, out = relay(STREAM, wants=True, model="prov/gpt-4o-mini")
-    assert out == STREAM.replace(b'"model": "gpt-4o-mini"', b'"model": "prov/gpt-4o-mini"')
+    assert out == STREAM.replace(b'"model":"gpt-4o-mini"', b'"model":"prov/gpt-4o-mini"')
     answer = {"id": "x", "object": "chat.completion", "model": "gpt-4o-mini-2024-07-18", "usage": usage(3, 4)}
     codec, head, out = relay(
         json.dumps(answer).encode(), wants=True, model="prov/gpt-4o-mini", headers=JSON_HEADERS
@@ -97,3 +97,17 @@ def test_any_resplitting_gives_the_same_bytes(cuts: list[int], wants: bool) -> N
     points = sorted(set(cuts))
     pieces = [STREAM[a:b] for a, b in zip([0, *points], [*points, len(STREAM)], strict=True)]
     assert relay(pieces, wants=wants, model="p/m")[2] == relay(STREAM, wants=wants, model="p/m")[2]
+
+
+def test_rename_follows_a_model_that_changes_or_goes_missing() -> None:
+    stream = (
+        chunk({"content": "a"}, model="m-1") + chunk({"content": "b"}, model="m-2") + b'data: {"x":1}\n\n'
+    )
+    _, _, out = relay(stream + chunk({"content": "c"}, model="m-1"), wants=True, model="p/m")
+    assert out.count(b'"model":"p/m"') == 3 and b"m-1" not in out and b"m-2" not in out
+    assert b'data: {"x":1}\n\n' in out
+
+
+def test_keep_alive_comments_reach_the_client() -> None:
+    _, _, out = relay(STREAM, wants=False, model="p/m")
+    assert out.count(b": keep-alive\n\n") == 1

@@ -31,7 +31,7 @@ def parse(pieces: list[bytes]) -> list[tuple[bytes, bytes]]:
     parser = SSEParser()
     events = [event for piece in pieces for event in parser.feed(piece)]
     events += parser.close()
-    return [(kind, data) for kind, data, _ in events]
+    return [(kind, data) for kind, data, _ in events if data is not None]
 
 
 def test_whole_stream() -> None:
@@ -49,10 +49,15 @@ def test_crlf_and_cr_line_endings_even_split_between_cr_and_lf() -> None:
     assert parse([STREAM.replace(b"\n", b"\r")]) == EXPECTED
 
 
-def test_raw_is_the_event_with_its_terminator() -> None:
+def test_raw_is_the_event_with_its_terminator_and_comments_are_kept_for_relays() -> None:
     parser = SSEParser()
-    events = parser.feed(b'data: {"x":1}\n\nevent: e\ndata: y\n\n')
-    assert [raw for *_, raw in events] == [b'data: {"x":1}\n\n', b"event: e\ndata: y\n\n"]
+    events = parser.feed(b'data: {"x":1}\n\n: keep-alive\n\nevent: e\ndata: y\n\n')
+    assert [raw for *_, raw in events] == [
+        b'data: {"x":1}\n\n',
+        b": keep-alive\n\n",
+        b"event: e\ndata: y\n\n",
+    ]
+    assert [data for _, data, _ in events] == [b'{"x":1}', None, b"y"]
 
 
 def test_partial_event_waits_for_its_blank_line() -> None:
