@@ -125,9 +125,10 @@ class OpenAIRelay(Counted):
         the name already seen (one replace renames them all). None: go event by event."""
         if events.count(b'"usage"') != events.count(b'"usage":null'):
             return None
-        if self._model is None:
+        models = events.count(_MODEL_KEY) if self._model is not None else 0
+        if not models:
             return events
-        if events.count(_MODEL_KEY) != events.count(self._seen):
+        if models != events.count(self._seen):
             return None
         return events.replace(self._seen, self._renamed)
 
