@@ -187,12 +187,9 @@ def chat_completions(sim: Simulator, req: Request) -> Reply:
     if isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
         return _json_answer(body, head, response_format, plan, provider)
     if not body.get("stream"):
-        choice = {"index": 0, "message": _message(text.plain_text(plan.count), provider)}
-        if provider:
-            choice["logprobs"] = None
-        choice["finish_reason"] = plan.done_reason
+        message = _message(text.plain_text(plan.count), provider)
         usage = _usage(plan.prompt_tokens, plan.count, provider)
-        return Full(200, dumps({**head, "choices": [choice], "usage": usage}), delay_s=plan.generation_s)
+        return _answer(head, message, plan.done_reason, usage, plan, provider)
     chunks = Chunks(head, provider, _include_usage(body))
     tail = chunks.tail(plan.done_reason, _usage(plan.prompt_tokens, plan.count, provider))
     if provider:  # a role-only first chunk, then bare content deltas
@@ -206,6 +203,13 @@ def chat_completions(sim: Simulator, req: Request) -> Reply:
         + b',"choices":[{"index":0,"delta":{"role":"assistant","content":"'
     )
     return Stream(SSE, _sse(prefix, b'"},"finish_reason":null}]}\n\n', plan, tail), plan.interval_s)
+
+
+def _answer(head: dict, message: dict, finish: str, usage: dict, plan: Plan, provider: bool) -> Full:
+    """A whole (non-streamed) chat completion."""
+    logprobs = {"logprobs": None} if provider else {}
+    choice = {"index": 0, "message": message, **logprobs, "finish_reason": finish}
+    return Full(200, dumps({**head, "choices": [choice], "usage": usage}), delay_s=plan.generation_s)
 
 
 def _message(content: str | None, provider: bool, **extra: object) -> dict:
@@ -237,14 +241,7 @@ def _tool_calls(body: dict, head: dict, functions: list[dict], plan: Plan, provi
         for call_id, name, pieces in calls
     ]
     if not body.get("stream"):
-        message = _message(None, provider, tool_calls=whole)
-        choice = {
-            "index": 0,
-            "message": message,
-            **({"logprobs": None} if provider else {}),
-            "finish_reason": finish,
-        }
-        return Full(200, dumps({**head, "choices": [choice], "usage": usage}), delay_s=plan.generation_s)
+        return _answer(head, _message(None, provider, tool_calls=whole), finish, usage, plan, provider)
     chunks = Chunks(head, provider, _include_usage(body))
     if not provider:
         indexed = [{"id": c["id"], "index": i, **c} for i, c in enumerate(whole)]
@@ -276,14 +273,7 @@ def _json_answer(body: dict, head: dict, response_format: dict, plan: Plan, prov
     finish = "length" if cut else "stop"
     usage = _usage(plan.prompt_tokens, len(pieces), provider)
     if not body.get("stream"):
-        message = _message("".join(pieces), provider)
-        choice = {
-            "index": 0,
-            "message": message,
-            **({"logprobs": None} if provider else {}),
-            "finish_reason": finish,
-        }
-        return Full(200, dumps({**head, "choices": [choice], "usage": usage}), delay_s=plan.generation_s)
+        return _answer(head, _message("".join(pieces), provider), finish, usage, plan, provider)
     chunks = Chunks(head, provider, _include_usage(body))
     if provider:
         deltas = chain(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator
 
@@ -12,24 +11,9 @@ import pytest
 
 from tests.conftest import Sim
 from tests.sim.conftest import launch
+from tests.translate.conftest import CITY, PNG, WEATHER
 
 KEY = "sk-sim-provider-0123456789"
-PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32).decode()
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "unit"],
-        },
-    },
-}
-CITY = {"city": 'Café "naïve" \\ ✓', "unit": "celsius"}
 HI = [{"role": "user", "content": "Say hi"}]
 
 

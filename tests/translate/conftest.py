@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterable
 
 SSE_HEADERS = [(b"Content-Type", b"text/event-stream; charset=utf-8")]
 JSON_HEADERS = [(b"content-type", b"application/json")]
 START_NS = 1_750_000_000_000_000_000  # 2025-06-15T15:06:40Z
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32).decode()
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+        },
+    },
+}
+CITY = {"city": 'Café "naïve" \\ ✓', "unit": "celsius"}  # what the simulator's model calls WEATHER with
 
 
 def ticking(step_ns: int = 1_000_000, start: int = START_NS) -> Callable[[], int]:

@@ -7,7 +7,6 @@ arrive, and what comes out must satisfy the official `ollama` client's types wit
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Iterator
@@ -20,16 +19,9 @@ from fortress.translate import translate
 from fortress.translate.requests import Translation
 from tests.conftest import Sim
 from tests.sim.conftest import launch
+from tests.translate.conftest import CITY, PNG, WEATHER
 
 KEY = "sk-translate-test"
-PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32).decode()
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +72,7 @@ def test_chat_tool_call_round_trip(provider: Sim) -> None:
     _, out, _ = send(provider, "/api/chat", {"messages": ask, "tools": [WEATHER]})
     calls_line, final = (ollama.ChatResponse.model_validate_json(line) for line in out.splitlines())
     (call,) = calls_line.message.tool_calls or []
-    assert call.function.name == "get_weather" and call.function.arguments == {"city": 'Café "naïve" \\ ✓'}
+    assert call.function.name == "get_weather" and call.function.arguments == CITY
     assert final.done_reason == "stop"
     # The client answers the call the Ollama way (by tool name); the provider insists on the pairing.
     result = {"role": "tool", "content": "21 C", "tool_name": "get_weather"}
