@@ -37,6 +37,7 @@ from fortress.state.db import connect, migrate
 
 HERE = Path(__file__).resolve().parent
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+OWN_ACCOUNT_POSTS = frozenset({"/logout", "/settings/theme"})  # a viewer may still do these
 log = logging.getLogger("fortress.admin")
 
 
@@ -62,7 +63,7 @@ async def require_login(request: Request) -> Response | None:
             return Response(content="", status_code=401, headers={"HX-Redirect": "/login"})
         return Redirect(path="/login", status_code=303)
     request.state.admin = account
-    if request.method not in SAFE_METHODS and account.role != "admin":
+    if request.method not in SAFE_METHODS and account.role != "admin" and path not in OWN_ACCOUNT_POSTS:
         return Response(
             content="Your account is read-only (viewer).", status_code=403, media_type="text/plain"
         )

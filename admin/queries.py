@@ -29,19 +29,25 @@ class AdminAccount:
     password_hash: str
     role: str
     last_login_at: float | None
+    theme: str = "light"
 
 
 async def get_admin(db: aiosqlite.Connection, name: str) -> AdminAccount | None:
     async with db.execute(
-        "SELECT name, password_hash, role, last_login_at FROM admins WHERE name = ?", (name,)
+        "SELECT name, password_hash, role, last_login_at, theme FROM admins WHERE name = ?", (name,)
     ) as cur:
         row = await cur.fetchone()
     return AdminAccount(*row) if row else None
 
 
 async def list_admins(db: aiosqlite.Connection) -> list[AdminAccount]:
-    async with db.execute("SELECT name, '', role, last_login_at FROM admins ORDER BY name") as cur:
+    async with db.execute("SELECT name, '', role, last_login_at, theme FROM admins ORDER BY name") as cur:
         return [AdminAccount(*r) for r in await cur.fetchall()]
+
+
+async def set_theme(db: aiosqlite.Connection, name: str, theme: str) -> None:
+    """An account's own look: a preference, not configuration, so no config_version bump or audit."""
+    await db.execute("UPDATE admins SET theme = ? WHERE name = ?", (theme, name))
 
 
 async def record_login(db: aiosqlite.Connection, name: str, ip: str) -> None:

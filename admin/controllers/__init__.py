@@ -9,6 +9,7 @@ from admin.controllers.help import HelpController
 from admin.controllers.playground import PlaygroundController
 from admin.controllers.settings import SettingsController
 from admin.controllers.users import UsersController
+from admin.controllers.welcome import WelcomeController
 
 ALL = (
     AuthController,
@@ -20,4 +21,5 @@ ALL = (
     AuditController,
     PlaygroundController,
     HelpController,
+    WelcomeController,
 )

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 import psutil
 from litestar import Controller, Request, get
-from litestar.response import Template
+from litestar.response import Redirect, Template
 
 from admin import inventory, queries
+from admin.controllers import welcome
 from admin.web import cfg, db, page
 
 
@@ -61,7 +62,9 @@ async def live_context(request: Request) -> dict:
 
 class DashboardController(Controller):
     @get("/")
-    async def dashboard(self, request: Request) -> Template:
+    async def dashboard(self, request: Request) -> Template | Redirect:
+        if await welcome.pending(request):  # a fresh install: walk the first admin through set-up
+            return Redirect(path="/welcome", status_code=303)
         return page(request, "dashboard.html", **await live_context(request))
 
     @get("/dashboard/live")

@@ -1,4 +1,5 @@
-"""Policy settings (applied live through the database), TLS files (need a restart) and admin accounts."""
+"""Policy settings (applied live through the database), TLS files (need a restart), admin accounts,
+and the signed-in account's own theme."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
 from litestar.response import Response, Template
 
-from admin import queries, tlsinfo
+from admin import queries, themes, tlsinfo
 from admin.web import cfg, db, form, ip, me, page, see_other
 from fortress.config import Config
 from fortress.state import repo
@@ -154,6 +155,17 @@ class SettingsController(Controller):
         )
         return await _settings_page(request, tls_new=info, tls_paths=(cert_path, key_path))
 
+    @post("/settings/theme")
+    async def theme(self, request: Request) -> Template | Response:
+        """Any account, viewers too, picks its own theme; it follows the account to every browser."""
+        name = (await form(request)).get("theme", "")
+        if name not in themes.NAMES:
+            return await _settings_page(
+                request, theme_error=f"There is no theme named {name!r}.", status_code=400
+            )
+        await queries.set_theme(db(request), me(request).name, name)
+        return see_other(request, "/settings#theme")
+
     @post("/settings/admins")
     async def add_admin(self, request: Request) -> Template | Response:
         data = await form(request)
@@ -217,5 +229,6 @@ async def _settings_page(request: Request, **extra: object) -> Template:
         current_tls=current_tls,
         tls_problem=tls_problem,
         admins=await queries.list_admins(db(request)),
+        themes=themes.THEMES,
         **extra,  # type: ignore[arg-type]
     )

@@ -1,4 +1,5 @@
-"""Admin fixtures: a real admin process (`fortress admin`) over a real Fortress home and database."""
+"""Admin fixtures: a real admin process (`fortress admin`) over a real Fortress home and database, and
+for browser tests one headless Chromium and one seeded deployment shared by the whole session."""
 
 from __future__ import annotations
 
@@ -11,11 +12,24 @@ from pathlib import Path
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import PY, Fortress, make_fortress, start, stop, wait_port
+from tests.admin.seed import seed_history
+from tests.conftest import PY, ROOT, Fortress, Sim, make_fortress, start, start_sim, stop, wait_port
 
 ADMIN_USER, ADMIN_PASSWORD = "admin", "correct horse battery"
 CSRF_FIELD = re.compile(r'name="_csrf_token" value="([^"]+)"')
+SHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @dataclass
@@ -73,3 +87,75 @@ def fresh_admin(tmp_path: Path) -> Iterator[Admin]:
     a = start_admin(make_fortress(tmp_path, []))
     yield a
     stop(a.proc)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless (never a downloaded browser)."""
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@dataclass
+class Deployment:
+    """A proxy, its admin and three backends with a week of seeded traffic: what the README shows."""
+
+    home: Fortress
+    admin: Admin
+    sims: dict[str, Sim]
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """`local` (config.toml; streams and pull progress paced at 5 lines/s, so progress is visible),
+    `gpu-2` (Ollama) and `cloud` (OpenAI-compatible) in the database, and the seeded history."""
+    sims = {
+        "local": start_sim("--rate", "5", "--models", "llama3.2:1b,qwen3:0.6b", name="local"),
+        "gpu-2": start_sim(
+            "--models",
+            "llama3.1:8b,qwen2.5-coder:7b,nomic-embed-text",
+            "--loaded",
+            "llama3.1:8b",
+            name="gpu-2",
+        ),
+        "cloud": start_sim("--models", "gpt-4o-mini", name="cloud"),
+    }
+    home = make_fortress(tmp_path_factory.mktemp("deployment"), [("local", sims["local"].url)])
+    home.cli("backend", "add", "gpu-2", sims["gpu-2"].url)
+    home.cli("backend", "add", "cloud", sims["cloud"].url, "--type", "openai", "--models", "gpt-4o-mini")
+    seed_history(home.db)
+    home.serve()
+    admin = start_admin(home)
+    yield Deployment(home, admin, sims)
+    stop(admin.proc)
+    home.stop()
+    for sim in sims.values():
+        sim.stop()
+
+
+def new_page(browser: Browser, url: str) -> Page:
+    """A page in a fresh context (its own cookies) at the README's window size; dialogs are accepted."""
+    context = browser.new_context(
+        base_url=url, viewport={"width": 1280, "height": 900}, accept_downloads=True
+    )
+    page = context.new_page()
+    page.on("dialog", lambda d: d.accept())
+    return page
+
+
+def sign_in(
+    page: Page, user: str = ADMIN_USER, password: str = ADMIN_PASSWORD, landing: str = "Dashboard"
+) -> None:
+    page.goto("/login")
+    page.get_by_label("User name").fill(user)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+
+
+def shot(page: Page, name: str, *, full_page: bool = True) -> None:
+    """A README screenshot, docs/screenshots/NAME.png."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)

@@ -8,68 +8,34 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.admin.conftest import ADMIN_PASSWORD, ADMIN_USER, Admin, start_admin
-from tests.conftest import ROOT, Fortress, Sim, make_fortress, start_sim, stop
+from tests.admin.conftest import (
+    ADMIN_USER,
+    CHROMIUM_ARGS,  # noqa: F401 - other modules import it from here
+    Admin,
+    Deployment,
+    new_page,
+    shot,
+    sign_in,
+)
+from tests.conftest import Fortress
 
 pytestmark = pytest.mark.browser
 PERCENT = re.compile(r"^\d+%$")
 FULL_KEY = re.compile(r"^fk_[a-z0-9]{8}_[A-Za-z0-9]{32,}$")
-SHOTS = ROOT / "docs" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 @pytest.fixture(scope="module")
-def paced_sim() -> Iterator[Sim]:
-    """A simulator whose streams (pull progress included) arrive at 5 lines/s, so progress is visible."""
-    s = start_sim("--rate", "5", "--models", "llama3.2:1b,qwen3:0.6b", name="browser")
-    yield s
-    stop(s.proc)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, paced_sim: Sim) -> Iterator[tuple[Fortress, Admin]]:
-    home = make_fortress(tmp_path_factory.mktemp("browser"), [("local", paced_sim.url)])
-    home.serve()
-    admin = start_admin(home)
-    yield home, admin
-    stop(admin.proc)
-    home.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+def stack(deployment: Deployment) -> tuple[Fortress, Admin]:
+    return deployment.home, deployment.admin
 
 
 @pytest.fixture
 def page(browser: Browser, stack: tuple[Fortress, Admin]) -> Iterator[Page]:
-    context = browser.new_context(base_url=stack[1].url, viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.on("dialog", lambda d: d.accept())
+    pg = new_page(browser, stack[1].url)
     yield pg
-    context.close()
-
-
-def sign_in(page: Page) -> None:
-    page.goto("/login")
-    page.get_by_label("User name").fill(ADMIN_USER)
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
+    pg.context.close()
 
 
 def within_1s(check: Callable[[], bool]) -> bool:
@@ -80,11 +46,6 @@ def within_1s(check: Callable[[], bool]) -> bool:
             return False
         time.sleep(0.05)
     return True
-
-
-def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def test_login_page_and_wrong_password(page: Page) -> None:

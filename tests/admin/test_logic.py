@@ -1,4 +1,4 @@
-"""Pure admin logic: login throttle, SVG charts, TLS pair checks, dashboard rates, date ranges, pulls."""
+"""Pure admin logic: login throttle, TLS pair checks, dashboard rates, date ranges, pulls."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from admin import charts, tlsinfo
+from admin import tlsinfo
 from admin.controllers.analytics import parse_range
 from admin.controllers.dashboard import rates
 from admin.controllers.settings import FIELDS, parse_field
@@ -39,15 +39,6 @@ def test_throttle_success_clears_the_account_only() -> None:
     assert t.retry_after("root", "elsewhere", 1) == 0
     t.fail("x", "ip", 1)
     assert t.retry_after("root", "ip", 1) > 0
-
-
-def test_charts_escape_and_scale() -> None:
-    svg = charts.bars("Models <top>", [("<script>", 10), ("b", 5)])
-    assert "<script>" not in svg and "&lt;script&gt;" in svg
-    assert 'aria-label="Models &lt;top&gt;"' in svg and "style=" not in svg
-    col = charts.columns("Per hour", [("a", 0), ("b", 4)])
-    assert col.count("<rect") == 2 and "No data" not in col
-    assert "No data" in charts.columns("empty", [])
 
 
 def _pair(days: int) -> tuple[bytes, bytes, bytes]:
