@@ -72,18 +72,18 @@ def _hours_chart(rows: list[tuple], rng: Range, now: float) -> str:
         else:
             ticks.append(f"{t:%H:00}" if short and start % 3 == 0 else "")
     title = "Requests per hour" if size == 1 else f"Requests per {size} hours"
+    column = [b[1] for b in buckets]
     return charts.columns(
-        title,
-        labels,
-        [
-            charts.Series("successful", [b[1][0] for b in buckets]),
-            charts.Series("errors", [b[1][1] for b in buckets], "bad"),
-        ],
-        unit="requests",
-        axis="hour (UTC)",
-        ticks=ticks,
-        width=charts.WIDE,
+        title, labels, _outcomes(column), unit="requests", axis="hour (UTC)", ticks=ticks, width=charts.WIDE
     )
+
+
+def _outcomes(column: list[list[float]]) -> list[charts.Series]:
+    """Successful requests and errors, stacked, from [successful, errors, ...] per bucket."""
+    return [
+        charts.Series("successful", [v[0] for v in column]),
+        charts.Series("errors", [v[1] for v in column], "bad"),
+    ]
 
 
 def _day_charts(rows: list[tuple], first: date, last: date, now: float) -> tuple[str, str]:
@@ -96,27 +96,13 @@ def _day_charts(rows: list[tuple], first: date, last: date, now: float) -> tuple
     per = "day" if size == 1 else f"{size} days"
     column = [b[1] for b in buckets]
     requests = charts.columns(
-        f"Requests per {per}",
-        labels,
-        [
-            charts.Series("successful", [v[0] for v in column]),
-            charts.Series("errors", [v[1] for v in column], "bad"),
-        ],
-        unit="requests",
-        axis="day (UTC)",
-        ticks=ticks,
+        f"Requests per {per}", labels, _outcomes(column), unit="requests", axis="day (UTC)", ticks=ticks
     )
-    tokens = charts.columns(
-        f"Tokens per {per}",
-        labels,
-        [
-            charts.Series("prompt", [v[2] for v in column]),
-            charts.Series("completion", [v[3] for v in column], "s2"),
-        ],
-        unit="tokens",
-        axis="day (UTC)",
-        ticks=ticks,
-    )
+    split = [
+        charts.Series("prompt", [v[2] for v in column]),
+        charts.Series("completion", [v[3] for v in column], "s2"),
+    ]
+    tokens = charts.columns(f"Tokens per {per}", labels, split, unit="tokens", axis="day (UTC)", ticks=ticks)
     return requests, tokens
 
 

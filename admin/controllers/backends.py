@@ -25,23 +25,9 @@ class BackendsController(Controller):
     async def add_backend(self, request: Request) -> Template | Response:
         data = await form(request)
         try:
-            await repo.add_backend(
-                db(request),
-                data.get("name", ""),
-                data.get("url", ""),
-                actor=me(request).name,
-                ip=ip(request),
-                type=data.get("type", "ollama"),
-                weight=_int(data.get("weight"), 1, "weight"),
-                models=data.get("models", ""),
-                credential=data.get("credential", ""),
-                max_concurrent=_int(data.get("max_concurrent"), 0, "max concurrent"),
-                box=for_config(cfg(request)),
-                file_backends=cfg(request).backends,
-            )
+            await add_from_form(request, data)
         except repo.RepoError as exc:
             return await _backends_page(request, error=str(exc), draft=data, status_code=400)
-        request.app.state.inventory.forget()
         return see_other(request, "/backends")
 
     @post("/backends/{name:str}/edit")
@@ -124,6 +110,25 @@ class BackendsController(Controller):
     @post("/models/unload")
     async def unload(self, request: Request) -> Template | Response:
         return await _model_op(request, "model.unload", lambda t, d: backend_client.unload(t, d["model"]))
+
+
+async def add_from_form(request: Request, data: dict[str, str]) -> None:
+    """Store a backend from a posted form (this page and the first-run wizard); RepoError on bad input."""
+    await repo.add_backend(
+        db(request),
+        data.get("name", ""),
+        data.get("url", ""),
+        actor=me(request).name,
+        ip=ip(request),
+        type=data.get("type", "ollama"),
+        weight=_int(data.get("weight"), 1, "weight"),
+        models=data.get("models", ""),
+        credential=data.get("credential", ""),
+        max_concurrent=_int(data.get("max_concurrent"), 0, "max concurrent"),
+        box=for_config(cfg(request)),
+        file_backends=cfg(request).backends,
+    )
+    request.app.state.inventory.forget()
 
 
 def _int(text: str | None, default: int, what: str) -> int:

@@ -12,10 +12,10 @@ from litestar import Controller, Request, get, post
 from litestar.response import Redirect, Response, Template
 
 from admin import backend_client, inventory
+from admin.controllers.backends import add_from_form
 from admin.controllers.help import proxy_url
 from admin.web import cfg, db, form, ip, me, page, see_other
 from fortress.state import repo
-from fortress.state.secretbox import for_config
 
 STATE_KEY = "first_run"  # meta row: 'backend' once step 1 is done, then 'done' or 'skipped'
 FINISHED = ("done", "skipped")
@@ -85,22 +85,10 @@ class WelcomeController(Controller):
     async def add_backend(self, request: Request) -> Template | Response:
         data = await form(request)
         try:
-            await repo.add_backend(
-                db(request),
-                data.get("name", ""),
-                data.get("url", ""),
-                actor=me(request).name,
-                ip=ip(request),
-                type=data.get("type", "ollama"),
-                models=data.get("models", ""),
-                credential=data.get("credential", ""),
-                box=for_config(cfg(request)),
-                file_backends=cfg(request).backends,
-            )
+            await add_from_form(request, data)
         except repo.RepoError as exc:
             return page(request, "welcome.html", step=1, draft=data, error=str(exc), status_code=400)
         await _set_state(db(request), "backend")
-        request.app.state.inventory.forget()
         return see_other(request, "/welcome")
 
     @post("/welcome/user")

@@ -89,9 +89,10 @@ def fresh_admin(tmp_path: Path) -> Iterator[Admin]:
     stop(a.proc)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless (never a downloaded browser)."""
+    """Debian's Chromium, headless (never a downloaded browser); per module, because Playwright's sync
+    API holds an event loop in this thread while it runs, and other modules use asyncio.run()."""
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         yield b
