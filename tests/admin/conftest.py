@@ -106,6 +106,7 @@ class Deployment:
     home: Fortress
     admin: Admin
     sims: dict[str, Sim]
+    keys: dict[str, list[str]]  # the seeded people's full keys
 
 
 @pytest.fixture(scope="session")
@@ -126,10 +127,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     home = make_fortress(tmp_path_factory.mktemp("deployment"), [("local", sims["local"].url)])
     home.cli("backend", "add", "gpu-2", sims["gpu-2"].url)
     home.cli("backend", "add", "cloud", sims["cloud"].url, "--type", "openai", "--models", "gpt-4o-mini")
-    seed_history(home.db)
+    keys = seed_history(home.db)
     home.serve()
     admin = start_admin(home)
-    yield Deployment(home, admin, sims)
+    yield Deployment(home, admin, sims, keys)
     stop(admin.proc)
     home.stop()
     for sim in sims.values():

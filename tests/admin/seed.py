@@ -169,32 +169,35 @@ def _request(rng: random.Random, person: Person, key_id: str, ts: float, outage:
     )
 
 
-async def _accounts(db_path: Path) -> dict[str, list[str]]:
-    """The people and their keys (created now, as an admin would); person -> key ids."""
+async def _accounts(db_path: Path) -> dict[str, list[tuple[str, str]]]:
+    """The people and their keys (created now, as an admin would); person -> [(key id, full key)]."""
     db = await connect(db_path)
     try:
-        keys: dict[str, list[str]] = {}
+        keys: dict[str, list[tuple[str, str]]] = {}
         for person in PEOPLE:
             await repo.add_user(db, person.name, actor="seed")
             rate = "600/1m" if person.pattern == "steady" else ""
             for label in person.keys:
-                _, row = await repo.create_key(db, person.name, actor="seed", label=label, rate=rate)
-                keys.setdefault(person.name, []).append(row.id)
+                full, row = await repo.create_key(db, person.name, actor="seed", label=label, rate=rate)
+                keys.setdefault(person.name, []).append((row.id, full))
         return keys
     finally:
         await db.close()
 
 
-def seed_history(db_path: Path, now: float | None = None, days: int = 7, seed: int = 12) -> int:
-    """Create the people, their keys and `days` days of usage up to `now`; returns the row count."""
+def seed_history(
+    db_path: Path, now: float | None = None, days: int = 7, seed: int = 12
+) -> dict[str, list[str]]:
+    """Create the people, their keys and `days` days of usage up to `now`; returns each person's full keys."""
     now = time.time() if now is None else now
     with ThreadPoolExecutor(1) as pool:  # its own thread: Playwright's sync API holds a loop in this one
         keys = pool.submit(asyncio.run, _accounts(db_path)).result()
-    rows = [as_row(e) for e in events(keys, now, days, seed)]
+    ids = {person: [key_id for key_id, _ in pairs] for person, pairs in keys.items()}
+    rows = [as_row(e) for e in events(ids, now, days, seed)]
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         for i in range(0, len(rows), 5000):  # batches, as the writer process stores them
             store(conn, rows[i : i + 5000])
     finally:
         conn.close()
-    return len(rows)
+    return {person: [full for _, full in pairs] for person, pairs in keys.items()}

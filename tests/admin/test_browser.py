@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -58,7 +60,9 @@ def test_login_page_and_wrong_password(page: Page) -> None:
     expect(page.get_by_role("alert")).to_have_text("Wrong user name or password.")
 
 
-def test_dashboard_updates_without_reload(page: Page, stack: tuple[Fortress, Admin]) -> None:
+def test_dashboard_updates_without_reload(
+    page: Page, stack: tuple[Fortress, Admin], deployment: Deployment
+) -> None:
     sign_in(page)
     expect(page.locator("#cpu")).to_have_text(PERCENT)
     expect(page.locator("#mem")).to_contain_text("%")
@@ -72,7 +76,36 @@ def test_dashboard_updates_without_reload(page: Page, stack: tuple[Fortress, Adm
     assert stamp.inner_text() != first
     assert page.evaluate("window.__marker") == 1
     expect(page.locator("#live")).to_contain_text("worker(s) reporting")
-    shot(page, "dashboard")
+    with _traffic(deployment):  # the README's dashboard shows a proxy at work
+        tile = page.locator(".tile", has_text="Requests/s")
+        deadline = time.monotonic() + 20
+        while float(tile.locator(".big").inner_text()) < 2 and time.monotonic() < deadline:
+            page.wait_for_timeout(250)
+        assert float(tile.locator(".big").inner_text()) >= 2
+        shot(page, "dashboard")
+
+
+@contextmanager
+def _traffic(deployment: Deployment) -> Iterator[None]:
+    """Chats through the proxy with two seeded keys, on a thread, while the block runs."""
+    done = threading.Event()
+    keys = [deployment.keys["ci-bot"][0], deployment.keys["support-bot"][0]]
+
+    def send() -> None:
+        with httpx.Client(base_url=deployment.home.url, timeout=30) as c:
+            while not done.is_set():
+                for key, model in zip(keys, ("llama3.1:8b", "qwen2.5-coder:7b"), strict=True):
+                    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": False}
+                    c.post("/api/chat", json=body, headers={"Authorization": f"Bearer {key}"})
+                time.sleep(0.05)
+
+    worker = threading.Thread(target=send)
+    worker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        worker.join()
 
 
 def test_user_and_key_lifecycle_against_the_proxy(page: Page, stack: tuple[Fortress, Admin]) -> None:

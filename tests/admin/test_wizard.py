@@ -38,6 +38,16 @@ def test_the_curl_line_is_one_shell_line_with_a_json_body() -> None:
     assert "/v1/chat/completions" in curl_line("https://gw:443", "k", "openai", "gpt-4o-mini")
 
 
+def test_no_wizard_where_a_backend_exists_and_none_without_a_session(admin: Admin) -> None:
+    """The module's admin has a backend in config.toml: the wizard stays out of the way."""
+    with admin.client() as anonymous:
+        assert anonymous.get("/welcome").headers["location"] == "/login"
+    c, _ = admin.login()
+    assert c.get("/").status_code == 200
+    assert (c.get("/welcome").status_code, c.get("/welcome").headers["location"]) == (303, "/")
+    assert c.post("/welcome/user", data={"name": "x"}).status_code == 403  # CSRF like every form
+
+
 @pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[tuple[Fortress, Admin, Sim]]:
     """A proxy and admin over a database with no backend at all (none in config.toml either)."""
@@ -139,6 +149,8 @@ def test_the_wizard_can_be_skipped_for_good_and_viewers_never_see_it(
     _sign_in(viewer, "watcher", "watching-you")
     expect(viewer.get_by_role("heading", name="Dashboard")).to_be_visible()
     viewer.context.close()
+    v, vtoken = admin.login("watcher", "watching-you")
+    assert v.post("/welcome/skip", data={"_csrf_token": vtoken}).status_code == 403  # admins decide
 
     page = new_page(browser, admin.url)
     _sign_in(page)
