@@ -161,6 +161,8 @@ def test_chart_text_is_legible_at_100_percent(analytics: Page) -> None:
 def test_every_chart_downloads_as_a_png_of_itself(analytics: Page) -> None:
     theme = analytics.evaluate("document.documentElement.dataset.theme")
     palette = {k: hex_rgb(v) for k, v in theme_variables()[theme].items() if v.startswith("#")}
+    refused: list[str] = []  # the export must live within the CSP (no inline script or style)
+    analytics.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
     for name in CHARTS:
         box = analytics.locator(f"#chart-{name} svg.chart").bounding_box()
         assert box
@@ -175,3 +177,4 @@ def test_every_chart_downloads_as_a_png_of_itself(analytics: Page) -> None:
         assert colours.most_common(1)[0][0] == palette["card"], name  # the theme's card behind the chart
         assert palette["chart-1"] in colours or palette["chart-bad"] in colours, name  # bars are drawn
         assert len(colours) > 20, name  # antialiased text, not a blank picture
+    assert not refused, refused
