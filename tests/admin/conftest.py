@@ -7,6 +7,7 @@ import re
 import subprocess
 import tomllib
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,28 +114,27 @@ class Deployment:
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """`local` (config.toml; streams and pull progress paced at 5 lines/s, so progress is visible),
     `gpu-2` (Ollama) and `cloud` (OpenAI-compatible) in the database, and the seeded history."""
-    sims = {
-        "local": start_sim("--rate", "5", "--models", "llama3.2:1b,qwen3:0.6b", name="local"),
-        "gpu-2": start_sim(
-            "--models",
-            "llama3.1:8b,qwen2.5-coder:7b,nomic-embed-text",
-            "--loaded",
-            "llama3.1:8b",
-            name="gpu-2",
-        ),
-        "cloud": start_sim("--models", "gpt-4o-mini", name="cloud"),
-    }
-    home = make_fortress(tmp_path_factory.mktemp("deployment"), [("local", sims["local"].url)])
-    home.cli("backend", "add", "gpu-2", sims["gpu-2"].url)
-    home.cli("backend", "add", "cloud", sims["cloud"].url, "--type", "openai", "--models", "gpt-4o-mini")
-    keys = seed_history(home.db)
-    home.serve()
-    admin = start_admin(home)
-    yield Deployment(home, admin, sims, keys)
-    stop(admin.proc)
-    home.stop()
-    for sim in sims.values():
-        sim.stop()
+    with ExitStack() as cleanup:  # whatever started is stopped, even when a later step fails
+        sims: dict[str, Sim] = {}
+        for name, flags in (
+            ("local", ("--rate", "5", "--models", "llama3.2:1b,qwen3:0.6b")),
+            (
+                "gpu-2",
+                ("--models", "llama3.1:8b,qwen2.5-coder:7b,nomic-embed-text", "--loaded", "llama3.1:8b"),
+            ),
+            ("cloud", ("--models", "gpt-4o-mini")),
+        ):
+            sims[name] = start_sim(*flags, name=name)
+            cleanup.callback(sims[name].stop)
+        home = make_fortress(tmp_path_factory.mktemp("deployment"), [("local", sims["local"].url)])
+        home.cli("backend", "add", "gpu-2", sims["gpu-2"].url)
+        home.cli("backend", "add", "cloud", sims["cloud"].url, "--type", "openai", "--models", "gpt-4o-mini")
+        keys = seed_history(home.db)
+        home.serve()
+        cleanup.callback(home.stop)
+        admin = start_admin(home)
+        cleanup.callback(stop, admin.proc)
+        yield Deployment(home, admin, sims, keys)
 
 
 def new_page(browser: Browser, url: str) -> Page:

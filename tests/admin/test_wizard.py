@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import httpx
@@ -51,14 +51,15 @@ def test_no_wizard_where_a_backend_exists_and_none_without_a_session(admin: Admi
 @pytest.fixture
 def fresh(tmp_path: Path) -> Iterator[tuple[Fortress, Admin, Sim]]:
     """A proxy and admin over a database with no backend at all (none in config.toml either)."""
-    sim = start_sim("--models", "llama3.2:1b", name="first")
-    home = make_fortress(tmp_path, [])
-    home.serve()
-    admin = start_admin(home)
-    yield home, admin, sim
-    stop(admin.proc)
-    home.stop()
-    sim.stop()
+    with ExitStack() as cleanup:  # whatever started is stopped, even when a later step fails
+        sim = start_sim("--models", "llama3.2:1b", name="first")
+        cleanup.callback(sim.stop)
+        home = make_fortress(tmp_path, [])
+        home.serve()
+        cleanup.callback(home.stop)
+        admin = start_admin(home)
+        cleanup.callback(stop, admin.proc)
+        yield home, admin, sim
 
 
 def _sign_in(page: Page, user: str = ADMIN_USER, password: str = ADMIN_PASSWORD) -> None:
