@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.admin.conftest import Admin
-from tests.admin.test_browser import browser, shot, sign_in  # noqa: F401 (browser is a fixture)
+from tests.admin.test_browser import shot, sign_in
 from tests.admin.test_playground_http import playground_stack
 from tests.conftest import Fortress, Sim
 
@@ -42,7 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Fortress, 
 
 
 @pytest.fixture
-def page(browser: Browser, stack: tuple[Fortress, Admin, Sim]) -> Iterator[Page]:  # noqa: F811
+def page(browser: Browser, stack: tuple[Fortress, Admin, Sim]) -> Iterator[Page]:
     context = browser.new_context(base_url=stack[1].url, viewport={"width": 1280, "height": 900})
     pg = context.new_page()
     pg.on("dialog", lambda d: d.accept())
