@@ -135,6 +135,14 @@ class SearchConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """GET /metrics on the proxy port (Prometheus text): admin-scope keys, and `allow` without a key."""
+
+    enabled: bool = True
+    allow: tuple[str, ...] = ("127.0.0.1/32", "::1/128")  # CIDRs; [] = admin-scope keys only
+
+
+@dataclass(frozen=True)
 class Config:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
@@ -145,6 +153,7 @@ class Config:
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = ""  # the file this came from, "" for built-in defaults
 
     @property
@@ -161,6 +170,7 @@ _SECTIONS: dict[str, type] = {
     "routing": RoutingConfig,
     "cluster": ClusterConfig,
     "search": SearchConfig,
+    "metrics": MetricsConfig,
 }
 
 
@@ -235,6 +245,7 @@ def _check(cfg: Config) -> Config:
         if not glob.strip():
             raise ConfigError(f"routing.auto_models[{i}]: empty pattern")
     _check_search(cfg.search)
+    _check_cidrs("metrics.allow", cfg.metrics.allow)
     from fortress.pipeline.windows import parse_rate
 
     for key in ("rate", "tokens"):
@@ -247,18 +258,22 @@ def _check(cfg: Config) -> Config:
     return cfg
 
 
-def _check_search(search: SearchConfig) -> None:
+def _check_cidrs(where: str, entries: tuple[str, ...]) -> None:
     import ipaddress
 
+    for i, cidr in enumerate(entries):
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f"{where}[{i}]: not a CIDR: {cidr!r}") from None
+
+
+def _check_search(search: SearchConfig) -> None:
     for key in ("searxng_url", "ollama_url"):
         url = getattr(search, key)
         if url and not url.startswith(("http://", "https://")):
             raise ConfigError(f"search.{key}: must start with http:// or https://")
-    for i, cidr in enumerate(search.fetch_allow):
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError:
-            raise ConfigError(f"search.fetch_allow[{i}]: not a CIDR: {cidr!r}") from None
+    _check_cidrs("search.fetch_allow", search.fetch_allow)
     if search.max_fetch_bytes < 1024:
         raise ConfigError("search.max_fetch_bytes: must be at least 1024")
     if search.timeout_s <= 0:
