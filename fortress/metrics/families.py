@@ -73,14 +73,14 @@ def families(t: Totals, now: float) -> list[Family]:
         Family(
             "fortress_request_duration_seconds",
             "histogram",
-            "Time from the request head to the last byte of the answer, by route.",
+            "Seconds from the request's first byte to the answer's last byte, by route.",
             duration,
             L.BOUNDS,
         ),
         Family(
             "fortress_request_ttfb_seconds",
             "histogram",
-            "Time from the request head to the backend's answer head, by route (relayed requests only).",
+            "Seconds from the request's first byte to the backend's answer head, by route (relayed only).",
             ttfb,
             L.BOUNDS,
         ),

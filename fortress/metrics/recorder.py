@@ -15,8 +15,10 @@ globals the freshest; another worker's states are at most one period old.
 from __future__ import annotations
 
 import time
+from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
+from itertools import islice
 from typing import NamedTuple
 
 import psutil
@@ -118,29 +120,34 @@ class Recorder:
         snapshot_loaded_at: float,
         now: float | None = None,
     ) -> None:
-        """Overwrite the published words. Backends beyond `layout.BACKENDS` are left out."""
-        q, d, mm = self._q, self._d, self.table.mm
+        """Overwrite the published words. Backends beyond `layout.BACKENDS` are left out.
+
+        Everything is read and checked first (an unknown breaker state raises here), so the words between
+        the two sequence bumps are plain stores that cannot stop half-way.
+        """
+        rows = [
+            (
+                b.name.encode()[: L.NAME_BYTES - 1],
+                array(
+                    "q", (b.up, L.BREAKER_STATES.index(b.breaker), b.outstanding, b.pool_idle, b.pool_active)
+                ),
+            )
+            for b in islice(backends, L.BACKENDS)
+        ]
         times = self._process.cpu_times()
         rss = self._process.memory_info().rss
+        published_at = time.time() if now is None else now
+        q, d, mm = self._q, self._d, self.table.mm
         names_at = self._base + L.BACKEND_NAMES_AT
         q[L.H_SEQ] += 1  # odd: readers retry until it is even again
         try:
-            count = 0
-            for b in backends:
-                if count == L.BACKENDS:
-                    break
-                data = b.name.encode()[: L.NAME_BYTES - 1]
-                offset = names_at + count * L.NAME_BYTES
-                mm[offset] = len(data)
-                mm[offset + 1 : offset + 1 + len(data)] = data
-                row = L.BACKENDS_AT + count * L.BACKEND_STRIDE
-                q[row + L.B_UP] = int(b.up)
-                q[row + L.B_BREAKER] = L.BREAKER_STATES.index(b.breaker)
-                q[row + L.B_OUTSTANDING] = b.outstanding
-                q[row + L.B_POOL_IDLE] = b.pool_idle
-                q[row + L.B_POOL_ACTIVE] = b.pool_active
-                count += 1
-            q[L.H_BACKENDS] = count
+            for i, (name, values) in enumerate(rows):
+                offset = names_at + i * L.NAME_BYTES
+                mm[offset] = len(name)
+                mm[offset + 1 : offset + 1 + len(name)] = name
+                row = L.BACKENDS_AT + i * L.BACKEND_STRIDE
+                q[row : row + L.BACKEND_STRIDE] = values
+            q[L.H_BACKENDS] = len(rows)
             q[L.H_INFLIGHT] = inflight
             q[L.H_USAGE_WRITTEN] = usage.written
             q[L.H_USAGE_DROPPED] = usage.dropped
@@ -150,6 +157,6 @@ class Recorder:
             q[L.H_RSS] = rss
             q[L.H_SNAPSHOT_VERSION] = snapshot_version
             d[L.H_SNAPSHOT_LOADED_AT] = snapshot_loaded_at
-            d[L.H_PUBLISHED_AT] = time.time() if now is None else now
+            d[L.H_PUBLISHED_AT] = published_at
         finally:
             q[L.H_SEQ] += 1

@@ -159,6 +159,17 @@ def test_published_states_replace_the_previous_ones(owned: tuple[MetricsTable, R
     assert s[("fortress_snapshot_version", ())] == 42
 
 
+def test_a_publish_that_fails_leaves_the_previous_one_whole(owned: tuple[MetricsTable, Recorder]) -> None:
+    table, m = owned
+    m.publish(1, [BackendState("gpu-a", True, "closed", 0, 1, 0)], UsageCounts(3, 0, 0, 0), 5, time.time())
+    with pytest.raises(ValueError):
+        m.publish(
+            9, [BackendState("gpu-b", True, "melted", 0, 1, 0)], UsageCounts(4, 0, 0, 0), 6, time.time()
+        )
+    t = table.collect()
+    assert (t.inflight, t.snapshot_version, list(t.backends), t.usage_written) == (1, 5, ["gpu-a"], 3)
+
+
 def test_process_start_time_is_when_the_table_was_created(table_path: str) -> None:
     before = time.time()
     MetricsTable.create(table_path)
