@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -19,12 +18,11 @@ import psutil
 from litestar import Litestar, Request
 from litestar.config.csrf import CSRFConfig
 from litestar.contrib.jinja import JinjaTemplateEngine
-from litestar.middleware.session.client_side import CookieBackendConfig
 from litestar.response import Redirect, Response
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from admin import queries, secret
+from admin import secret, sessions
 from admin.controllers import ALL as CONTROLLERS
 from admin.headers import security_headers
 from admin.inventory import Inventory
@@ -37,7 +35,10 @@ from fortress.state.db import connect, migrate
 
 HERE = Path(__file__).resolve().parent
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-OWN_ACCOUNT_POSTS = frozenset({"/logout", "/settings/theme"})  # a viewer may still do these
+# a viewer may still do these: they touch only the signed-in account
+OWN_ACCOUNT_POSTS = frozenset(
+    {"/logout", "/settings/theme", "/account/password", "/account/sessions/end-others"}
+)
 log = logging.getLogger("fortress.admin")
 
 
@@ -51,17 +52,17 @@ async def require_login(request: Request) -> Response | None:
     path = request.url.path
     if path == "/login" or path.startswith("/static/"):
         return None
-    session = request.session
-    lifetime = request.app.state.cfg.admin.session_lifetime_s
-    name = session.get("admin")
-    account = None
-    if name and time.time() - float(session.get("login_at", 0)) < lifetime:
-        account = await queries.get_admin(request.app.state.db, name)
+    token = request.cookies.get(sessions.COOKIE, "")
+    account = await sessions.account_for(request.app.state.db, token) if token else None
     if account is None:
-        request.clear_session()
-        if is_htmx(request):
-            return Response(content="", status_code=401, headers={"HX-Redirect": "/login"})
-        return Redirect(path="/login", status_code=303)
+        response: Response = (
+            Response(content="", status_code=401, headers={"HX-Redirect": "/login"})
+            if is_htmx(request)
+            else Redirect(path="/login", status_code=303)
+        )
+        if token:
+            response.delete_cookie(sessions.COOKIE)
+        return response
     request.state.admin = account
     if request.method not in SAFE_METHODS and account.role != "admin" and path not in OWN_ACCOUNT_POSTS:
         return Response(
@@ -115,15 +116,6 @@ def create_app(cfg: Config, *, throttle: LoginThrottle | None = None) -> Litesta
             await app.state.pulls.close()
             await app.state.db.close()
 
-    session = CookieBackendConfig(
-        secret=key,
-        key="fortress_session",
-        max_age=cfg.admin.session_lifetime_s,
-        httponly=True,
-        secure=tls,
-        samesite="strict",
-        exclude=["/static"],
-    )
     csrf = CSRFConfig(
         secret=hmac.new(key, b"csrf", hashlib.sha256).hexdigest(),
         cookie_name="fortress_csrf",
@@ -138,7 +130,7 @@ def create_app(cfg: Config, *, throttle: LoginThrottle | None = None) -> Litesta
             create_static_files_router(path="/static", directories=[HERE / "static"]),
         ],
         lifespan=[lifespan],
-        middleware=[security_headers, session.middleware],
+        middleware=[security_headers],
         csrf_config=csrf,
         before_request=require_login,
         template_config=TemplateConfig(
