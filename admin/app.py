@@ -6,6 +6,7 @@ database's config_version (schema triggers), which the proxy polls, so edits app
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -22,16 +23,19 @@ from litestar.response import Redirect, Response
 from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 
-from admin import secret, sessions
+from admin import secret, server, sessions
 from admin.controllers import ALL as CONTROLLERS
 from admin.headers import security_headers
 from admin.inventory import Inventory
 from admin.lockout import LoginThrottle
 from admin.pulls import Pulls
+from admin.requestcheck import request_check
 from admin.web import is_htmx
 from fortress.addr import parse_listen
 from fortress.config import Config
+from fortress.proxy.tls import LiveTls
 from fortress.state.db import connect, migrate
+from fortress.state.repo import get_settings
 
 HERE = Path(__file__).resolve().parent
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -40,11 +44,6 @@ OWN_ACCOUNT_POSTS = frozenset(
     {"/logout", "/settings/theme", "/account/password", "/account/sessions/end-others"}
 )
 log = logging.getLogger("fortress.admin")
-
-
-def served_over_tls(cfg: Config) -> bool:
-    """The admin serves HTTPS with the proxy's certificate when one is configured."""
-    return bool(cfg.proxy.tls_cert and cfg.proxy.tls_key)
 
 
 async def require_login(request: Request) -> Response | None:
@@ -98,10 +97,15 @@ def _engine(engine: JinjaTemplateEngine) -> None:
     engine.engine.filters.update(ts=_ts, clock=_clock, num=_num, size=_size)
 
 
-def create_app(cfg: Config, *, throttle: LoginThrottle | None = None) -> Litestar:
-    """The admin app for `cfg`; the database must exist (`fortress init`), it is migrated if older."""
+def create_app(
+    cfg: Config, *, throttle: LoginThrottle | None = None, live_tls: LiveTls | None = None
+) -> Litestar:
+    """The admin app for `cfg`; the database must exist (`fortress init`), it is migrated if older.
+
+    `live_tls` is the admin's own HTTPS listener context, when it serves HTTPS (see run()).
+    """
     key = secret.load_or_create(secret.secret_path(cfg))
-    tls = served_over_tls(cfg)
+    tls = live_tls is not None
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -130,7 +134,7 @@ def create_app(cfg: Config, *, throttle: LoginThrottle | None = None) -> Litesta
             create_static_files_router(path="/static", directories=[HERE / "static"]),
         ],
         lifespan=[lifespan],
-        middleware=[security_headers],
+        middleware=[security_headers, request_check],
         csrf_config=csrf,
         before_request=require_login,
         template_config=TemplateConfig(
@@ -142,26 +146,32 @@ def create_app(cfg: Config, *, throttle: LoginThrottle | None = None) -> Litesta
     app.state.cfg = cfg
     app.state.throttle = throttle or LoginThrottle()
     app.state.tls = tls
+    app.state.live_tls = live_tls
     return app
 
 
-def run(cfg: Config) -> int:
-    """Serve the admin on admin.listen until interrupted (uvicorn); returns the exit code."""
-    import uvicorn
+async def _settings(cfg: Config) -> dict[str, str]:
+    db = await connect(cfg.database.path)
+    try:
+        return await get_settings(db)
+    finally:
+        await db.close()
 
+
+def run(cfg: Config) -> int:
+    """Serve the admin on admin.listen until interrupted; returns the exit code.
+
+    The admin serves HTTPS with the proxy's certificate (the pair in force when it starts) and
+    follows certificate changes made on its settings page without a restart.
+    """
     host, port = parse_listen(cfg.admin.listen, "admin.listen")
-    tls = served_over_tls(cfg)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(cfg),
-            host=host,
-            port=port,
-            ssl_certfile=cfg.proxy.tls_cert if tls else None,
-            ssl_keyfile=cfg.proxy.tls_key if tls else None,
-            log_level="warning",
-            proxy_headers=False,
-            server_header=False,
-        )
+    live_tls = LiveTls.start(cfg, asyncio.run(_settings(cfg)))
+    server.serve(
+        create_app(cfg, live_tls=live_tls),
+        host,
+        port,
+        head_timeout_s=cfg.admin.head_timeout_s,
+        max_connections=cfg.admin.max_connections,
+        ssl_context=live_tls.context if live_tls else None,
     )
-    server.run()
     return 0

@@ -1,12 +1,14 @@
-"""Check a PEM certificate and private key with cryptography: parse, key matches cert, expiry (pure)."""
+"""Certificates in the admin (pure): check a PEM pair (parse, key matches cert, expiry) and say what the
+running proxy does with the pair in force."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 
 
 @dataclass(frozen=True)
@@ -15,6 +17,8 @@ class CertInfo:
     issuer: str
     not_after: datetime
     names: tuple[str, ...]
+    serial: str  # hex
+    fingerprint: str  # SHA-256 of the DER, hex: what fortress/proxy/tls.py reports for the served pair
 
     def days_left(self, now: datetime | None = None) -> int:
         return (self.not_after - (now or datetime.now(UTC))).days
@@ -39,6 +43,8 @@ def check_pair(cert_pem: bytes, key_pem: bytes) -> CertInfo:
         issuer=cert.issuer.rfc4514_string(),
         not_after=cert.not_valid_after_utc,
         names=_names(cert),
+        serial=f"{cert.serial_number:x}",
+        fingerprint=cert.fingerprint(hashes.SHA256()).hex(),
     )
     if info.days_left() < 0:
         raise ValueError(f"the certificate expired on {info.not_after:%Y-%m-%d}")
@@ -52,4 +58,39 @@ def _names(cert: x509.Certificate) -> tuple[str, ...]:
         return ()
     return tuple(str(v) for v in san.get_values_for_type(x509.DNSName)) + tuple(
         str(v) for v in san.get_values_for_type(x509.IPAddress)
+    )
+
+
+RESTART = "restart Fortress (fortress run, or systemctl restart fortress)"
+
+
+def proxy_note(wanted: str | None, served: Sequence[str]) -> tuple[str, bool]:
+    """(what the running proxy does with the pair in force, settled?) for the settings page.
+
+    `wanted` is the in-force pair's fingerprint (None: no pair, plain HTTP); `served` holds each
+    reporting proxy worker's fingerprint, "" for a worker listening in plain HTTP. Not settled means
+    the proxy should catch up within a second or two, so the page asks again.
+    """
+    if not served:
+        return "The proxy is not running; it uses this setting when it starts.", True
+    if wanted is None:
+        if any(served):
+            return (
+                f"HTTPS is off in the settings, but the running proxy listens with TLS: it keeps serving its "
+                f"current certificate until you {RESTART}; after that it speaks plain HTTP.",
+                True,
+            )
+        return "The proxy listens in plain HTTP.", True
+    if not all(served):
+        return (
+            f"The running proxy listens in plain HTTP: turning HTTPS on needs a restart. "
+            f"{RESTART[0].upper()}{RESTART[1:]} and it serves this certificate.",
+            True,
+        )
+    if all(fp == wanted for fp in served):
+        return "The running proxy serves this certificate to new connections; no restart needed.", True
+    return (
+        "The running proxy has not loaded this certificate yet: it should within a second or two; "
+        "if this stays, the proxy's log says why.",
+        False,
     )

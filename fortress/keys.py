@@ -53,4 +53,3 @@ def matches(secret: str, stored_hash: str | None) -> bool:
     expected = DUMMY_HASH if stored_hash is None else stored_hash
     ok = hmac.compare_digest(hash_secret(secret), expected)
     return ok and stored_hash is not None
-

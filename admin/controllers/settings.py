@@ -1,11 +1,10 @@
-"""Policy settings (applied live through the database), TLS files (need a restart), admin accounts,
+"""Policy settings and the TLS certificate (both applied live through the database), admin accounts,
 and the signed-in account's own theme."""
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +12,10 @@ from litestar import Controller, Request, get, post
 from litestar.datastructures import UploadFile
 from litestar.response import Response, Template
 
-from admin import queries, themes, tlsinfo
+from admin import certstore, queries, themes, tlsinfo
 from admin.web import cfg, db, form, ip, me, page, see_other
 from fortress.config import Config
+from fortress.proxy.tls import SETTING, LiveTls, TlsFiles, effective_files
 from fortress.state import repo
 from fortress.state.snapshot import Policy
 
@@ -86,10 +86,6 @@ def parse_field(f: Field, text: str) -> object:
     return text
 
 
-def tls_dir(config: Config) -> Path:
-    return config.data_dir / "tls"
-
-
 class SettingsController(Controller):
     @get("/settings")
     async def settings(self, request: Request) -> Template:
@@ -126,11 +122,13 @@ class SettingsController(Controller):
     @post("/settings/reset")
     async def reset(self, request: Request) -> Response:
         for key in await repo.get_settings(db(request)):
-            await repo.delete_setting(db(request), key, actor=me(request).name, ip=ip(request))
+            if key != SETTING:  # the certificate has its own reset
+                await repo.delete_setting(db(request), key, actor=me(request).name, ip=ip(request))
         return see_other(request, "/settings")
 
     @post("/settings/tls")
     async def tls(self, request: Request) -> Template:
+        """Check an uploaded or named pair and, when it is usable, put it in force (no restart)."""
         raw = await request.form()
         cert_file, key_file = raw.get("cert_file"), raw.get("key_file")
         cert_path, key_path = str(raw.get("cert_path", "")).strip(), str(raw.get("key_path", "")).strip()
@@ -138,22 +136,31 @@ class SettingsController(Controller):
             if isinstance(cert_file, UploadFile) and isinstance(key_file, UploadFile) and cert_file.filename:
                 cert_pem, key_pem = await cert_file.read(), await key_file.read()
                 info = tlsinfo.check_pair(cert_pem, key_pem)
-                cert_path, key_path = _store_pair(cfg(request), cert_pem, key_pem)
+                files = certstore.store_upload(cfg(request), cert_pem, key_pem)
             elif cert_path and key_path:
+                if not (Path(cert_path).is_absolute() and Path(key_path).is_absolute()):
+                    raise ValueError("give absolute paths (the proxy may run from another directory)")
                 info = tlsinfo.check_pair(Path(cert_path).read_bytes(), Path(key_path).read_bytes())
+                files = TlsFiles(cert_path, key_path)
             else:
                 raise ValueError("upload both a certificate and a key, or give both paths")
         except (ValueError, OSError) as exc:
             return await _settings_page(request, tls_error=str(exc), status_code=400)
-        await repo.audit(
-            db(request),
-            me(request).name,
-            "tls.set",
-            cert_path,
-            f"expires {info.not_after:%Y-%m-%d}",
-            ip=ip(request),
-        )
-        return await _settings_page(request, tls_new=info, tls_paths=(cert_path, key_path))
+        detail = f"sha256 {info.fingerprint}, expires {info.not_after:%Y-%m-%d}"
+        await certstore.apply(db(request), files, actor=me(request).name, ip=ip(request), detail=detail)
+        await _refresh_own_listener(request)
+        return await _settings_page(request, tls_applied=info)
+
+    @post("/settings/tls/reset")
+    async def tls_reset(self, request: Request) -> Response:
+        if await certstore.clear(db(request), actor=me(request).name, ip=ip(request)):
+            await _refresh_own_listener(request)
+        return see_other(request, "/settings#tls")
+
+    @get("/settings/tls/status")
+    async def tls_status(self, request: Request) -> Template:
+        """The status line alone, for the page to ask again until the proxy has caught up."""
+        return page(request, "_tls_status.html", tls=await _tls_state(request))
 
     @post("/settings/theme")
     async def theme(self, request: Request) -> Template | Response:
@@ -195,30 +202,46 @@ class SettingsController(Controller):
         return see_other(request, "/settings#admins")
 
 
-def _store_pair(config: Config, cert_pem: bytes, key_pem: bytes) -> tuple[str, str]:
-    """Write an uploaded pair under <data dir>/tls, the key readable by its owner only."""
-    folder = tls_dir(config)
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cert_path, key_path = folder / "fortress-cert.pem", folder / "fortress-key.pem"
-    cert_path.write_bytes(cert_pem)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_pem)
-    return str(cert_path), str(key_path)
+@dataclass(frozen=True)
+class TlsState:
+    files: TlsFiles | None  # the pair in force
+    source: str  # "settings" (chosen here) | "config.toml" | ""
+    info: tlsinfo.CertInfo | None
+    problem: str  # why the pair in force is unusable, if it is
+    note: str  # what the running proxy does with it
+    settled: bool
+
+
+async def _tls_state(request: Request) -> TlsState:
+    config = cfg(request)
+    settings = await repo.get_settings(db(request))
+    files = effective_files(config, settings)
+    info, problem = None, ""
+    if files:
+        try:
+            info = tlsinfo.check_pair(Path(files.cert).read_bytes(), Path(files.key).read_bytes())
+        except (ValueError, OSError) as exc:
+            problem = str(exc)
+    served = [d.get("tls", "") for d in (await queries.proxy_live(db(request))).detail]
+    if problem:
+        note, settled = "The running proxy keeps the certificate it loaded last; replace this pair.", True
+    else:
+        note, settled = tlsinfo.proxy_note(info.fingerprint if info else None, served)
+    source = "settings" if SETTING in settings else "config.toml" if files else ""
+    return TlsState(files, source, info, problem, note, settled)
+
+
+async def _refresh_own_listener(request: Request) -> None:
+    """When the admin serves HTTPS itself, it switches to the pair in force at once too."""
+    live: LiveTls | None = request.app.state.live_tls
+    if live is not None:
+        live.select(cfg(request), await repo.get_settings(db(request)))
+        live.refresh()
 
 
 async def _settings_page(request: Request, **extra: object) -> Template:
     config = cfg(request)
-    overrides = await repo.get_settings(db(request))
-    current_tls = None
-    tls_problem = ""
-    if config.proxy.tls_cert:
-        try:
-            current_tls = tlsinfo.check_pair(
-                Path(config.proxy.tls_cert).read_bytes(), Path(config.proxy.tls_key).read_bytes()
-            )
-        except (ValueError, OSError) as exc:
-            tls_problem = str(exc)
+    overrides = {k: v for k, v in (await repo.get_settings(db(request))).items() if k != SETTING}
     return page(
         request,
         "settings.html",
@@ -226,8 +249,8 @@ async def _settings_page(request: Request, **extra: object) -> Template:
         values=current_values(config, overrides),
         overrides=overrides,
         config=config,
-        current_tls=current_tls,
-        tls_problem=tls_problem,
+        tls=await _tls_state(request),
+        admin_tls=request.app.state.live_tls is not None,
         admins=await queries.list_admins(db(request)),
         themes=themes.THEMES,
         **extra,  # type: ignore[arg-type]

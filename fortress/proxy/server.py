@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import socket
-import ssl
 import sys
 
 import uvloop
@@ -22,10 +21,12 @@ from fortress.addr import parse_listen
 from fortress.config import Config
 from fortress.pipeline.limits import Limiter, open_limiter
 from fortress.proxy.protocol import ClientProtocol
+from fortress.proxy.tls import LiveTls
 from fortress.proxy.usage_pipe import UsagePipe
 from fortress.proxy.worker import SWEEP_INTERVAL_S, Worker
 from fortress.state.db import connect
 from fortress.state.load import load_snapshot, read_config_version
+from fortress.state.repo import get_settings
 from fortress.state.usage import write_proxy_stats
 
 log = logging.getLogger("fortress.proxy")
@@ -35,16 +36,6 @@ STATS_INTERVAL_S = 1.0
 # HTTP frames its own messages, so the wait protects nothing; idle HTTPS clients that never answer it
 # held every graceful stop for the whole drain deadline and kept counting against per-IP caps.
 TLS_SHUTDOWN_TIMEOUT_S = 3.0
-
-
-def tls_context(cfg: Config) -> ssl.SSLContext | None:
-    if not cfg.proxy.tls_cert:
-        return None
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cfg.proxy.tls_cert, cfg.proxy.tls_key)
-    context.set_alpn_protocols(["http/1.1"])
-    return context
 
 
 async def _every(interval: float, step, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -70,12 +61,12 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
     worker.start_polling()
     await worker.poller.ready(cfg.routing.connect_timeout_s)
     host, port = parse_listen(cfg.proxy.listen)
-    tls = tls_context(cfg)
+    tls = LiveTls.start(cfg, await get_settings(db))
     server = await loop.create_server(
         lambda: ClientProtocol(worker),
         host,
         port,
-        ssl=tls,
+        ssl=tls.context if tls else None,
         ssl_shutdown_timeout=TLS_SHUTDOWN_TIMEOUT_S if tls else None,
         reuse_port=cfg.proxy.workers > 1,
         backlog=4096,
@@ -89,6 +80,10 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
             worker.swap(await load_snapshot(db, cfg))
             worker.start_polling()
             version = current
+            if tls:
+                tls.select(cfg, await get_settings(db))
+        if tls:  # a new certificate applies to the next handshakes (fortress/proxy/tls.py)
+            tls.refresh()
 
     async def sweep() -> None:
         worker.sweep()
@@ -99,6 +94,7 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
             "keys": worker.key_windows(),
             "pool": repr(worker.pool),
             "dropped": usage.dropped,
+            "tls": tls.fingerprint if tls else "",
         }
         await write_proxy_stats(
             db,
@@ -118,7 +114,7 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    scheme = "https" if cfg.proxy.tls_cert else "http"
+    scheme = "https" if tls else "http"
     sockname = server.sockets[0].getsockname()
     log.info("proxy worker %d listening on %s://%s:%d", os.getpid(), scheme, sockname[0], sockname[1])
     if ready:

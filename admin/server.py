@@ -1,0 +1,220 @@
+"""Serving the admin: uvicorn's httptools protocol with deadlines for reading requests and a connection cap.
+
+Plain uvicorn keeps a connection that never finishes its request head open forever (its keep-alive
+timer only runs between requests) and accepts headers of any size, so a few hundred slowloris
+connections exhaust the file descriptors and lock a real browser out. Uvicorn has no head timeout
+setting, but it takes a protocol class (`http=`), so this one adds, per connection:
+- a head deadline: the request line and headers must arrive within `[admin] head_timeout_s`, counted
+  from the connection (or the end of the previous response) and reset by nothing the client sends;
+- a body deadline (BODY_TIMEOUT_S) once the head is in, and a cap on the head's size;
+- a cap of `[admin] max_connections`: at the cap a new connection evicts the connection that has
+  waited longest without sending a complete request head (idle keep-alive or dribbling attacker),
+  never one whose request is being served, so a browser keeps getting in during a flood.
+The decision of whom to evict is ConnectionGuard's (pure, tested without sockets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import resource
+import ssl
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("fortress.admin")
+BODY_TIMEOUT_S = 60.0
+KEEP_ALIVE_S = 5.0  # idle time allowed between requests (the dashboard polls every 2 s)
+MAX_HEAD_BYTES = 64 * 1024
+FD_RESERVE = 64  # descriptors kept for the database, logs and outgoing calls
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft open-files limit to the hard limit; returns the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # some sandboxes forbid it; keep what we have
+            pass
+    return soft
+
+
+def connection_cap(wanted: int, fd_limit: int) -> int:
+    """At most `wanted` connections, and never more than the descriptors left after FD_RESERVE."""
+    return max(1, min(wanted, fd_limit - FD_RESERVE))
+
+
+class ConnectionGuard:
+    """Counts open connections and picks whom to close when a new one would exceed `limit` (pure).
+
+    `waiting` holds the connections without a request in progress, oldest first: those are the
+    ones a flood is made of, and the only ones it is safe to drop.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self._waiting: dict[object, None] = {}
+        self._closing: set[object] = set()
+
+    def opened(self, conn: object) -> object | None:
+        """Register a new connection; returns the connection to close (maybe `conn` itself), or None."""
+        self.open += 1
+        victim: object | None = None
+        if self.open - len(self._closing) > self.limit:
+            victim = next(iter(self._waiting), conn)
+            self._waiting.pop(victim, None)
+            self._closing.add(victim)
+        if victim is not conn:
+            self._waiting[conn] = None
+        return victim
+
+    def waiting(self, conn: object) -> None:
+        """`conn` finished a response and waits for its next request head: it may be evicted."""
+        if conn not in self._closing:
+            self._waiting.pop(conn, None)
+            self._waiting[conn] = None
+
+    def busy(self, conn: object) -> None:
+        """`conn` sent a complete head: its request is being served and is never evicted."""
+        self._waiting.pop(conn, None)
+
+    def closed(self, conn: object) -> None:
+        self.open -= 1
+        self._waiting.pop(conn, None)
+        self._closing.discard(conn)
+
+    def __repr__(self) -> str:
+        return f"<ConnectionGuard open={self.open}/{self.limit} waiting={len(self._waiting)}>"
+
+
+class Phase(enum.Enum):
+    HEAD = "head"  # waiting for (the rest of) a request head
+    BODY = "body"  # head in, body still arriving
+    SERVING = "serving"  # the app has the whole request; its response is under way
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol with the deadlines and the cap described in the module docstring."""
+
+    guard: ConnectionGuard
+    head_timeout_s: float
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.phase = Phase.HEAD
+        self.head_bytes = 0
+        self.deadline: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def configured(cls, guard: ConnectionGuard, head_timeout_s: float) -> type[GuardedProtocol]:
+        """A subclass bound to one server's guard and timeout (uvicorn instantiates the class)."""
+        return type(cls.__name__, (cls,), {"guard": guard, "head_timeout_s": head_timeout_s})
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        victim = self.guard.opened(self)
+        if victim is not None:
+            victim.transport.close()  # type: ignore[attr-defined]
+            if victim is self:
+                return
+        self._arm(self.head_timeout_s)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        self.guard.closed(self)
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_bytes = 0
+        if self.phase is not Phase.HEAD:  # a pipelined request behind one being served
+            self.phase = Phase.HEAD
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self.guard.busy(self)
+        self.phase = Phase.BODY
+        self._arm(BODY_TIMEOUT_S)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        if self.phase is Phase.BODY:  # else the app answered before reading the body: keep the deadline
+            self.phase = Phase.SERVING
+            self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.transport.is_closing() or self.pipeline:
+            return
+        self.phase = Phase.HEAD
+        self.guard.waiting(self)
+        self._arm(self.head_timeout_s)  # uvicorn's shorter keep-alive timer runs too, until data comes
+
+    def _count(self, n: int) -> None:
+        self.head_bytes += n
+        if self.head_bytes > MAX_HEAD_BYTES:
+            # raising in a parser callback makes uvicorn answer 400 and close the connection
+            raise ValueError(f"request head over {MAX_HEAD_BYTES} bytes")
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self.deadline = self.loop.call_later(seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _expired(self) -> None:
+        """Too slow: close. A request the app is waiting on sees the disconnect and gives up."""
+        self.deadline = None
+        if self.phase is Phase.SERVING or self.transport.is_closing():
+            return
+        if self.phase is Phase.HEAD and self.head_bytes:
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+        self.transport.close()
+
+
+def serve(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    head_timeout_s: float,
+    max_connections: int,
+    ssl_context: ssl.SSLContext | None,
+) -> None:
+    """Run `app` on host:port until SIGTERM/SIGINT with the guarded protocol."""
+    import uvicorn
+
+    limit = connection_cap(max_connections, raise_fd_limit())
+    protocol = GuardedProtocol.configured(ConnectionGuard(limit), head_timeout_s)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol,
+        timeout_keep_alive=int(KEEP_ALIVE_S),
+        log_level="warning",
+        proxy_headers=False,
+        server_header=False,
+        ssl_context_factory=(lambda _config, _default: ssl_context) if ssl_context else None,
+    )
+    log.info("admin: at most %d connections, request heads within %.0f s", limit, head_timeout_s)
+    uvicorn.Server(config).run()
