@@ -167,11 +167,6 @@ def run(cfg: Config) -> int:
     host, port = parse_listen(cfg.admin.listen, "admin.listen")
     live_tls = LiveTls.start(cfg, asyncio.run(_settings(cfg)))
     server.serve(
-        create_app(cfg, live_tls=live_tls),
-        host,
-        port,
-        head_timeout_s=cfg.admin.head_timeout_s,
-        max_connections=cfg.admin.max_connections,
-        ssl_context=live_tls.context if live_tls else None,
+        create_app(cfg, live_tls=live_tls), host, port, cfg.admin, live_tls.context if live_tls else None
     )
     return 0

@@ -6,7 +6,7 @@ connections exhaust the file descriptors and lock a real browser out. Uvicorn ha
 setting, but it takes a protocol class (`http=`), so this one adds, per connection:
 - a head deadline: the request line and headers must arrive within `[admin] head_timeout_s`, counted
   from the connection (or the end of the previous response) and reset by nothing the client sends;
-- a body deadline (BODY_TIMEOUT_S) once the head is in, and a cap on the head's size;
+- a body deadline (`[admin] body_timeout_s`) once the head is in, and a cap on the head's size;
 - a cap of `[admin] max_connections`: at the cap a new connection evicts the connection that has
   waited longest without sending a complete request head (idle keep-alive or dribbling attacker),
   never one whose request is being served, so a browser keeps getting in during a flood.
@@ -24,8 +24,9 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from fortress.config import AdminConfig
+
 log = logging.getLogger("fortress.admin")
-BODY_TIMEOUT_S = 60.0
 KEEP_ALIVE_S = 5.0  # idle time allowed between requests (the dashboard polls every 2 s)
 MAX_HEAD_BYTES = 64 * 1024
 FD_RESERVE = 64  # descriptors kept for the database, logs and outgoing calls
@@ -104,6 +105,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     guard: ConnectionGuard
     head_timeout_s: float
+    body_timeout_s: float
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -112,9 +114,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self.deadline: asyncio.TimerHandle | None = None
 
     @classmethod
-    def configured(cls, guard: ConnectionGuard, head_timeout_s: float) -> type[GuardedProtocol]:
-        """A subclass bound to one server's guard and timeout (uvicorn instantiates the class)."""
-        return type(cls.__name__, (cls,), {"guard": guard, "head_timeout_s": head_timeout_s})
+    def configured(cls, guard: ConnectionGuard, head_timeout_s: float, body_timeout_s: float) -> type[Any]:
+        """A subclass bound to one server's guard and timeouts (uvicorn instantiates the class)."""
+        bound = {"guard": guard, "head_timeout_s": head_timeout_s, "body_timeout_s": body_timeout_s}
+        return type(cls.__name__, (cls,), bound)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -130,45 +133,50 @@ class GuardedProtocol(HttpToolsProtocol):
         self.guard.closed(self)
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.phase is Phase.HEAD and not self.transport.is_closing():
+            # counted here, not in parser callbacks: httptools holds a header line until it ends
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES:
+                self._refuse(b"431 Request Header Fields Too Large")
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.head_bytes = 0
-        if self.phase is not Phase.HEAD:  # a pipelined request behind one being served
-            self.phase = Phase.HEAD
-
-    def on_url(self, url: bytes) -> None:
-        self._count(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
-        super().on_header(name, value)
+        self.phase = Phase.HEAD  # also for a pipelined request behind one being served
 
     def on_headers_complete(self) -> None:
         self.guard.busy(self)
         self.phase = Phase.BODY
-        self._arm(BODY_TIMEOUT_S)
+        self._arm(self.body_timeout_s)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        if self.phase is Phase.BODY:  # else the app answered before reading the body: keep the deadline
+        super().on_message_complete()
+        if self.phase is not Phase.BODY:
+            return
+        if self.cycle.response_complete:  # the app answered before the body had arrived
+            self._idle()
+        else:
             self.phase = Phase.SERVING
             self._disarm()
-        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if self.transport.is_closing() or self.pipeline:
-            return
+        # a body still arriving stays under its deadline; on_message_complete goes idle after it
+        if self.phase is not Phase.BODY and not self.pipeline and not self.transport.is_closing():
+            self._idle()
+
+    def _idle(self) -> None:
+        """Between requests: evictable, and the next head is due within head_timeout_s."""
         self.phase = Phase.HEAD
         self.guard.waiting(self)
         self._arm(self.head_timeout_s)  # uvicorn's shorter keep-alive timer runs too, until data comes
 
-    def _count(self, n: int) -> None:
-        self.head_bytes += n
-        if self.head_bytes > MAX_HEAD_BYTES:
-            # raising in a parser callback makes uvicorn answer 400 and close the connection
-            raise ValueError(f"request head over {MAX_HEAD_BYTES} bytes")
+    def _refuse(self, status: bytes) -> None:
+        self.transport.write(b"HTTP/1.1 %s\r\ncontent-length: 0\r\nconnection: close\r\n\r\n" % status)
+        self.transport.close()
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
@@ -185,36 +193,27 @@ class GuardedProtocol(HttpToolsProtocol):
         if self.phase is Phase.SERVING or self.transport.is_closing():
             return
         if self.phase is Phase.HEAD and self.head_bytes:
-            self.transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            )
-        self.transport.close()
+            self._refuse(b"408 Request Timeout")
+        else:
+            self.transport.close()
 
 
-def serve(
-    app: Any,
-    host: str,
-    port: int,
-    *,
-    head_timeout_s: float,
-    max_connections: int,
-    ssl_context: ssl.SSLContext | None,
-) -> None:
-    """Run `app` on host:port until SIGTERM/SIGINT with the guarded protocol."""
+def serve(app: Any, host: str, port: int, admin: AdminConfig, ssl_context: ssl.SSLContext | None) -> None:
+    """Run `app` on host:port with the guarded protocol until SIGTERM/SIGINT."""
     import uvicorn
 
-    limit = connection_cap(max_connections, raise_fd_limit())
-    protocol = GuardedProtocol.configured(ConnectionGuard(limit), head_timeout_s)
+    limit = connection_cap(admin.max_connections, raise_fd_limit())
+    guard = ConnectionGuard(limit)
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        http=protocol,
+        http=GuardedProtocol.configured(guard, admin.head_timeout_s, admin.body_timeout_s),
         timeout_keep_alive=int(KEEP_ALIVE_S),
         log_level="warning",
         proxy_headers=False,
         server_header=False,
         ssl_context_factory=(lambda _config, _default: ssl_context) if ssl_context else None,
     )
-    log.info("admin: at most %d connections, request heads within %.0f s", limit, head_timeout_s)
+    log.info("admin: at most %d connections, request heads within %g s", limit, admin.head_timeout_s)
     uvicorn.Server(config).run()

@@ -54,6 +54,7 @@ class AdminConfig:
     session_lifetime_s: int = 8 * 3600
     session_secret_file: str = ""  # default: <database dir>/admin-session.secret
     head_timeout_s: float = 10.0  # a request head must arrive within this (slowloris guard)
+    body_timeout_s: float = 60.0  # and its body within this once the head is in
     max_connections: int = 1000  # at the cap, the longest-idle connection makes room (admin/server.py)
 
 
@@ -227,8 +228,8 @@ def _check(cfg: Config) -> Config:
         raise ConfigError("proxy.workers: must be at least 1")
     if bool(cfg.proxy.tls_cert) != bool(cfg.proxy.tls_key):
         raise ConfigError("proxy.tls_cert and proxy.tls_key must be set together")
-    if cfg.admin.head_timeout_s <= 0 or cfg.admin.max_connections < 1:
-        raise ConfigError("admin.head_timeout_s and admin.max_connections: must be positive")
+    if min(cfg.admin.head_timeout_s, cfg.admin.body_timeout_s, cfg.admin.max_connections) <= 0:
+        raise ConfigError("admin.head_timeout_s, body_timeout_s and max_connections: must be positive")
     if cfg.proxy.max_header_bytes < 1024:
         raise ConfigError("proxy.max_header_bytes: must be at least 1024")
     names: set[str] = set()
