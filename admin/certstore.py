@@ -16,15 +16,12 @@ from pathlib import Path
 import aiosqlite
 
 from fortress.config import Config
+from fortress.home import tls_dir
 from fortress.proxy.tls import SETTING, TlsFiles, setting_value
 from fortress.state.db import transaction
 from fortress.state.repo import audit
 
 KEEP_UPLOADS = 3  # older uploaded pairs are deleted (the newest few stay, to go back by path)
-
-
-def tls_dir(config: Config) -> Path:
-    return config.data_dir / "tls"
 
 
 def store_upload(config: Config, cert_pem: bytes, key_pem: bytes) -> TlsFiles:

@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 import aiosqlite
 
+from fortress import backup
 from fortress import config as config_mod
 from fortress.addr import redact_url, url_credentials
 from fortress.config import Config, ConfigError
@@ -35,7 +36,7 @@ from fortress.passwords import generate_password
 from fortress.state import db as dbmod
 from fortress.state import repo
 from fortress.state.load import load_snapshot
-from fortress.state.secretbox import SecretBoxError, for_config
+from fortress.state.secretbox import SecretBoxError, for_config, key_file_for
 from fortress.state.snapshot import BackendRecord
 
 ACTOR = "cli"
@@ -644,6 +645,26 @@ def _cert(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- backup and restore (fortress/backup.py) --------------------------------------------------------
+
+
+def _backup(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    summary = backup.backup(cfg, Path(args.path), force=args.force)
+    print(f"backup written: {summary.line()}")
+    _err(f"backend credentials inside are encrypted with {key_file_for(cfg)}: keep a copy of it too")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    summary, kept = backup.restore(cfg, Path(args.path))
+    print(f"restored {summary.line()} into {cfg.database.path}")
+    if kept:
+        print(f"the database it replaced is kept as {kept}")
+    return 0
+
+
 # ---- the parser -------------------------------------------------------------------------------------
 
 
@@ -724,6 +745,11 @@ def build_parser() -> argparse.ArgumentParser:
     add(backends, "check", _backend_check, "probe every backend")
 
     add(sub, "doctor", _doctor, "check config, database, backends and TLS files")
+    p = add(sub, "backup", _backup, "copy the database to PATH while Fortress runs (consistent)")
+    p.add_argument("path")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+    p = add(sub, "restore", _restore, "replace the database with the backup at PATH (Fortress stopped)")
+    p.add_argument("path")
     p = add(sub, "cert", _cert, "write a self-signed certificate and key")
     p.add_argument("--host", required=True, metavar="NAME")
     p.add_argument("--out", default="", metavar="DIR", help="default: <database dir>/tls")
@@ -739,7 +765,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sim(args_list[1:])
         args = build_parser().parse_args(args_list)
         return args.func(args)
-    except (CliError, ConfigError, repo.RepoError, SecretBoxError) as exc:
+    except (CliError, ConfigError, repo.RepoError, SecretBoxError, backup.BackupError) as exc:
         _err(f"fortress: {exc}")
     except sqlite3.Error as exc:
         _err(f"fortress: database error: {exc}")
