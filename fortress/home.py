@@ -1,7 +1,8 @@
 """The files a Fortress installation keeps besides config.toml, and which processes have its database open.
 
 `python -m fortress.home [--config PATH]` prints the state files that exist, one per line, for
-./reset.sh; `--in-use` prints the processes using the database instead (nothing when stopped).
+./reset.sh; `--in-use` prints the processes using the database instead (nothing when stopped),
+`--database` the database's path (the container entrypoint's first-start test).
 Standard library only, so it still runs once .venv is gone.
 """
 
@@ -66,12 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fortress.home", description=__doc__)
     parser.add_argument("--config", default=None, metavar="PATH")
     parser.add_argument("--in-use", action="store_true", help="list the processes using the database")
+    parser.add_argument("--database", action="store_true", help="print the database path")
     args = parser.parse_args(argv)
     try:
         cfg = load(args.config)
     except ConfigError as exc:
         sys.stderr.write(f"fortress: {exc}\n")
         return 1
+    if args.database:
+        print(cfg.database.path)
+        return 0
     if args.in_use:
         for pid, cmd in in_use(cfg):
             print(f"{pid} {cmd}")
