@@ -19,14 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from admin import tlsinfo
 from fortress.cli import self_signed
 from fortress.config import Config, load
 from fortress.proxy.tls import LiveTls, TlsFiles, effective_files, fingerprint, setting_value
-from tests.admin.conftest import ADMIN_PASSWORD, ADMIN_USER, start_admin
-from tests.admin.test_browser import CHROMIUM_ARGS
+from tests.admin.conftest import ADMIN_PASSWORD, ADMIN_USER, sign_in, start_admin
 from tests.conftest import Fortress, Sim, make_fortress, stop
 
 CSRF_FIELD = re.compile(r'name="_csrf_token" value="([^"]+)"')
@@ -188,25 +187,22 @@ def test_going_back_to_config_toml(stack: Stack) -> None:
 
 
 @pytest.mark.browser
-def test_in_chromium_an_uploaded_certificate_is_served(stack: Stack, tmp_path: Path) -> None:
+def test_in_chromium_an_uploaded_certificate_is_served(
+    stack: Stack, browser: Browser, tmp_path: Path
+) -> None:
     cert, key, wanted = write_pair(tmp_path / "browser")
-    with sync_playwright() as p:
-        browser: Browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        context = browser.new_context(base_url=stack.admin_url, ignore_https_errors=True)
-        page = context.new_page()
-        page.goto("/login")
-        page.get_by_label("User name").fill(ADMIN_USER)
-        page.get_by_label("Password").fill(ADMIN_PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        page.goto("/settings#tls")
-        page.get_by_label("Certificate (PEM) to upload").set_input_files(str(cert))
-        page.get_by_label("Private key (PEM) to upload").set_input_files(str(key))
-        page.get_by_role("button", name="Check and apply certificate").click()
-        expect(page.get_by_role("status")).to_contain_text("Certificate applied")
-        expect(page.locator("#tls .fingerprint")).to_have_text(wanted)
-        # the status line asks again by itself until the proxy has the new pair
-        expect(page.locator("#tls-status .tls-note")).to_contain_text("no restart needed", timeout=15_000)
-        browser.close()
+    context = browser.new_context(base_url=stack.admin_url, ignore_https_errors=True)
+    page = context.new_page()
+    sign_in(page)
+    page.goto("/settings#tls")
+    page.get_by_label("Certificate (PEM) to upload").set_input_files(str(cert))
+    page.get_by_label("Private key (PEM) to upload").set_input_files(str(key))
+    page.get_by_role("button", name="Check and apply certificate").click()
+    expect(page.get_by_role("status")).to_contain_text("Certificate applied")
+    expect(page.locator("#tls .fingerprint")).to_have_text(wanted)
+    # the status line asks again by itself until the proxy has the new pair
+    expect(page.locator("#tls-status .tls-note")).to_contain_text("no restart needed", timeout=15_000)
+    context.close()
     assert all_new_connections_see(stack.home.port, wanted)
 
 

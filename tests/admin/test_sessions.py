@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
-from tests.admin.conftest import ADMIN_PASSWORD, ADMIN_USER, Admin, csrf
-from tests.admin.test_browser import CHROMIUM_ARGS, sign_in
+from tests.admin.conftest import ADMIN_PASSWORD, ADMIN_USER, Admin, csrf, sign_in
 
 COOKIE = "fortress_session"
 
@@ -172,14 +170,6 @@ def test_sign_out_other_sessions(admin: Admin) -> None:
     assert r.status_code == 200 and "Signed out" in r.text
     assert signed_in(c)
     assert not any(signed_in(o) for o in others)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 @pytest.mark.browser
