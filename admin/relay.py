@@ -20,6 +20,7 @@ import httpx
 
 from fortress.addr import parse_listen
 from fortress.config import Config
+from fortress.proxy.tls import effective_files
 
 USER_AGENT = "fortress-admin-playground"
 _PEM_END = "-----END CERTIFICATE-----"
@@ -38,16 +39,17 @@ class Proxy:
     stream_idle_s: float
 
 
-def for_config(cfg: Config) -> Proxy:
+def for_config(cfg: Config, settings: Mapping[str, str] | None = None) -> Proxy:
+    """The proxy as `cfg` and the settings rows describe it (a certificate set in /settings wins)."""
     host, port = parse_listen(cfg.proxy.listen, "proxy.listen")
     host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
     if ":" in host:
         host = f"[{host}]"
-    tls = bool(cfg.proxy.tls_cert and cfg.proxy.tls_key)
+    tls = effective_files(cfg, settings or {})
     # the proxy gives up on a silent backend after first_byte_timeout_s and says so in the stream;
     # the relay waits a little longer, so that message is what the user sees
     idle = cfg.routing.first_byte_timeout_s + 15
-    return Proxy(f"{'https' if tls else 'http'}://{host}:{port}", cfg.proxy.tls_cert if tls else "", idle)
+    return Proxy(f"{'https' if tls else 'http'}://{host}:{port}", tls.cert if tls else "", idle)
 
 
 def tls_context(cert_file: str) -> ssl.SSLContext:

@@ -68,7 +68,7 @@ class PlaygroundController(Controller):
         except repo.RepoError as exc:
             return await _page(request, _template(back), status_code=400, error=str(exc))
         if pair is not None:  # so the page that follows can already list the key's models
-            await relay.wait_for_key(relay.for_config(cfg(request)), pair[1])
+            await relay.wait_for_key(await _proxy(request), pair[1])
         return see_other(request, back)
 
     @post("/key/forget")
@@ -88,7 +88,7 @@ class PlaygroundController(Controller):
         _admins_only(request)
         try:
             key = await _key(request, await _json(request))
-            found = await relay.models(relay.for_config(cfg(request)), key, ip(request))
+            found = await relay.models(await _proxy(request), key, ip(request))
         except (BadInput, relay.RelayError, repo.RepoError) as exc:
             return _error(str(exc))
         return Response({"models": [_model_entry(m) for m in found]})
@@ -103,7 +103,7 @@ class PlaygroundController(Controller):
             key = await _key(request, data)
         except (BadInput, repo.RepoError) as exc:
             return _error(str(exc))
-        stream = relay.chat(relay.for_config(cfg(request)), key, body, ip(request))
+        stream = relay.chat(await _proxy(request), key, body, ip(request))
         # X-Accel-Buffering: an nginx in front of the admin must not hold the stream back
         return Stream(stream, media_type="application/x-ndjson", headers={"X-Accel-Buffering": "no"})
 
@@ -122,7 +122,7 @@ class PlaygroundController(Controller):
             for m in models or [""]:
                 playground_input.model_name(m)
             key = await _key(request, {"key": data.get("key", "")})
-            proxy = relay.for_config(cfg(request))
+            proxy = await _proxy(request)
             results = await asyncio.gather(*(_embed(proxy, key, m, texts, ip(request)) for m in models))
         except (BadInput, relay.RelayError, repo.RepoError) as exc:
             if htmx:  # htmx swaps only 2xx: the error travels in the fragment
@@ -191,7 +191,7 @@ async def _page(request: Request, template: str, /, status_code: int = 200, **co
             models_error = f"Your playground key is {stored.state}: create a new one or paste a key."
         else:
             try:
-                found = await relay.models(relay.for_config(cfg(request)), pair[1], ip(request))
+                found = await relay.models(await _proxy(request), pair[1], ip(request))
             except relay.RelayError as exc:
                 models_error = str(exc)
     users = [u.name for u in await repo.list_users(db(request))]
@@ -212,6 +212,11 @@ async def _page(request: Request, template: str, /, status_code: int = 200, **co
 
 def _template(path: str) -> str:
     return "playground.html" if path == PAGES[0] else "playground_embeddings.html"
+
+
+async def _proxy(request: Request) -> relay.Proxy:
+    """The proxy to relay to, with the certificate in force (config.toml's, or one set in /settings)."""
+    return relay.for_config(cfg(request), await repo.get_settings(db(request)))
 
 
 async def _json(request: Request) -> dict:

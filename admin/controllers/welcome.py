@@ -113,7 +113,12 @@ class WelcomeController(Controller):
             user=name,
             backend=target,
             model=model,
-            curl=curl_line(proxy_url(request), key, target.type if target else "ollama", model or "MODEL"),
+            curl=curl_line(
+                proxy_url(request, await repo.get_settings(conn)),
+                key,
+                target.type if target else "ollama",
+                model or "MODEL",
+            ),
         )
 
     @post("/welcome/skip")

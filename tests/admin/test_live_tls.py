@@ -21,7 +21,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from admin import tlsinfo
+from admin import relay, tlsinfo
 from fortress.cli import self_signed
 from fortress.config import Config, load
 from fortress.proxy.tls import LiveTls, TlsFiles, effective_files, fingerprint, setting_value
@@ -219,6 +219,7 @@ def test_turning_https_on_needs_a_restart_and_the_page_says_so(tmp_path: Path, s
         r = upload(c, token, cert_pem, key_pem)
         assert r.status_code == 200
         assert "turning HTTPS on needs a restart" in r.text
+        assert f"https://127.0.0.1:{home.port}" in c.get("/help").text  # what clients will need
         assert httpx.get(f"{home.url}/").text == "Ollama is running"  # still plain HTTP
         home.stop()
         home.serve()
@@ -256,6 +257,10 @@ def test_the_setting_wins_over_config_toml(tmp_path: Path) -> None:
     assert effective_files(cfg, {"tls.files": setting_value(chosen)}) == chosen
     assert effective_files(cfg, {"tls.files": "{broken"}) == TlsFiles("/etc/c.pem", "/etc/k.pem")
     assert effective_files(Config(), {}) is None
+    # the playground's relay to the proxy trusts the pair in force, not config.toml's
+    proxy = relay.for_config(cfg, {"tls.files": setting_value(chosen)})
+    assert proxy.url.startswith("https://") and proxy.cert_file == "/srv/c.pem"
+    assert relay.for_config(Config(), {}).url.startswith("http://")
 
 
 def test_proxy_note_says_when_a_restart_is_needed() -> None:
