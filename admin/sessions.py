@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from admin.queries import AdminAccount
+from admin.queries import AdminAccount, get_admin
 from fortress.state.db import transaction
 
 COOKIE = "fortress_session"
@@ -50,12 +50,11 @@ async def start(db: aiosqlite.Connection, admin: str, *, lifetime_s: float, ip: 
 async def account_for(db: aiosqlite.Connection, token: str) -> AdminAccount | None:
     """The account a live session token belongs to; None when unknown, ended or expired."""
     async with db.execute(
-        "SELECT a.name, a.password_hash, a.role, a.last_login_at FROM admin_sessions s"
-        " JOIN admins a ON a.name = s.admin WHERE s.token_hash = ? AND s.expires_at > ?",
+        "SELECT admin FROM admin_sessions WHERE token_hash = ? AND expires_at > ?",
         (token_hash(token), time.time()),
     ) as cur:
         row = await cur.fetchone()
-    return AdminAccount(*row) if row else None
+    return await get_admin(db, row[0]) if row else None
 
 
 async def end(db: aiosqlite.Connection, token: str) -> None:
