@@ -31,6 +31,7 @@ from admin.lockout import LoginThrottle
 from admin.pulls import Pulls
 from admin.requestcheck import request_check
 from admin.web import is_htmx
+from fortress import logs
 from fortress.addr import parse_listen
 from fortress.config import Config
 from fortress.proxy.tls import LiveTls
@@ -164,6 +165,7 @@ def run(cfg: Config) -> int:
     The admin serves HTTPS with the proxy's certificate (the pair in force when it starts) and
     follows certificate changes made on its settings page without a restart.
     """
+    logs.configure(cfg.logging)
     host, port = parse_listen(cfg.admin.listen, "admin.listen")
     live_tls = LiveTls.start(cfg, asyncio.run(_settings(cfg)))
     server.serve(

@@ -211,6 +211,7 @@ def serve(app: Any, host: str, port: int, admin: AdminConfig, ssl_context: ssl.S
         http=GuardedProtocol.configured(guard, admin.head_timeout_s, admin.body_timeout_s),
         timeout_keep_alive=int(KEEP_ALIVE_S),
         log_level="warning",
+        log_config=None,  # uvicorn's records go through the handler fortress.logs.configure() set up
         proxy_headers=False,
         server_header=False,
         ssl_context_factory=(lambda _config, _default: ssl_context) if ssl_context else None,

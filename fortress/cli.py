@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 
 import aiosqlite
 
-from fortress import backup
+from fortress import backup, logs
 from fortress import config as config_mod
 from fortress.addr import redact_url, url_credentials
 from fortress.config import Config, ConfigError
@@ -296,7 +296,7 @@ def _run(args: argparse.Namespace) -> int:
     base = [sys.executable, "-m", "fortress"]
     extra = ["--config", cfg.source] if cfg.source else []
     commands = {"serve": [*base, "serve", *extra], "admin": [*base, "admin", *extra]}
-    logging.basicConfig(level=logging.INFO, format="fortress run: %(message)s")
+    logs.configure(cfg.logging)
     sup = Supervisor(commands, cfg.proxy.drain_timeout_s + 5.0, cfg.database.path)
     return asyncio.run(sup.run())
 

@@ -45,7 +45,6 @@ class ProxyConfig:
     drain_timeout_s: float = 30.0
     max_connections_per_ip: int = 0  # 0 = unlimited
     trusted_proxies: tuple[str, ...] = ()
-    log_level: str = "info"
 
 
 @dataclass(frozen=True)
@@ -121,6 +120,17 @@ class ClusterConfig:
     redis_url: str = ""
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "info"  # diagnostic logs (stderr): debug | info | warning | error
+    format: str = "text"  # text | json (one JSON object per line)
+    access_log: str = "off"  # off | json: one JSON line per request, written by the usage writer
+    access_log_path: str = ""  # "" = stdout; else a file, appended to (relative to the config file)
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """Web search and page fetch (/api/web_search, /api/web_fetch): off until a source is configured."""
@@ -157,6 +167,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     source: str = ""  # the file this came from, "" for built-in defaults
 
     @property
@@ -174,6 +185,7 @@ _SECTIONS: dict[str, type] = {
     "cluster": ClusterConfig,
     "search": SearchConfig,
     "metrics": MetricsConfig,
+    "logging": LoggingConfig,
 }
 
 
@@ -251,6 +263,7 @@ def _check(cfg: Config) -> Config:
             raise ConfigError(f"routing.auto_models[{i}]: empty pattern")
     _check_search(cfg.search)
     _check_cidrs("metrics.allow", cfg.metrics.allow)
+    _check_logging(cfg.logging)
     from fortress.pipeline.windows import parse_rate
 
     for key in ("rate", "tokens"):
@@ -285,8 +298,29 @@ def _check_search(search: SearchConfig) -> None:
         raise ConfigError("search.timeout_s: must be positive")
 
 
+def _check_logging(cfg: LoggingConfig) -> None:
+    choices = {"level": LOG_LEVELS, "format": ("text", "json"), "access_log": ("off", "json")}
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise ConfigError(f"logging.{key}: must be one of {', '.join(allowed)}")
+
+
+def _renamed(data: dict[str, Any]) -> dict[str, Any]:
+    """Old spellings still accepted: [proxy] log_level is [logging] level (which wins when both are set)."""
+    proxy = data.get("proxy")
+    if not isinstance(proxy, dict) or "log_level" not in proxy:
+        return data
+    proxy = dict(proxy)
+    level = proxy.pop("log_level")
+    logs = data.get("logging", {})
+    if isinstance(logs, dict) and "level" not in logs:
+        logs = {**logs, "level": level}
+    return {**data, "proxy": proxy, "logging": logs}
+
+
 def parse(data: dict[str, Any], source: str = "") -> Config:
     """Build a Config from a parsed TOML document."""
+    data = _renamed(data)
     parts: dict[str, Any] = {}
     for key, table in data.items():
         if key == "backends":
@@ -321,4 +355,8 @@ def load(path: str | None = None) -> Config:
     db = Path(cfg.database.path)
     if not db.is_absolute():
         cfg = dataclasses.replace(cfg, database=DatabaseConfig(str((p.parent / db).resolve())))
+    access = Path(cfg.logging.access_log_path)
+    if cfg.logging.access_log_path and not access.is_absolute():
+        logs = dataclasses.replace(cfg.logging, access_log_path=str((p.parent / access).resolve()))
+        cfg = dataclasses.replace(cfg, logging=logs)
     return cfg

@@ -13,10 +13,10 @@ import logging
 import os
 import signal
 import socket
-import sys
 
 import uvloop
 
+from fortress import logs
 from fortress.addr import parse_listen
 from fortress.config import Config
 from fortress.pipeline.limits import Limiter, open_limiter
@@ -55,7 +55,7 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
     db = await connect(cfg.database.path)
     version = await read_config_version(db)
     snapshot = await load_snapshot(db, cfg)
-    usage = UsagePipe(cfg.database.path)
+    usage = UsagePipe(cfg.database.path, cfg.logging)
     await usage.start()
     worker = Worker(cfg, snapshot, loop, usage, limiter)
     worker.start_polling()
@@ -93,7 +93,7 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
             "backends": worker.router.export(),
             "keys": worker.key_windows(),
             "pool": repr(worker.pool),
-            "dropped": usage.dropped,
+            "usage": usage.counters(),
             "tls": tls.fingerprint if tls else "",
         }
         await write_proxy_stats(
@@ -147,11 +147,7 @@ def _shm_path(cfg: Config) -> str:
 
 def serve(cfg: Config, ready: str = "") -> int:
     """Run the proxy until SIGTERM/SIGINT; returns the exit code."""
-    logging.basicConfig(
-        level=cfg.proxy.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(cfg.logging)
     shm_path = _shm_path(cfg)
     if cfg.proxy.workers == 1:
         uvloop.run(run_worker(cfg, shm_path, ready))

@@ -1,8 +1,10 @@
 """Usage rows: their columns, the hourly roll-up, and how a batch is stored (no event loop needed).
 
-The proxy hands rows to a writer process (fortress.state.sink) that calls store() per batch: raw rows
-and the hourly roll-up in one transaction, so charts that read usage_hourly always agree with the raw
-table. write_batch() does the same on an aiosqlite connection, for seeding in tests and benchmarks.
+The proxy hands rows to a writer process (fortress.state.sink) that calls store() per batch: raw rows,
+the hourly roll-up (summed from the batch in memory: one upsert per group, not per row) and the batch's
+sequence number in one transaction, so charts that read usage_hourly always agree with the raw table
+and a batch sent again after a writer restart is recognised (committed_seq()) and not stored twice.
+write_batch() does the same on an aiosqlite connection, for seeding in tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -43,6 +45,27 @@ class UsageEvent:
 
 COLUMNS = tuple(f.name for f in fields(UsageEvent))
 as_row = attrgetter(*COLUMNS)
+_TYPES: dict[str, tuple[type, ...]] = {
+    "float": (float, int),
+    "int": (int,),
+    "str": (str,),
+    "None": (type(None),),
+}
+# the Python types each column accepts, read from UsageEvent's annotations ("float | None", ...)
+KINDS = tuple(
+    tuple(t for part in str(f.type).split("|") for t in _TYPES[part.strip()]) for f in fields(UsageEvent)
+)
+
+
+def storable(row: object) -> bool:
+    """Whether a row has the usage columns' arity and types (checked only when a batch fails)."""
+    return (
+        isinstance(row, tuple)
+        and len(row) == len(KINDS)
+        and all(isinstance(v, k) for v, k in zip(row, KINDS, strict=True))
+    )
+
+
 _INSERT = f"INSERT INTO usage ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 _ROLLUP = """
 INSERT INTO usage_hourly (hour, user_name, key_id, model, backend, status, requests, prompt_tokens,
@@ -56,6 +79,12 @@ ON CONFLICT (hour, user_name, key_id, model, backend, status) DO UPDATE SET
     duration_ms_sum = duration_ms_sum + excluded.duration_ms_sum,
     bytes_out = bytes_out + excluded.bytes_out
 """
+
+_STREAM = """
+INSERT INTO usage_streams (stream, seq, ts) VALUES (?, ?, ?)
+ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, ts = excluded.ts
+"""
+STREAM_KEEP_S = 7 * 86400
 
 RollupKey = tuple[int, str, str, str, str, int]
 
@@ -91,17 +120,28 @@ def _hourly(rows: list[tuple]) -> list[tuple]:
     return [(*k, *v) for k, v in rollup(rows).items()]
 
 
-def store(conn: sqlite3.Connection, rows: list[tuple]) -> None:
-    """Raw rows and their roll-up in one transaction: both land, or neither (autocommit connection)."""
+def store(conn: sqlite3.Connection, rows: list[tuple], stream: str = "", seq: int = 0) -> None:
+    """Raw rows, their roll-up and (with a stream) the batch's sequence number in one transaction:
+    all land, or nothing does (autocommit connection)."""
     hourly = _hourly(rows)
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.executemany(_INSERT, rows)
         conn.executemany(_ROLLUP, hourly)
+        if stream:
+            conn.execute(_STREAM, (stream, seq, time.time()))
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+
+
+def committed_seq(conn: sqlite3.Connection, stream: str) -> int:
+    """The last batch of `stream` that store() committed (0: none yet); forgets week-old streams."""
+    conn.execute("DELETE FROM usage_streams WHERE ts < ?", (time.time() - STREAM_KEEP_S,))
+    row = conn.execute("SELECT seq FROM usage_streams WHERE stream = ?", (stream,)).fetchone()
+    return int(row[0]) if row else 0
 
 
 async def write_batch(db: aiosqlite.Connection, events: list[UsageEvent]) -> None:
