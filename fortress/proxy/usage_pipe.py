@@ -111,11 +111,11 @@ class UsagePipe:
         ]
 
     async def _spawn(self) -> None:
-        """Start a writer with a fresh ack pipe and send it every unacknowledged batch."""
+        """Start a writer with a fresh ack pipe and send it every unacknowledged batch, in order."""
         s = self.logs
         read_fd, write_fd = os.pipe()
         try:
-            self._proc = await asyncio.create_subprocess_exec(
+            proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "fortress.state.sink", self.db_path,
                 "--stream", self.stream, "--ack-fd", str(write_fd),
                 "--log-level", s.level, "--log-format", s.format,
@@ -128,9 +128,12 @@ class UsagePipe:
             raise
         finally:
             os.close(write_fd)
-        self._started = time.monotonic()
         loop = asyncio.get_running_loop()
         self._acks, _ = await loop.connect_read_pipe(lambda: _AckReader(self), os.fdopen(read_fd, "rb", 0))
+        # no await from here on: the new writer must get the oldest unacknowledged batch first (it skips
+        # any number below one it has committed), so no flush may write a newer one to it before this
+        self._proc = proc
+        self._started = time.monotonic()
         self._written = self.unacked[0][0] - 1 if self.unacked else self._seq
         self._pump()
 
@@ -143,9 +146,9 @@ class UsagePipe:
             code = await proc.wait()
             if self._closing:
                 return
-            lived = time.monotonic() - self._started
-            failures = 0 if lived > STABLE_AFTER_S else failures + 1
-            delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)]
+            quick = time.monotonic() - self._started < STABLE_AFTER_S
+            delay = RESTART_BACKOFF_S[min(failures, len(RESTART_BACKOFF_S) - 1)] if quick else 0.0
+            failures = failures + 1 if quick else 0
             self.restarts += 1
             cause = f"signal {-code}" if code < 0 else f"status {code}"
             log.error(
@@ -171,25 +174,27 @@ class UsagePipe:
 
     def _flush(self) -> None:
         """Make the rows recorded since the last flush one numbered batch and send it."""
-        rows = self.pending
-        if rows:
-            self.pending = []
-            try:
-                data = marshal.dumps(rows)
-            except ValueError as exc:  # a value marshal cannot carry: a bug upstream, never silent
-                self._drop(len(rows), f"unserialisable batch ({exc})")
-                data = b""
-            if data and self.unacked_bytes + len(data) > self.max_unacked_bytes:
-                self._drop(len(rows), f"{self.unacked_bytes} bytes are waiting for the writer")
-            elif data:
-                self._seq += 1
-                entry = HEAD.pack(len(data), self._seq) + data
-                self.unacked.append((self._seq, len(rows), entry))
-                self.unacked_bytes += len(entry)
-                self.sent += len(rows)
+        if self.pending:
+            rows, self.pending = self.pending, []
+            self._enqueue(rows)
         self._settle()
         self._pump()
         self._log_drops()
+
+    def _enqueue(self, rows: list[tuple]) -> None:
+        try:
+            data = marshal.dumps(rows)
+        except ValueError as exc:  # a value marshal cannot carry: a bug upstream, never silent
+            self._drop(len(rows), f"a batch could not be serialised ({exc})")
+            return
+        if self.unacked_bytes + len(data) > self.max_unacked_bytes:
+            self._drop(len(rows), f"{self.unacked_bytes} bytes are waiting for the writer")
+            return
+        self._seq += 1
+        entry = HEAD.pack(len(data), self._seq) + data
+        self.unacked.append((self._seq, len(rows), entry))
+        self.unacked_bytes += len(entry)
+        self.sent += len(rows)
 
     def _pump(self) -> None:
         """Write unacknowledged batches the current writer has not had yet, a bounded amount ahead."""
@@ -233,11 +238,12 @@ class UsagePipe:
         now = time.monotonic() if now is None else now
         if self.dropped > self._dropped_logged and now >= self._drop_log_at:
             log.error(
-                "usage: %d rows dropped (%d in all): %s",
+                "%d usage rows dropped (%d in all): %s",
                 self.dropped - self._dropped_logged, self.dropped, self._why or "more rows than max_pending",
             )  # fmt: skip
             self._dropped_logged = self.dropped
             self._drop_log_at = now + DROP_LOG_EVERY_S
+            self._why = ""
 
     async def close(self, timeout_s: float = 30.0) -> None:
         """Send what is queued, wait until the writer has committed it all, and stop the writer."""

@@ -48,6 +48,18 @@ ALL_REJECTED = 0xFFFFFFFF  # an unreadable batch: every row of it
 RETRY_S = 0.1
 WARN_AFTER_S = 5.0
 WARN_EVERY_S = 30.0
+# what rows that do not fit the usage table raise; any other database error stops the writer (the proxy
+# restarts it and keeps the batch), and a busy or locked database is waited out
+MALFORMED = (
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    ValueError,
+    TypeError,
+    IndexError,
+    OverflowError,
+)
 log = logging.getLogger("fortress.usage")
 T = TypeVar("T")
 
@@ -75,7 +87,7 @@ def patiently(what: str, step: Callable[[], T]) -> T:
             now = time.monotonic()
             if now >= warn_at:
                 log.warning(
-                    "usage: %s has waited %.0f s for the database (%s); nothing is lost",
+                    "%s has waited %.0f s for the database (%s); nothing is lost",
                     what,
                     now - since,
                     exc,
@@ -84,7 +96,7 @@ def patiently(what: str, step: Callable[[], T]) -> T:
             time.sleep(RETRY_S)
             continue
         if time.monotonic() - since >= WARN_AFTER_S:
-            log.warning("usage: %s went through after %.0f s", what, time.monotonic() - since)
+            log.warning("%s went through after %.0f s", what, time.monotonic() - since)
         return result
 
 
@@ -106,29 +118,31 @@ class Writer:
             if not isinstance(rows, list):
                 raise TypeError(f"a batch is a list of rows, not {type(rows).__name__}")
         except (EOFError, ValueError, TypeError) as exc:
-            log.error("usage: batch %d (%d bytes) is unreadable and was skipped: %s", seq, len(data), exc)
+            log.error("usage batch %d (%d bytes) is unreadable and was skipped: %s", seq, len(data), exc)
             return ALL_REJECTED
-        stored, rejected = rows, 0
+        rejected = 0
         try:
-            patiently(f"batch {seq}", lambda: store(self.conn, rows, self.stream, seq))
-        except (sqlite3.Error, ValueError, TypeError, IndexError, OverflowError) as exc:  # malformed rows
-            stored = [r for r in rows if storable(r)]
-            rejected = len(rows) - len(stored)
-            log.error("usage: batch %d: %d malformed rows rejected (%s)", seq, rejected, exc)
+            self._store(seq, rows)
+        except MALFORMED as exc:
+            good = [r for r in rows if storable(r)]
+            rejected = len(rows) - len(good)
+            log.error("usage batch %d: %d malformed rows rejected (%s)", seq, rejected, exc)
             try:
-                patiently(f"batch {seq}", lambda: store(self.conn, stored, self.stream, seq))
-            except (sqlite3.Error, ValueError, TypeError, IndexError, OverflowError) as again:
-                log.error(
-                    "usage: batch %d of %d rows cannot be stored and was skipped: %s", seq, len(rows), again
-                )
+                self._store(seq, good)
+            except MALFORMED as again:
+                log.error("usage batch %d cannot be stored and was skipped: %s", seq, again)
                 return ALL_REJECTED
+            rows = good
         self.last = seq
         if self.access is not None:
             try:
-                self.access.write(stored)
+                self.access.write(rows)
             except OSError as exc:  # a full disk must not stop usage from being stored
-                log.error("access log: %d lines lost: %s", len(stored), exc)
+                log.error("access log: %d lines lost: %s", len(rows), exc)
         return rejected
+
+    def _store(self, seq: int, rows: list[tuple]) -> None:
+        patiently(f"usage batch {seq} ({len(rows)} rows)", lambda: store(self.conn, rows, self.stream, seq))
 
 
 def connect(db_path: str) -> sqlite3.Connection:

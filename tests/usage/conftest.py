@@ -71,15 +71,16 @@ class Load:
             t.join(150)
 
 
-def writer_of(pid: int) -> psutil.Process | None:
-    """The proxy's usage writer process (a child of the worker running in `pid`), if one runs."""
+def writers_of(pid: int) -> list[psutil.Process]:
+    """The usage writer processes under the proxy process `pid` (one per worker)."""
+    found = []
     for child in psutil.Process(pid).children(recursive=True):
         try:
             if "fortress.state.sink" in " ".join(child.cmdline()):
-                return child
+                found.append(child)
         except psutil.NoSuchProcess:
             continue
-    return None
+    return found
 
 
 def usage_ids(db: Path) -> Counter[str]:

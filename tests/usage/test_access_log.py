@@ -17,25 +17,26 @@ from fortress import config, logs
 from fortress.state.usage import UsageEvent, as_row
 from tests.conftest import PY, ROOT, Fortress, Sim, make_fortress, stop, wait_port
 
-FIELDS = {
-    "time",
-    "request_id",
-    "client_ip",
-    "key_id",
-    "user",
-    "method",
-    "path",
-    "model",
-    "backend",
-    "status",
-    "ttfb_ms",
-    "duration_ms",
-    "prompt_tokens",
-    "completion_tokens",
-    "bytes_in",
-    "bytes_out",
-    "stream",
-    "error",
+# the access line of the row in test_access_line_and_chunks: every field, in order
+LINE = {
+    "time": "2023-11-14T22:13:20.250Z",
+    "request_id": "abc",
+    "client_ip": "",
+    "key_id": None,
+    "user": None,
+    "method": "GET",
+    "path": "/api/tags",
+    "model": None,
+    "backend": None,
+    "status": 200,
+    "ttfb_ms": None,
+    "duration_ms": 1.235,
+    "prompt_tokens": None,
+    "completion_tokens": None,
+    "bytes_in": 0,
+    "bytes_out": 0,
+    "stream": True,
+    "error": None,
 }
 BODY = {"model": "llama3.2", "prompt": "the prompt is private", "stream": False}
 
@@ -68,25 +69,31 @@ def _requests(f: Fortress, key: str) -> dict[str, tuple[int, str, str]]:
     return {r.headers["x-request-id"]: (r.status_code, r.request.method, r.request.url.path) for r in replies}
 
 
+def _served(tmp_path: Path, sim: Sim, extra: str) -> tuple[str, dict[str, tuple[int, str, str]]]:
+    """A proxy with `extra` settings serves _requests() and stops; returns the key and what was seen."""
+    f = make_fortress(tmp_path, [("local", sim.url)], extra)
+    key = f.key("alice")
+    _serve(f, tmp_path / "out.txt", tmp_path / "err.txt")
+    try:
+        return key, _requests(f, key)
+    finally:
+        stop(f.proc)  # type: ignore[arg-type]
+
+
 def _lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{") and '"request_id"' in line]
 
 
 def test_access_log_to_a_file_has_one_line_per_request_and_no_secret(tmp_path: Path, sim: Sim) -> None:
-    extra = '[logging]\naccess_log = "json"\naccess_log_path = "logs/access.log"\n'
-    f = make_fortress(tmp_path, [("local", sim.url)], extra)
-    key = f.key("alice")
-    _serve(f, tmp_path / "out.txt", tmp_path / "err.txt")
-    try:
-        seen = _requests(f, key)
-    finally:
-        stop(f.proc)  # type: ignore[arg-type]
+    key, seen = _served(
+        tmp_path, sim, '[logging]\naccess_log = "json"\naccess_log_path = "logs/access.log"\n'
+    )
     text = (tmp_path / "logs" / "access.log").read_text()
     lines = _lines(text)
     assert len(lines) == len(text.splitlines()) == len(seen)
     assert {line["request_id"]: (line["status"], line["method"], line["path"]) for line in lines} == seen
     for line in lines:
-        assert set(line) == FIELDS
+        assert list(line) == list(LINE)
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
         assert line["client_ip"] == "127.0.0.1" and line["duration_ms"] >= 0
     generate = next(line for line in lines if line["path"] == "/api/generate" and not line["stream"])
@@ -100,13 +107,7 @@ def test_access_log_to_a_file_has_one_line_per_request_and_no_secret(tmp_path: P
 
 
 def test_access_log_to_stdout(tmp_path: Path, sim: Sim) -> None:
-    f = make_fortress(tmp_path, [("local", sim.url)], '[logging]\naccess_log = "json"\n')
-    key = f.key("alice")
-    _serve(f, tmp_path / "out.txt", tmp_path / "err.txt")
-    try:
-        seen = _requests(f, key)
-    finally:
-        stop(f.proc)  # type: ignore[arg-type]
+    _, seen = _served(tmp_path, sim, '[logging]\naccess_log = "json"\n')
     assert {line["request_id"] for line in _lines((tmp_path / "out.txt").read_text())} == set(seen)
     assert _lines((tmp_path / "err.txt").read_text()) == []
 
@@ -152,40 +153,11 @@ def test_logging_settings_are_checked_and_the_old_name_still_works(tmp_path: Pat
 
 
 def test_access_line_and_chunks() -> None:
-    row = as_row(
-        UsageEvent(
-            ts=1_700_000_000.25,
-            request_id="abc",
-            method="GET",
-            path="/api/tags",
-            status=200,
-            duration_ms=1.23456,
-            ttfb_ms=None,
-            stream=1,
-        )
-    )
+    fields = {"request_id": "abc", "method": "GET", "path": "/api/tags", "status": 200, "stream": 1}
+    row = as_row(UsageEvent(ts=1_700_000_000.25, duration_ms=1.23456, **fields))  # type: ignore[arg-type]
     line = logs.access_line(row)
     assert line.endswith(b"\n") and line.count(b"\n") == 1
-    assert json.loads(line) == {
-        "time": "2023-11-14T22:13:20.250Z",
-        "request_id": "abc",
-        "client_ip": "",
-        "key_id": None,
-        "user": None,
-        "method": "GET",
-        "path": "/api/tags",
-        "model": None,
-        "backend": None,
-        "status": 200,
-        "ttfb_ms": None,
-        "duration_ms": 1.235,
-        "prompt_tokens": None,
-        "completion_tokens": None,
-        "bytes_in": 0,
-        "bytes_out": 0,
-        "stream": True,
-        "error": None,
-    }
+    assert json.loads(line) == LINE
     parts = list(logs.chunks([b"a" * 3000 + b"\n", b"b" * 2000 + b"\n", b"c" * 5000 + b"\n", b"d\n"]))
     assert [len(p) for p in parts] == [3001, 2001, 5001, 2]  # whole lines, <= 4096 bytes unless one is longer
     assert b"".join(parts).count(b"\n") == 4

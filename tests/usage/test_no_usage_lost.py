@@ -8,27 +8,33 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Sim, make_fortress
 
-from .conftest import Load, lost_and_doubled, usage_ids, writer_of
+from .conftest import Load, lost_and_doubled, usage_ids, writers_of
 
 LOCK_S = 40.0
 # the load's wrong-key requests must not trip the brute-force lockout (that would make it all 429s)
 EXTRA = "[security]\nauth_fail_limit = 1000000\n"
 
 
-def _new_writer(proxy_pid: int, old_pid: int, timeout: float = 30.0) -> int:
+def _kill_a_writer(proxy_pid: int, workers: int, timeout: float = 30.0) -> None:
+    """SIGKILL one usage writer and wait until its worker has started another."""
+    victim = writers_of(proxy_pid)[0]
+    victim.send_signal(signal.SIGKILL)
     deadline = time.monotonic() + timeout
     while True:
-        writer = writer_of(proxy_pid)
-        if writer is not None and writer.pid != old_pid:
-            return writer.pid
+        pids = [w.pid for w in writers_of(proxy_pid)]
+        if len(pids) == workers and victim.pid not in pids:
+            return
         assert time.monotonic() < deadline, "the usage writer was not restarted"
         time.sleep(0.02)
 
 
-def test_sigkilled_writer_loses_no_usage_row(tmp_path: Path, sim: Sim) -> None:
-    f = make_fortress(tmp_path, [("local", sim.url)], EXTRA)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkilled_writer_loses_no_usage_row(tmp_path: Path, sim: Sim, workers: int) -> None:
+    f = make_fortress(tmp_path, [("local", sim.url)], f"{EXTRA}[proxy]\nworkers = {workers}\n")
     key = f.key("alice")
     f.serve()
     assert f.proc is not None
@@ -36,19 +42,14 @@ def test_sigkilled_writer_loses_no_usage_row(tmp_path: Path, sim: Sim) -> None:
     try:
         for _ in range(3):
             load.progress(150)
-            writer = writer_of(f.proc.pid)
-            assert writer is not None
-            writer.send_signal(signal.SIGKILL)
-            _new_writer(f.proc.pid, writer.pid)
+            _kill_a_writer(f.proc.pid, workers)
         load.progress(150)
     finally:
         load.stop()
     out = f.stop()  # graceful: the last batches are committed before the proxy exits
     assert load.failures == [] and load.statuses[200] > 0 and load.statuses[401] > 0
     lost, doubled = lost_and_doubled(load.seen, usage_ids(f.db))
-    print(
-        f"\n{len(load.seen)} completed requests, writer killed 3 times: {lost} rows lost, {doubled} doubled"
-    )
+    print(f"\n{len(load.seen)} completed requests, {workers} worker(s), 3 writers killed: {lost} rows lost")
     assert (lost, doubled) == (0, 0)
     assert out.count("exited with signal 9; restarting it") == 3, out[-3000:]
 
