@@ -3,9 +3,10 @@
 
 The access log is written by the usage writer process (fortress.state.sink) from the same batches as
 the usage rows, right after they are committed, so the proxy's event loop never formats or writes it
-and the log holds exactly the requests the usage table holds. A line carries no secret and no prompt:
-its fields are the usage row's (key id, never the key; the path without its query string; Fortress's
-own short error text).
+and the log holds exactly the requests the usage table holds (a locked database delays lines with their
+rows; a writer killed between a commit and the write loses that batch's lines, never doubles them).
+A line carries no secret and no prompt: its fields are the usage row's (key id, never the key; the path
+without its query string; Fortress's own short error text).
 """
 
 from __future__ import annotations
