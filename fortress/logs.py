@@ -55,11 +55,17 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+# libraries whose info and debug records name full URLs (a backend URL may carry user:password)
+QUIET = ("httpx", "httpcore")
+
+
 def configure(settings: LoggingConfig) -> None:
     """Send this process's logs to stderr at the configured level and in the configured format."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=settings.level.upper(), handlers=[handler], force=True)
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # ---- access log --------------------------------------------------------------------------------------
