@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import marshal
 import math
 import os
 import socket
@@ -30,7 +29,7 @@ import time
 from collections import deque
 
 from fortress.config import LoggingConfig
-from fortress.state.sink import ACK, HEAD
+from fortress.state.sink import ACK, frame
 
 log = logging.getLogger("fortress.usage")
 MAX_PENDING = 100_000  # rows recorded between two flushes
@@ -183,15 +182,14 @@ class UsagePipe:
 
     def _enqueue(self, rows: list[tuple]) -> None:
         try:
-            data = marshal.dumps(rows)
+            entry = frame(self._seq + 1, rows)
         except ValueError as exc:  # a value marshal cannot carry: a bug upstream, never silent
             self._drop(len(rows), f"a batch could not be serialised ({exc})")
             return
-        if self.unacked_bytes + len(data) > self.max_unacked_bytes:
+        if self.unacked_bytes + len(entry) > self.max_unacked_bytes:
             self._drop(len(rows), f"{self.unacked_bytes} bytes are waiting for the writer")
             return
         self._seq += 1
-        entry = HEAD.pack(len(data), self._seq) + data
         self.unacked.append((self._seq, len(rows), entry))
         self.unacked_bytes += len(entry)
         self.sent += len(rows)
