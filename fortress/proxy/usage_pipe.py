@@ -11,8 +11,9 @@ so a re-sent batch is stored exactly once.
 
 Bounded: unacknowledged batches may hold up to `max_unacked_bytes` of frames (a writer waiting out a
 locked database keeps its batches here); past that, new batches are dropped, counted and logged. At
-most WRITE_AHEAD bytes sit in the pipe itself, so the bound is the whole memory cost. `close()` sends
-what is left and waits for every acknowledgement: a graceful stop loses nothing.
+most WRITE_AHEAD bytes (and one batch) wait in the pipe's buffer besides, so the bound is nearly the
+whole memory cost. `close()` sends what is left and waits for every acknowledgement: a graceful stop
+loses nothing.
 """
 
 from __future__ import annotations
