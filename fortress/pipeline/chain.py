@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fortress import keys
+from fortress.http.replies import LocalReply, error_reply
 from fortress.pipeline import routes
 from fortress.pipeline.bruteforce import AuthFailures
 from fortress.pipeline.ip_policy import IpPolicy
 from fortress.pipeline.limits import Limiter, LocalLimiter
 from fortress.pipeline.routes import Kind, Route
 from fortress.pipeline.validate import blob_digest_from_path, clamp_options, validate_body
-from fortress.proxy.wire import LocalReply, error_reply
 from fortress.state.snapshot import KeyRecord, Policy, Snapshot
 
 OK_ROOT = LocalReply(200, b"Ollama is running", content_type=b"text/plain; charset=utf-8")

@@ -13,8 +13,9 @@ import re
 import time
 from typing import TYPE_CHECKING
 
+from fortress.http import replies
 from fortress.pipeline.chain import Admit
-from fortress.proxy import fanout, wire
+from fortress.proxy import fanout
 from fortress.proxy.upstream import UpstreamProtocol
 from fortress.routing.choose import Choice, Verdict, Waiter
 
@@ -298,7 +299,7 @@ class Exchange:
         up = self.upstream
         if up is None or up.transport is None:
             return
-        up.transport.write(wire.chunk(piece) if self.chunked_body else piece)
+        up.transport.write(replies.chunk(piece) if self.chunked_body else piece)
 
     # -- the response --------------------------------------------------------------------------------
     def response_head(self, up: UpstreamProtocol, body_start: bytes) -> bool:
@@ -315,7 +316,7 @@ class Exchange:
         self.status = status
         self.ttfb = time.monotonic()
         client_close = not self.keep_alive or self.w.draining
-        parts = [wire.status_line(status)]
+        parts = [replies.status_line(status)]
         for name, value in up.headers:
             if name.lower() in _HOP:
                 if self.raw and name.lower() == b"transfer-encoding":
@@ -397,10 +398,10 @@ class Exchange:
         self.error = message
         framed = self.raw and up.chunked and not up.in_chunk
         if framed:
-            line = wire.stream_error_line(message, self.admit.route.openai)
-            self.to_client(wire.chunk(line) + _LAST_CHUNK)
+            line = replies.stream_error_line(message, self.admit.route.openai)
+            self.to_client(replies.chunk(line) + _LAST_CHUNK)
         elif not self.raw:
-            self.to_client(wire.stream_error_line(message, self.admit.route.openai))
+            self.to_client(replies.stream_error_line(message, self.admit.route.openai))
         self._release_backend(ok=False, error=message)
         prompt, completion, _ = counts_from_tail(up.tail)
         self._account(prompt, completion)
@@ -436,9 +437,9 @@ class Exchange:
         headers = self.admit.rate_headers
         if retry_after:
             headers = ((b"Retry-After", str(retry_after).encode()), *headers)
-        reply = wire.error_reply(status, message, self.admit.route.openai, headers=headers)
+        reply = replies.error_reply(status, message, self.admit.route.openai, headers=headers)
         keep = self.keep_alive and not self.streaming_body
-        self.to_client(wire.render(reply, self.request_id, keep, head_only=self.method == b"HEAD"))
+        self.to_client(replies.render(reply, self.request_id, keep, head_only=self.method == b"HEAD"))
         self._account(None, None)
         self.client.exchange_done(keep)
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from fortress.proxy import wire
+from fortress.http import replies
 
 if TYPE_CHECKING:
     from fortress.proxy.exchange import Exchange
@@ -149,8 +149,8 @@ class FanOut:
                 ex.to_client(b"0\r\n\r\n")
         else:
             status, body = merged_body(outcomes)
-            reply = wire.LocalReply(status, body, headers=ex.admit.rate_headers)
-            ex.to_client(wire.render(reply, ex.request_id, _keep(ex)))
+            reply = replies.LocalReply(status, body, headers=ex.admit.rate_headers)
+            ex.to_client(replies.render(reply, ex.request_id, _keep(ex)))
             ex.ttfb = time.monotonic()
         ex.status = status
         ex.error = end.get("error")
@@ -224,12 +224,12 @@ class FanOut:
             self.head_sent = True
             ex.ttfb = time.monotonic()
             ex.to_client(_stream_head(ex))
-        ex.to_client(wire.chunk(line) if ex.raw else line)
+        ex.to_client(replies.chunk(line) if ex.raw else line)
 
 
 def _stream_head(ex: Exchange) -> bytes:
     """200 NDJSON: chunked for HTTP/1.1 clients, close-delimited for HTTP/1.0 ones."""
-    parts = [wire.status_line(200), b"Content-Type: application/x-ndjson\r\nX-Request-ID: ", ex.request_id]
+    parts = [replies.status_line(200), b"Content-Type: application/x-ndjson\r\nX-Request-ID: ", ex.request_id]
     for name, value in ex.admit.rate_headers:
         parts += (b"\r\n", name, b": ", value)
     if ex.raw:

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from fortress.http import replies
 from fortress.pipeline import routes
 from fortress.pipeline.chain import Admit
 from fortress.pipeline.validate import looks_like_zip
-from fortress.proxy import wire
 from fortress.proxy.exchange import Exchange
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class Request:
 class BadRequest(Exception):
     """Raised inside a parser callback to stop parsing with a ready reply."""
 
-    def __init__(self, reply: wire.LocalReply) -> None:
+    def __init__(self, reply: replies.LocalReply) -> None:
         self.reply = reply
 
 
@@ -166,7 +166,7 @@ class ClientProtocol(asyncio.Protocol):
         """The sweeper found this connection past its deadline (header, body or keep-alive idle)."""
         req = self.req
         if req is not None and req.mode in (Mode.HEAD, Mode.BUFFER) and self.ex is None:
-            self._write(wire.render(wire.error_reply(408, "request timeout"), self.w.next_id(), False))
+            self._write(replies.render(replies.error_reply(408, "request timeout"), self.w.next_id(), False))
         self.close()
 
     # -- flow control: coupled both ways through the exchange's upstream --------------------------
@@ -202,7 +202,7 @@ class ClientProtocol(asyncio.Protocol):
             self._reject(exc.reply)
             return
         except httptools.HttpParserUpgrade:
-            self._reject(wire.error_reply(400, "protocol upgrades are not supported", close=True))
+            self._reject(replies.error_reply(400, "protocol upgrades are not supported", close=True))
             return
         except httptools.HttpParserError as exc:
             cause = exc.__context__
@@ -210,19 +210,19 @@ class ClientProtocol(asyncio.Protocol):
                 self._reject(cause.reply)
             elif isinstance(exc, httptools.HttpParserCallbackError) and cause is not None:
                 log.error("internal error while handling a request", exc_info=cause)
-                self._reject(wire.error_reply(500, "internal error in the gateway", close=True))
+                self._reject(replies.error_reply(500, "internal error in the gateway", close=True))
             else:
                 self._reject(
-                    wire.error_reply(400, f"malformed HTTP request: {_parser_reason(exc)}", close=True)
+                    replies.error_reply(400, f"malformed HTTP request: {_parser_reason(exc)}", close=True)
                 )
             return
         req = self.req
         if req is not None and req.mode is Mode.HEAD and self.head_bytes > self.w.cfg.max_header_bytes:
-            self._reject(wire.error_reply(431, "request header fields too large", close=True))
+            self._reject(replies.error_reply(431, "request header fields too large", close=True))
 
-    def _reject(self, reply: wire.LocalReply) -> None:
+    def _reject(self, reply: replies.LocalReply) -> None:
         if not self.closed:
-            self._write(wire.render(reply, self.w.next_id(), False))
+            self._write(replies.render(reply, self.w.next_id(), False))
             self.close()
 
     # -- httptools callbacks ------------------------------------------------------------------------
@@ -244,7 +244,7 @@ class ClientProtocol(asyncio.Protocol):
         # a head that arrives in one read is parsed whole before data_received can measure it
         self.head_size += len(name) + len(value) + 4
         if self.head_size > self.w.cfg.max_header_bytes:
-            raise BadRequest(wire.error_reply(431, "request header fields too large", close=True))
+            raise BadRequest(replies.error_reply(431, "request header fields too large", close=True))
         lname = name.lower()
         if lname in _DROP:
             if lname == b"authorization":
@@ -253,11 +253,13 @@ class ClientProtocol(asyncio.Protocol):
                 req.x_api_key = value
             elif lname == b"content-length":
                 if req.content_length is not None or not value.isdigit():
-                    raise BadRequest(wire.error_reply(400, "invalid or repeated Content-Length", close=True))
+                    raise BadRequest(
+                        replies.error_reply(400, "invalid or repeated Content-Length", close=True)
+                    )
                 req.content_length = int(value)
             elif lname == b"transfer-encoding":
                 if value.strip().lower() != b"chunked" or req.chunked:
-                    raise BadRequest(wire.error_reply(400, "unsupported Transfer-Encoding", close=True))
+                    raise BadRequest(replies.error_reply(400, "unsupported Transfer-Encoding", close=True))
                 req.chunked = True
             elif lname == b"x-forwarded-for":
                 req.xff = value if req.xff is None else req.xff + b", " + value
@@ -275,7 +277,9 @@ class ClientProtocol(asyncio.Protocol):
         assert req is not None
         parser = self.parser
         if req.chunked and req.content_length is not None:
-            raise BadRequest(wire.error_reply(400, "both Content-Length and Transfer-Encoding", close=True))
+            raise BadRequest(
+                replies.error_reply(400, "both Content-Length and Transfer-Encoding", close=True)
+            )
         req.method = parser.get_method()
         req.http10 = parser.get_http_version() == "1.0"
         req.keep_alive = parser.should_keep_alive()
@@ -296,12 +300,12 @@ class ClientProtocol(asyncio.Protocol):
             if ex is not None:
                 req.body_size += len(body)
                 if req.body_size > self._body_limit(ex.admit):
-                    raise BadRequest(wire.error_reply(413, "request body too large", close=True))
+                    raise BadRequest(replies.error_reply(413, "request body too large", close=True))
                 self.deadline = time.monotonic() + self.w.cfg.body_timeout_s
                 if ex.admit.route.model_admin and len(req.first_bytes) < 4:
                     if looks_like_zip(req.sniff(body)):
                         raise BadRequest(
-                            wire.error_reply(400, "zip archives are not accepted as blobs", close=True)
+                            replies.error_reply(400, "zip archives are not accepted as blobs", close=True)
                         )
                     req.body.append(body)
                     if len(req.first_bytes) == 4:
@@ -311,12 +315,12 @@ class ClientProtocol(asyncio.Protocol):
         elif mode is Mode.BUFFER:
             req.body_size += len(body)
             if req.body_size > self.w.cfg.max_body_bytes:
-                raise BadRequest(wire.error_reply(413, "request body too large", close=True))
+                raise BadRequest(replies.error_reply(413, "request body too large", close=True))
             req.body.append(body)
         elif mode is Mode.DISCARD:
             req.body_size += len(body)
             if req.body_size > _DISCARD_LIMIT:
-                raise BadRequest(wire.error_reply(413, "request body too large", close=True))
+                raise BadRequest(replies.error_reply(413, "request body too large", close=True))
 
     def on_message_complete(self) -> None:
         req = self.req
@@ -357,7 +361,7 @@ class ClientProtocol(asyncio.Protocol):
             client_ip,
             time.time(),
         )
-        if isinstance(result, wire.LocalReply):
+        if isinstance(result, replies.LocalReply):
             self._local(req, result, path, client_ip)
             return
         req.admit = result
@@ -369,7 +373,7 @@ class ClientProtocol(asyncio.Protocol):
         if req.content_length is not None and req.content_length > self._body_limit(result):
             self._local(
                 req,
-                wire.error_reply(413, "request body too large", route.openai, close=True),
+                replies.error_reply(413, "request body too large", route.openai, close=True),
                 path,
                 client_ip,
             )
@@ -401,7 +405,7 @@ class ClientProtocol(asyncio.Protocol):
         path = b"".join(req.url).partition(b"?")[0].decode("latin-1")
         client_ip = self.w.client_ip(self.peer, req.xff)
         outcome = self.w.gate.body(admit, b"".join(req.body))
-        if isinstance(outcome, wire.LocalReply):
+        if isinstance(outcome, replies.LocalReply):
             self._local(req, outcome, path, client_ip)
             return
         req.mode = Mode.SENT
@@ -463,7 +467,7 @@ class ClientProtocol(asyncio.Protocol):
             for piece in held:
                 ex.send_body(piece)
 
-    def _local(self, req: Request, reply: wire.LocalReply, path: str, client_ip: str) -> None:
+    def _local(self, req: Request, reply: replies.LocalReply, path: str, client_ip: str) -> None:
         """Fortress answers itself; the request goes no further."""
         rid = req.request_id or self.w.next_id()
         admit = req.admit
@@ -473,7 +477,7 @@ class ClientProtocol(asyncio.Protocol):
         if not req.complete and (req.content_length is None or req.content_length > _DISCARD_LIMIT):
             keep = False
         extra = admit.rate_headers if admit is not None and reply.status != 429 else ()
-        self._write(wire.render(reply, rid, keep, extra, head_only=req.method == b"HEAD"))
+        self._write(replies.render(reply, rid, keep, extra, head_only=req.method == b"HEAD"))
         self.w.account_local(req, reply.status, path, client_ip, reply)
         if not keep:
             self.close()

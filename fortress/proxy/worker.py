@@ -18,12 +18,12 @@ from urllib.parse import unquote, urlsplit
 
 from fortress.addr import url_credentials
 from fortress.config import Config
+from fortress.http.replies import LocalReply, error_reply
 from fortress.pipeline.chain import Admit, Compiled, Gate
 from fortress.pipeline.ip_policy import client_ip as resolve_client_ip
 from fortress.pipeline.limits import Limiter
 from fortress.proxy.pool import Pool
 from fortress.proxy.usage_pipe import UsagePipe
-from fortress.proxy.wire import LocalReply, error_reply
 from fortress.routing import federation
 from fortress.routing.choose import Router
 from fortress.routing.poller import InventoryPoller

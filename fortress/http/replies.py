@@ -1,6 +1,9 @@
-"""Bytes on the wire: precomputed status lines, local replies in Ollama's or OpenAI's error shape.
+"""Responses Fortress answers itself: status lines, LocalReply, and the error shape of each client API.
 
-Everything here is built from tables and joined once; nothing grows bytes in a loop.
+A leaf module (it imports nothing from Fortress), so the pipeline and the proxy both use it without
+importing each other. Everything is built from tables and joined once; nothing grows bytes in a loop.
+Error shapes: Ollama `{"error": msg}`, OpenAI `{"error": {message, type, param, code}}`, Anthropic
+`{"type": "error", "error": {"type", "message"}}`.
 """
 
 from __future__ import annotations
@@ -8,6 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from http import HTTPStatus
+
+Headers = tuple[tuple[bytes, bytes], ...]
 
 STATUS_LINE: dict[int, bytes] = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 
@@ -21,6 +26,17 @@ _OPENAI_TYPE = {
     413: "invalid_request_error",
     429: "rate_limit_error",
     431: "invalid_request_error",
+}
+# Anthropic error "type" per status (its Messages API documents these).
+_ANTHROPIC_TYPE = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
 }
 
 
@@ -36,25 +52,34 @@ class LocalReply:
     status: int
     body: bytes
     content_type: bytes = b"application/json; charset=utf-8"
-    headers: tuple[tuple[bytes, bytes], ...] = ()
+    headers: Headers = ()
     close: bool = False  # close the connection after answering (smuggling shapes, unread bodies)
+
+
+def ollama_error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+def openai_error_body(status: int, message: str) -> bytes:
+    kind = _OPENAI_TYPE.get(status, "api_error")
+    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
+
+
+def anthropic_error_body(status: int, message: str) -> bytes:
+    kind = _ANTHROPIC_TYPE.get(status, "api_error")
+    return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
 
 
 def error_body(status: int, message: str, openai: bool) -> bytes:
     """Ollama routes: {"error": msg}; /v1 routes: OpenAI's {"error": {message, type, code}}."""
-    if openai:
-        kind = _OPENAI_TYPE.get(status, "api_error")
-        obj: dict = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-    else:
-        obj = {"error": message}
-    return json.dumps(obj).encode()
+    return openai_error_body(status, message) if openai else ollama_error_body(message)
 
 
 def error_reply(
     status: int,
     message: str,
     openai: bool = False,
-    headers: tuple[tuple[bytes, bytes], ...] = (),
+    headers: Headers = (),
     close: bool = False,
 ) -> LocalReply:
     if status == 401:
@@ -66,7 +91,7 @@ def render(
     reply: LocalReply,
     request_id: bytes,
     keep_alive: bool,
-    extra: tuple[tuple[bytes, bytes], ...] = (),
+    extra: Headers = (),
     head_only: bool = False,
 ) -> bytes:
     """The full response bytes for a local reply."""
@@ -90,12 +115,15 @@ def render(
 
 
 def chunk(data: bytes) -> bytes:
-    """One HTTP/1.1 chunk (used only for Fortress's own final error line on a cut stream)."""
+    """One HTTP/1.1 chunk of a body Fortress frames itself."""
     return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
 
 
 def stream_error_line(message: str, openai: bool) -> bytes:
     """The last line of a stream cut mid-way: an NDJSON error object or an SSE error event."""
     if openai:
-        return b"data: " + error_body(502, message, True) + b"\n\n"
-    return json.dumps({"error": message}).encode() + b"\n"
+        return b"data: " + openai_error_body(502, message) + b"\n\n"
+    return ollama_error_body(message) + b"\n"
