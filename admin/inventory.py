@@ -18,7 +18,7 @@ from fortress.state.load import load_snapshot
 
 async def targets(db: aiosqlite.Connection, cfg: Config) -> list[Target]:
     snapshot = await load_snapshot(db, cfg)
-    return [Target(b.name, b.url, b.type, b.credential) for b in snapshot.backends]
+    return [Target.from_record(b) for b in snapshot.backends]
 
 
 async def target(db: aiosqlite.Connection, cfg: Config, name: str) -> Target:

@@ -12,17 +12,13 @@ import contextlib
 import datetime as dt
 import getpass
 import ipaddress
-import json
 import logging
 import os
 import signal
 import sqlite3
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -30,7 +26,9 @@ import aiosqlite
 
 from fortress import backup, logs
 from fortress import config as config_mod
-from fortress.addr import redact_url, url_credentials
+from fortress.addr import redact_url
+from fortress.backends.client import probe
+from fortress.backends.target import Target
 from fortress.config import Config, ConfigError
 from fortress.passwords import generate_password
 from fortress.state import db as dbmod
@@ -479,34 +477,20 @@ async def _backend_list(db: aiosqlite.Connection, cfg: Config, args: argparse.Na
     return 0
 
 
-def probe_backend(b: BackendRecord, timeout: float = CHECK_TIMEOUT_S) -> tuple[bool, str]:
-    """GET /api/version (Ollama) or /models (OpenAI-compatible); (ok, detail). Ignores proxy env vars."""
-    base, basic = url_credentials(b.url)
-    url = base + ("/api/version" if b.type == "ollama" else "/models")
-    request = urllib.request.Request(url, headers={"User-Agent": "fortress-check"})
-    if b.credential or basic:
-        request.add_header("Authorization", f"Bearer {b.credential}" if b.credential else basic)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+async def _check_one(b: BackendRecord) -> tuple[bool, str]:
+    """The backend's health probe, through its Target as the proxy reaches it; (ok, detail)."""
     try:
-        with opener.open(request, timeout=timeout) as resp:
-            body = resp.read(65536)
-    except urllib.error.HTTPError as exc:
-        return False, f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        return False, str(getattr(exc, "reason", exc))
-    if b.type == "ollama":
-        try:
-            return True, f"version {json.loads(body)['version']}"
-        except (ValueError, KeyError, TypeError):
-            return False, "answered, but not like Ollama (no version in /api/version)"
-    return True, "answered /models"
+        target = Target.from_record(b)
+    except ValueError as exc:
+        return False, str(exc)
+    result = await probe(target, models=False, timeout_s=CHECK_TIMEOUT_S)
+    if not result.ok:
+        return False, result.error
+    return True, f"version {result.version}" if result.version else f"{len(result.installed)} models listed"
 
 
-def _check_backends(backends: Sequence[BackendRecord]) -> list[tuple[BackendRecord, bool, str]]:
-    if not backends:
-        return []
-    with ThreadPoolExecutor(max_workers=min(16, len(backends))) as pool:
-        results = list(pool.map(probe_backend, backends))
+async def _check_backends(backends: Sequence[BackendRecord]) -> list[tuple[BackendRecord, bool, str]]:
+    results = await asyncio.gather(*(_check_one(b) for b in backends))
     return [(b, ok, detail) for b, (ok, detail) in zip(backends, results, strict=True)]
 
 
@@ -515,7 +499,7 @@ async def _backend_check(db: aiosqlite.Connection, cfg: Config, args: argparse.N
     snapshot = await load_snapshot(db, cfg)
     if not snapshot.backends:
         raise CliError("no backends configured")
-    results = await asyncio.to_thread(_check_backends, snapshot.backends)
+    results = await _check_backends(snapshot.backends)
     for b, ok, detail in results:
         print(f"{'ok  ' if ok else 'fail'}  {b.name}  {redact_url(b.url)}  {detail}")
     return 0 if all(ok for _, ok, _ in results) else 1
@@ -580,7 +564,7 @@ def _doctor(args: argparse.Namespace) -> int:
     backends = asyncio.run(_doctor_db(cfg, report))
     if not backends:
         report(False, "backends: none configured")
-    for b, ok, detail in _check_backends(backends):
+    for b, ok, detail in asyncio.run(_check_backends(backends)):
         report(ok, f"backend {b.name} ({redact_url(b.url)}): {detail}")
     if cfg.proxy.tls_cert:
         report(*_tls_check(cfg.proxy.tls_cert, cfg.proxy.tls_key))

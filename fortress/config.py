@@ -244,14 +244,17 @@ def _check(cfg: Config) -> Config:
         raise ConfigError("admin.head_timeout_s, body_timeout_s and max_connections: must be positive")
     if cfg.proxy.max_header_bytes < 1024:
         raise ConfigError("proxy.max_header_bytes: must be at least 1024")
+    from fortress.backends.kind import kind_names
+
+    types = kind_names()
     names: set[str] = set()
     for i, b in enumerate(cfg.backends):
         where = f"backends[{i}]"
         if b.name in names:
             raise ConfigError(f"{where}.name: duplicate backend name {b.name!r}")
         names.add(b.name)
-        if b.type not in ("ollama", "openai"):
-            raise ConfigError(f"{where}.type: must be 'ollama' or 'openai'")
+        if b.type not in types:
+            raise ConfigError(f"{where}.type: must be one of {', '.join(repr(t) for t in types)}")
         if not b.url.startswith(("http://", "https://")):
             raise ConfigError(f"{where}.url: must start with http:// or https://")
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import httpx
 from litestar import Controller, Request, get, post
 from litestar.exceptions import NotFoundException
 from litestar.response import Response, Template
@@ -163,8 +162,6 @@ async def _model_op(request: Request, action: str, op: ModelOp) -> Template | Re
         await op(target, data)
     except backend_client.BackendError as exc:
         return await _models_page(request, error=f"{target.name}: {exc}", status_code=502)
-    except httpx.HTTPError as exc:
-        return await _models_page(request, error=f"{target.name}: {type(exc).__name__}", status_code=502)
     detail = data.get("destination", "")
     await repo.audit(
         db(request), me(request).name, action, f"{target.name}/{data['model']}", detail, ip=ip(request)
@@ -186,7 +183,7 @@ async def _backends_page(request: Request, saved: str = "", **extra: object) -> 
 
 
 async def _models_page(request: Request, **extra: object) -> Template:
-    targets = [t for t in await inventory.targets(db(request), cfg(request)) if t.type == "ollama"]
+    targets = [t for t in await inventory.targets(db(request), cfg(request)) if t.kind.manages_models]
     probes = await request.app.state.inventory.probe_all(targets)
     pulls = [j for j in request.app.state.pulls.jobs.values() if not j.done]
     if is_htmx(request):

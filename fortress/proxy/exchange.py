@@ -8,11 +8,10 @@ failure ends the stream with one error line in the route's own shape and a clean
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import time
 from typing import TYPE_CHECKING
 
+from fortress.backends.kind import Refused, Rewrite
 from fortress.http import replies
 from fortress.pipeline.chain import Admit
 from fortress.proxy import fanout
@@ -20,31 +19,16 @@ from fortress.proxy.upstream import UpstreamProtocol
 from fortress.routing.choose import Choice, Verdict, Waiter
 
 if TYPE_CHECKING:
+    from fortress.backends.target import Target
     from fortress.proxy.protocol import ClientProtocol
-    from fortress.proxy.worker import Target, Worker
+    from fortress.proxy.worker import Worker
 
-_COUNT = re.compile(rb'"(prompt_eval_count|eval_count|prompt_tokens|completion_tokens)":\s*(\d+)')
-_PROMPT = {b"prompt_eval_count", b"prompt_tokens"}
 _HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding")
 )
 _LAST_CHUNK = b"0\r\n\r\n"
 # Routes that bring a model to a backend rather than use one there: any healthy backend will do.
 _ANY_BACKEND = frozenset(("/api/pull", "/api/push", "/api/create", "/api/blobs/*"))
-
-
-def counts_from_tail(tail: list[bytes]) -> tuple[int | None, int | None, bool]:
-    """Token counts from the final object of a response (its last few pieces), without parsing JSON."""
-    data = b"".join(tail)[-8192:]
-    prompt = completion = None
-    for name, value in _COUNT.findall(data):
-        if name in _PROMPT:
-            prompt = int(value)
-        else:
-            completion = int(value)
-    last = data.rstrip().rpartition(b"\n")[2]
-    failed = last.startswith((b'{"error"', b'data: {"error"'))
-    return prompt, completion, failed
 
 
 class Exchange:
@@ -71,6 +55,8 @@ class Exchange:
         "pending",
         "raw",
         "request_id",
+        "rewrite",
+        "route",
         "status",
         "stream",
         "streaming_body",
@@ -104,6 +90,7 @@ class Exchange:
         self.w = w
         self.client = client
         self.admit = admit
+        self.route = admit.route
         self.method = method
         self.path = path
         self.target_url = target_url
@@ -119,6 +106,7 @@ class Exchange:
         self.model = admit.model
         self.stream = False
         self.target: Target | None = None
+        self.rewrite: Rewrite | None = None  # this attempt's request as its backend's kind rewrote it
         self.upstream: UpstreamProtocol | None = None
         self.tried: list[str] = []
         self.attempts = 0
@@ -148,7 +136,7 @@ class Exchange:
                 self._fail(404, f"unknown backend '{name}' in X-Fortress-Backend")
                 return
             w.router.started(name)
-            self._go(name)
+            self._go(name, self.model)
             return
         model = None if self.admit.route.name in _ANY_BACKEND else self.model
         choice = w.router.choose(model, exclude=frozenset(self.tried))
@@ -167,26 +155,8 @@ class Exchange:
             self._fail(503, "no healthy backend is available")
 
     def _chosen(self, choice: Choice) -> None:
-        """Go to the router's choice (already counted as started)."""
-        if choice.backend.type == "openai" and not self._for_provider(choice):
-            return
-        self._go(choice.backend.name)
-
-    def _for_provider(self, choice: Choice) -> bool:
-        """An OpenAI-compatible provider: /v1 routes only, its own model name, its base URL's path."""
-        if not self.admit.route.openai:
-            self.tried.append(choice.backend.name)
-            self.on_backend = choice.backend.name
-            self._fail(
-                400, f"model '{self.model}' is served by an OpenAI-compatible provider: use the /v1 API"
-            )
-            return False
-        if choice.model and choice.model != self.model and self.doc is not None:
-            self.body = json.dumps({**self.doc, "model": choice.model}).encode()
-            self.doc = None
-        if self.target_url.startswith(b"/v1/"):
-            self.target_url = self.target_url[3:]  # the provider URL carries its own /v1 prefix
-        return True
+        """Go to the router's choice (already counted as started), under the name it knows the model by."""
+        self._go(choice.backend.name, choice.model)
 
     def _wait(self, model: str | None) -> None:
         """Every backend with the model is at its cap: park in the router's fair queue, with a timeout."""
@@ -210,13 +180,18 @@ class Exchange:
         self.w.loop.call_soon(self._chosen, choice)
         return True
 
-    def _go(self, name: str) -> None:
+    def _go(self, name: str, model: str | None) -> None:
         """Connect to (or reuse a connection to) the chosen backend, already counted as started."""
         target = self.w.targets[name]
         self.target = target
         self.on_backend = name
         self.tried.append(name)
         self.attempts += 1
+        try:
+            self.rewrite = target.kind.rewrite(self, model)
+        except Refused as exc:
+            self._fail(exc.status, exc.message)
+            return
         conn = self.w.pool.acquire(name)
         if conn is not None:
             self._send(conn)  # type: ignore[arg-type]
@@ -258,22 +233,17 @@ class Exchange:
 
     def request_bytes(self, target: Target) -> bytes:
         """The request head (and a buffered body) as this backend must receive it."""
-        parts = [
-            self.method,
-            b" ",
-            target.prefix,
-            self.target_url,
-            b" HTTP/1.1\r\nHost: ",
-            target.host_header,
-        ]
-        parts.append(b"\r\n")
+        rw = self.rewrite
+        if rw is None:
+            method, path, body, extra = self.method, self.target_url, self.body, b""
+        else:
+            method, path, body, extra = rw.method, rw.path, rw.body, rw.headers
+        parts = [method, b" ", target.prefix, path, b" HTTP/1.1\r\nHost: ", target.host_header, b"\r\n"]
         parts += self.fwd_headers
-        parts += (b"X-Request-ID: ", self.request_id, b"\r\n")
-        if target.auth:
-            parts.append(target.auth)
-        if self.body is not None:
-            if self.body or self.method == b"POST":
-                parts += (b"Content-Length: ", str(len(self.body)).encode(), b"\r\n\r\n", self.body)
+        parts += (b"X-Request-ID: ", self.request_id, b"\r\n", target.auth_lines, extra)
+        if body is not None:
+            if body or method == b"POST":
+                parts += (b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n", body)
             else:
                 parts.append(b"\r\n")
         elif self.chunked_body:
@@ -349,7 +319,7 @@ class Exchange:
         prompt = completion = None
         failed = False
         if self.admit.route.metered or up.chunked:
-            prompt, completion, failed = counts_from_tail(up.tail)
+            prompt, completion, failed = target.kind.usage(up.tail)
         if failed:
             self.error = "backend reported an error mid-stream"
         self.stream = up.chunked
@@ -403,7 +373,8 @@ class Exchange:
         elif not self.raw:
             self.to_client(replies.stream_error_line(message, self.admit.route.openai))
         self._release_backend(ok=False, error=message)
-        prompt, completion, _ = counts_from_tail(up.tail)
+        assert self.target is not None
+        prompt, completion, _ = self.target.kind.usage(up.tail)
         self._account(prompt, completion)
         self.client.exchange_done(framed and self.keep_alive)
 

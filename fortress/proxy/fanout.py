@@ -9,7 +9,8 @@ Only for admin-scope keys (the protocol passes the header on for those alone). T
   `{"status": "success", "backends": [{"backend": name, "code": 200, ...its answer's fields}]}`, or
   on any failure `{"error": ..., "backends": [...]}` with the highest status among the backends.
 Model management is rare and its answers are small, so this path parses each line as JSON and talks
-to each backend on a fresh connection; the hot path's pool and raw relay are left alone.
+to each backend through the one control client (fortress/backends/client.py) on a fresh connection;
+the hot path's pool and raw relay are left alone.
 """
 
 from __future__ import annotations
@@ -20,17 +21,15 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import httptools
-
+from fortress.backends.client import BackendClient, BackendError, Response
 from fortress.http import replies
 
 if TYPE_CHECKING:
+    from fortress.backends.target import Target
     from fortress.proxy.exchange import Exchange
-    from fortress.proxy.worker import Target
 
 ALL = "*"
 ROUTES = frozenset(("/api/pull", "/api/delete"))
-_READ = 64 * 1024
 _MAX_LINE = 1 << 20  # a progress line is ~200 bytes; anything this long is not Ollama talking
 
 
@@ -105,26 +104,7 @@ def wants_stream(route: str, body: bytes | None) -> bool:
     return not (isinstance(doc, dict) and doc.get("stream") is False)
 
 
-# -- I/O: one backend ----------------------------------------------------------------------------------
-class _Answer:
-    """httptools callbacks for one response: record status, body pieces and the end."""
-
-    def __init__(self) -> None:
-        self.parser = httptools.HttpResponseParser(self)
-        self.status = 0
-        self.pieces: list[bytes] = []
-        self.done = False
-
-    def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
-
-    def on_body(self, body: bytes) -> None:
-        self.pieces.append(body)
-
-    def on_message_complete(self) -> None:
-        self.done = True
-
-
+# -- I/O: every backend through the one control client ------------------------------------------------
 class FanOut:
     """One merged request; `run()` is the task the exchange starts and cancels if the client leaves."""
 
@@ -159,53 +139,36 @@ class FanOut:
 
     async def _one(self, target: Target) -> Outcome:
         """Send to one backend and relay (stream) or keep (non-stream) what it answers."""
+        ex = self.ex
         outcome = Outcome(target.name)
-        routing = self.ex.w.routing
-        writer: asyncio.StreamWriter | None = None
+        routing = ex.w.routing
+        client = BackendClient(
+            target, timeout_s=routing.connect_timeout_s + routing.first_byte_timeout_s, keep_alive=False
+        )
+        headers = [_pair(line) for line in ex.fwd_headers]
+        headers.append((b"X-Request-ID", ex.request_id))
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    target.host,
-                    target.port,
-                    ssl=target.ssl,
-                    server_hostname=target.host if target.ssl else None,
-                ),
-                routing.connect_timeout_s,
-            )
-            writer.write(self.ex.request_bytes(target))
-            await self._read(reader, outcome, routing.first_byte_timeout_s, routing.idle_timeout_s)
-        except (OSError, TimeoutError) as exc:
-            timeout = isinstance(exc, TimeoutError)
-            outcome.code = outcome.code or (504 if timeout else 502)
-            reason = "did not answer in time" if timeout else f"failed: {exc.strerror or type(exc).__name__}"
+            async with client.stream(
+                ex.method.decode(), ex.target_url.decode("latin-1"), ex.body, headers, routing.idle_timeout_s
+            ) as response:
+                outcome.code = response.status
+                await self._read(response, outcome)
+        except BackendError as exc:
+            outcome.code = outcome.code or (504 if exc.timeout else 502)
+            reason = "did not answer in time" if exc.timeout else f"failed: {exc.reason}"
             self._line(outcome, {"error": f"backend {target.name} {reason}"})
         finally:
-            if writer is not None:
-                writer.close()
-            self.ex.w.finished(target.name, outcome.code < 500, outcome.last.get("error", ""))
+            await client.aclose()
+            ex.w.finished(target.name, outcome.code < 500, outcome.last.get("error", ""))
         return outcome
 
-    async def _read(self, reader: asyncio.StreamReader, outcome: Outcome, first: float, idle: float) -> None:
-        answer = _Answer()
+    async def _read(self, response: Response, outcome: Outcome) -> None:
+        """The answer's NDJSON lines as they complete (a stream) or its last object (non-stream)."""
         rest = b""
-        timeout = first
-        while not answer.done:
-            data = await asyncio.wait_for(reader.read(_READ), timeout)
-            timeout = idle
-            if not data:
-                raise ConnectionResetError(0, "closed the connection")
-            try:
-                answer.parser.feed_data(data)
-            except httptools.HttpParserError as exc:
-                raise ConnectionResetError(0, "sent a malformed response") from exc
-            outcome.code = answer.status
-            if not answer.pieces:
-                continue
-            lines = (rest + b"".join(answer.pieces)).split(b"\n")
-            answer.pieces.clear()
-            rest = lines.pop()
+        async for piece in response.pieces():
+            *lines, rest = (rest + piece).split(b"\n")
             if len(rest) > _MAX_LINE:
-                raise ConnectionResetError(0, "sent an overlong line")
+                raise BackendError(response.what, "sent an overlong line")
             for line in lines:
                 if line.strip():
                     self._line(outcome, parse_line(line))
@@ -240,6 +203,12 @@ def _stream_head(ex: Exchange) -> bytes:
     return b"".join(parts)
 
 
+def _pair(line: bytes) -> tuple[bytes, bytes]:
+    """A forwarded header line ("Name: value\\r\\n") as the client's (name, value) pair."""
+    name, _, value = line[:-2].partition(b": ")
+    return name, value
+
+
 def _keep(ex: Exchange) -> bool:
     return ex.keep_alive and ex.raw and not ex.w.draining
 
@@ -251,7 +220,7 @@ def start(ex: Exchange) -> asyncio.Task[None] | None:
         return None
     w = ex.w
     healthy = w.router.healthy()
-    names = [name for name, t in w.targets.items() if t.type == "ollama" and name in healthy]
+    names = [name for name, t in w.targets.items() if t.kind.manages_models and name in healthy]
     if not names:
         ex._fail(503, "no healthy backend is available")
         return None

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import ssl
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
-from fortress.addr import url_credentials
+from fortress.backends.target import Target
 from fortress.config import Config
 from fortress.http.replies import LocalReply, error_reply
 from fortress.pipeline.chain import Admit, Compiled, Gate
@@ -27,7 +25,7 @@ from fortress.proxy.usage_pipe import UsagePipe
 from fortress.routing import federation
 from fortress.routing.choose import Router
 from fortress.routing.poller import InventoryPoller
-from fortress.state.snapshot import BackendRecord, Snapshot
+from fortress.state.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from fortress.proxy.exchange import Exchange
@@ -35,44 +33,6 @@ if TYPE_CHECKING:
 
 SWEEP_INTERVAL_S = 0.5
 _PROBES = ("/", "/health")
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A backend as the relay needs it: where to connect and what to send."""
-
-    name: str
-    type: str
-    host: str
-    port: int
-    ssl: ssl.SSLContext | None
-    host_header: bytes
-    prefix: bytes  # the URL's path prefix, prepended to every forwarded path
-    auth: bytes  # b"Authorization: Bearer ...\r\n" or b""
-    url: str
-
-    @classmethod
-    def from_record(cls, b: BackendRecord) -> Target:
-        url, basic = url_credentials(b.url)
-        u = urlsplit(url)
-        tls = u.scheme == "https"
-        context = None
-        if tls:
-            context = ssl.create_default_context(cafile=b.ca_bundle or None)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-        value = f"Bearer {b.credential}" if b.credential else basic
-        auth = f"Authorization: {value}\r\n".encode() if value else b""
-        return cls(
-            name=b.name,
-            type=b.type,
-            host=u.hostname or "127.0.0.1",
-            port=u.port or (443 if tls else 80),
-            ssl=context,
-            host_header=u.netloc.encode(),
-            prefix=u.path.rstrip("/").encode(),
-            auth=auth,
-            url=b.url,
-        )
 
 
 class Worker:
@@ -113,11 +73,13 @@ class Worker:
         self.routing = snapshot.policy.routing
         targets: dict[str, Target] = {}
         for b in snapshot.backends:
-            old = self.targets.get(b.name)
             fresh = Target.from_record(b)
-            if old is not None and old != fresh:
+            old = self.targets.get(b.name)
+            if old is not None and old.endpoint == fresh.endpoint:
+                targets[b.name] = old  # its pooled connections stay good
+            else:
+                targets[b.name] = fresh
                 self.pool.drop(b.name)
-            targets[b.name] = old if old == fresh else fresh
         for gone in self.targets.keys() - targets.keys():
             self.pool.drop(gone)
         self.targets = targets

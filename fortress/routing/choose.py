@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from fortress.backends.kind import kind_named
 from fortress.config import RoutingConfig
 from fortress.routing.fairqueue import FairQueue
 from fortress.routing.health import Breaker, State
@@ -32,7 +33,7 @@ from fortress.state.snapshot import BackendRecord
 @dataclass(frozen=True, slots=True)
 class Choice:
     backend: BackendRecord
-    model: str | None  # the name to send upstream: an OpenAI provider gets its own model name
+    model: str | None  # the name to send upstream: a provider (static models) gets its own model name
     loaded: bool  # the backend had the model in memory (known or just sent there)
 
 
@@ -55,11 +56,12 @@ class Waiter:
 class _Slot:
     """The router's live view of one backend."""
 
-    __slots__ = ("breaker", "cap", "current", "name", "outstanding", "record", "weight")
+    __slots__ = ("breaker", "cap", "current", "name", "outstanding", "record", "static", "weight")
 
     def __init__(self, record: BackendRecord, breaker: Breaker) -> None:
         self.record = record
         self.name = record.name
+        self.static = kind_named(record.type).static_models  # a provider: its models under its own names
         self.cap = record.max_concurrent
         self.weight = max(1, record.weight)
         self.breaker = breaker
@@ -136,7 +138,7 @@ class Router:
             if previous:
                 slot.outstanding = previous.outstanding
             self._slots[record.name] = slot
-            if record.type == "openai":
+            if slot.static:
                 self.inventory.set_static(record.name, record.models)
             else:
                 entry = self.inventory.get(record.name)
@@ -145,7 +147,7 @@ class Router:
                     self.inventory.add(record.name)
         for name in old.keys() - self._slots.keys():
             self.inventory.remove(name)
-        self._general = tuple(s.name for s in self._slots.values() if s.record.type != "openai")
+        self._general = tuple(s.name for s in self._slots.values() if not s.static)
 
     def _breaker(self) -> Breaker:
         return Breaker(threshold=self._threshold, cool_down_s=self._cool_down_s, clock=self.clock)
@@ -165,7 +167,7 @@ class Router:
             return None
         loaded = key is not None and slot.name in self.inventory.loaded_on(key)
         upstream = model
-        if slot.record.type == "openai" and key is not None:
+        if slot.static and key is not None:
             upstream = self.inventory.served_name(slot.name, key)
         elif key is not None and not loaded:
             self.inventory.mark_loaded(slot.name, key)

@@ -1,9 +1,12 @@
 """Keeps the router's inventory and health current, off the hot path: one small task per backend.
 
-Every `interval_s` (and at once after `poke`) it reads /api/version, /api/tags and /api/ps; between
-those, every `health_interval_s`, just /api/version as the active health check (and half-open probe).
-Only these GETs are ever sent: polling never loads a model or runs inference. OpenAI-type providers
-are not polled; their configured models are static and their health is passive.
+Every `interval_s` (and at once after `poke`) it asks the backend's kind for a full probe (Ollama:
+/api/version, /api/tags and /api/ps); between those, every `health_interval_s`, the health part alone
+(Ollama: /api/version) as the active health check (and half-open probe). Only these GETs are ever sent:
+polling never loads a model or runs inference. Kinds with static models (OpenAI-compatible providers)
+are not polled; their configured models are the inventory and their health is passive. Backends are
+reached through their Target and the one control client, exactly as the proxy reaches them (URL
+user:pass, credential, CA bundle).
 """
 
 from __future__ import annotations
@@ -12,9 +15,11 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
+from fortress.backends.client import BackendClient, BackendError
+from fortress.backends.kind import kind_named
+from fortress.backends.target import Target
 from fortress.config import RoutingConfig
 from fortress.routing.choose import Router
-from fortress.routing.client import ControlClient, ControlError, Reply
 from fortress.state.snapshot import BackendRecord
 
 
@@ -26,12 +31,13 @@ class _Watch:
     first_round: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def _connection(record: BackendRecord) -> tuple[str, str, str]:
-    return record.url, record.credential, record.ca_bundle
+def _connection(record: BackendRecord) -> tuple[str, str, str, str]:
+    return record.url, record.credential, record.ca_bundle, record.type
 
 
 class InventoryPoller:
-    """Polls every Ollama-type backend the router knows; call sync() after router.set_backends()."""
+    """Polls every backend the router knows whose kind lists its own models; call sync() after
+    router.set_backends()."""
 
     def __init__(
         self,
@@ -60,7 +66,7 @@ class InventoryPoller:
 
     def sync(self) -> None:
         """Start polling new backends, stop removed ones, restart those whose URL or secrets changed."""
-        wanted = {b.name: b for b in self.router.backends if b.type != "openai"}
+        wanted = {b.name: b for b in self.router.backends if not kind_named(b.type).static_models}
         for name, watch in list(self._watches.items()):
             record = wanted.get(name)
             if record is None or _connection(record) != _connection(watch.record):
@@ -97,12 +103,8 @@ class InventoryPoller:
 
     async def _run(self, watch: _Watch) -> None:
         record = watch.record
-        client = ControlClient(
-            record.url,
-            credential=record.credential,
-            ca_bundle=record.ca_bundle,
-            timeout_s=self.timeout_s,
-            keep_alive=self.keep_alive,
+        client = BackendClient(
+            Target.from_record(record), timeout_s=self.timeout_s, keep_alive=self.keep_alive
         )
         loop = asyncio.get_running_loop()
         next_full = loop.time()
@@ -110,43 +112,28 @@ class InventoryPoller:
             while True:
                 if watch.wake.is_set() or loop.time() >= next_full:
                     watch.wake.clear()
-                    await self._refresh(record.name, client)
+                    await self._poll(record.name, client, models=True)
                     next_full = loop.time() + self.interval_s
                     watch.first_round.set()
                 else:
-                    await self._check(record.name, client)
+                    await self._poll(record.name, client, models=False)
                 pause = max(0.0, min(self.health_interval_s, next_full - loop.time()))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(watch.wake.wait(), pause)
         finally:
             await client.aclose()
 
-    async def _refresh(self, name: str, client: ControlClient) -> None:
-        """Version, models and loaded models; any failure counts against the backend's health."""
+    async def _poll(self, name: str, client: BackendClient, models: bool) -> None:
+        """A probe (with `models`: version, models and loaded models); any failure counts against the
+        backend's health."""
         inventory = self.router.inventory
         try:
-            inventory.set_version(name, _ok(await client.get("/api/version"), "/api/version"))
-            tags = _ok(await client.get("/api/tags"), "/api/tags")
-            loaded = _ok(await client.get("/api/ps"), "/api/ps")
-            inventory.set_tags(name, tags, self.router.clock())
-            inventory.set_ps(name, loaded)
-        except (ControlError, ValueError) as exc:
+            probe = await client.target.kind.probe(client, models)
+            inventory.set_version(name, {"version": probe.version})
+            if models:
+                inventory.set_tags(name, {"models": probe.installed}, self.router.clock())
+                inventory.set_ps(name, {"models": probe.loaded})
+        except (BackendError, ValueError) as exc:
             self.router.probe(name, False, str(exc))
         else:
             self.router.probe(name, True)
-
-    async def _check(self, name: str, client: ControlClient) -> None:
-        """The active health check alone: GET /api/version."""
-        try:
-            self.router.inventory.set_version(name, _ok(await client.get("/api/version"), "/api/version"))
-        except (ControlError, ValueError) as exc:
-            self.router.probe(name, False, str(exc))
-        else:
-            self.router.probe(name, True)
-
-
-def _ok(reply: Reply, path: str) -> object:
-    """The JSON of a 200 answer; ValueError naming the path otherwise."""
-    if reply.status != 200:
-        raise ValueError(f"GET {path}: HTTP {reply.status}")
-    return reply.json()

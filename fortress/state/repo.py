@@ -21,6 +21,7 @@ from pathlib import Path
 import aiosqlite
 
 from fortress import keys as keyfmt
+from fortress.backends.kind import kind_names
 from fortress.config import BackendConfig, ConfigError, LimitsConfig, RoutingConfig, SecurityConfig, _coerce
 from fortress.passwords import hash_password
 from fortress.pipeline.windows import format_rate, parse_duration, parse_rate
@@ -76,7 +77,7 @@ class BackendRow:
 
 KEY_STATES = ("active", "disabled", "revoked")
 SCOPES = ("user", "admin")
-BACKEND_TYPES = ("ollama", "openai")
+BACKEND_TYPES = kind_names()
 ADMIN_ROLES = ("admin", "viewer")
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 _BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -162,7 +163,7 @@ def check_backend_url(url: str) -> str:
 
 def check_backend_type(type: str) -> str:
     if type not in BACKEND_TYPES:
-        raise RepoError(f"invalid backend type {type!r} (use ollama or openai)")
+        raise RepoError(f"invalid backend type {type!r} (use {' or '.join(BACKEND_TYPES)})")
     return type
 
 

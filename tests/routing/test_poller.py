@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from fortress.backends.client import BackendClient, BackendError
+from fortress.backends.target import Target
 from fortress.cli import self_signed as cli_self_signed
 from fortress.routing import federation
 from fortress.routing.choose import Router
-from fortress.routing.client import ControlClient, ControlError
 from fortress.routing.poller import InventoryPoller
 from fortress.state.snapshot import BackendRecord
 
@@ -43,6 +44,10 @@ async def serve(servers: list[Canned], **state: object) -> Canned:
     server = await Canned(**state).start()  # type: ignore[arg-type]
     servers.append(server)
     return server
+
+
+def client_for(url: str, timeout_s: float = 3.0, **record: str) -> BackendClient:
+    return BackendClient(Target.from_record(BackendRecord("a", url, **record)), timeout_s=timeout_s)
 
 
 def poller_for(router: Router, **kwargs: float) -> InventoryPoller:
@@ -172,24 +177,24 @@ async def test_sick_backend_answering_500_is_taken_out(servers: list[Canned]) ->
 
 async def test_client_times_out_on_a_silent_backend(servers: list[Canned]) -> None:
     a = await serve(servers, hang=True)
-    client = ControlClient(a.url(), timeout_s=0.2)
-    with pytest.raises(ControlError, match=r"no answer within 0\.2s"):
+    client = client_for(a.url(), timeout_s=0.2)
+    with pytest.raises(BackendError, match=r"no answer within 0\.2s"):
         await client.get("/api/version")
     await client.aclose()
 
 
 async def test_client_refuses_oversized_answers_and_sends_credential(servers: list[Canned]) -> None:
     a = await serve(servers, models=[f"m{i}" for i in range(50)])
-    client = ControlClient(a.url() + "/", credential="s3cret", max_body=1000)
+    client = client_for(a.url() + "/", credential="s3cret")
     assert (await client.get("/api/version")).json() == {"version": "0.12.6"}
-    with pytest.raises(ControlError, match="larger than 1000 bytes"):
-        await client.get("/api/tags")
+    with pytest.raises(BackendError, match="larger than 1000 bytes"):
+        await client.get("/api/tags", max_body=1000)
     await client.aclose()
 
 
 async def test_client_reconnects_when_a_kept_connection_was_closed(servers: list[Canned]) -> None:
     a = await serve(servers)
-    client = ControlClient(a.url())
+    client = client_for(a.url())
     assert (await client.get("/api/version")).status == 200
     for writer in list(a._writers):  # the backend drops the idle connection
         writer.close()
@@ -214,11 +219,11 @@ async def test_https_backend_with_ca_bundle(servers: list[Canned], tmp_path: Pat
     tls.load_cert_chain(cert, key)
     a = await Canned(models=["m"]).start(tls)
     servers.append(a)
-    trusted = ControlClient(a.url("https"), ca_bundle=str(cert))
+    trusted = client_for(a.url("https"), ca_bundle=str(cert))
     assert (await trusted.get("/api/tags")).json()["models"][0]["name"] == "m"
     await trusted.aclose()
-    untrusted = ControlClient(a.url("https"))
-    with pytest.raises(ControlError, match="SSLCertVerificationError"):
+    untrusted = client_for(a.url("https"))
+    with pytest.raises(BackendError, match="SSLCertVerificationError"):
         await untrusted.get("/api/version")
     await untrusted.aclose()
     router = Router([BackendRecord("a", a.url("https"), ca_bundle=str(cert))])
