@@ -1,52 +1,101 @@
-"""One request in flight: pick a backend, send, relay the answer, retry before the first byte, account.
+"""One request in flight: choose a backend, send, relay the answer, retry before the first byte, account.
 
+Its life is the state table in states.py (CHOOSING → CONNECTING → SENT → RELAYING → DONE, with WAITING,
+RETRY, CUT, FAILED and GONE); every move goes through `_to()`, which refuses any the table does not list.
 Retries happen only while nothing has reached the client (connect errors, resets before a response,
 502/503 from a backend) and only when the request body is still at hand. Once bytes are relayed, a
 failure ends the stream with one error line in the route's own shape and a clean close.
+
+The exchange sees the client only through a Downstream (write, pause, resume, done) and its worker
+only through a Host; backend connections come from the pool and report through upstream.Receiver.
+A backend kind may rewrite the request and hand a response codec: then the body arrives decoded, goes
+through the codec, and Fortress frames what it returns (docs/architecture.md, "The codec hook").
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
-from fortress.backends.kind import Refused, Rewrite
+from fortress.backends.kind import Refused
 from fortress.http import replies
-from fortress.pipeline.chain import Admit
-from fortress.proxy import fanout
-from fortress.proxy.upstream import UpstreamProtocol
+from fortress.proxy.states import FINAL, Event, State, step
 from fortress.routing.choose import Choice, Verdict, Waiter
 
 if TYPE_CHECKING:
+    from fortress.backends.codec import Codec
+    from fortress.backends.kind import Rewrite
     from fortress.backends.target import Target
-    from fortress.proxy.protocol import ClientProtocol
-    from fortress.proxy.worker import Worker
+    from fortress.config import RoutingConfig
+    from fortress.pipeline.chain import Admit
+    from fortress.proxy.pool import Pool
+    from fortress.proxy.upstream import UpstreamProtocol
+    from fortress.routing.choose import Router
+    from fortress.routing.poller import InventoryPoller
 
 _HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding")
 )
-_LAST_CHUNK = b"0\r\n\r\n"
+_CHUNKED_HEAD = b"Transfer-Encoding: chunked\r\n\r\n"
+_CLOSE_HEAD = b"Connection: close\r\n\r\n"
 # Routes that bring a model to a backend rather than use one there: any healthy backend will do.
 _ANY_BACKEND = frozenset(("/api/pull", "/api/push", "/api/create", "/api/blobs/*"))
+_NEVER = float("inf")
+_NONE: frozenset[str] = frozenset()
+
+
+class Downstream(Protocol):
+    """The client side, as the exchange needs it (the ClientProtocol in protocol.py)."""
+
+    def write(self, data: bytes) -> None:
+        """Bytes to the client, as they are."""
+
+    def pause(self) -> None:
+        """Stop reading the client's request body (the backend is not taking it yet)."""
+
+    def resume(self) -> None:
+        """Read the client's request body again."""
+
+    def done(self, keep_alive: bool) -> None:
+        """The response is complete (or failed): serve the next request, or close."""
+
+
+class Host(Protocol):
+    """What the exchange needs of its worker (worker.py)."""
+
+    loop: asyncio.AbstractEventLoop
+    pool: Pool
+    router: Router
+    poller: InventoryPoller
+    targets: dict[str, Target]
+    routing: RoutingConfig
+    draining: bool
+
+    def account(self, ex: Exchange, prompt: int | None, completion: int | None) -> None: ...
+
+    def finished(self, backend: str, ok: bool, error: str = "") -> None: ...
+
+    def model_missing(self, backend: str, model: str) -> None: ...
 
 
 class Exchange:
     __slots__ = (
-        "accounted",
         "admit",
         "attempts",
         "backend_hint",
+        "blocked",
         "body",
         "bytes_in",
         "bytes_out",
         "chunked_body",
-        "client",
         "client_ip",
+        "codec",
         "doc",
+        "down",
         "error",
         "fwd_headers",
-        "http10",
         "keep_alive",
         "method",
         "model",
@@ -57,6 +106,7 @@ class Exchange:
         "request_id",
         "rewrite",
         "route",
+        "state",
         "status",
         "stream",
         "streaming_body",
@@ -68,12 +118,13 @@ class Exchange:
         "ttfb",
         "upstream",
         "w",
+        "write",
     )
 
     def __init__(
         self,
-        w: Worker,
-        client: ClientProtocol,
+        w: Host,
+        down: Downstream,
         admit: Admit,
         method: bytes,
         path: str,
@@ -88,7 +139,8 @@ class Exchange:
         t0: float,
     ) -> None:
         self.w = w
-        self.client = client
+        self.down = down
+        self.write: Callable[[bytes], None] = down.write
         self.admit = admit
         self.route = admit.route
         self.method = method
@@ -96,7 +148,6 @@ class Exchange:
         self.target_url = target_url
         self.fwd_headers = fwd_headers  # pre-rendered "Name: value\r\n" lines (client's, filtered)
         self.request_id = request_id
-        self.http10 = http10
         self.keep_alive = keep_alive
         self.body = body  # None: the body streams through send_body()
         self.streaming_body = streaming_body  # the body follows via send_body() and cannot be replayed
@@ -104,9 +155,11 @@ class Exchange:
         self.pending: list[bytes] = []
         self.t0 = t0
         self.model = admit.model
+        self.state = State.CHOOSING
         self.stream = False
         self.target: Target | None = None
-        self.rewrite: Rewrite | None = None  # this attempt's request as its backend's kind rewrote it
+        self.rewrite: Rewrite | None = None  # this attempt's request as the backend's kind rewrote it
+        self.codec: Codec | None = None  # this attempt's response codec (None: raw relay)
         self.upstream: UpstreamProtocol | None = None
         self.tried: list[str] = []
         self.attempts = 0
@@ -115,48 +168,46 @@ class Exchange:
         self.bytes_in = len(body) if body else 0
         self.bytes_out = 0
         self.error: str | None = None
-        self.raw = not http10
+        self.raw = not http10  # HTTP/1.1 client: the backend's framing passes through
+        self.blocked = False  # the client is not taking our writes (its transport paused us)
         self.on_backend: str | None = None  # counted as outstanding on this backend
-        self.accounted = False
         self.client_ip = ""
         self.backend_hint: str | None = None  # X-Fortress-Backend from an admin-scope key
         self.task: asyncio.Task[None] | None = None  # a fan-out to every backend (fanout.py)
         self.doc: dict | None = None  # the parsed JSON body, when the body stage read it
 
+    def _to(self, event: Event) -> None:
+        self.state = step(self.state, event)
+
     # -- choosing and connecting -------------------------------------------------------------------
     def start(self) -> None:
         """Stage 9: ask the router for a backend, wait for a slot when all are busy, or fail clearly."""
+        if self.state is not State.CHOOSING:
+            return  # the client left during a retry's pause
         w = self.w
         if self.backend_hint is not None:
             name = self.backend_hint
-            if name == fanout.ALL:
-                self.task = fanout.start(self)
-                return
             if name not in w.targets:
-                self._fail(404, f"unknown backend '{name}' in X-Fortress-Backend")
+                self.fail(404, f"unknown backend '{name}' in X-Fortress-Backend")
                 return
             w.router.started(name)
-            self._go(name, self.model)
+            self._chosen(name, self.model)
             return
-        model = None if self.admit.route.name in _ANY_BACKEND else self.model
-        choice = w.router.choose(model, exclude=frozenset(self.tried))
+        model = None if self.route.name in _ANY_BACKEND else self.model
+        choice = w.router.choose(model, exclude=frozenset(self.tried) if self.tried else _NONE)
         if choice is not None:
             w.router.started(choice.backend.name)
-            self._chosen(choice)
+            self._chosen(choice.backend.name, choice.model)
             return
         verdict = w.router.why(model)
         if verdict is Verdict.UNKNOWN_MODEL:
-            self._fail(404, f"model '{model}' not found" if model else "no backend is configured")
+            self.fail(404, f"model '{model}' not found" if model else "no backend is configured")
         elif verdict is Verdict.BUSY and not self.tried:
             self._wait(model)
         elif verdict is Verdict.BUSY and self.tried:
-            self._fail(502, f"backend {self.tried[-1]} failed and no other backend is available")
+            self.fail(502, f"backend {self.tried[-1]} failed and no other backend is available")
         else:
-            self._fail(503, "no healthy backend is available")
-
-    def _chosen(self, choice: Choice) -> None:
-        """Go to the router's choice (already counted as started), under the name it knows the model by."""
-        self._go(choice.backend.name, choice.model)
+            self.fail(503, "no healthy backend is available")
 
     def _wait(self, model: str | None) -> None:
         """Every backend with the model is at its cap: park in the router's fair queue, with a timeout."""
@@ -164,72 +215,81 @@ class Exchange:
         key_id = self.admit.key.id if self.admit.key else ""
         waiter = Waiter(model, lambda choice: self._granted(choice, timer))
         if not w.router.enqueue(key_id, waiter):
-            self._fail(503, "all backends for this model are busy and the queue is full", retry_after=1)
+            self.fail(503, "all backends for this model are busy and the queue is full", retry_after=1)
             return
+        self._to(Event.QUEUED)
 
         def expire() -> None:
-            if w.router.dequeue(key_id, waiter):
-                self._fail(503, "all backends for this model stayed busy", retry_after=1)
+            if w.router.dequeue(key_id, waiter) and self.state is State.WAITING:
+                self.fail(503, "all backends for this model stayed busy", retry_after=1)
 
         timer = w.loop.call_later(w.routing.queue_timeout_s, expire)
 
     def _granted(self, choice: Choice, timer: asyncio.TimerHandle) -> bool:
+        """A slot freed up (called from inside the router: the connect runs on the next loop turn)."""
         timer.cancel()
-        if self.client.closed or self.accounted:
-            return False
-        self.w.loop.call_soon(self._chosen, choice)
+        if self.state is not State.WAITING:
+            return False  # the client left meanwhile: the router takes the slot back
+        self._to(Event.GRANTED)
+        self.on_backend = choice.backend.name  # already counted as started
+        self.w.loop.call_soon(self._go, choice.backend.name, choice.model)
         return True
 
+    def _chosen(self, name: str, model: str | None) -> None:
+        """The router's choice (already counted as started): connect to it."""
+        self._to(Event.CHOSEN)
+        self.on_backend = name
+        self._go(name, model)
+
     def _go(self, name: str, model: str | None) -> None:
-        """Connect to (or reuse a connection to) the chosen backend, already counted as started."""
+        """Rewrite the request for the backend's kind, then reuse a pooled connection or open one.
+
+        `model` is the name that backend knows the model by (a provider's own name)."""
+        if self.state is not State.CONNECTING:
+            return  # the client left before a granted slot could be used
         target = self.w.targets[name]
         self.target = target
-        self.on_backend = name
         self.tried.append(name)
         self.attempts += 1
         try:
-            self.rewrite = target.kind.rewrite(self, model)
+            rewrite = self.rewrite = target.kind.rewrite(self, model)
         except Refused as exc:
-            self._fail(exc.status, exc.message)
+            self.fail(exc.status, exc.message)
             return
+        self.codec = rewrite.codec if rewrite is not None else None
         conn = self.w.pool.acquire(name)
         if conn is not None:
-            self._send(conn)  # type: ignore[arg-type]
+            self._send(conn)
         else:
             self.w.loop.create_task(self._open(target))
 
     async def _open(self, target: Target) -> None:
         w = self.w
         try:
-            _, conn = await asyncio.wait_for(
-                w.loop.create_connection(
-                    lambda: UpstreamProtocol(target.name),
-                    target.host,
-                    target.port,
-                    ssl=target.ssl,
-                    server_hostname=target.host if target.ssl else None,
-                ),
-                w.routing.connect_timeout_s,
-            )
+            conn = await w.pool.open(target, w.routing.connect_timeout_s)
         except (OSError, TimeoutError) as exc:
-            self._retry_or_fail(f"cannot connect to backend {target.name}: {_reason(exc)}", unreachable=True)
+            if self.state is State.CONNECTING:
+                self._retry_or_fail(
+                    f"cannot connect to backend {target.name}: {_reason(exc)}", unreachable=True
+                )
             return
-        w.pool.created += 1
-        if self.client.closed:
-            w.pool.release(target.name, conn)
+        if self.state is not State.CONNECTING:
+            w.pool.release(conn)  # the client left meanwhile: the fresh connection serves someone else
             return
         self._send(conn)
 
     def _send(self, conn: UpstreamProtocol) -> None:
         target = self.target
         assert target is not None
+        self._to(Event.SENT)
         self.upstream = conn
-        conn.send(self, self.request_bytes(target))
+        decoded = self.codec is not None or not self.raw
+        conn.send(self, self.request_bytes(target), decoded, self.method == b"HEAD")
         if self.pending:
             for piece in self.pending:
                 self._write_body(piece)
             self.pending = []
-            self.client.resume_reading()
+            self.down.resume()
 
     def request_bytes(self, target: Target) -> bytes:
         """The request head (and a buffered body) as this backend must receive it."""
@@ -257,7 +317,7 @@ class Exchange:
         self.bytes_in += len(piece)
         if self.upstream is None:
             self.pending.append(piece)
-            self.client.pause_reading()
+            self.down.pause()
         else:
             self._write_body(piece)
 
@@ -271,21 +331,44 @@ class Exchange:
             return
         up.transport.write(replies.chunk(piece) if self.chunked_body else piece)
 
-    # -- the response --------------------------------------------------------------------------------
-    def response_head(self, up: UpstreamProtocol, body_start: bytes) -> bool:
-        """Send the rewritten head with the first body bytes (one write); False to drop it for a retry."""
+    def backend_blocked(self, blocked: bool) -> None:
+        """The backend's side of upload backpressure: stop or resume reading the client."""
+        if blocked:
+            self.down.pause()
+        else:
+            self.down.resume()
+
+    def client_blocked(self, blocked: bool) -> None:
+        """The client's side of download backpressure: stop or resume reading the backend."""
+        self.blocked = blocked
+        up = self.upstream
+        if up is not None and up.flow is not None:
+            if blocked:
+                up.flow.pause_reading()
+            else:
+                up.flow.resume_reading()
+
+    # -- the response (upstream.Receiver) ------------------------------------------------------------
+    def head(self, up: UpstreamProtocol, body: bytes) -> bool:
+        """The response head: relay it rewritten (or the codec's), with the first body bytes in one write.
+        False to drop it for a retry."""
         status = up.status
         if status in (502, 503) and self._can_retry():
-            up.ex = None
-            up.close()
-            self.upstream = None
+            self._drop_upstream(reuse=False)
             self._retry_or_fail(f"backend {up.backend} answered {status}")
             return False
-        if status == 404 and self.model and self.admit.route.inspect:
+        if status == 404 and self.model and self.route.inspect:
             self.w.model_missing(up.backend, self.model)
-        self.status = status
+        self._to(Event.HEAD)
         self.ttfb = time.monotonic()
-        client_close = not self.keep_alive or self.w.draining
+        codec = self.codec
+        if codec is not None:
+            status, content_type = codec.head(status, up.headers)
+            self.status = status
+            self._write(self._own_head(status, content_type))
+            return True
+        self.status = status
+        client_close = not self.keep_alive or self.w.draining or not self.raw or not up.framed
         parts = [replies.status_line(status)]
         for name, value in up.headers:
             if name.lower() in _HOP:
@@ -296,89 +379,127 @@ class Exchange:
         parts += (b"X-Request-ID: ", self.request_id, b"\r\n")
         for name, value in self.admit.rate_headers:
             parts += (name, b": ", value, b"\r\n")
-        if not self.raw:
-            client_close = True  # HTTP/1.0 client: decoded body, delimited by the close
         self.keep_alive = not client_close
-        parts.append(b"Connection: close\r\n\r\n" if client_close else b"\r\n")
-        parts.append(body_start)
-        self.to_client(b"".join(parts))
+        parts.append(_CLOSE_HEAD if client_close else b"\r\n")
+        parts.append(body)
+        self._write(b"".join(parts))
         return True
 
-    def to_client(self, data: bytes) -> None:
-        self.bytes_out += len(data)
-        transport = self.client.transport
-        if transport is not None:
-            transport.write(data)
+    def _own_head(self, status: int, content_type: bytes) -> bytes:
+        """The head of a response whose body Fortress frames itself (a codec's, a fan-out's)."""
+        close = not self.keep_alive or self.w.draining or not self.raw
+        self.keep_alive = not close
+        parts = [replies.status_line(status), b"Content-Type: ", content_type, b"\r\nX-Request-ID: "]
+        parts += (self.request_id, b"\r\n")
+        for name, value in self.admit.rate_headers:
+            parts += (name, b": ", value, b"\r\n")
+        if self.raw:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        parts.append(_CLOSE_HEAD if close else b"\r\n")
+        return b"".join(parts)
 
-    def response_done(self, up: UpstreamProtocol, reuse: bool) -> None:
-        self.upstream = None
+    def relay(self, data: bytes) -> None:
+        """Raw mode: the backend's bytes, straight to the client."""
+        self.bytes_out += len(data)
+        self.write(data)
+
+    def decoded(self, data: bytes) -> None:
+        """Decoded mode: through the codec when there is one, framed by Fortress; else as they are
+        (an HTTP/1.0 client, whose body ends with the connection)."""
+        codec = self.codec
+        if codec is None:
+            self._write(data)
+        else:
+            self._framed(codec.feed(data))
+
+    def _framed(self, data: bytes) -> None:
+        if data:
+            self._write(replies.chunk(data) if self.raw else data)
+
+    def _write(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.write(data)
+
+    def complete(self, up: UpstreamProtocol) -> None:
+        """The response is fully framed: the connection goes back to the pool, the usage is recorded."""
+        self._to(Event.COMPLETE)
         target = self.target
         assert target is not None
-        if reuse:
-            self.w.pool.release(target.name, up)
-        prompt = completion = None
-        failed = False
-        if self.admit.route.metered or up.chunked:
+        self._drop_upstream(reuse=True)
+        codec = self.codec
+        if codec is not None:
+            self._framed(codec.end())
+            if self.raw:
+                self._write(replies.LAST_CHUNK)
+            prompt, completion, failed = codec.prompt_tokens, codec.completion_tokens, False
+        elif self.route.metered or up.chunked:
             prompt, completion, failed = target.kind.usage(up.tail)
+        else:
+            prompt = completion = None
+            failed = False
         if failed:
             self.error = "backend reported an error mid-stream"
         self.stream = up.chunked
         self._release_backend(ok=self.status < 500 and not failed, error=self.error or "")
-        if self.admit.route.model_admin:
+        if self.route.model_admin:
             self.w.poller.poke(target.name)  # pull/delete/copy/create change what the backend holds
-        self._account(prompt, completion)
-        self.client.exchange_done(self.keep_alive)
+        self._end(prompt, completion, self.keep_alive)
 
-    def upstream_lost(self, up: UpstreamProtocol) -> None:
-        self.upstream_broken(f"backend {up.backend} closed the connection", up)
-
-    def upstream_broken(self, message: str, up: UpstreamProtocol | None = None) -> None:
-        up = up or self.upstream
-        self.upstream = None
-        if up is not None:
-            up.ex = None
-            up.close()
-        if up is None or not up.head_sent:
+    def broken(self, message: str) -> None:
+        """The backend's connection failed: retry if nothing reached the client, else cut the stream."""
+        if self.state is State.RELAYING:
+            self._cut(message)
+        elif self.state is State.SENT:
+            self._drop_upstream(reuse=False)
             self._retry_or_fail(message)
-            return
-        self._cut(message, up)
 
-    def timed_out(self, first_byte: bool) -> None:
-        """Called by the worker's sweeper when the backend is silent for too long."""
+    # -- deadlines -----------------------------------------------------------------------------------
+    def deadline(self, now: float) -> float:
+        """When the backend counts as silent (the sweeper asks twice a second; inf: not now)."""
         up = self.upstream
-        if first_byte and (up is None or not up.head_sent):
-            self.upstream = None
-            if up is not None:
-                up.ex = None
-                up.close()
-            self._fail(504, f"backend {self.target.name if self.target else ''} did not answer in time")
-            return
-        if up is not None:
-            self.upstream = None
-            up.ex = None
-            up.close()
-            self._cut("backend stopped sending data (idle timeout)", up)
+        if up is None or (self.blocked and self.state is State.RELAYING):
+            return _NEVER  # connecting has its own timeout; a slow client is not a silent backend
+        routing = self.w.routing
+        return up.deadline(now, routing.first_byte_timeout_s, routing.idle_timeout_s)
 
-    def _cut(self, message: str, up: UpstreamProtocol) -> None:
+    def expire(self, now: float) -> None:
+        """Past the deadline: 504 when no byte came yet, else end the stream as cut."""
+        if self.state is State.SENT:
+            name = self.target.name if self.target else ""
+            self.fail(504, f"backend {name} did not answer in time")
+        elif self.state is State.RELAYING:
+            self._cut("backend stopped sending data (idle timeout)")
+
+    # -- endings -------------------------------------------------------------------------------------
+    def _cut(self, message: str) -> None:
         """The stream already started: end it with one error line and the response's proper end.
 
-        With chunked framing intact the connection stays open: a pooled client may reuse it at once,
-        and closing it then would fail a request that never reached a backend. Otherwise it closes.
+        With framing intact the connection stays open: a pooled client may reuse it at once, and
+        closing it then would fail a request that never reached a backend. Otherwise it closes.
         """
+        self._to(Event.BROKEN)
+        up = self.upstream
+        assert up is not None and self.target is not None
+        self._drop_upstream(reuse=False)
         self.error = message
-        framed = self.raw and up.chunked and not up.in_chunk
-        if framed:
-            line = replies.stream_error_line(message, self.admit.route.openai)
-            self.to_client(replies.chunk(line) + _LAST_CHUNK)
-        elif not self.raw:
-            self.to_client(replies.stream_error_line(message, self.admit.route.openai))
+        codec = self.codec
+        if codec is not None:
+            self._framed(codec.cut(message))
+            framed = self.raw
+            if framed:
+                self._write(replies.LAST_CHUNK)
+            prompt, completion = codec.prompt_tokens, codec.completion_tokens
+        else:
+            framed = self.raw and up.chunked and not up.in_chunk
+            if framed:
+                line = replies.stream_error_line(message, self.route.openai)
+                self._write(replies.chunk(line) + replies.LAST_CHUNK)
+            elif not self.raw:
+                self._write(replies.stream_error_line(message, self.route.openai))
+            prompt, completion, _ = self.target.kind.usage(up.tail)
         self._release_backend(ok=False, error=message)
-        assert self.target is not None
-        prompt, completion, _ = self.target.kind.usage(up.tail)
-        self._account(prompt, completion)
-        self.client.exchange_done(framed and self.keep_alive)
+        self._end(prompt, completion, framed and self.keep_alive)
 
-    # -- retries and failures ------------------------------------------------------------------------
     def _can_retry(self, delay: float = 0.0) -> bool:
         if self.streaming_body or self.backend_hint is not None:
             return False  # the body went upstream as it came, or the client named the backend
@@ -388,46 +509,53 @@ class Exchange:
     def _retry_or_fail(self, message: str, unreachable: bool = False) -> None:
         """Try another backend if allowed; else 503 when none could be reached, 502 when one failed."""
         self._release_backend(ok=False, error=message)
-        if self.client.closed:
-            self._account(None, None)
-            return
         delay = self.w.router.retry_delay(self.attempts)
         if self._can_retry(delay):
+            self._to(Event.RETRY)
             self.w.loop.call_later(delay, self.start)
             return
-        self._fail(503 if unreachable else 502, message)
+        self.fail(503 if unreachable else 502, message)
 
-    def _fail(self, status: int, message: str, retry_after: int = 0) -> None:
+    def fail(self, status: int, message: str, retry_after: int = 0) -> None:
+        """Answer an error in the route's shape before any response byte went out."""
+        self._to(Event.FAIL)
         self.status = status
         self.error = message
         self._release_backend(ok=status != 504, error=message)
-        if self.upstream is not None:
-            self.upstream.ex = None
-            self.upstream.close()
-            self.upstream = None
+        self._drop_upstream(reuse=False)
         headers = self.admit.rate_headers
         if retry_after:
             headers = ((b"Retry-After", str(retry_after).encode()), *headers)
-        reply = replies.error_reply(status, message, self.admit.route.openai, headers=headers)
+        reply = replies.error_reply(status, message, self.route.openai, headers=headers)
         keep = self.keep_alive and not self.streaming_body
-        self.to_client(replies.render(reply, self.request_id, keep, head_only=self.method == b"HEAD"))
-        self._account(None, None)
-        self.client.exchange_done(keep)
+        self._write(replies.render(reply, self.request_id, keep, head_only=self.method == b"HEAD"))
+        self._end(None, None, keep)
 
     def client_lost(self) -> None:
         """The client went away mid-exchange: stop the backend's work and record it."""
+        if self.state in FINAL:
+            return
+        self._to(Event.CLIENT_GONE)
         if self.task is not None:
             self.task.cancel()
-        up = self.upstream
-        self.upstream = None
-        if up is not None:
-            up.ex = None
-            up.close()
+        self._drop_upstream(reuse=False)
         self._release_backend(ok=True)
         if not self.status:
             self.status = 499
         self.error = self.error or "client closed the connection"
-        self._account(None, None)
+        self.w.account(self, None, None)
+
+    def _drop_upstream(self, reuse: bool) -> None:
+        """Give this attempt's connection back: to the pool's idle set, or closed."""
+        up = self.upstream
+        if up is None:
+            return
+        self.upstream = None
+        up.detach()
+        if reuse:
+            self.w.pool.release(up)
+        else:
+            self.w.pool.discard(up)
 
     def _release_backend(self, ok: bool, error: str = "") -> None:
         """Tell the router this backend's request ended; exactly once per started attempt."""
@@ -435,10 +563,45 @@ class Exchange:
             self.w.finished(self.on_backend, ok, error)
             self.on_backend = None
 
-    def _account(self, prompt: int | None, completion: int | None) -> None:
-        if not self.accounted:
-            self.accounted = True
-            self.w.account(self, prompt, completion)
+    def _end(self, prompt: int | None, completion: int | None, keep_alive: bool) -> None:
+        self.w.account(self, prompt, completion)
+        self.down.done(keep_alive)
+
+    # -- a response Fortress composes itself (fan-out) -------------------------------------------------
+    def fanned_out(self, task: asyncio.Task[None]) -> None:
+        """The request went to every backend at once; `task` merges their answers."""
+        self._to(Event.FANNED_OUT)
+        self.task = task
+
+    def begin(self, status: int, content_type: bytes) -> None:
+        """The head of a merged response: chunked to HTTP/1.1 clients, close-delimited to HTTP/1.0."""
+        self._to(Event.HEAD)
+        self.ttfb = time.monotonic()
+        self.status = status
+        self._write(self._own_head(status, content_type))
+
+    def emit(self, data: bytes) -> None:
+        self._framed(data)
+
+    def finish(self, status: int, error: str | None) -> None:
+        """The merged response is complete."""
+        self._to(Event.COMPLETE)
+        if self.raw:
+            self._write(replies.LAST_CHUNK)
+        self.status = status
+        self.error = error
+        self._end(None, None, self.keep_alive)
+
+    def reply(self, reply: replies.LocalReply, error: str | None) -> None:
+        """A merged response sent whole."""
+        self._to(Event.HEAD)
+        self.ttfb = time.monotonic()
+        self._to(Event.COMPLETE)
+        self.status = reply.status
+        self.error = error
+        keep = self.keep_alive and self.raw and not self.w.draining
+        self._write(replies.render(reply, self.request_id, keep))
+        self._end(None, None, keep)
 
 
 def _reason(exc: BaseException) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -122,20 +121,14 @@ class FanOut:
         for name in self.names:
             w.poller.poke(name)  # what these backends hold has changed
         ex.stream = self.stream
-        status, end = summary(outcomes)
         if self.stream:
             self._emit(final_line(outcomes))
-            if ex.raw:
-                ex.to_client(b"0\r\n\r\n")
+            status, end = summary(outcomes)
+            ex.finish(status, end.get("error"))
         else:
             status, body = merged_body(outcomes)
             reply = replies.LocalReply(status, body, headers=ex.admit.rate_headers)
-            ex.to_client(replies.render(reply, ex.request_id, _keep(ex)))
-            ex.ttfb = time.monotonic()
-        ex.status = status
-        ex.error = end.get("error")
-        ex._account(None, None)
-        ex.client.exchange_done(_keep(ex))
+            ex.reply(reply, summary(outcomes)[1].get("error"))
 
     async def _one(self, target: Target) -> Outcome:
         """Send to one backend and relay (stream) or keep (non-stream) what it answers."""
@@ -145,7 +138,7 @@ class FanOut:
         client = BackendClient(
             target, timeout_s=routing.connect_timeout_s + routing.first_byte_timeout_s, keep_alive=False
         )
-        headers = [_pair(line) for line in ex.fwd_headers]
+        headers = _pairs(ex.fwd_headers)
         headers.append((b"X-Request-ID", ex.request_id))
         try:
             async with client.stream(
@@ -185,43 +178,29 @@ class FanOut:
         ex = self.ex
         if not self.head_sent:
             self.head_sent = True
-            ex.ttfb = time.monotonic()
-            ex.to_client(_stream_head(ex))
-        ex.to_client(replies.chunk(line) if ex.raw else line)
+            ex.begin(200, b"application/x-ndjson")
+        ex.emit(line)
 
 
-def _stream_head(ex: Exchange) -> bytes:
-    """200 NDJSON: chunked for HTTP/1.1 clients, close-delimited for HTTP/1.0 ones."""
-    parts = [replies.status_line(200), b"Content-Type: application/x-ndjson\r\nX-Request-ID: ", ex.request_id]
-    for name, value in ex.admit.rate_headers:
-        parts += (b"\r\n", name, b": ", value)
-    if ex.raw:
-        parts.append(b"\r\nTransfer-Encoding: chunked")
-    if not _keep(ex):
-        parts.append(b"\r\nConnection: close")
-    parts.append(b"\r\n\r\n")
-    return b"".join(parts)
+def _pairs(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """Forwarded header lines ("Name: value\\r\\n", some entries holding several) as (name, value)."""
+    pairs = []
+    for line in b"".join(lines).split(b"\r\n"):
+        name, _, value = line.partition(b": ")
+        if name:
+            pairs.append((name, value))
+    return pairs
 
 
-def _pair(line: bytes) -> tuple[bytes, bytes]:
-    """A forwarded header line ("Name: value\\r\\n") as the client's (name, value) pair."""
-    name, _, value = line[:-2].partition(b": ")
-    return name, value
-
-
-def _keep(ex: Exchange) -> bool:
-    return ex.keep_alive and ex.raw and not ex.w.draining
-
-
-def start(ex: Exchange) -> asyncio.Task[None] | None:
-    """Begin a fan-out for the exchange, or answer at once why it cannot run (None)."""
-    if ex.admit.route.name not in ROUTES:
-        ex._fail(400, "X-Fortress-Backend: * applies only to /api/pull and /api/delete")
-        return None
+def start(ex: Exchange) -> None:
+    """Begin a fan-out for the exchange, or answer at once why it cannot run."""
+    if ex.route.name not in ROUTES:
+        ex.fail(400, "X-Fortress-Backend: * applies only to /api/pull and /api/delete")
+        return
     w = ex.w
     healthy = w.router.healthy()
     names = [name for name, t in w.targets.items() if t.kind.manages_models and name in healthy]
     if not names:
-        ex._fail(503, "no healthy backend is available")
-        return None
-    return w.loop.create_task(FanOut(ex, names).run())
+        ex.fail(503, "no healthy backend is available")
+        return
+    ex.fanned_out(w.loop.create_task(FanOut(ex, names).run()))

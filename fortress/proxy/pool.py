@@ -1,47 +1,102 @@
-"""Keep-alive upstream connections: one LIFO deque of idle connections per backend.
+"""The hot path's backend connections: opened, kept alive, reused and expired here, and nowhere else.
 
 Like httpcore's pool it sees connections only through predicates (`reusable`), decides first, then does
-the I/O; acquire and release are O(1). A connection returns here only once its response is fully framed.
+the I/O. Per backend one LIFO deque of idle connections: acquire and release are O(1), the most
+recently used connection (the one least likely to have been closed by the backend) goes out first, and
+idle ones older than `idle_expiry_s` are closed by `sweep()`. A connection comes back only through
+`release()` once its response is fully framed, or `discard()` when it failed; the exchange does exactly
+one of the two for every connection it got. Its repr doubles as a test oracle.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections import deque
-from typing import Protocol
+from collections.abc import Awaitable, Callable
 
+from fortress.backends.target import Target
+from fortress.proxy.upstream import UpstreamProtocol
 
-class Reusable(Protocol):
-    @property
-    def reusable(self) -> bool: ...
+IDLE_EXPIRY_S = 30.0  # below common server keep-alive timeouts (nginx 75 s, Go's none, Cloudflare 900 s)
 
-    def close(self) -> None: ...
+Connector = Callable[[Target], Awaitable[UpstreamProtocol]]
 
 
 class Pool:
-    def __init__(self, max_idle: int = 64) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        max_idle: int = 64,
+        idle_expiry_s: float = IDLE_EXPIRY_S,
+        connect: Connector | None = None,
+    ) -> None:
+        self.loop = loop
         self.max_idle = max_idle
-        self._idle: dict[str, deque[Reusable]] = {}
+        self.idle_expiry_s = idle_expiry_s
+        self._connect = connect or self._open_socket
+        self._idle: dict[str, deque[UpstreamProtocol]] = {}
+        self.active = 0  # connections handed out and not yet given back
         self.created = 0
         self.reused = 0
+        self.expired = 0
+        self.now = time.monotonic()  # a coarse clock, moved by sweep(): idle stamps need no precision
 
-    def acquire(self, backend: str) -> Reusable | None:
+    # -- decisions, O(1) -----------------------------------------------------------------------------
+    def acquire(self, backend: str) -> UpstreamProtocol | None:
         """The most recently used idle connection that is still reusable, or None."""
         idle = self._idle.get(backend)
         while idle:
             conn = idle.pop()
             if conn.reusable:
                 self.reused += 1
+                self.active += 1
                 return conn
         return None
 
-    def release(self, backend: str, conn: Reusable) -> None:
-        idle = self._idle.get(backend)
+    def release(self, conn: UpstreamProtocol) -> None:
+        """A connection whose response is fully framed: idle again if it may be reused, else closed."""
+        self.active -= 1
+        idle = self._idle.get(conn.backend)
         if idle is None:
-            idle = self._idle[backend] = deque()
+            idle = self._idle[conn.backend] = deque()
         if len(idle) >= self.max_idle or not conn.reusable:
             conn.close()
             return
+        conn.idle_since = self.now
         idle.append(conn)
+
+    def discard(self, conn: UpstreamProtocol) -> None:
+        """A connection that failed or was abandoned mid-response: closed, never reused."""
+        self.active -= 1
+        conn.close()
+
+    # -- I/O -------------------------------------------------------------------------------------------
+    async def open(self, target: Target, timeout_s: float) -> UpstreamProtocol:
+        """A new connection (TLS included); OSError or TimeoutError when it cannot be made in time."""
+        conn = await asyncio.wait_for(self._connect(target), timeout_s)
+        self.created += 1
+        self.active += 1
+        return conn
+
+    async def _open_socket(self, target: Target) -> UpstreamProtocol:
+        _, conn = await self.loop.create_connection(
+            lambda: UpstreamProtocol(target.name),
+            target.host,
+            target.port,
+            ssl=target.ssl,
+            server_hostname=target.host if target.ssl else None,
+        )
+        return conn
+
+    def sweep(self, now: float) -> None:
+        """Close idle connections past their expiry (oldest sit at the left end of each deque)."""
+        self.now = now
+        cutoff = now - self.idle_expiry_s
+        for idle in self._idle.values():
+            while idle and (idle[0].idle_since < cutoff or not idle[0].reusable):
+                idle.popleft().close()
+                self.expired += 1
 
     def drop(self, backend: str) -> None:
         """Close the idle connections of a backend that changed or went away."""
@@ -55,4 +110,7 @@ class Pool:
 
     def __repr__(self) -> str:
         idle = sum(len(d) for d in self._idle.values())
-        return f"<Pool [Connections: {idle} idle | created {self.created}, reused {self.reused}]>"
+        return (
+            f"<Pool [Connections: {self.active} active, {idle} idle | "
+            f"created {self.created}, reused {self.reused}, expired {self.expired}]>"
+        )

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from enum import Enum
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httptools
@@ -21,7 +21,10 @@ from fortress.http import replies
 from fortress.pipeline import routes
 from fortress.pipeline.chain import Admit
 from fortress.pipeline.validate import looks_like_zip
+from fortress.proxy import fanout
 from fortress.proxy.exchange import Exchange
+from fortress.proxy.flow import FlowControl
+from fortress.proxy.request import Mode, Request
 
 if TYPE_CHECKING:
     from fortress.proxy.worker import Worker
@@ -46,74 +49,16 @@ _DROP = frozenset(
         b"content-length",
         b"expect",
         b"x-forwarded-for",
+        b"x-real-ip",
+        b"forwarded",
         b"x-request-id",
         b"x-fortress-backend",
     )
 )
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_FORWARDED = b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\nForwarded: for=%s\r\n"
+_NEVER = float("inf")
 _DISCARD_LIMIT = 1 << 20  # an unread body up to this size is skipped to keep the connection
-
-
-class Mode(Enum):
-    HEAD = 0  # headers still arriving
-    BUFFER = 1  # body collected for inspection (or queued behind another request)
-    STREAM = 2  # body forwarded upstream as it arrives
-    DISCARD = 3  # answered locally; remaining body skipped
-    SENT = 4  # the whole request went to the exchange; nothing more to read for it
-
-
-class Request:
-    """What the parser recorded for one request."""
-
-    __slots__ = (
-        "admit",
-        "authorization",
-        "backend_hint",
-        "body",
-        "body_size",
-        "chunked",
-        "complete",
-        "content_length",
-        "expect",
-        "first_bytes",
-        "fwd",
-        "http10",
-        "keep_alive",
-        "method",
-        "mode",
-        "request_id",
-        "t0",
-        "url",
-        "x_api_key",
-        "xff",
-    )
-
-    def __init__(self, t0: float) -> None:
-        self.t0 = t0
-        self.url: list[bytes] = []
-        self.fwd: list[bytes] = []
-        self.mode = Mode.HEAD
-        self.body: list[bytes] = []
-        self.body_size = 0
-        self.complete = False
-        self.authorization: bytes | None = None
-        self.x_api_key: bytes | None = None
-        self.content_length: int | None = None
-        self.chunked = False
-        self.expect = False
-        self.xff: bytes | None = None
-        self.request_id: bytes | None = None
-        self.admit: Admit | None = None
-        self.backend_hint: bytes | None = None
-        self.first_bytes = b""
-        self.method = b""
-        self.http10 = False
-        self.keep_alive = True
-
-    def sniff(self, body: bytes) -> bytes:
-        """The first 4 bytes of an upload, even when they arrive in several pieces."""
-        self.first_bytes = (self.first_bytes + body)[:4]
-        return self.first_bytes
 
 
 class BadRequest(Exception):
@@ -124,30 +69,37 @@ class BadRequest(Exception):
 
 
 class ClientProtocol(asyncio.Protocol):
+    """One client connection; the Downstream of its exchange (exchange.py) and a Connection of its
+    worker (worker.py)."""
+
+    write: Callable[[bytes], None]  # the transport's own write: the relay's bytes take no detour
+
     def __init__(self, worker: Worker) -> None:
         self.w = worker
         self.transport: asyncio.Transport | None = None
+        self.flow: FlowControl | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ""
         self.req: Request | None = None
         self.ex: Exchange | None = None
         self.queue: deque[Request] = deque()
         self.closed = False
-        self.read_paused = False
-        self.write_paused = False
+        self.last = False  # a request that closes the connection was read whole: read nothing more
         self.head_bytes = 0
         self.head_size = 0  # URL and header lines of the current request, as parsed
-        self.deadline = 0.0  # monotonic time after which the sweeper closes this connection
+        self.due = 0.0  # monotonic time after which the sweeper closes this connection (0: none)
 
     # -- connection ------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(transport)  # type: ignore[arg-type]
+        self.write = transport.write  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
         if not self.w.connection_opened(self):
             transport.close()
             return
-        self.deadline = time.monotonic() + self.w.cfg.header_timeout_s
+        self.due = time.monotonic() + self.w.cfg.header_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -162,38 +114,70 @@ class ClientProtocol(asyncio.Protocol):
             self.closed = True
             self.transport.close()
 
-    def expired(self) -> None:
-        """The sweeper found this connection past its deadline (header, body or keep-alive idle)."""
+    def abort(self) -> None:
+        ex, self.ex = self.ex, None
+        if ex is not None:
+            ex.client_lost()
+        self.close()
+
+    def busy(self) -> bool:
+        return self.ex is not None or bool(self.queue)
+
+    # -- deadlines (the worker's sweeper asks) ----------------------------------------------------
+    def deadline(self, now: float) -> float:
+        """The header, body or keep-alive deadline, or the exchange's (a silent backend)."""
+        ex = self.ex
+        if ex is None:
+            return self.due or _NEVER
+        due = self.due  # a request body still streaming up: stalled clients go, paused reads are ours
+        if due and self.flow is not None and self.flow.read_paused:
+            due = self.due = now + self.w.cfg.body_timeout_s
+        return min(due or _NEVER, ex.deadline(now))
+
+    def expire(self, now: float) -> None:
+        ex = self.ex
+        if ex is not None and not (self.due and self.due < now):
+            ex.expire(now)  # the backend is late, not the client
+            return
         req = self.req
-        if req is not None and req.mode in (Mode.HEAD, Mode.BUFFER) and self.ex is None:
+        if req is not None and req.mode in (Mode.HEAD, Mode.BUFFER) and ex is None:
             self._write(replies.render(replies.error_reply(408, "request timeout"), self.w.next_id(), False))
         self.close()
 
-    # -- flow control: coupled both ways through the exchange's upstream --------------------------
-    def pause_reading(self) -> None:
-        if not self.read_paused and self.transport is not None:
-            self.read_paused = True
-            self.transport.pause_reading()
+    # -- Downstream: what the exchange asks of the client side --------------------------------------
+    def pause(self) -> None:
+        if self.flow is not None:
+            self.flow.pause_reading()
 
-    def resume_reading(self) -> None:
-        if self.read_paused and self.transport is not None and not self.closed:
-            self.read_paused = False
-            self.transport.resume_reading()
+    def resume(self) -> None:
+        if self.flow is not None and not self.closed:
+            self.flow.resume_reading()
 
+    def done(self, keep_alive: bool) -> None:
+        """The exchange's response is complete (or failed)."""
+        self.ex = None
+        if not keep_alive or self.w.draining:
+            self.close()
+            return
+        self._idle()
+
+    # -- backpressure: a client that cannot keep up pauses the backend's reading -------------------
     def pause_writing(self) -> None:
-        self.write_paused = True
-        up = self.ex.upstream if self.ex is not None else None
-        if up is not None and up.transport is not None:
-            up.transport.pause_reading()
+        if self.flow is not None:
+            self.flow.write_paused = True
+        if self.ex is not None:
+            self.ex.client_blocked(True)
 
     def resume_writing(self) -> None:
-        self.write_paused = False
-        up = self.ex.upstream if self.ex is not None else None
-        if up is not None and up.transport is not None:
-            up.transport.resume_reading()
+        if self.flow is not None:
+            self.flow.write_paused = False
+        if self.ex is not None:
+            self.ex.client_blocked(False)
 
     # -- bytes in ----------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self.last:
+            return  # after a request with Connection: close (or HTTP/1.0) nothing more is served
         if self.req is None or self.req.mode is Mode.HEAD:
             self.head_bytes += len(data)
         try:
@@ -206,6 +190,8 @@ class ClientProtocol(asyncio.Protocol):
             return
         except httptools.HttpParserError as exc:
             cause = exc.__context__
+            if self.last and not isinstance(exc, httptools.HttpParserCallbackError):
+                return  # bytes after the last request (RFC 9112 §9.6): ignored, that request is served
             if isinstance(cause, BadRequest):
                 self._reject(cause.reply)
             elif isinstance(exc, httptools.HttpParserCallbackError) and cause is not None:
@@ -231,7 +217,7 @@ class ClientProtocol(asyncio.Protocol):
         self.req = Request(now)
         self.head_size = 0
         if self.ex is None and not self.queue:
-            self.deadline = now + self.w.cfg.header_timeout_s
+            self.due = now + self.w.cfg.header_timeout_s
 
     def on_url(self, url: bytes) -> None:
         assert self.req is not None
@@ -287,7 +273,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.ex is not None or self.queue:
             req.mode = Mode.BUFFER  # pipelined: wait for the request ahead
             self.queue.append(req)
-            self.pause_reading()
+            self.pause()
             return
         self._admit(req)
 
@@ -301,8 +287,8 @@ class ClientProtocol(asyncio.Protocol):
                 req.body_size += len(body)
                 if req.body_size > self._body_limit(ex.admit):
                     raise BadRequest(replies.error_reply(413, "request body too large", close=True))
-                self.deadline = time.monotonic() + self.w.cfg.body_timeout_s
-                if ex.admit.route.model_admin and len(req.first_bytes) < 4:
+                self.due = time.monotonic() + self.w.cfg.body_timeout_s
+                if ex.route.model_admin and len(req.first_bytes) < 4:
                     if looks_like_zip(req.sniff(body)):
                         raise BadRequest(
                             replies.error_reply(400, "zip archives are not accepted as blobs", close=True)
@@ -326,12 +312,14 @@ class ClientProtocol(asyncio.Protocol):
         req = self.req
         assert req is not None
         req.complete = True
+        if not req.keep_alive:
+            self.last = True
         mode = req.mode
         if mode is Mode.STREAM:
             ex = self.ex
             if ex is not None:
-                self.deadline = 0.0
-                if ex.admit.route.model_admin and len(req.first_bytes) < 4:
+                self.due = 0.0
+                if ex.route.model_admin and len(req.first_bytes) < 4:
                     self._begin_upload(req, ex)  # a body of fewer than 4 bytes
                 if self.ex is ex:
                     ex.end_body()
@@ -380,7 +368,7 @@ class ClientProtocol(asyncio.Protocol):
             return
         if route.inspect:
             req.mode = Mode.BUFFER
-            self.deadline = time.monotonic() + w.cfg.body_timeout_s
+            self.due = time.monotonic() + w.cfg.body_timeout_s
             if req.expect and not req.complete:
                 self._write(_CONTINUE)
             if req.complete:
@@ -428,12 +416,13 @@ class ClientProtocol(asyncio.Protocol):
             if req.xff is None or not w.trusts(self.peer)
             else req.xff + b", " + self.peer.encode()
         )
-        req.fwd.append(b"X-Forwarded-For: %s\r\n" % xff)
+        # the address Fortress trusts, in the three headers backends read it from (never the client's own)
+        req.fwd.append(_FORWARDED % (xff, client_ip.encode(), _forwarded_for(client_ip)))
         if streaming and not req.chunked and req.content_length is not None:
             # the body follows as it arrives: without its length the backend would read it as requests
             req.fwd.append(b"Content-Length: %d\r\n" % req.content_length)
         # a streamed body must keep arriving: each piece moves the deadline (see on_body)
-        self.deadline = time.monotonic() + w.cfg.body_timeout_s if streaming else 0.0
+        self.due = time.monotonic() + w.cfg.body_timeout_s if streaming else 0.0
         ex = Exchange(
             w,
             self,
@@ -457,12 +446,18 @@ class ClientProtocol(asyncio.Protocol):
         self.ex = ex
         if streaming and admit.route.model_admin:
             return  # uploads start once their first bytes are known not to be a zip (_begin_upload)
-        ex.start()
+        self._begin(ex)
+
+    def _begin(self, ex: Exchange) -> None:
+        if ex.backend_hint == fanout.ALL:
+            fanout.start(ex)
+        else:
+            ex.start()
 
     def _begin_upload(self, req: Request, ex: Exchange) -> None:
         """The upload's first bytes passed the zip sniff: now pick a backend and send what was held."""
         held, req.body = req.body, []
-        ex.start()
+        self._begin(ex)
         if self.ex is ex:  # not failed at once (no backend)
             for piece in held:
                 ex.send_body(piece)
@@ -486,14 +481,6 @@ class ClientProtocol(asyncio.Protocol):
         if req.complete:
             self._idle()
 
-    def exchange_done(self, keep_alive: bool) -> None:
-        """Called by the exchange when its response is complete (or failed)."""
-        self.ex = None
-        if not keep_alive or self.w.draining:
-            self.close()
-            return
-        self._idle()
-
     def _idle(self) -> None:
         """Ready for the next request: take a queued one, or wait with the keep-alive timer."""
         if self.closed:
@@ -504,12 +491,17 @@ class ClientProtocol(asyncio.Protocol):
                 self.queue.popleft()
                 self._admit(req)
                 return
-        self.deadline = time.monotonic() + self.w.cfg.idle_timeout_s
-        self.resume_reading()
+        self.due = time.monotonic() + self.w.cfg.idle_timeout_s
+        self.resume()
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(data)
+
+
+def _forwarded_for(ip: str) -> bytes:
+    """RFC 7239's node syntax: IPv6 addresses are bracketed and quoted."""
+    return f'"[{ip}]"'.encode() if ":" in ip else ip.encode()
 
 
 def _valid_request_id(value: bytes) -> bool:

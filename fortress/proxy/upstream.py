@@ -1,40 +1,71 @@
 """The backend side of a relay: one keep-alive connection to one backend, one response at a time.
 
-The response head is parsed (httptools) and rewritten for the client; the body is written to the client
-exactly as it arrived, chunk framing included, and fed to the parser only to know where the response
-ends and to keep its last pieces for accounting. Reading pauses when the client cannot keep up.
+The response head is parsed (httptools) before the exchange sees it. In raw mode (the fast path) the
+body goes to the client exactly as it arrived, chunk framing included, after the parser has checked
+it: the parser only tracks where the response ends and keeps its last pieces for accounting. In
+decoded mode (HTTP/1.0 clients, response codecs) the exchange gets the body with the framing removed.
+Either way nothing beyond the response's own end reaches the client: a body longer than its declared
+Content-Length is cut at that length and the connection is not reused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import httptools
 
-if TYPE_CHECKING:
-    from fortress.proxy.exchange import Exchange
+from fortress.proxy.flow import FlowControl
 
 MAX_RESPONSE_HEAD = 64 * 1024
+_HEAD_END = b"\r\n\r\n"
+
+
+class Receiver(Protocol):
+    """What a connection reports to the exchange it serves (exchange.py)."""
+
+    def head(self, up: UpstreamProtocol, body: bytes) -> bool:
+        """The response head is parsed; `body`: the raw body bytes that came with it (raw mode).
+        False: the exchange dropped this response (it retries elsewhere)."""
+
+    def relay(self, data: bytes) -> None:
+        """Raw mode: body bytes as received, framing included, already checked by the parser."""
+
+    def decoded(self, data: bytes) -> None:
+        """Decoded mode: body bytes with the framing removed."""
+
+    def complete(self, up: UpstreamProtocol) -> None:
+        """The response is fully framed."""
+
+    def broken(self, message: str) -> None:
+        """The connection failed or broke the protocol before the response was complete."""
+
+    def backend_blocked(self, blocked: bool) -> None:
+        """The backend stopped (True) or resumed (False) taking the request body we send it."""
 
 
 class UpstreamProtocol(asyncio.Protocol):
     __slots__ = (
         "activity",
         "backend",
-        "body_bytes",
         "buf",
         "chunked",
         "closed",
+        "decoded",
         "done",
         "ex",
+        "flow",
+        "framed",
+        "head_only",
         "head_sent",
         "headers",
+        "idle_since",
         "in_chunk",
         "keep_alive",
+        "left",
+        "overrun",
         "parser",
-        "pre",
         "seen",
         "sent_at",
         "stalled_since",
@@ -46,13 +77,17 @@ class UpstreamProtocol(asyncio.Protocol):
     def __init__(self, backend: str) -> None:
         self.backend = backend
         self.transport: asyncio.Transport | None = None
-        self.ex: Exchange | None = None
+        self.flow: FlowControl | None = None
+        self.ex: Receiver | None = None
         self.closed = False
         self.parser: httptools.HttpResponseParser | None = None
-        self.activity = 0  # bumped per read; the sweeper compares it to find stalled streams
+        self.activity = 0  # bumped per read; deadline() compares it to find stalled streams
         self.seen = 0
         self.sent_at = 0.0
         self.stalled_since = 0.0
+        self.idle_since = 0.0  # stamped by the pool when the connection goes idle
+        self.decoded = False
+        self.head_only = False
         self._reset()
 
     def _reset(self) -> None:
@@ -61,17 +96,19 @@ class UpstreamProtocol(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.status = 0
         self.done = False
-        self.chunked = False
-        self.in_chunk = False
+        self.chunked = False  # Transfer-Encoding: chunked (known from the head)
+        self.in_chunk = False  # inside a chunk's data: framing written so far ends mid-chunk
+        self.framed = False  # the body's end is known without a close: chunked, a length, or no body
         self.keep_alive = True
-        self.body_bytes = 0
+        self.left = -1  # body bytes still due under Content-Length; -1: not length-delimited
+        self.overrun = False  # the backend sent more than it declared: never reuse the connection
         self.tail: list[bytes] = []
-        self.pre: list[bytes] = []  # decoded body seen before the head went out (HTTP/1.0 clients)
 
     # -- pool predicates -------------------------------------------------------------------------
     @property
     def reusable(self) -> bool:
-        return not self.closed and self.ex is None and self.transport is not None
+        """Idle and fit for another request: open, not serving anyone, its last response fully framed."""
+        return not self.closed and self.ex is None and self.transport is not None and not self.overrun
 
     def close(self) -> None:
         self.closed = True
@@ -79,9 +116,11 @@ class UpstreamProtocol(asyncio.Protocol):
             self.transport.close()
 
     # -- driving ---------------------------------------------------------------------------------
-    def send(self, ex: Exchange, data: bytes) -> None:
-        """Start a request/response on this connection."""
+    def send(self, ex: Receiver, data: bytes, decoded: bool, head_only: bool) -> None:
+        """Start a request/response on this connection; `head_only`: a HEAD request (no body follows)."""
         self.ex = ex
+        self.decoded = decoded
+        self.head_only = head_only
         self.sent_at = time.monotonic()
         self._reset()
         if self.parser is None:
@@ -89,9 +128,28 @@ class UpstreamProtocol(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
+    def detach(self) -> None:
+        """The exchange is done with this connection (the pool decides what happens to it next)."""
+        self.ex = None
+        if self.head_only:
+            self.parser = None  # a HEAD response leaves the parser expecting a body
+        flow = self.flow
+        if flow is not None:
+            flow.resume_reading()  # an idle connection must see its close
+
+    def deadline(self, now: float, first_byte_s: float, idle_s: float) -> float:
+        """When the backend counts as silent: no response head in time, or no data for too long."""
+        if not self.head_sent:
+            return self.sent_at + first_byte_s
+        if self.activity != self.seen:
+            self.seen = self.activity
+            self.stalled_since = now
+        return self.stalled_since + idle_s
+
     # -- asyncio callbacks -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:
         ex = self.ex
@@ -99,63 +157,113 @@ class UpstreamProtocol(asyncio.Protocol):
         if ex is None:  # bytes nobody asked for: this connection cannot be trusted any more
             self.close()
             return
+        if not self.head_sent:
+            self._head(ex, data)
+            return
+        left = self.left
+        if left >= 0:  # Content-Length: never a byte more than declared
+            if len(data) > left:
+                data = data[:left]
+                self.overrun = True
+            self.left = left - len(data)
+        if not self._parse(ex, data):
+            return
+        if not self.decoded:
+            ex.relay(data)  # checked by the parser first, then out unchanged
+        if self.done:
+            self._finish(ex)
+
+    def _head(self, ex: Receiver, data: bytes) -> None:
+        """Bytes before the response head is complete: parse the head alone, then what follows it."""
+        buf = self.buf + data if self.buf else data
+        end = buf.find(_HEAD_END)
+        if end < 0:
+            if len(buf) > MAX_RESPONSE_HEAD:
+                self._broken(ex, "backend response head too large")
+            else:
+                self.buf = buf
+            return
+        end += 4
+        self.buf = b""
         parser = self.parser
         assert parser is not None
-        relaying = self.head_sent
-        if relaying:
-            ex.to_client(data)  # the bytes go out first; parsing only tracks framing and the tail
-        else:
-            self.buf += data
         try:
-            parser.feed_data(data)
+            parser.feed_data(buf[:end])
         except httptools.HttpParserError:
-            self.close()
-            ex.upstream_broken("backend sent a malformed response")
+            self._broken(ex, "backend sent a malformed response")
             return
-        if not relaying:
-            if not self.status:
-                if len(self.buf) > MAX_RESPONSE_HEAD:
-                    self.close()
-                    ex.upstream_broken("backend response head too large")
+        if not self.status:  # a head the parser did not finish: not HTTP as we know it
+            self._broken(ex, "backend sent a malformed response")
+            return
+        rest = buf[end:]
+        if self.status < 200:  # an interim response (100 Continue): the real head follows
+            self._reset()
+            if rest:
+                self._head(ex, rest)
+            return
+        if self.done:  # no body (HEAD, 204, 304): anything more is surplus
+            self.overrun = bool(rest)
+            rest = b""
+        elif self.left >= 0 and len(rest) > self.left:
+            rest = rest[: self.left]
+            self.overrun = True
+        if self.left >= 0:
+            self.left -= len(rest)
+        if self.decoded:  # the head first, then the body decoded straight into the exchange
+            if not ex.head(self, b""):
                 return
-            end = self.buf.find(b"\r\n\r\n") + 4
-            rest = self.buf[end:]
-            self.buf = b""
-            if not ex.response_head(self, rest if ex.raw else b""):
-                return  # the exchange chose to retry elsewhere
             self.head_sent = True
-            if not ex.raw:
-                for piece in self.pre:
-                    ex.to_client(piece)
-                self.pre = []
+            if not self._parse(ex, rest):
+                return
+        else:  # the body bytes checked first, then out with the head in one write
+            if not self._parse(ex, rest) or not ex.head(self, rest):
+                return  # broken, or the exchange chose to retry elsewhere (and let go of this connection)
+            self.head_sent = True
         if self.done:
-            self._finish()
+            self._finish(ex)
 
-    def _finish(self) -> None:
-        ex = self.ex
-        self.ex = None
-        reuse = self.keep_alive and not self.closed
-        if not reuse:
+    def _parse(self, ex: Receiver, data: bytes) -> bool:
+        """Feed body bytes to the parser; False (and the exchange told) when they break the protocol."""
+        in_chunk = self.in_chunk
+        try:
+            self.parser.feed_data(data)  # type: ignore[union-attr]
+        except httptools.HttpParserError:
+            self.in_chunk = in_chunk  # nothing of this read went out: the framing is where it was
+            self._broken(ex, "backend sent a malformed response")
+            return False
+        return True
+
+    def _finish(self, ex: Receiver) -> None:
+        if not self.keep_alive or self.overrun:
             self.close()
-        if self.parser is not None and (ex is not None and ex.method == b"HEAD"):
-            self.parser = None  # a HEAD response leaves the parser expecting a body
-        if ex is not None:
-            ex.response_done(self, reuse)
+        ex.complete(self)
+
+    def _broken(self, ex: Receiver, message: str) -> None:
+        self.close()
+        ex.broken(message)
+
+    def eof_received(self) -> bool | None:
+        """A body without length or chunks ends with the connection (an HTTP/1.0-style backend)."""
+        ex = self.ex
+        if ex is not None and self.head_sent and not self.framed and not self.done:
+            self.done = True
+            self.keep_alive = False
+            self._finish(ex)
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         ex = self.ex
         if ex is not None and not self.done:
-            self.ex = None
-            ex.upstream_lost(self)
+            ex.broken(f"backend {self.backend} closed the connection")
 
     def pause_writing(self) -> None:
         if self.ex is not None:
-            self.ex.client.pause_reading()
+            self.ex.backend_blocked(True)
 
     def resume_writing(self) -> None:
         if self.ex is not None:
-            self.ex.client.resume_reading()
+            self.ex.backend_blocked(False)
 
     # -- httptools callbacks: record only ---------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -164,35 +272,36 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        if len(name) == 14 and name.lower() == b"content-length":
+            self.left = int(value)  # the parser has vetted it (digits, no conflicting repeat)
+        elif len(name) == 17 and name.lower() == b"transfer-encoding":
+            self.chunked = value.lower().endswith(b"chunked")
 
     def on_headers_complete(self) -> None:
         parser = self.parser
         assert parser is not None
         self.status = parser.get_status_code()
         self.keep_alive = parser.should_keep_alive()
-        ex = self.ex
-        if ex is not None and (ex.method == b"HEAD" or self.status in (204, 304)):
+        if self.chunked:
+            self.left = -1  # chunked framing wins over a Content-Length (and the parser enforces it)
+        if self.head_only or self.status in (204, 304):
             self.done = True
+            self.left = -1
+        self.framed = self.chunked or self.left >= 0 or self.done
 
     def on_chunk_header(self) -> None:
-        self.chunked = True
         self.in_chunk = True
 
     def on_chunk_complete(self) -> None:
         self.in_chunk = False
 
     def on_body(self, body: bytes) -> None:
-        self.body_bytes += len(body)
-        tail = self.tail
+        tail = self.tail  # the last pieces, where the usage of a raw answer is read from
         tail.append(body)
         if len(tail) > 3:
             del tail[0]
-        ex = self.ex
-        if ex is not None and not ex.raw:
-            if self.head_sent:
-                ex.to_client(body)
-            else:
-                self.pre.append(body)
+        if self.decoded:
+            self.ex.decoded(body)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         self.done = True

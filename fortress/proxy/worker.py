@@ -1,8 +1,8 @@
 """One proxy worker's shared context: the gate, the pool, backend targets, accounting, timeouts.
 
 Everything a connection needs beyond its own bytes lives here, so protocols stay small. Timeouts are
-kept as plain deadlines on connections and checked by one sweeper twice a second, instead of a timer
-handle per request.
+deadlines each connection (and through it its exchange) answers when asked; one sweeper asks twice a
+second, instead of a timer handle per request. The worker is the exchange's Host (exchange.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
 
 from fortress.backends.target import Target
@@ -29,10 +29,31 @@ from fortress.state.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from fortress.proxy.exchange import Exchange
-    from fortress.proxy.protocol import ClientProtocol, Request
+    from fortress.proxy.request import Request
 
 SWEEP_INTERVAL_S = 0.5
 _PROBES = ("/", "/health")
+
+
+class Connection(Protocol):
+    """A client connection as the worker sees it (the ClientProtocol in protocol.py)."""
+
+    peer: str
+    ex: Exchange | None
+
+    def busy(self) -> bool:
+        """A request is in flight or waiting behind one."""
+
+    def deadline(self, now: float) -> float:
+        """When this connection (or its exchange) must be looked at again; inf: not now."""
+
+    def expire(self, now: float) -> None:
+        """Past the deadline: time out what is late (a silent client or a silent backend)."""
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None:
+        """The worker is stopping: end the exchange in flight (recorded) and close."""
 
 
 class Worker:
@@ -48,14 +69,14 @@ class Worker:
         self.cfg = config.proxy
         self.loop = loop
         self.usage = usage
-        self.pool = Pool(config.routing.pool_max_idle)
+        self.pool = Pool(loop, config.routing.pool_max_idle)
         self.gate = Gate(Compiled.build(snapshot, config.proxy.trusted_proxies), limiter)
         assert snapshot.policy is not None
         self.routing = snapshot.policy.routing
         self.targets: dict[str, Target] = {}
         self.router = Router.from_config(snapshot.backends, self.routing)
         self.poller = InventoryPoller.from_config(self.router, self.routing)
-        self.connections: set[ClientProtocol] = set()
+        self.connections: set[Connection] = set()
         self.per_ip: dict[str, int] = {}
         self.draining = False
         self.requests = 0
@@ -119,7 +140,7 @@ class Worker:
         return LocalReply(200, body) if body else error_reply(404, f"model '{model}' not found", openai=True)
 
     # -- connections -----------------------------------------------------------------------------------
-    def connection_opened(self, conn: ClientProtocol) -> bool:
+    def connection_opened(self, conn: Connection) -> bool:
         limit = self.cfg.max_connections_per_ip
         count = self.per_ip.get(conn.peer, 0) + 1
         if limit and count > limit:
@@ -128,7 +149,7 @@ class Worker:
         self.connections.add(conn)
         return True
 
-    def connection_closed(self, conn: ClientProtocol) -> None:
+    def connection_closed(self, conn: Connection) -> None:
         if conn in self.connections:
             self.connections.discard(conn)
             left = self.per_ip.get(conn.peer, 1) - 1
@@ -247,32 +268,12 @@ class Worker:
 
     # -- timeouts ------------------------------------------------------------------------------------------
     def sweep(self) -> None:
-        """Close connections past their deadline; time out silent backends."""
+        """Ask every connection for its deadline and expire the late ones; expire idle backend sockets."""
         now = time.monotonic()
-        routing = self.routing
         for conn in list(self.connections):
-            ex = conn.ex
-            if ex is None:
-                if conn.deadline and conn.deadline < now:
-                    conn.expired()
-                continue
-            if conn.deadline:  # a body still streaming up: stalled clients go, paused reads are ours
-                if conn.read_paused:
-                    conn.deadline = now + self.cfg.body_timeout_s
-                elif conn.deadline < now:
-                    conn.expired()
-                    continue
-            up = ex.upstream
-            if up is None:
-                continue
-            if not up.head_sent:
-                if now - up.sent_at > routing.first_byte_timeout_s:
-                    ex.timed_out(first_byte=True)
-            elif up.activity != up.seen:
-                up.seen = up.activity
-                up.stalled_since = now
-            elif now - up.stalled_since > routing.idle_timeout_s and not conn.write_paused:
-                ex.timed_out(first_byte=False)
+            if conn.deadline(now) < now:
+                conn.expire(now)
+        self.pool.sweep(now)
 
     def in_flight(self) -> int:
         return sum(1 for c in self.connections if c.ex is not None)
@@ -281,14 +282,11 @@ class Worker:
         """Graceful stop: idle connections close now, busy ones after their response, all by the deadline."""
         self.draining = True
         for conn in list(self.connections):
-            if conn.ex is None and not conn.queue:
+            if not conn.busy():
                 conn.close()
         end = time.monotonic() + deadline_s
         while self.connections and time.monotonic() < end:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
-            ex, conn.ex = conn.ex, None
-            if ex is not None:
-                ex.client_lost()
-            conn.close()
+            conn.abort()
         self.pool.close_all()

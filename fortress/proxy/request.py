@@ -1,0 +1,71 @@
+"""What the client side records of one request while it is parsed (protocol.py fills it in)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fortress.pipeline.chain import Admit
+
+
+class Mode(Enum):
+    HEAD = 0  # headers still arriving
+    BUFFER = 1  # body collected for inspection (or queued behind another request)
+    STREAM = 2  # body forwarded upstream as it arrives
+    DISCARD = 3  # answered locally; remaining body skipped
+    SENT = 4  # the whole request went to the exchange; nothing more to read for it
+
+
+class Request:
+    """What the parser recorded for one request."""
+
+    __slots__ = (
+        "admit",
+        "authorization",
+        "backend_hint",
+        "body",
+        "body_size",
+        "chunked",
+        "complete",
+        "content_length",
+        "expect",
+        "first_bytes",
+        "fwd",
+        "http10",
+        "keep_alive",
+        "method",
+        "mode",
+        "request_id",
+        "t0",
+        "url",
+        "x_api_key",
+        "xff",
+    )
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.url: list[bytes] = []
+        self.fwd: list[bytes] = []
+        self.mode = Mode.HEAD
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.complete = False
+        self.authorization: bytes | None = None
+        self.x_api_key: bytes | None = None
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect = False
+        self.xff: bytes | None = None
+        self.request_id: bytes | None = None
+        self.admit: Admit | None = None
+        self.backend_hint: bytes | None = None
+        self.first_bytes = b""
+        self.method = b""
+        self.http10 = False
+        self.keep_alive = True
+
+    def sniff(self, body: bytes) -> bytes:
+        """The first 4 bytes of an upload, even when they arrive in several pieces."""
+        self.first_bytes = (self.first_bytes + body)[:4]
+        return self.first_bytes

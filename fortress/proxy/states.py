@@ -1,0 +1,83 @@
+"""The states of one exchange and the only transitions between them: a table, as h11's `_state.py`.
+
+Pure: no I/O, no clock. The exchange (exchange.py) moves through it with `step()`, which raises on any
+transition the table does not list, so a callback arriving in the wrong state is a loud bug instead of
+a quiet double answer. docs/architecture.md draws the same table.
+
+    CHOOSING   asking the router for a backend (also between retries)
+    WAITING    every backend with the model is at its cap: parked in the fair queue
+    CONNECTING taking a pooled connection or opening one
+    SENT       the request went upstream; no response byte has reached the client
+    RELAYING   the response head went to the client; its body is flowing
+    DONE       the response ended normally                       (final)
+    CUT        the backend failed mid-response; the stream was ended with an error (final)
+    FAILED     Fortress answered an error itself before any response byte (final)
+    GONE       the client went away first                         (final)
+
+Before a response byte reaches the client a failure may be retried (RETRY back to CHOOSING); after
+it, the only ways out are DONE, CUT and GONE.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class State(Enum):
+    CHOOSING = "choosing"
+    WAITING = "waiting"
+    CONNECTING = "connecting"
+    SENT = "sent"
+    RELAYING = "relaying"
+    DONE = "done"
+    CUT = "cut"
+    FAILED = "failed"
+    GONE = "gone"
+
+
+class Event(Enum):
+    CHOSEN = "chosen"  # the router named a backend
+    QUEUED = "queued"  # all holders busy: wait for a slot
+    GRANTED = "granted"  # a slot freed up for this waiter
+    FANNED_OUT = "fanned_out"  # sent to every backend at once (X-Fortress-Backend: *)
+    SENT = "sent"  # the request is on a connection
+    HEAD = "head"  # the response head reached the client
+    RETRY = "retry"  # failed before any response byte: choose again
+    COMPLETE = "complete"  # the response is fully framed
+    BROKEN = "broken"  # the backend failed mid-response (reset, malformed, idle timeout)
+    FAIL = "fail"  # Fortress answers an error (no backend, first-byte timeout, refused)
+    CLIENT_GONE = "client_gone"
+
+
+S, E = State, Event
+TRANSITIONS: dict[State, dict[Event, State]] = {
+    S.CHOOSING: {
+        E.CHOSEN: S.CONNECTING,
+        E.QUEUED: S.WAITING,
+        E.FANNED_OUT: S.SENT,
+        E.FAIL: S.FAILED,
+        E.CLIENT_GONE: S.GONE,
+    },
+    S.WAITING: {E.GRANTED: S.CONNECTING, E.FAIL: S.FAILED, E.CLIENT_GONE: S.GONE},
+    S.CONNECTING: {E.SENT: S.SENT, E.RETRY: S.CHOOSING, E.FAIL: S.FAILED, E.CLIENT_GONE: S.GONE},
+    S.SENT: {E.HEAD: S.RELAYING, E.RETRY: S.CHOOSING, E.FAIL: S.FAILED, E.CLIENT_GONE: S.GONE},
+    S.RELAYING: {E.COMPLETE: S.DONE, E.BROKEN: S.CUT, E.CLIENT_GONE: S.GONE},
+    S.DONE: {},
+    S.CUT: {},
+    S.FAILED: {},
+    S.GONE: {},
+}
+FINAL = frozenset(state for state, moves in TRANSITIONS.items() if not moves)
+del S, E
+
+
+class IllegalTransition(RuntimeError):
+    """An event the current state does not accept: a bug in whoever sent it."""
+
+
+def step(state: State, event: Event) -> State:
+    """The state after `event`; IllegalTransition if the table has no such move."""
+    following = TRANSITIONS[state].get(event)
+    if following is None:
+        raise IllegalTransition(f"{event.value} in state {state.value}")
+    return following
