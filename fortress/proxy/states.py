@@ -20,33 +20,34 @@ it, the only ways out are DONE, CUT and GONE.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import IntEnum, auto
 
 
-class State(Enum):
-    CHOOSING = "choosing"
-    WAITING = "waiting"
-    CONNECTING = "connecting"
-    SENT = "sent"
-    RELAYING = "relaying"
-    DONE = "done"
-    CUT = "cut"
-    FAILED = "failed"
-    GONE = "gone"
+# IntEnum: its members hash as ints (in C), which keeps a transition's table lookup cheap.
+class State(IntEnum):
+    CHOOSING = auto()
+    WAITING = auto()
+    CONNECTING = auto()
+    SENT = auto()
+    RELAYING = auto()
+    DONE = auto()
+    CUT = auto()
+    FAILED = auto()
+    GONE = auto()
 
 
-class Event(Enum):
-    CHOSEN = "chosen"  # the router named a backend
-    QUEUED = "queued"  # all holders busy: wait for a slot
-    GRANTED = "granted"  # a slot freed up for this waiter
-    FANNED_OUT = "fanned_out"  # sent to every backend at once (X-Fortress-Backend: *)
-    SENT = "sent"  # the request is on a connection
-    HEAD = "head"  # the response head reached the client
-    RETRY = "retry"  # failed before any response byte: choose again
-    COMPLETE = "complete"  # the response is fully framed
-    BROKEN = "broken"  # the backend failed mid-response (reset, malformed, idle timeout)
-    FAIL = "fail"  # Fortress answers an error (no backend, first-byte timeout, refused)
-    CLIENT_GONE = "client_gone"
+class Event(IntEnum):
+    CHOSEN = auto()  # the router named a backend
+    QUEUED = auto()  # all holders busy: wait for a slot
+    GRANTED = auto()  # a slot freed up for this waiter
+    FANNED_OUT = auto()  # sent to every backend at once (X-Fortress-Backend: *)
+    SENT = auto()  # the request is on a connection
+    HEAD = auto()  # the response head reached the client
+    RETRY = auto()  # failed before any response byte: choose again
+    COMPLETE = auto()  # the response is fully framed
+    BROKEN = auto()  # the backend failed mid-response (reset, malformed, idle timeout)
+    FAIL = auto()  # Fortress answers an error (no backend, first-byte timeout, refused)
+    CLIENT_GONE = auto()
 
 
 S, E = State, Event
@@ -79,5 +80,5 @@ def step(state: State, event: Event) -> State:
     """The state after `event`; IllegalTransition if the table has no such move."""
     following = TRANSITIONS[state].get(event)
     if following is None:
-        raise IllegalTransition(f"{event.value} in state {state.value}")
+        raise IllegalTransition(f"{event.name.lower()} in state {state.name.lower()}")
     return following

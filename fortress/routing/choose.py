@@ -190,9 +190,13 @@ class Router:
                 continue
             (warm if name in loaded else cold).append(slot)
         if warm:
+            if len(warm) == 1:
+                return warm[0]  # the common single holder: no ranking to do
             best = min(s.outstanding for s in warm)
             return self._round_robin([s for s in warm if s.outstanding == best])
         if cold:
+            if len(cold) == 1:
+                return cold[0]
             count = self.inventory.loaded_count
             busy = {s.name: count(s.name) + s.outstanding for s in cold}
             best = min(busy.values())
