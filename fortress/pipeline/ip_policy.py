@@ -1,4 +1,4 @@
-"""Client address and IP allow/deny policy (DESIGN §2 stages 2 and 3), pure and memoised.
+"""Client address and IP allow/deny policy (docs/architecture.md, stages 2 and 3), pure and memoised.
 
 Contract:
 - `IpPolicy(allow, deny)` compiles CIDRs and plain addresses (IPv4 and IPv6) once, at config load or

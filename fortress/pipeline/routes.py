@@ -1,4 +1,4 @@
-"""Route classes (DESIGN §2 stage 4): which paths exist, what each needs, what is never forwarded.
+"""Route classes (docs/architecture.md, stage 4): which paths exist, what each needs, what is never forwarded.
 
 A pure table lookup on (method, path). Unknown /api/ paths are refused rather than forwarded, so a new
 Ollama route is closed until someone decides it is safe.

@@ -5,7 +5,8 @@ the I/O. Per backend one LIFO deque of idle connections: acquire and release are
 recently used connection (the one least likely to have been closed by the backend) goes out first, and
 idle ones older than `idle_expiry_s` are closed by `sweep()`. A connection comes back only through
 `release()` once its response is fully framed, or `discard()` when it failed; the exchange does exactly
-one of the two for every connection it got. Its repr doubles as a test oracle.
+one of the two for every connection it got. Its repr doubles as a test oracle. See
+docs/architecture.md, "The pool".
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Parser callbacks only record; decisions run once per request when its head is complete (and, for
 routes whose JSON must be read, once more when its body is complete). Requests pipelined behind an
 active one wait, fully buffered, in a queue while reading is paused, so at most one request per
-connection is in flight and responses leave in order.
+connection is in flight and responses leave in order. Stage 1 and the Downstream of
+docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""What the client side records of one request while it is parsed (protocol.py fills it in)."""
+"""What the client side records of one request while it is parsed (protocol.py fills it in; stage 1 of
+docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 `serve(cfg)` runs one worker in this process, or forks `workers` processes that each bind the port
 with SO_REUSEPORT. Only the background tasks here touch SQLite; the hot path reads the snapshot.
+The reload path is described in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ body goes to the client exactly as it arrived, chunk framing included, after the
 it: the parser only tracks where the response ends and keeps its last pieces for accounting. In
 decoded mode (HTTP/1.0 clients, response codecs) the exchange gets the body with the framing removed.
 Either way nothing beyond the response's own end reaches the client: a body longer than its declared
-Content-Length is cut at that length and the connection is not reused.
+Content-Length is cut at that length and the connection is not reused (docs/architecture.md,
+"Framing guarantees").
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Everything a connection needs beyond its own bytes lives here, so protocols stay small. Timeouts are
 deadlines each connection (and through it its exchange) answers when asked; one sweeper asks twice a
-second, instead of a timer handle per request. The worker is the exchange's Host (exchange.py).
+second, instead of a timer handle per request (docs/architecture.md, "Deadlines"). The worker is the
+exchange's Host (exchange.py).
 """
 
 from __future__ import annotations
