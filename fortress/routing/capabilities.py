@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from fortress.backends.kind import kind_named
 from fortress.config import DEFAULT_PROVIDER_CAPABILITIES
 from fortress.routing.inventory import Inventory, model_key
 from fortress.state.snapshot import BackendRecord
@@ -155,7 +156,7 @@ class CapabilityStore:
         """Adopt the configured capabilities of OpenAI-type backends, keyed "<provider>/<model>"."""
         providers: dict[str, Capabilities] = {}
         for record in backends:
-            if record.type != "openai":
+            if not kind_named(record.type).static_models:
                 continue
             caps = Capabilities(frozenset(record.capabilities))
             for model in record.models:
