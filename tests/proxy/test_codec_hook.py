@@ -6,7 +6,6 @@ ones), account the tokens the codec read, and end a cut stream through the codec
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import ollama
 import pytest
 
 from tests.conftest import PY, Fortress, Sim, make_fortress, start, wait_port
+from tests.sim.test_wire import exchange as raw_exchange
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +63,7 @@ def test_an_http10_client_gets_the_codec_output_close_delimited(upper: tuple[For
         len(body),
         body,
     )
-    with socket.create_connection(("127.0.0.1", f.port), timeout=20) as s:
-        s.sendall(request)
-        answer = b"".join(iter(lambda: s.recv(65536), b""))
+    answer = raw_exchange(f.port, request, timeout=20)
     head, _, payload = answer.partition(b"\r\n\r\n")
     assert b"Connection: close" in head and b"Transfer-Encoding" not in head
     lines = [json.loads(line) for line in payload.splitlines()]

@@ -5,7 +5,6 @@ connection."""
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
 import threading
 import time
@@ -17,6 +16,7 @@ import pytest
 
 from tests.conftest import Fortress, Sim, make_fortress
 from tests.security.recorder import Recorder, _Handler
+from tests.sim.test_wire import exchange as raw_exchange
 
 DECLARED = 1 << 20  # a 1 MiB body, as in the report
 SURPLUS = b"SURPLUS!" * 8192  # 64 KiB the backend should never have sent
@@ -62,16 +62,6 @@ def overrunning(tmp_path: Path) -> Iterator[tuple[Fortress, Recorder]]:
     f.stop()
     server.shutdown()
     server.server_close()
-
-
-def raw_exchange(port: int, request: bytes, timeout_s: float = 20.0) -> bytes:
-    """Send raw bytes in one packet and read everything until the proxy closes the connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as s:
-        s.sendall(request)
-        chunks = []
-        while data := s.recv(65536):
-            chunks.append(data)
-    return b"".join(chunks)
 
 
 def generate_request(key: str, version: bytes = b"HTTP/1.1", extra: bytes = b"", tail: bytes = b"") -> bytes:
