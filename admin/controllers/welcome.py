@@ -15,7 +15,10 @@ from admin import backend_client, inventory
 from admin.controllers.backends import add_from_form
 from admin.controllers.help import proxy_url
 from admin.web import cfg, db, form, ip, me, page, see_other
+from fortress.backends.kind import kind_named
+from fortress.pipeline import routes
 from fortress.state import repo
+from fortress.state.snapshot import BackendRecord
 
 STATE_KEY = "first_run"  # meta row: 'backend' once step 1 is done, then 'done' or 'skipped'
 FINISHED = ("done", "skipped")
@@ -45,15 +48,21 @@ async def pending(request: Request) -> bool:
 
 
 def _target(data: dict[str, str]) -> backend_client.Target:
-    return backend_client.Target(
-        data.get("name", ""), data.get("url", ""), data.get("type", "ollama"), data.get("credential", "")
+    """The backend as typed in the form; ValueError for a URL no backend can have."""
+    record = BackendRecord(
+        data.get("name", ""),
+        data.get("url", ""),
+        data.get("type", "ollama"),
+        credential=data.get("credential", ""),
     )
+    return backend_client.Target.from_record(record)
 
 
 def curl_line(proxy: str, key: str, backend_type: str, model: str) -> str:
     """One shell line that sends a chat through the proxy with the new key (pure)."""
     body = {"model": model, "messages": [{"role": "user", "content": "Hello!"}], "stream": False}
-    path = "/v1/chat/completions" if backend_type == "openai" else "/api/chat"
+    native = kind_named(backend_type).serves(routes.classify("/api/chat"))
+    path = "/api/chat" if native else "/v1/chat/completions"
     return (
         f'curl {proxy}{path} -H "Authorization: Bearer {key}" -H "Content-Type: application/json" '
         f"-d '{json.dumps(body)}'"
@@ -76,9 +85,10 @@ class WelcomeController(Controller):
         try:
             repo.check_backend_url(data.get("url", ""))
             repo.check_backend_type(data.get("type", "ollama"))
-        except repo.RepoError as exc:
+            target = _target(data)
+        except (repo.RepoError, ValueError) as exc:
             return page(request, "welcome.html", step=1, draft=data, error=str(exc), status_code=400)
-        probe = await backend_client.probe(_target(data))
+        probe = await backend_client.probe(target)
         return page(request, "welcome.html", step=1, draft=data, p=probe)
 
     @post("/welcome/backend")
@@ -116,7 +126,7 @@ class WelcomeController(Controller):
             curl=curl_line(
                 proxy_url(request, await repo.get_settings(conn)),
                 key,
-                target.type if target else "ollama",
+                target.kind.name if target else "ollama",
                 model or "MODEL",
             ),
         )

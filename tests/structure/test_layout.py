@@ -72,7 +72,7 @@ def test_the_pipeline_does_not_import_the_proxy() -> None:
 
 
 _TYPE_COMPARE = re.compile(
-    r"""\btype\s*(==|!=|\bin\b|\bnot in\b)\s*[\(\[{]?\s*["'](ollama|openai|anthropic)["']"""
+    r"""(?:\b|_)type\s*(==|!=|\bin\b|\bnot in\b)\s*[\(\[{]?\s*["'](ollama|openai|anthropic)["']"""
     r"""|["'](ollama|openai|anthropic)["']\s*(==|!=)\s*\w+\.type\b"""
 )
 
@@ -89,4 +89,5 @@ def test_no_backend_type_compared_outside_the_kinds() -> None:
                 if _TYPE_COMPARE.search(line):
                     offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert _TYPE_COMPARE.search('if b.type == "openai":') and _TYPE_COMPARE.search("t.type != 'ollama'")
+    assert _TYPE_COMPARE.search('"/v1" if backend_type == "openai" else "/api"')
     assert offenders == []
