@@ -57,7 +57,7 @@ _DROP = frozenset(
     )
 )
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_FORWARDED = b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\nForwarded: for=%s\r\n"
+_FORWARDED = b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\nForwarded: for=%s\r\n"  # for=: RFC 7239 node syntax
 _NEVER = float("inf")
 _DISCARD_LIMIT = 1 << 20  # an unread body up to this size is skipped to keep the connection
 
@@ -412,13 +412,10 @@ class ClientProtocol(asyncio.Protocol):
         admit = req.admit
         assert admit is not None and req.request_id is not None
         w = self.w
-        xff = (
-            client_ip.encode()
-            if req.xff is None or not w.trusts(self.peer)
-            else req.xff + b", " + self.peer.encode()
-        )
+        ip = client_ip.encode()
+        xff = ip if req.xff is None or not w.trusts(self.peer) else req.xff + b", " + self.peer.encode()
         # the address Fortress trusts, in the three headers backends read it from (never the client's own)
-        req.fwd.append(_FORWARDED % (xff, client_ip.encode(), _forwarded_for(client_ip)))
+        req.fwd.append(_FORWARDED % (xff, ip, b'"[%s]"' % ip if b":" in ip else ip))
         if streaming and not req.chunked and req.content_length is not None:
             # the body follows as it arrives: without its length the backend would read it as requests
             req.fwd.append(b"Content-Length: %d\r\n" % req.content_length)
@@ -498,11 +495,6 @@ class ClientProtocol(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(data)
-
-
-def _forwarded_for(ip: str) -> bytes:
-    """RFC 7239's node syntax: IPv6 addresses are bracketed and quoted."""
-    return f'"[{ip}]"'.encode() if ":" in ip else ip.encode()
 
 
 def _valid_request_id(value: bytes) -> bool:
