@@ -50,8 +50,23 @@ class Event(IntEnum):
     CLIENT_GONE = auto()
 
 
+class IllegalTransition(RuntimeError):
+    """An event the current state does not accept: a bug in whoever sent it."""
+
+
+class _Moves(dict[Event, State]):
+    """One state's row of the table; a lookup of an event it does not list raises IllegalTransition."""
+
+    def __init__(self, state: State, moves: dict[Event, State]) -> None:
+        super().__init__(moves)
+        self.state = state
+
+    def __missing__(self, event: Event) -> State:
+        raise IllegalTransition(f"{event.name.lower()} in state {self.state.name.lower()}")
+
+
 S, E = State, Event
-TRANSITIONS: dict[State, dict[Event, State]] = {
+_TABLE: dict[State, dict[Event, State]] = {
     S.CHOOSING: {
         E.CHOSEN: S.CONNECTING,
         E.QUEUED: S.WAITING,
@@ -68,17 +83,11 @@ TRANSITIONS: dict[State, dict[Event, State]] = {
     S.FAILED: {},
     S.GONE: {},
 }
+TRANSITIONS: dict[State, _Moves] = {state: _Moves(state, moves) for state, moves in _TABLE.items()}
 FINAL = frozenset(state for state, moves in TRANSITIONS.items() if not moves)
-del S, E
-
-
-class IllegalTransition(RuntimeError):
-    """An event the current state does not accept: a bug in whoever sent it."""
+del S, E, _TABLE
 
 
 def step(state: State, event: Event) -> State:
     """The state after `event`; IllegalTransition if the table has no such move."""
-    following = TRANSITIONS[state].get(event)
-    if following is None:
-        raise IllegalTransition(f"{event.name.lower()} in state {state.name.lower()}")
-    return following
+    return TRANSITIONS[state][event]

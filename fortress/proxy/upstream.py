@@ -135,7 +135,7 @@ class UpstreamProtocol(asyncio.Protocol):
         if self.head_only:
             self.parser = None  # a HEAD response leaves the parser expecting a body
         flow = self.flow
-        if flow is not None:
+        if flow is not None and flow.read_paused:
             flow.resume_reading()  # an idle connection must see its close
 
     def deadline(self, now: float, first_byte_s: float, idle_s: float) -> float:
