@@ -59,6 +59,12 @@ class Reply:
         """The parsed body; ValueError if it is not JSON."""
         return json.loads(self.body)
 
+    def ok_json(self, path: str) -> Any:
+        """The JSON of a 200 answer; ValueError naming the path otherwise."""
+        if self.status != 200:
+            raise ValueError(f"GET {path}: HTTP {self.status}")
+        return self.json()
+
 
 class Response:
     """A response whose body is still arriving: `status`, then `pieces()` or `read()`."""
@@ -250,13 +256,6 @@ class BackendClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def ok_json(reply: Reply, path: str) -> Any:
-    """The JSON of a 200 answer; ValueError naming the path otherwise."""
-    if reply.status != 200:
-        raise ValueError(f"GET {path}: HTTP {reply.status}")
-    return reply.json()
 
 
 async def probe(target: Target, *, models: bool = True, timeout_s: float = 3.0) -> Probe:

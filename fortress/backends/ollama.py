@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from fortress.backends.client import BackendClient, ok_json
 from fortress.backends.kind import Probe, Rewrite, bearer_or_basic, counts_from_tail, register
 
 if TYPE_CHECKING:
+    from fortress.backends.client import BackendClient
     from fortress.backends.kind import Outgoing
     from fortress.pipeline.routes import Route
 
@@ -34,13 +34,13 @@ class OllamaKind:
         return counts_from_tail(tail)
 
     async def probe(self, client: BackendClient, models: bool) -> Probe:
-        version = ok_json(await client.get("/api/version"), "/api/version")
+        version = (await client.get("/api/version")).ok_json("/api/version")
         if not isinstance(version, dict) or not isinstance(version.get("version"), str):
             raise ValueError("/api/version: expected an object with a 'version' string")
         probe = Probe(ok=True, version=version["version"])
         if models:
-            probe.installed = _models(ok_json(await client.get("/api/tags"), "/api/tags"), "/api/tags")
-            probe.loaded = _models(ok_json(await client.get("/api/ps"), "/api/ps"), "/api/ps")
+            probe.installed = _models((await client.get("/api/tags")).ok_json("/api/tags"), "/api/tags")
+            probe.loaded = _models((await client.get("/api/ps")).ok_json("/api/ps"), "/api/ps")
         return probe
 
 

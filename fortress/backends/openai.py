@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from fortress.backends.client import BackendClient, ok_json
 from fortress.backends.kind import Probe, Refused, Rewrite, bearer_or_basic, counts_from_tail, register
 
 if TYPE_CHECKING:
+    from fortress.backends.client import BackendClient
     from fortress.backends.kind import Outgoing
     from fortress.pipeline.routes import Route
 
@@ -47,7 +47,7 @@ class OpenAIKind:
         return counts_from_tail(tail)
 
     async def probe(self, client: BackendClient, models: bool) -> Probe:
-        listing = ok_json(await client.get("/models"), "/models")
+        listing = (await client.get("/models")).ok_json("/models")
         data = listing.get("data") if isinstance(listing, dict) else None
         if not isinstance(data, list):
             raise ValueError("/models: expected an object with a 'data' list")
