@@ -3,8 +3,9 @@
 Contract: `Gate.head()` runs once per request on the parsed head and answers either a LocalReply
 (Fortress answers and the request goes no further) or an Admit (carry on). Cheap rejects come first:
 route class, IP policy, brute-force lockout, key, key policy, rate limits. `Gate.body()` runs only for
-routes whose JSON body must be read: it parses once, checks the model against the key's allow-list,
-runs the Ollama-specific validation and clamps, and answers a LocalReply or the bytes to forward.
+routes whose JSON body must be read: it parses once, the way the backend will (`jsonbody`), checks the
+model against the key's allow-list, runs the Ollama-specific validation and clamps, and answers a
+LocalReply or the bytes to forward.
 Stateful parts (limiter, failure counters) are injected, the clock is passed in: tests drive it directly.
 """
 
@@ -18,12 +19,18 @@ from dataclasses import dataclass, field
 
 from fortress import keys
 from fortress.http.replies import LocalReply, error_reply
-from fortress.pipeline import routes
+from fortress.pipeline import jsonbody, routes
 from fortress.pipeline.bruteforce import AuthFailures
 from fortress.pipeline.ip_policy import IpPolicy
 from fortress.pipeline.limits import Limiter, LocalLimiter
 from fortress.pipeline.routes import Kind, Route
-from fortress.pipeline.validate import blob_digest_from_path, clamp_options, validate_body
+from fortress.pipeline.validate import (
+    Reject,
+    blob_digest_from_path,
+    clamp_options,
+    drop_insecure,
+    validate_body,
+)
 from fortress.state.snapshot import KeyRecord, Policy, Snapshot
 
 OK_ROOT = LocalReply(200, b"Ollama is running", content_type=b"text/plain; charset=utf-8")
@@ -234,16 +241,11 @@ class Gate:
                 self.limiter.add(f"t:{key.id}", tokens, window[1], now)
 
     def body(self, admit: Admit, raw: bytes) -> LocalReply | Forward:
-        """Stage 8 for JSON routes: parse once, check the model, validate, clamp."""
+        """Stage 8 for JSON routes: parse once (as Ollama will), check the model, validate, clamp."""
         openai = admit.route.openai
-        if not raw.strip():
-            return error_reply(400, "missing request body", openai)
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return error_reply(400, f"invalid JSON in request body: {exc}", openai)
-        if not isinstance(body, dict):
-            return error_reply(400, "request body must be a JSON object", openai)
+        body = jsonbody.parse(raw)
+        if isinstance(body, Reject):
+            return error_reply(body.status, body.message, openai)
         name = admit.route.name
         model = body.get("model") or body.get("name")
         if name == "/api/copy":
@@ -259,16 +261,16 @@ class Gate:
         key = admit.key
         if model and key is not None and not self.c.model_allowed.get(key.id, _all)(model):
             return error_reply(403, f"forbidden: this key may not use model '{model}'", openai)
-        changed = False
+        changed = drop_insecure(name, body)
         if key is not None and (key.max_num_ctx or key.max_num_predict or key.max_keep_alive_s is not None):
-            changed = clamp_options(
+            changed |= clamp_options(
                 body,
                 path=name,
                 max_num_ctx=key.max_num_ctx,
                 max_num_predict=key.max_num_predict,
                 max_keep_alive_s=key.max_keep_alive_s,
             )
-        if self.c.policy.security.key_in_body and "api_key" in body:
+        if sec.key_in_body and "api_key" in body:
             del body["api_key"]
             changed = True
         stream = body.get("stream")

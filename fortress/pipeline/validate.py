@@ -3,13 +3,15 @@
 Contract: every check answers None when the request may go on, or a `Reject(status, message)` the chain
 turns into an error in the route's shape; nothing here raises on client input. 400 means the request is
 malformed (bad name, bad digest, legacy field); 403 means it is well formed but refused by policy
-(registry not allow-listed, `insecure`, cloud model, remote host). These checks apply to admin-scope keys
+(registry not allow-listed, cloud model, remote host). These checks apply to admin-scope keys
 too: they are what stands between a client and Ollama's known CVEs (OLLAMA_API.md §4).
 
 - Model names follow Ollama's grammar `[host/][namespace/]model[:tag]` (types/model/name.go) with the
   stricter rules of DESIGN §2.8: no `..`, `\\`, `://`; only the host may carry `:port`.
 - Names that make Ollama pull (pull, push, copy destination, create.from) must resolve to an allow-listed
-  registry; a name without a host resolves to `registry.ollama.ai`, Ollama's default.
+  registry; a name without a host resolves to `registry.ollama.ai`, Ollama's default. `insecure: true`
+  on pull and push is then removed by `drop_insecure` (DESIGN §6.2): front ends such as Open WebUI always
+  send it, and an allow-listed registry is reached over TLS anyway.
 - `:cloud` / `-cloud` names (Ollama then spends the owner's ollama.com account) are refused unless allowed.
 - Digests must be `sha256:` and 64 lower-case hex digits, stricter than Ollama and what clients send.
 - `clamp_options` enforces a key's caps by rewriting the body, so an omitted `num_predict` (unlimited for
@@ -44,7 +46,7 @@ _PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}")  # model and tag
 _MAX_NAME = 350 + 6 + 3 * 81  # host:port/namespace/model:tag
 
 _BAD_DIGEST = Reject(400, "invalid digest format: expected sha256: and 64 lower-case hex digits")
-_INSECURE = Reject(403, "forbidden: insecure registries are not allowed")
+_INSECURE = Reject(400, "'insecure' must be true or false")
 _LEGACY_CREATE = Reject(400, "the legacy 'path' and 'modelfile' fields of /api/create are not accepted")
 _MODEL_REQUIRED = Reject(400, "model is required")
 _NOT_OBJECT = Reject(400, "request body must be a JSON object")
@@ -180,9 +182,18 @@ def _check_digest_map(body: dict[str, Any], field: str) -> Reject | None:
 
 
 def _pull_push(body: dict[str, Any], registries: Collection[str], allow_cloud: bool) -> Reject | None:
-    if body.get("insecure") not in (None, False):
+    insecure = body.get("insecure")
+    if insecure is not None and not isinstance(insecure, bool):
         return _INSECURE
     return _check_names(body, registries, allow_cloud)
+
+
+def drop_insecure(path: str, body: dict[str, Any]) -> bool:
+    """Remove `insecure` from a validated pull or push (its registry is allow-listed); True if removed."""
+    if path in ("/api/pull", "/api/push") and body.get("insecure") is True:
+        del body["insecure"]
+        return True
+    return False
 
 
 def _copy(body: dict[str, Any], registries: Collection[str], allow_cloud: bool) -> Reject | None:
@@ -208,7 +219,11 @@ def _create(body: dict[str, Any], registries: Collection[str], allow_cloud: bool
         reject = check_model_name(source, allowed_registries=registries, allow_cloud=allow_cloud)
         if reject is not None:
             return reject
-    return _check_digest_map(body, "files") or _check_digest_map(body, "adapters")
+    return (
+        _check_digest_map(body, "files")
+        or _check_digest_map(body, "adapters")
+        or _check_digest_map(body, "draft_files")
+    )
 
 
 def _local(body: dict[str, Any], _registries: Collection[str], allow_cloud: bool) -> Reject | None:

@@ -13,6 +13,7 @@ from fortress.pipeline.validate import (
     check_digest,
     check_model_name,
     clamp_options,
+    drop_insecure,
     looks_like_zip,
     parse_go_duration,
     validate_body,
@@ -167,8 +168,10 @@ def test_cloudy_but_local_names_pass() -> None:
 def test_pull_push(path: str) -> None:
     assert validate(path, {"model": "llama3"}) is None
     assert validate(path, {"name": "llama3", "stream": False, "insecure": False}) is None
-    assert validate(path, {"model": "llama3", "insecure": True}).status == 403  # type: ignore[union-attr]
-    assert validate(path, {"model": "llama3", "insecure": "yes"}).status == 403  # type: ignore[union-attr]
+    # `insecure: true` to an allow-listed registry passes validation; drop_insecure then removes it
+    assert validate(path, {"model": "llama3", "insecure": True}) is None
+    assert validate(path, {"model": "attacker.tld/r/x", "insecure": True}).status == 403  # type: ignore[union-attr]
+    assert validate(path, {"model": "llama3", "insecure": "yes"}).status == 400  # type: ignore[union-attr]
     assert validate(path, {"name": "attacker.tld/rogue/x"}).status == 403  # type: ignore[union-attr]
     assert validate(path, {"name": "http://attacker.tld/rogue/x"}).status == 400  # type: ignore[union-attr]
     # both fields are checked: a clean `model` cannot smuggle a bad `name`
@@ -176,6 +179,16 @@ def test_pull_push(path: str) -> None:
     assert validate(path, {}) == Reject(400, "model is required")
     assert validate(path, {"model": 7}).status == 400  # type: ignore[union-attr]
     assert validate(path, {"model": "x:cloud"}).status == 403  # type: ignore[union-attr]
+
+
+def test_drop_insecure_only_on_pull_and_push() -> None:
+    for path in ("/api/pull", "/api/push"):
+        body = {"model": "llama3", "insecure": True, "stream": True}
+        assert drop_insecure(path, body) and body == {"model": "llama3", "stream": True}
+        untouched = {"model": "llama3", "insecure": False}
+        assert not drop_insecure(path, untouched) and untouched == {"model": "llama3", "insecure": False}
+    other = {"model": "llama3", "insecure": True}
+    assert not drop_insecure("/api/generate", other) and other["insecure"] is True
 
 
 def test_copy_destination_must_be_allow_listed() -> None:
@@ -211,6 +224,8 @@ def test_create() -> None:
         ({"model": "mine", "files": {"a\\b": D}}, 400),
         ({"model": "mine", "files": {"./a": D}}, 400),
         ({"model": "mine", "files": ["a"]}, 400),
+        ({"model": "mine", "draft_files": {"../../etc/ld.so.preload": D}}, 400),
+        ({"model": "mine", "draft_files": {"draft.gguf": "sha256:../x"}}, 400),
         ({"model": "mine", "adapters": {"a": "sha256-" + "ab" * 32}}, 400),
         ({"model": "mine", "from": "llama3", "remote_host": "http://evil"}, 403),
         ({"from": "llama3"}, 400),

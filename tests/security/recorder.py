@@ -1,7 +1,8 @@
 """A loopback backend that keeps every request body it receives, for checks on what Fortress forwards.
 
-The simulator journals heads only; clamping is about bodies. It answers the inventory probes with one
-model so the router sends work to it, and every other request with a small Ollama-shaped JSON reply.
+The simulator journals heads only; clamping and the reading of bodies are about bodies. It answers the
+inventory probes with one model so the router sends work to it, and every other request with a small
+Ollama-shaped JSON reply. `raw` keeps each body byte for byte (duplicate keys and all).
 """
 
 from __future__ import annotations
@@ -38,11 +39,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         size = int(self.headers.get("Content-Length", "0"))
-        body = json.loads(self.rfile.read(size) or b"{}")
-        self.server.bodies.append((self.path, body))
+        raw = self.rfile.read(size)
+        self.server.raw.append((self.path, raw))
+        self.server.bodies.append((self.path, json.loads(raw or b"{}")))
         self._answer(
             {"model": MODEL, "response": "ok", "done": True, "prompt_eval_count": 1, "eval_count": 1}
         )
+
+    do_DELETE = do_POST
 
 
 class Recorder(ThreadingHTTPServer):
@@ -51,6 +55,7 @@ class Recorder(ThreadingHTTPServer):
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.bodies: list[tuple[str, dict]] = []
+        self.raw: list[tuple[str, bytes]] = []
 
     @property
     def url(self) -> str:

@@ -1,0 +1,129 @@
+"""Read a JSON request body the way Ollama (Go's encoding/json) will, or refuse it (DESIGN §6.2).
+
+Go and Python read some bodies differently, and a body that passes Fortress's checks must run the same
+on the backend. Go matches object keys to struct fields ignoring case (`Model`, `MODEL`, even `stream`
+spelt with a long s, U+017F, all set one field), lets the last duplicate win, ignores a `null` for a
+field that is not a pointer (the earlier value stays) and decodes a repeated object into the same map or
+struct (`options` given twice is merged). Python keeps keys as written and the last duplicate replaces
+the whole value. So `parse` refuses with 400:
+- any object, at any depth, with the same key twice (merging and `null` make duplicates ambiguous);
+- in the objects Fortress reads (the top level, and `options`), two keys equal ignoring case, or a key
+  that differs only in case from a field Fortress reads.
+Whatever passes means the same to both decoders for every field Fortress reads. Unknown keys in another
+case (`Prompt`) are left alone: Fortress does not read them, so there is nothing to disagree about.
+
+Cost: one C parse whose per-object hook compares two lengths, then one pass over the keys of the objects
+Fortress reads. When Fortress starts reading another field, add it to `READ` (or `NESTED` for a field
+inside an object), or a differently cased copy of it could slip past the new check.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fortress.pipeline.validate import Reject
+
+# Top-level fields some stage reads (chain.body, validate, clamp_options), on any route.
+READ = frozenset(
+    (
+        "model",
+        "name",
+        "source",
+        "destination",
+        "from",
+        "insecure",
+        "files",
+        "adapters",
+        "draft_files",
+        "path",
+        "modelfile",
+        "remote_host",
+        "options",
+        "keep_alive",
+        "stream",
+        "max_tokens",
+        "max_completion_tokens",
+        "api_key",
+    )
+)
+# Objects whose own fields are read: field -> the fields read inside it.
+NESTED: dict[str, frozenset[str]] = {"options": frozenset(("num_ctx", "num_predict"))}
+
+
+class _Duplicate(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """The object hook: a dict, unless a key repeats."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Duplicate(key)
+            seen.add(key)
+    return obj
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique)
+
+
+def fold(key: str) -> str:
+    """A form equal for any two keys Go's decoder treats as the same field name (lower case).
+
+    Go folds each rune to the smallest rune of its Unicode simple-fold orbit, so U+212A (Kelvin sign) is
+    `k` and U+017F (long s) is `s`. Lower, upper, lower again puts every orbit on one form; U+0130 and
+    U+0131 (dotted and dotless I) also become `i`, which Go does not do: that only refuses a little more.
+    """
+    if key.isascii():
+        return key.lower()
+    return key.replace("\u0130", "i").lower().upper().lower()
+
+
+def _show(key: str) -> str:
+    return repr(key[:40])
+
+
+def check_keys(obj: dict[str, Any], read: frozenset[str], where: str = "the request body") -> Reject | None:
+    """One pass over an object's keys: no two equal ignoring case, none a recased field from `read`."""
+    seen: set[str] = set()
+    for key in obj:
+        folded = fold(key)
+        if folded in seen:
+            return Reject(400, f"{where} has keys that differ only in case ({_show(key)})")
+        if folded != key and folded in read:
+            return Reject(400, f"unexpected key {_show(key)} in {where}: write it as '{folded}'")
+        seen.add(folded)
+    return None
+
+
+def parse(raw: bytes) -> dict[str, Any] | Reject:
+    """The body as a dict both decoders agree on, or the reason it is refused (always 400)."""
+    if not raw.strip():
+        return Reject(400, "missing request body")
+    try:
+        body = _DECODER.decode(raw.decode())
+    except _Duplicate as exc:
+        return Reject(400, f"the request body has the key {_show(exc.key)} twice")
+    except UnicodeDecodeError:
+        return Reject(400, "invalid JSON in request body: not UTF-8")
+    except ValueError as exc:
+        return Reject(400, f"invalid JSON in request body: {exc}")
+    except RecursionError:
+        return Reject(400, "invalid JSON in request body: nested too deeply")
+    if not isinstance(body, dict):
+        return Reject(400, "request body must be a JSON object")
+    reject = check_keys(body, READ)
+    if reject is not None:
+        return reject
+    for field, inner in NESTED.items():
+        value = body.get(field)
+        if isinstance(value, dict):
+            reject = check_keys(value, inner, f"'{field}'")
+            if reject is not None:
+                return reject
+    return body
