@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from fortress import keys
 from fortress.http.replies import LocalReply, error_reply
 from fortress.pipeline import jsonbody, routes
-from fortress.pipeline.bruteforce import AuthFailures
+from fortress.pipeline.bruteforce import Lockout
 from fortress.pipeline.ip_policy import IpPolicy
 from fortress.pipeline.limits import Limiter, LocalLimiter
 from fortress.pipeline.routes import Kind, Route
@@ -123,13 +124,14 @@ class Gate:
     """Runs the stages against the current Compiled snapshot; `swap()` replaces it atomically."""
 
     def __init__(self, compiled: Compiled, limiter: Limiter | None = None) -> None:
-        self.c = compiled
-        sec = compiled.policy.security
         self.limiter: Limiter = limiter or LocalLimiter()
-        self.failures = AuthFailures(sec.auth_fail_limit, sec.auth_fail_window_s, sec.auth_lockout_s)
+        self.swap(compiled)
 
     def swap(self, compiled: Compiled) -> None:
         self.c = compiled
+        sec = compiled.policy.security
+        # failed keys are counted in the limiter's store: shared across workers (and nodes) like limits
+        self.failures = Lockout(self.limiter, sec.auth_fail_limit, sec.auth_fail_window_s, sec.auth_lockout_s)
 
     def head(
         self,
@@ -197,36 +199,37 @@ class Gate:
         return record
 
     def _limit(self, route: Route, key: KeyRecord, openai: bool, now: float) -> LocalReply | Admit:
+        """Tokens, concurrency, then the request rate, so only admitted requests count against the rate."""
         policy = self.c.policy
-        rate = key.rate or policy.default_rate
-        headers: Headers = ()
-        if rate is not None:
-            d = self.limiter.hit(f"r:{key.id}", rate[0], rate[1], now)
-            headers = (
-                (b"X-RateLimit-Limit", str(d.limit).encode()),
-                (b"X-RateLimit-Remaining", str(d.remaining).encode()),
-                (b"X-RateLimit-Reset", str(max(1, round(d.reset_s))).encode()),
-            )
-            if not d.allowed:
-                retry = ((b"Retry-After", str(max(1, round(d.retry_after_s))).encode()),)
-                return error_reply(429, "rate limit exceeded for this key", openai, headers=headers + retry)
         tokens = key.tokens or policy.default_tokens
         if tokens is not None:
             d = self.limiter.peek(f"t:{key.id}", tokens[0], tokens[1], now)
             if not d.allowed:
-                retry = ((b"Retry-After", str(max(1, round(d.retry_after_s))).encode()),)
-                return error_reply(429, "token limit exceeded for this key", openai, headers=headers + retry)
+                return error_reply(
+                    429, "token limit exceeded for this key", openai, headers=_retry(d.retry_after_s)
+                )
         slot = None
         cap = key.max_concurrent or policy.limits.max_concurrent
         if cap:
             slot = f"c:{key.id}"
             if not self.limiter.acquire_slot(slot, cap):
                 return error_reply(
-                    429,
-                    f"too many concurrent requests for this key (max {cap})",
-                    openai,
-                    headers=((b"Retry-After", b"1"), *headers),
+                    429, f"too many concurrent requests for this key (max {cap})", openai, headers=_retry(1.0)
                 )
+        headers: Headers = ()
+        rate = key.rate or policy.default_rate
+        if rate is not None:
+            d = self.limiter.hit(f"r:{key.id}", rate[0], rate[1], now)
+            headers = (
+                (b"X-RateLimit-Limit", str(d.limit).encode()),
+                (b"X-RateLimit-Remaining", str(d.remaining).encode()),
+                (b"X-RateLimit-Reset", str(max(1, math.ceil(d.reset_s))).encode()),
+            )
+            if not d.allowed:
+                if slot is not None:
+                    self.limiter.release_slot(slot)
+                headers += _retry(d.retry_after_s)
+                return error_reply(429, "rate limit exceeded for this key", openai, headers=headers)
         return Admit(route, key, headers, slot=slot)
 
     def finish(self, admit: Admit, tokens: int, now: float) -> None:
@@ -281,3 +284,12 @@ class Gate:
 
 def _all(_name: str) -> bool:
     return True
+
+
+def _retry(seconds: float) -> Headers:
+    """When to retry: whole seconds rounded up (a retry then succeeds), and exact milliseconds in
+    `Retry-After-Ms`, which the openai SDKs prefer: they sleep the real time to the next free slot."""
+    return (
+        (b"Retry-After", str(max(1, math.ceil(seconds))).encode()),
+        (b"Retry-After-Ms", str(max(1, math.ceil(seconds * 1000))).encode()),
+    )

@@ -1,20 +1,26 @@
-"""Exact limits across the worker processes of one machine: a shared mmap'd hash table under fcntl locks.
+"""Exact limits across the worker processes of one machine: shared mmap'd tables under fcntl locks.
 
 Contract: the parent calls `SharedLimiter.create(path)` once, before starting workers (it replaces the
-file atomically, so a restart begins with empty counters and no leaked slots); each worker then opens
-`SharedLimiter(path)` (opening before a fork also works: POSIX record locks belong to the process).
-It implements `fortress.pipeline.limits.Limiter` with the same `decide` as the other stores, so with
-N workers the counts are exactly those of one process. One thread per process may use an instance:
-fcntl locks do not exclude threads of the same process.
+file atomically, so a restart begins with empty logs and no leaked slots or lockouts); each worker then
+opens `SharedLimiter(path)` (opening before a fork also works: POSIX record locks belong to the process).
+It implements `fortress.pipeline.limits.Limiter` with the same `decide`, `merges` and
+`bruteforce.step` as the other stores, so with N workers the answers are exactly those of one process.
+One thread per process may use an instance: fcntl locks do not exclude threads of the same process.
 
-Layout: a 64-byte header (magic, capacity, entry size), then `capacity` entries of six 64-bit fields:
-bucket hash (0 = never used), window_s, window index, current count, previous count, slots held.
-Buckets are found by linear probing from blake2b(bucket) (a stable hash: Python's `hash` differs per
-process). Entries are never emptied, only reused once both windows are over and no slot is held, so a
-probe chain is never cut. If `max_probe` entries in a row are live the call is let through and counted in
-`errors` (with the default capacity that needs tens of thousands of live buckets).
+Layout: a 64-byte header (magic, the two capacities, the log size, and at byte 32 the latest lockout end
+of any address), then two open-addressing tables found by linear probing from blake2b(bucket) (a stable
+hash: Python's `hash` differs per process):
+- counters, 48 bytes each: hash (0 = never used), reusable-after time, failure window start, locked
+  until, failures, slots held. Concurrency slots and failed keys live here.
+- logs, 40 + 16 * RING bytes each (4 KiB): hash, window_s, index of the oldest entry, entries, their
+  total, the newest entry's time; then a ring of RING (time, amount) entries. Rates and tokens live here.
+Entries are never emptied, only reused once they hold nothing live, so a probe chain is never cut. If
+`max_probe` entries in a row are live the call is let through and counted in `errors` (with the default
+capacities that needs thousands of live keys). The file is sparse: only touched pages take memory.
 A worker that dies while holding a slot leaks it until the next `create`; the lock itself is released by
 the kernel when a process dies, so a crash never blocks the others.
+`auth_locked` runs on every request: it reads the header's latest lockout end without the lock and looks
+an address up only while some lockout is running.
 """
 
 from __future__ import annotations
@@ -23,15 +29,22 @@ import fcntl
 import mmap
 import os
 import struct
+from collections.abc import Iterator
 from hashlib import blake2b
 
-from fortress.pipeline.limits import Decision, decide, roll
+from fortress.pipeline.bruteforce import step
+from fortress.pipeline.limits import RING, Decision, decide, merges
 
-_MAGIC = b"FRTLIM01"
-_HEADER = struct.Struct("<8sII")
+_MAGIC = b"FRTLIM02"
+_HEADER = struct.Struct("<8sIII")  # magic, counters, logs, ring
+_LOCKED_UNTIL_AT = 32
+_DOUBLE = struct.Struct("<d")
 _HEADER_SIZE = 64
-_ENTRY = struct.Struct("<Qqqqqq")  # hash, window_s, idx, curr, prev, slots
-_ENTRY_SIZE = _ENTRY.size
+_COUNTER = struct.Struct("<Qdddqq")  # hash, reusable after, start, until, failures, slots
+_LOG = struct.Struct("<QqIIqd")  # hash, window_s, head, entries, total, newest
+_ENTRY = struct.Struct("<dq")  # time, amount
+_LOG_SIZE = _LOG.size + RING * _ENTRY.size
+_PEEK, _HIT, _ADD = 0, 1, 2
 
 
 class SharedLimiter:
@@ -39,22 +52,24 @@ class SharedLimiter:
         self._fd = os.open(path, os.O_RDWR)
         size = os.fstat(self._fd).st_size
         self._mm = mmap.mmap(self._fd, size)
-        magic, capacity, entry_size = _HEADER.unpack_from(self._mm, 0)
-        if magic != _MAGIC or entry_size != _ENTRY_SIZE or size != _HEADER_SIZE + capacity * entry_size:
+        magic, counters, logs, ring = _HEADER.unpack_from(self._mm, 0)
+        self._logs_at = _HEADER_SIZE + counters * _COUNTER.size
+        if magic != _MAGIC or ring != RING or size != self._logs_at + logs * _LOG_SIZE:
             self.close()
             raise ValueError(f"{path}: not a Fortress limits table (recreate it with SharedLimiter.create)")
-        self._capacity = capacity
-        self._max_probe = min(max_probe, capacity)
+        self._counters = counters
+        self._logs = logs
+        self._max_probe = max_probe
         self._hashes: dict[str, int] = {}
         self.errors = 0
 
     @staticmethod
-    def create(path: str, capacity: int = 32768) -> None:
-        """Write an empty table (capacity * 48 bytes) and move it into place atomically."""
+    def create(path: str, counters: int = 32768, logs: int = 8192) -> None:
+        """Write empty tables (48 B a counter, 4 KiB a log, sparse) and move them into place atomically."""
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
-            f.write(_HEADER.pack(_MAGIC, capacity, _ENTRY_SIZE).ljust(_HEADER_SIZE, b"\0"))
-            f.truncate(_HEADER_SIZE + capacity * _ENTRY_SIZE)
+            f.write(_HEADER.pack(_MAGIC, counters, logs, RING).ljust(_HEADER_SIZE, b"\0"))
+            f.truncate(_HEADER_SIZE + counters * _COUNTER.size + logs * _LOG_SIZE)
         os.replace(tmp, path)
 
     def close(self) -> None:
@@ -70,82 +85,125 @@ class SharedLimiter:
             self._hashes[bucket] = h
         return h
 
-    def _find(self, h: int, now: float) -> int:
-        """Offset of the bucket's entry, claiming a free or expired one if needed; -1 if the table is full.
-
-        Caller holds the lock.
-        """
-        mm, capacity = self._mm, self._capacity
-        start = h % capacity
+    # -- probing (caller holds the lock) ---------------------------------------------------------------
+    def _counter(self, h: int, now: float, claim: bool = True) -> int:
+        """Offset of the bucket's counter; a free or spent one is claimed (if `claim`); -1 if none."""
+        mm, capacity, start = self._mm, self._counters, h % self._counters
         reusable = -1
-        for i in range(self._max_probe):
-            offset = _HEADER_SIZE + ((start + i) % capacity) * _ENTRY_SIZE
-            key, window_s, idx, _, _, slots = _ENTRY.unpack_from(mm, offset)
+        for i in range(min(self._max_probe, capacity)):
+            offset = _HEADER_SIZE + ((start + i) % capacity) * _COUNTER.size
+            key, after, _, _, _, slots = _COUNTER.unpack_from(mm, offset)
             if key == h:
                 return offset
             if key == 0:
                 if reusable < 0:
                     reusable = offset
                 break
-            if reusable < 0 and slots == 0 and (idx + 2) * window_s <= now:
+            if reusable < 0 and slots == 0 and after <= now:
+                reusable = offset
+        if reusable >= 0 and claim:
+            _COUNTER.pack_into(mm, reusable, h, 0.0, 0.0, 0.0, 0, 0)
+            return reusable
+        return -1
+
+    def _log(self, h: int, now: float) -> int:
+        """Offset of the bucket's log, claiming a free one or one whose entries all left their window."""
+        mm, capacity, start = self._mm, self._logs, h % self._logs
+        reusable = -1
+        for i in range(min(self._max_probe, capacity)):
+            offset = self._logs_at + ((start + i) % capacity) * _LOG_SIZE
+            key, window_s, _, count, _, newest = _LOG.unpack_from(mm, offset)
+            if key == h:
+                return offset
+            if key == 0:
+                if reusable < 0:
+                    reusable = offset
+                break
+            if reusable < 0 and (count == 0 or newest + window_s <= now):
                 reusable = offset
         if reusable >= 0:
-            _ENTRY.pack_into(mm, reusable, h, 0, 0, 0, 0, 0)
+            _LOG.pack_into(mm, reusable, h, 0, 0, 0, 0, 0.0)
         return reusable
 
-    def _window_op(
-        self, bucket: str, limit: int, window_s: int, now: float, cost: int, mode: int
-    ) -> Decision:
-        """mode 0 = peek, 1 = hit, 2 = add; one lock round trip."""
+    def _entries(self, base: int, head: int, count: int) -> Iterator[tuple[float, int]]:
+        mm = self._mm
+        for i in range(count):
+            yield _ENTRY.unpack_from(mm, base + ((head + i) % RING) * _ENTRY.size)
+
+    # -- rates and tokens ----------------------------------------------------------------------------
+    def _log_op(self, bucket: str, limit: int, window_s: int, now: float, cost: int, mode: int) -> Decision:
+        """One lock round trip: expire, decide, count."""
         window_s = max(1, window_s)
         h = self._hash(bucket)
         fd, mm = self._fd, self._mm
         fcntl.lockf(fd, fcntl.LOCK_EX)
         try:
-            offset = self._find(h, now)
+            offset = self._log(h, now)
             if offset < 0:
                 self.errors += 1
                 return Decision(True, limit, limit, float(window_s), 0.0)
-            _, stored_window, stored_idx, curr, prev, slots = _ENTRY.unpack_from(mm, offset)
-            idx = int(now // window_s)
+            _, stored_window, head, count, total, newest = _LOG.unpack_from(mm, offset)
             if stored_window != window_s:
-                curr = prev = 0
-            elif stored_idx != idx:
-                curr, prev = roll(stored_idx, curr, prev, idx)
-            if mode == 2:
-                _ENTRY.pack_into(mm, offset, h, window_s, idx, curr + cost, prev, slots)
-                return Decision(True, limit, 0, 0.0, 0.0)
-            decision = decide(limit, window_s, now, idx, curr, prev, cost, mode == 1)
-            if mode == 1 and decision.allowed:
-                _ENTRY.pack_into(mm, offset, h, window_s, idx, curr + cost, prev, slots)
+                head = count = total = 0
+                newest = 0.0
+            base = offset + _LOG.size
+            cutoff = now - window_s
+            oldest = None
+            while count:
+                stamp, amount = _ENTRY.unpack_from(mm, base + head * _ENTRY.size)
+                if stamp > cutoff:
+                    oldest = stamp
+                    break
+                total -= amount
+                head = (head + 1) % RING
+                count -= 1
+            if mode == _ADD:
+                allowed = True
+                decision = Decision(True, limit, 0, 0.0, 0.0)
+            else:
+                log = () if total + cost <= limit else self._entries(base, head, count)  # read if refused
+                decision = decide(limit, window_s, now, cost, total, oldest, log, mode == _HIT)
+                allowed = mode == _HIT and decision.allowed
+            if allowed:
+                merge_limit = None if mode == _ADD else limit
+                if count and (count >= RING or merges(newest, now, window_s, merge_limit)):
+                    last = base + ((head + count - 1) % RING) * _ENTRY.size
+                    stamp, amount = _ENTRY.unpack_from(mm, last)
+                    _ENTRY.pack_into(mm, last, max(stamp, now), amount + cost)
+                else:
+                    _ENTRY.pack_into(mm, base + ((head + count) % RING) * _ENTRY.size, max(newest, now), cost)
+                    count += 1
+                total += cost
+                newest = max(newest, now)
+            _LOG.pack_into(mm, offset, h, window_s, head, count, total, newest)
             return decision
         finally:
             fcntl.lockf(fd, fcntl.LOCK_UN)
 
     def hit(self, bucket: str, limit: int, window_s: int, now: float, cost: int = 1) -> Decision:
-        return self._window_op(bucket, limit, window_s, now, cost, 1)
+        return self._log_op(bucket, limit, window_s, now, cost, _HIT)
 
     def peek(self, bucket: str, limit: int, window_s: int, now: float, cost: int = 1) -> Decision:
-        return self._window_op(bucket, limit, window_s, now, cost, 0)
+        return self._log_op(bucket, limit, window_s, now, cost, _PEEK)
 
     def add(self, bucket: str, amount: int, window_s: int, now: float) -> None:
-        self._window_op(bucket, 0, window_s, now, amount, 2)
+        self._log_op(bucket, 0, window_s, now, amount, _ADD)
 
+    # -- concurrency ---------------------------------------------------------------------------------
     def _slot_op(self, bucket: str, delta: int, max_concurrent: int) -> bool:
         h = self._hash(bucket)
         fd, mm = self._fd, self._mm
         fcntl.lockf(fd, fcntl.LOCK_EX)
         try:
-            # now=0: a slot operation never treats a window as expired, it only reuses never-used entries
-            offset = self._find(h, 0.0)
+            offset = self._counter(h, 0.0)
             if offset < 0:
                 self.errors += 1
                 return True
-            key, window_s, idx, curr, prev, slots = _ENTRY.unpack_from(mm, offset)
+            key, after, start, until, failures, slots = _COUNTER.unpack_from(mm, offset)
             if delta > 0 and slots >= max_concurrent:
                 return False
             slots = max(0, slots + delta)
-            _ENTRY.pack_into(mm, offset, key, window_s, idx, curr, prev, slots)
+            _COUNTER.pack_into(mm, offset, key, after, start, until, failures, slots)
             return True
         finally:
             fcntl.lockf(fd, fcntl.LOCK_UN)
@@ -155,3 +213,36 @@ class SharedLimiter:
 
     def release_slot(self, bucket: str) -> None:
         self._slot_op(bucket, -1, 0)
+
+    # -- failed keys ---------------------------------------------------------------------------------
+    def auth_failure(self, ip: str, limit: int, window_s: float, lockout_s: float, now: float) -> float:
+        h = self._hash(f"a:{ip}")
+        fd, mm = self._fd, self._mm
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            offset = self._counter(h, now)
+            if offset < 0:
+                self.errors += 1
+                return 0.0
+            key, _, start, until, failures, slots = _COUNTER.unpack_from(mm, offset)
+            start, failures, until = step(start, failures, until, now, limit, window_s, lockout_s)
+            _COUNTER.pack_into(mm, offset, key, max(start + window_s, until), start, until, failures, slots)
+            if until > _DOUBLE.unpack_from(mm, _LOCKED_UNTIL_AT)[0]:
+                _DOUBLE.pack_into(mm, _LOCKED_UNTIL_AT, until)
+            return max(0.0, until - now)
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+
+    def auth_locked(self, ip: str, now: float) -> float:
+        mm = self._mm
+        if _DOUBLE.unpack_from(mm, _LOCKED_UNTIL_AT)[0] <= now:
+            return 0.0  # no address is locked anywhere: no lock, no lookup
+        h = self._hash(f"a:{ip}")
+        fd = self._fd
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        try:
+            offset = self._counter(h, now, claim=False)
+            until = _COUNTER.unpack_from(mm, offset)[3] if offset >= 0 else 0.0
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+        return until - now if until > now else 0.0

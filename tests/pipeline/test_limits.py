@@ -1,4 +1,4 @@
-"""Rate limits: the sliding-window decision, then one behaviour suite run against all three stores."""
+"""Rate limits: the sliding-log decision, then one behaviour suite run against all three stores."""
 
 from __future__ import annotations
 
@@ -14,40 +14,39 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fortress.pipeline.limits import Limiter, LocalLimiter, RedisLimiter, decide, open_limiter, roll
+from fortress.pipeline.limits import RING, Limiter, LocalLimiter, RedisLimiter, decide, merges, open_limiter
 from fortress.pipeline.shm import SharedLimiter
 
 T0 = 1_700_000_400.0  # a multiple of 60 and 3600: the start of a window
 _names = itertools.count()
 
 
-def test_roll() -> None:
-    assert roll(5, 3, 9, 5) == (3, 9)
-    assert roll(5, 3, 9, 6) == (0, 3)
-    assert roll(5, 3, 9, 8) == (0, 0)
+def test_decide_counts_what_is_in_the_window() -> None:
+    d = decide(3, 60, 100.0, 1, 2, 50.0, [(50.0, 1), (70.0, 1)], True)
+    assert d.allowed and d.remaining == 0 and d.reset_s == pytest.approx(10.0) and d.retry_after_s == 0
+    d = decide(3, 60, 100.0, 1, 2, 50.0, [(50.0, 1), (70.0, 1)], False)
+    assert d.allowed and d.remaining == 1
+    d = decide(3, 60, 100.0, 1, 0, None, [], True)
+    assert d.allowed and d.remaining == 2 and d.reset_s == 60.0
 
 
-def test_decide_weights_the_previous_window() -> None:
-    # 10 in the previous window, a quarter into the current one: 7.5 still count
-    d = decide(10, 60, 15.0 + 60, 1, 0, 10, 1, True)
-    assert d.allowed and d.remaining == 1  # 10 - 8.5
-    d = decide(10, 60, 15.0 + 60, 1, 2, 10, 1, True)
-    assert not d.allowed and d.remaining == 0
-    # 9.5 used: it fits once 7.5 -> 7.0 of the previous weight, i.e. at f = 0.3 -> 18 s in
-    assert d.retry_after_s == pytest.approx(3.0)
-    assert d.reset_s == pytest.approx(45.0)
+def test_decide_retry_is_when_enough_has_left() -> None:
+    log = [(50.0, 1), (70.0, 1), (90.0, 1)]
+    d = decide(3, 60, 100.0, 1, 3, 50.0, log, True)
+    assert not d.allowed and d.remaining == 0 and d.retry_after_s == pytest.approx(10.0)
+    d = decide(3, 60, 100.0, 2, 3, 50.0, log, True)  # two must leave
+    assert d.retry_after_s == pytest.approx(30.0)
+    d = decide(1000, 60, 100.0, 1, 1200, 50.0, [(50.0, 700), (70.0, 500)], False)  # tokens: 201 must go
+    assert d.retry_after_s == pytest.approx(10.0)
+    d = decide(3, 60, 100.0, 5, 0, None, [], True)  # more than the limit never fits
+    assert not d.allowed and d.retry_after_s == 60.0
 
 
-def test_decide_retry_in_the_next_window() -> None:
-    d = decide(10, 60, 30.0, 0, 10, 0, 1, True)
-    assert not d.allowed
-    # next window: 10 * (1 - f) <= 9 at f = 0.1 -> 30 s + 6 s
-    assert d.retry_after_s == pytest.approx(36.0)
-
-
-def test_decide_cost_above_limit_waits_for_everything() -> None:
-    d = decide(10, 60, 30.0, 0, 0, 0, 11, True)
-    assert not d.allowed and d.retry_after_s == pytest.approx(90.0)
+def test_merges_only_above_the_ring_and_within_a_slot() -> None:
+    slot = 255 / (RING - 1)  # window 255 s: one-second slots
+    assert not merges(10.2, 10.7, 255, RING)
+    assert merges(10.2, 10.7, 255, RING + 1) and merges(10.2, 10.7, 255, None)
+    assert not merges(10.2, 10.2 + slot, 255, None)
 
 
 @pytest.fixture(params=["local", "shared", "redis"])
@@ -56,7 +55,7 @@ def limiter(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Limiter]
         yield LocalLimiter()
     elif request.param == "shared":
         path = str(tmp_path / "limits.shm")
-        SharedLimiter.create(path, capacity=256)
+        SharedLimiter.create(path, counters=256, logs=64)
         shared = SharedLimiter(path)
         yield shared
         shared.close()
@@ -81,13 +80,14 @@ def test_hit_allows_exactly_the_limit(limiter: Limiter) -> None:
 
 def test_window_slides(limiter: Limiter) -> None:
     b = bucket()
-    for _ in range(10):
-        assert limiter.hit(b, 10, 60, T0).allowed
-    assert not limiter.hit(b, 10, 60, T0 + 59).allowed
-    # 30 s into the next window the previous 10 weigh 5: five more fit, not six
-    allowed = sum(limiter.hit(b, 10, 60, T0 + 90).allowed for _ in range(8))
-    assert allowed == 5
-    # two windows later everything is forgotten
+    for i in range(10):
+        assert limiter.hit(b, 10, 60, T0 + i).allowed
+    assert not limiter.hit(b, 10, 60, T0 + 59.5).allowed
+    # each admit leaves the window exactly 60 s after it was counted
+    assert limiter.hit(b, 10, 60, T0 + 60).allowed
+    assert not limiter.hit(b, 10, 60, T0 + 60.5).allowed
+    assert [limiter.hit(b, 10, 60, T0 + 61 + k / 10).allowed for k in range(3)] == [True, False, False]
+    # a window later everything is forgotten
     assert sum(limiter.hit(b, 10, 60, T0 + 240).allowed for _ in range(12)) == 10
 
 
@@ -100,12 +100,12 @@ def test_denied_hits_are_not_counted(limiter: Limiter) -> None:
 
 def test_retry_after_is_when_it_fits(limiter: Limiter) -> None:
     b = bucket()
-    for _ in range(4):
-        limiter.hit(b, 4, 60, T0 + 10)
+    for i in range(4):
+        limiter.hit(b, 4, 60, T0 + 10 + i)
     denied = limiter.hit(b, 4, 60, T0 + 20)
-    assert not denied.allowed
-    later = T0 + 20 + denied.retry_after_s + 1e-6
-    assert not limiter.hit(b, 4, 60, later - 0.5).allowed
+    assert not denied.allowed and denied.retry_after_s == pytest.approx(50.0)
+    later = T0 + 20 + denied.retry_after_s
+    assert not limiter.hit(b, 4, 60, later - 0.001).allowed
     assert limiter.hit(b, 4, 60, later).allowed
 
 
@@ -125,7 +125,10 @@ def test_add_counts_tokens_after_the_fact(limiter: Limiter) -> None:
     assert d.allowed and d.remaining == 100
     limiter.add(b, 150, 3600, T0 + 2)  # one response may overshoot: the next request is refused
     d = limiter.peek(b, 1000, 3600, T0 + 3)
-    assert not d.allowed and d.remaining == 0 and d.retry_after_s > 0
+    assert not d.allowed and d.remaining == 0
+    # the first 900 leave an hour after they were counted (the two adds share one 14 s slot at most)
+    assert T0 + 3600 - 3 <= T0 + 3 + d.retry_after_s <= T0 + 3600 + 2 + 3600 / (RING - 1)
+    assert limiter.peek(b, 1000, 3600, T0 + 3 + d.retry_after_s).allowed
 
 
 def test_changing_the_window_starts_afresh(limiter: Limiter) -> None:
@@ -156,16 +159,28 @@ def test_slots(limiter: Limiter) -> None:
     assert not limiter.acquire_slot(b, 1)
 
 
+def test_auth_failures_lock_at_the_limit(limiter: Limiter) -> None:
+    ip = f"192.0.2.{next(_names) % 250}-{bucket()}"
+    assert limiter.auth_locked(ip, T0) == 0.0
+    assert [limiter.auth_failure(ip, 3, 60, 300, T0 + i) for i in range(2)] == [0.0, 0.0]
+    assert limiter.auth_locked(ip, T0 + 2) == 0.0
+    assert limiter.auth_failure(ip, 3, 60, 300, T0 + 2) == pytest.approx(300.0)
+    assert limiter.auth_locked(ip, T0 + 2.5) == pytest.approx(299.5)
+    assert limiter.auth_failure(ip, 3, 60, 300, T0 + 3) == pytest.approx(299.0)  # no longer lockout
+    assert limiter.auth_locked(ip, T0 + 302) == 0.0
+    assert limiter.auth_locked("198.51.100.7", T0 + 3) == 0.0  # others are not affected
+
+
 def test_local_limiter_memory_is_bounded() -> None:
     limiter = LocalLimiter(max_buckets=100)
     for i in range(1000):
         limiter.hit(f"k{i}", 10, 60, T0 + i)
-        assert len(limiter._counters) <= 100
+        assert len(limiter._logs) <= 100
 
 
 def test_shared_table_reuses_expired_entries(tmp_path: Path) -> None:
     path = str(tmp_path / "limits.shm")
-    SharedLimiter.create(path, capacity=8)
+    SharedLimiter.create(path, counters=8, logs=8)
     shared = SharedLimiter(path, max_probe=8)
     for i in range(8):
         assert shared.hit(f"k{i}", 1, 60, T0).allowed
@@ -189,7 +204,9 @@ def test_redis_down_lets_requests_through_fast_and_counts() -> None:
     assert limiter.hit("x", 1, 60, T0).allowed  # not asked again: no second timeout
     assert limiter.acquire_slot("x", 1)
     limiter.release_slot("x")
-    assert limiter.errors == 4
+    assert limiter.auth_failure("192.0.2.1", 1, 60, 60, T0) == 0.0
+    assert limiter.auth_locked("192.0.2.1", T0) == 0.0
+    assert limiter.errors == 5
     assert time.monotonic() - started < 1.0
 
 
@@ -203,11 +220,13 @@ def _hammer(kind: str, target: str, limit: int, tries: int, start: Any, out: mul
     start.wait()
     allowed = sum(store.hit("shared-bucket", limit, 3600, T0 + i * 1e-6).allowed for i in range(tries))
     slots = sum(store.acquire_slot("shared-slots", 7) for _ in range(20))
-    out.put((allowed, slots))
+    # 40 failed keys each from one address, limit 50: the 50th of the 80 locks it, in either process
+    unlocked = sum(store.auth_failure("192.0.2.9", 50, 3600, 600, T0 + i * 1e-3) == 0.0 for i in range(40))
+    out.put((allowed, slots, unlocked))
 
 
 @pytest.mark.parametrize("kind", ["shared", "redis"])
-def test_two_processes_allow_exactly_the_limit(
+def test_two_processes_share_limits_slots_and_failures_exactly(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     if kind == "shared":
@@ -231,38 +250,102 @@ def test_two_processes_allow_exactly_the_limit(
     assert sum(r[0] for r in results) == limit
     assert all(r[0] > 0 for r in results)  # both really competed
     assert sum(r[1] for r in results) == 7
+    assert sum(r[2] for r in results) == 49
 
 
+# ---- the span property -------------------------------------------------------------------------
+
+_arrivals = st.lists(st.floats(0.0, 3.0), min_size=1, max_size=120)  # gaps between requests, seconds
+
+
+def _spans_hold(admits: list[float], limit: int, window_s: float) -> None:
+    """No half-open window-long span (t - window_s, t] holds more than `limit` admits."""
+    for i in range(len(admits) - limit):
+        assert admits[i + limit] - admits[i] >= window_s, (i, admits[i], admits[i + limit])
+
+
+@given(_arrivals, st.integers(1, 12), st.sampled_from([5, 10, 60]))
+@settings(max_examples=300, deadline=None)
+def test_no_window_long_span_holds_more_than_the_limit(gaps: list[float], limit: int, window_s: int) -> None:
+    """Exact (limit <= RING): never more than `limit` per span, and a refusal only when it is full."""
+    store = LocalLimiter()
+    now, admits = T0, []
+    for gap in gaps:
+        now += gap
+        d = store.hit("k", limit, window_s, now)
+        inside = sum(1 for t in admits if t > now - window_s)
+        assert d.allowed == (inside < limit), (now, inside)
+        if d.allowed:
+            admits.append(now)
+        else:
+            assert d.retry_after_s == pytest.approx(admits[-limit] + window_s - now)
+    _spans_hold(admits, limit, window_s)
+
+
+@given(st.lists(st.floats(0.0, 0.5), min_size=1, max_size=600), st.integers(RING + 1, RING + 40))
+@settings(max_examples=40, deadline=None)
+def test_above_the_ring_spans_still_hold_and_refusals_are_one_slot_early_at_most(
+    gaps: list[float], limit: int
+) -> None:
+    window_s = 30
+    slot = window_s / (RING - 1)
+    store = LocalLimiter()
+    now, admits = T0, []
+    for gap in gaps:
+        now += gap
+        d = store.hit("k", limit, window_s, now)
+        if d.allowed:
+            admits.append(now)
+        else:  # refused: the limit was reached, counting admits up to one slot older than the window
+            assert sum(1 for t in admits if t > now - window_s - slot) >= limit
+    _spans_hold(admits, limit, window_s)
+
+
+@pytest.mark.parametrize("kind", ["shared", "redis"])
 @given(
-    st.lists(
+    ops=st.lists(
         st.tuples(
-            st.sampled_from(["hit", "peek", "add", "acquire", "release"]),
+            st.sampled_from(["hit", "peek", "add", "acquire", "release", "fail", "locked"]),
             st.sampled_from(["a", "b"]),
-            st.floats(0, 400),
+            st.floats(0, 40),
             st.integers(1, 5),
         ),
         max_size=60,
     )
 )
-@settings(max_examples=60, deadline=None)
-def test_shared_table_answers_like_the_local_store(ops: list[tuple[str, str, float, int]]) -> None:
+@settings(max_examples=40, deadline=None)
+def test_shared_stores_answer_like_the_local_store(
+    kind: str, ops: list[tuple[str, str, float, int]], request: pytest.FixtureRequest
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        path = str(Path(tmp) / "limits.shm")
-        SharedLimiter.create(path, capacity=64)
-        shared = SharedLimiter(path)
+        if kind == "shared":
+            path = str(Path(tmp) / "limits.shm")
+            SharedLimiter.create(path, counters=64, logs=16)
+            store: Any = SharedLimiter(path)
+            prefix = ""
+        else:
+            store = open_limiter(redis_url=request.getfixturevalue("redis_url"))
+            prefix = bucket()  # redis is shared by the session: fresh names keep examples apart
         local = LocalLimiter()
         now = T0
         for op, name, step, amount in ops:
             now += step  # the clock only moves forward
+            name = prefix + name
+            limit = amount * 60 if amount == 5 else amount  # sometimes above the ring: merged entries
             if op == "hit":
-                results = [store.hit(name, 6, 60, now, amount) for store in (local, shared)]
+                results = [s.hit(name, limit, 60, now) for s in (local, store)]
             elif op == "peek":
-                results = [store.peek(name, 6, 60, now, amount) for store in (local, shared)]
+                results = [s.peek(name, limit, 60, now) for s in (local, store)]
             elif op == "add":
-                results = [store.add(name, amount, 60, now) for store in (local, shared)]
+                results = [s.add(name, amount, 60, now) for s in (local, store)]
             elif op == "acquire":
-                results = [store.acquire_slot(name, 2) for store in (local, shared)]
+                results = [s.acquire_slot(name, 2) for s in (local, store)]
+            elif op == "release":
+                results = [s.release_slot(name) for s in (local, store)]
+            elif op == "fail":
+                results = [s.auth_failure(name, 3, 30, 20, now) for s in (local, store)]
             else:
-                results = [store.release_slot(name) for store in (local, shared)]
+                results = [s.auth_locked(name, now) for s in (local, store)]
             assert results[0] == results[1], (op, name, now)
-        shared.close()
+        if kind == "shared":
+            store.close()
