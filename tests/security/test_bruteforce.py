@@ -1,8 +1,10 @@
-"""Issue 5, stage 5 through the real proxy: failed keys lock an address out; failures all look alike."""
+"""Stage 5 through the real proxy: failed keys lock an address out, counted across workers (issue 9.4);
+failures all look alike."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -68,3 +70,28 @@ def test_sixty_bad_keys_lock_the_address_out_even_for_a_good_key(door: Fortress)
         assert c.get(f"{door.url}/").status_code == 200  # public probes need no key
     with client(BYSTANDER) as other:
         assert other.get(f"{door.url}/api/tags", headers=auth(key)).status_code == 200
+
+
+def test_lockout_is_shared_by_two_workers(tmp_path: Path, sim: Sim) -> None:
+    """Issue 9.4: with `workers = 2` the lockout trips after exactly the configured number of failures."""
+    f = make_fortress(
+        tmp_path, [("local", sim.url)], "[proxy]\nworkers = 2\n[security]\nauth_fail_limit = 7\n"
+    )
+    f.serve()
+    try:
+        key = f.key("erin")
+        codes, workers = [], set()
+        for _ in range(12):
+            with client(ATTACKER) as c:  # a fresh connection each time, so both workers count
+                r = c.get(f"{f.url}/api/tags", headers=auth(wrong_secret(key)))
+            codes.append(r.status_code)
+            workers.add(r.headers["X-Request-ID"].split("-")[0])
+        assert codes == [401] * 7 + [429] * 5, codes
+        assert len(workers) == 2, "every request went to one worker"
+        for _ in range(4):  # every worker refuses the locked address, even with a good key
+            with client(ATTACKER) as c:
+                assert c.get(f"{f.url}/api/tags", headers=auth(key)).status_code == 429
+        with client(BYSTANDER) as c:
+            assert c.get(f"{f.url}/api/tags", headers=auth(key)).status_code == 200
+    finally:
+        f.stop()
