@@ -23,6 +23,7 @@ from fortress.backends.kind import Refused
 from fortress.http import replies
 from fortress.proxy.states import FINAL, TRANSITIONS, Event, State
 from fortress.routing.choose import Choice, Verdict, Waiter
+from fortress.routing.health import answered
 
 if TYPE_CHECKING:
     from fortress.backends.codec import Codec
@@ -441,7 +442,7 @@ class Exchange:
         if failed:
             self.error = "backend reported an error mid-stream"
         self.stream = up.chunked
-        self._release_backend(ok=self.status < 500 and not failed, error=self.error or "")
+        self._release_backend(ok=answered(self.status, up.tail), error=self.error or "")
         if self.route.model_admin:
             self.w.poller.poke(target.name)  # pull/delete/copy/create change what the backend holds
         self._end(prompt, completion, self.keep_alive)

@@ -4,13 +4,15 @@ Candidates are the backends whose inventory lists the model, whose breaker lets 
 which are under their `max_concurrent` cap. Among them a backend that has the model loaded wins;
 then the fewest outstanding requests (or, when none has it loaded, the least busy: loaded models
 plus outstanding requests); remaining ties go by smooth weighted round robin, so `weight` shares
-traffic between equals instead of starving the lighter backend.
+traffic between equals instead of starving the lighter backend. When no breaker lets traffic through,
+the backends whose last health check passed still serve (health.py): a breaker routes around a
+failing backend, it never takes away the only one that is up.
 
 The proxy's contract (all calls on the event loop, no awaits in between):
     choice = router.choose(model, exclude=tried)    # None -> router.why(model) says 404/503/wait
     router.started(choice.backend.name)             # at once, before connecting (counts, half-open)
-    router.finished(choice.backend.name, ok)        # exactly once; ok=False for connect errors,
-                                                    # timeouts, 5xx and broken streams
+    router.finished(choice.backend.name, ok)        # exactly once; ok=health.answered(...) for an
+                                                    # answer, False for transport failures
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class Router:
         self._rng = rng if rng is not None else random.Random()
         self._slots: dict[str, _Slot] = {}
         self._general: tuple[str, ...] = ()  # Ollama-type backends, for requests without a model
+        self.on_open: Callable[[str], None] | None = None  # a breaker opened: check that backend now
         self.set_backends(backends)
 
     @classmethod
@@ -182,11 +185,14 @@ class Router:
         loaded = self.inventory.loaded_on(key) if key is not None else frozenset()
         warm: list[_Slot] = []
         cold: list[_Slot] = []
+        checked: list[_Slot] = []  # breaker open, health check passing: the last resort
         for name in names:
             slot = self._slots.get(name)
             if slot is None or name in exclude or (slot.cap and slot.outstanding >= slot.cap):
                 continue
             if not slot.breaker.available():
+                if slot.breaker.probe_ok:
+                    checked.append(slot)
                 continue
             (warm if name in loaded else cold).append(slot)
         if warm:
@@ -194,6 +200,7 @@ class Router:
                 return warm[0]  # the common single holder: no ranking to do
             best = min(s.outstanding for s in warm)
             return self._round_robin([s for s in warm if s.outstanding == best])
+        cold = cold or checked
         if cold:
             if len(cold) == 1:
                 return cold[0]
@@ -224,7 +231,7 @@ class Router:
         slots = [self._slots[n] for n in names if n in self._slots]
         if not slots:
             return Verdict.UNKNOWN_MODEL
-        if any(s.breaker.available() for s in slots):
+        if any(s.breaker.available() or s.breaker.probe_ok for s in slots):
             return Verdict.BUSY
         return Verdict.UNAVAILABLE
 
@@ -236,20 +243,22 @@ class Router:
             slot.breaker.begin()
 
     def finished(self, name: str, ok: bool, error: str = "") -> None:
-        """A request ended; ok=False for connect errors, timeouts and 5xx. Frees a slot for waiters."""
+        """A request ended; ok=False when the backend failed (health.answered). Frees a slot for waiters."""
         slot = self._slots.get(name)
         if slot is not None:
             slot.outstanding = max(0, slot.outstanding - 1)
+            was = slot.breaker.state
             slot.breaker.record(ok, error)
+            if slot.breaker.state is State.OPEN and was is not State.OPEN and self.on_open is not None:
+                self.on_open(name)
         self.drain()
 
     def probe(self, name: str, ok: bool, error: str = "") -> None:
-        """An active health check's outcome (poller). While open and cooling down it changes nothing."""
+        """An active health check's outcome (poller): kept as the breaker's `probe_ok`, counted too."""
         slot = self._slots.get(name)
         if slot is None:
             return
-        slot.breaker.available()  # lets a cooled-down breaker move to half-open first
-        slot.breaker.record(ok, error)
+        slot.breaker.checked(ok, error)
         self.drain()
 
     def model_missing(self, name: str, model: str) -> None:
@@ -287,8 +296,10 @@ class Router:
         return attempt <= self._retries and elapsed_s <= self._retry_budget_s
 
     def healthy(self) -> frozenset[str]:
-        """Backends whose breaker is not open: the sources of the federated lists."""
-        return frozenset(s.name for s in self._slots.values() if s.breaker.state is not State.OPEN)
+        """Backends that may serve (breaker not open, or its health check passing): the federated lists."""
+        return frozenset(
+            s.name for s in self._slots.values() if s.breaker.state is not State.OPEN or s.breaker.probe_ok
+        )
 
     # -- export -------------------------------------------------------------------------------------
     def export(self) -> list[dict[str, Any]]:

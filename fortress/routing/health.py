@@ -3,15 +3,46 @@
 CLOSED: traffic flows; `threshold` consecutive failures trip it OPEN. OPEN: no traffic until the
 cool-down has passed, then HALF_OPEN. HALF_OPEN: one probe at a time (a request or the poller's
 /api/version check); its success closes the breaker, its failure opens it again.
-Failures are connect errors, timeouts and 5xx answers; a 4xx is the backend working correctly.
+
+What counts (`answered`): only the backend failing as a server: connect errors, resets, timeouts,
+malformed responses, streams it cut, and 502/503/504. Any other status with a well-formed JSON error
+body (a 500 for a model too large for memory, every 4xx) is the request's own answer: it is relayed as
+is and says the backend works, so one key's bad requests cannot take a backend away from everyone.
+
+A breaker never shuts off a backend whose health check passes, when nothing else can serve: `probe_ok`
+keeps the last active check's outcome, and the router (`choose.Router`) falls back to open breakers
+whose check passed when no closed one is left. So a lone backend tripped by failures that are not its
+health's fault (streams cut by clients' huge requests, say) keeps serving, while one that is really
+down (its check fails too) is refused at once with 503. When a breaker opens, the router asks for an
+immediate check (`Router.on_open`), so `probe_ok` is current within one check's timeout.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+SERVER_FAILURES = frozenset((502, 503, 504))
+
+
+def answered(status: int, tail: Iterable[bytes]) -> bool:
+    """Did the backend work (True), whatever it answered? `tail` is the end of the response body.
+
+    Below 500: yes. 502/503/504: no. Another 5xx: yes when its body is a JSON object with an `error`
+    (Ollama's and OpenAI's error shapes), no when it is empty, HTML or cut (a proxy or a crash).
+    """
+    if status < 500:
+        return True
+    if status in SERVER_FAILURES:
+        return False
+    try:
+        body = json.loads(b"".join(tail))
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "error" in body
 
 
 class State(enum.Enum):
@@ -48,6 +79,7 @@ class Breaker:
         "cool_down_s",
         "failures",
         "last_error",
+        "probe_ok",
         "probing",
         "state",
         "threshold",
@@ -62,6 +94,7 @@ class Breaker:
         self.state = State.CLOSED
         self.failures = 0  # consecutive
         self.probing = False  # a half-open probe is in flight
+        self.probe_ok = True  # the last active health check passed (none yet: assume it would)
         self.changed_at = clock()
         self.last_error = ""
 
@@ -90,6 +123,12 @@ class Breaker:
         if self.state is State.HALF_OPEN:
             self.probing = True
 
+    def checked(self, ok: bool, error: str = "") -> None:
+        """An active health check's outcome: kept in `probe_ok`, then counted like a request's."""
+        self.probe_ok = ok
+        self.available()  # lets a cooled-down breaker move to half-open first
+        self.record(ok, error)
+
     def record(self, ok: bool, error: str = "") -> None:
         """The outcome of a request or a health check."""
         if ok:
@@ -106,6 +145,7 @@ class Breaker:
         """Plain data for the admin dashboard; ages rather than clock readings (clocks differ)."""
         return {
             "state": self.state.value,
+            "probe_ok": self.probe_ok,
             "consecutive_failures": self.failures,
             "since_s": round(self.clock() - self.changed_at, 3),
             "last_error": self.last_error,

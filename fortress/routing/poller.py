@@ -54,6 +54,7 @@ class InventoryPoller:
         self.timeout_s = timeout_s
         self.keep_alive = keep_alive
         self._watches: dict[str, _Watch] = {}
+        router.on_open = self.poke  # a breaker that opens gets its health checked at once
 
     @classmethod
     def from_config(cls, router: Router, routing: RoutingConfig) -> InventoryPoller:

@@ -138,9 +138,13 @@ def test_breaker_takes_failing_backend_out_and_probe_brings_it_back() -> None:
     for name in ("a", "b"):
         r.inventory.set_tags(name, tags("m"), now=0)
         r.inventory.set_ps(name, ps("m"))
+    opened: list[str] = []
+    r.on_open = opened.append
     for _ in range(2):
         r.started("a")
         r.finished("a", ok=False, error="502 from backend")
+    assert opened == ["a"]  # the poller is asked to check it at once
+    r.probe("a", ok=False, error="connection refused")
     assert r.healthy() == {"b"}
     assert set(names(r, "m", 4)) == {"b"}
     clock.now += 10
@@ -149,11 +153,36 @@ def test_breaker_takes_failing_backend_out_and_probe_brings_it_back() -> None:
     assert "a" in names(r, "m", 2)
 
 
+def test_an_open_breaker_routes_around_but_never_takes_away_the_last_backend_up() -> None:
+    """Request failures open a's breaker while its health check passes: b serves while it can."""
+    clock = FakeClock()
+    r = router_with(backend("a"), backend("b", max_concurrent=1), clock=clock, threshold=2, cool_down_s=10)
+    for name in ("a", "b"):
+        r.inventory.set_tags(name, tags("m"), now=0)
+    for _ in range(2):
+        r.started("a")
+        r.finished("a", ok=False, error="backend closed the connection")
+    assert r.export()[0]["state"] == "open" and r.export()[0]["probe_ok"]
+    assert r.healthy() == {"a", "b"}  # both are up: both lists count
+    first = r.choose("m")
+    assert first is not None and first.backend.name == "b"
+    r.started("b")  # b is now at its cap: a, open but up, is the last resort
+    second = r.choose("m")
+    assert second is not None and second.backend.name == "a"
+    r.probe("a", ok=False, error="connection refused")  # really down: no longer a resort
+    assert r.choose("m") is None and r.why("m") is Verdict.BUSY
+    r.finished("b", ok=True)
+    third = r.choose("m")
+    assert third is not None and third.backend.name == "b"
+
+
 def test_half_open_admits_a_single_request() -> None:
     clock = FakeClock()
     r = router_with(backend("a"), clock=clock, threshold=1, cool_down_s=5)
     r.inventory.set_tags("a", tags("m"), now=0)
     r.finished("a", ok=False)
+    assert r.choose("m") is not None  # open, but its health check has not failed: still the last resort
+    r.probe("a", ok=False)
     assert r.choose("m") is None and r.why("m") is Verdict.UNAVAILABLE
     clock.now += 5
     assert r.choose("m") is not None

@@ -1,10 +1,10 @@
-"""Circuit breaker: the transition table driven directly with a fake clock."""
+"""Circuit breaker: the transition table driven directly with a fake clock; what counts as a failure."""
 
 from __future__ import annotations
 
 import pytest
 
-from fortress.routing.health import TRANSITIONS, Breaker, BreakerError, Event, State
+from fortress.routing.health import TRANSITIONS, Breaker, BreakerError, Event, State, answered
 
 from .helpers import FakeClock
 
@@ -76,4 +76,36 @@ def test_export_is_plain_data() -> None:
     clock.now += 2
     b.record(False, "timeout")
     clock.now += 3
-    assert b.export() == {"state": "open", "consecutive_failures": 1, "since_s": 3.0, "last_error": "timeout"}
+    assert b.export() == {
+        "state": "open",
+        "probe_ok": True,
+        "consecutive_failures": 1,
+        "since_s": 3.0,
+        "last_error": "timeout",
+    }
+
+
+def test_only_server_failures_count() -> None:
+    assert answered(200, [b""]) and answered(404, [b'{"error":"model not found"}']) and answered(400, [])
+    assert answered(500, [b'{"error":"model requires more system memory (64 GiB) than is available"}'])
+    assert answered(500, [b'{"error":{"message":"boom","type":"api_error"}}'])  # OpenAI's shape
+    assert answered(500, [b'{"err', b'or":"split across reads"}'])
+    for status in (502, 503, 504):
+        assert not answered(status, [b'{"error":"overloaded"}'])
+    assert not answered(500, [])  # no body: a crash, not an answer
+    assert not answered(500, [b"<html>Internal Server Error</html>"])
+    assert not answered(500, [b'{"error":"cut'])
+    assert not answered(500, [b'["error"]'])
+
+
+def test_a_health_check_is_kept_and_counted() -> None:
+    b, clock = make(threshold=2, cool_down_s=5)
+    b.checked(False, "connection refused")
+    assert not b.probe_ok and b.failures == 1 and b.state is State.CLOSED
+    b.checked(False, "connection refused")
+    assert b.state is State.OPEN
+    b.checked(True)  # passing while cooling down: open still, but known to be up
+    assert b.probe_ok and b.state is State.OPEN
+    clock.now += 5
+    b.checked(True)  # cooled down: half-open, and the check is its probe
+    assert b.state is State.CLOSED
