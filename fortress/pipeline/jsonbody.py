@@ -6,20 +6,26 @@ spelt with a long s, U+017F, all set one field), lets the last duplicate win, ig
 field that is not a pointer (the earlier value stays) and decodes a repeated object into the same map or
 struct (`options` given twice is merged). Python keeps keys as written and the last duplicate replaces
 the whole value. So `parse` refuses with 400:
-- any object, at any depth, with the same key twice (merging and `null` make duplicates ambiguous);
-- in the objects Fortress reads (the top level, and `options`), two keys equal ignoring case, or a key
-  that differs only in case from a field Fortress reads.
-Whatever passes means the same to both decoders for every field Fortress reads. Unknown keys in another
-case (`Prompt`) are left alone: Fortress does not read them, so there is nothing to disagree about.
+- the same key twice at the top level (a Go struct, where merging and `null` make repeats ambiguous);
+- at the top level and in `options`, two keys equal ignoring case, or a key that differs only in case
+  from a field Fortress reads.
+Whatever passes means the same to both decoders for every field Fortress reads. Elsewhere differences do
+not matter: unread keys in another case (`Prompt`) are left alone, and a key repeated inside `options`
+(a Go map: the last one wins there too) or deeper, where Fortress reads nothing, is Ollama's business.
 
-Cost: one C parse whose per-object hook compares two lengths, then one pass over the keys of the objects
-Fortress reads. When Fortress starts reading another field, add it to `READ` (or `NESTED` for a field
-inside an object), or a differently cased copy of it could slip past the new check.
+Cost: the standard library's own object parser (`json.decoder.JSONObject`) walks the top level in Python,
+handing every value to the C scanner, so the keys come as a list without a second parse or a per-object
+hook (about 2 us more than `json.loads` per body, whatever its size); then one pass over the keys of the
+objects Fortress reads. When Fortress starts reading another field, add it to `READ` (or `NESTED` for a
+field inside a map), or a differently cased copy of it could slip past the new check. A field inside a
+Go struct would also need its own pairs checked for repeats.
 """
 
 from __future__ import annotations
 
 import json
+from json.decoder import WHITESPACE, JSONObject
+from json.scanner import make_scanner
 from typing import Any
 
 from fortress.pipeline.validate import Reject
@@ -51,25 +57,9 @@ READ = frozenset(
 NESTED: dict[str, frozenset[str]] = {"options": frozenset(("num_ctx", "num_predict"))}
 
 
-class _Duplicate(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """The object hook: a dict, unless a key repeats."""
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _Duplicate(key)
-            seen.add(key)
-    return obj
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_unique)
+_SCAN = make_scanner(json.JSONDecoder())  # the C scanner, plain dicts below the top level
+_WHITESPACE = " \t\n\r"
+_SPACE = WHITESPACE.match
 
 
 def fold(key: str) -> str:
@@ -90,6 +80,9 @@ def _show(key: str) -> str:
 
 def check_keys(obj: dict[str, Any], read: frozenset[str], where: str = "the request body") -> Reject | None:
     """One pass over an object's keys: no two equal ignoring case, none a recased field from `read`."""
+    joined = "".join(obj)
+    if joined.isascii() and joined.lower() == joined:
+        return None  # every key is its own fold: distinct keys, no recased field (the usual body)
     seen: set[str] = set()
     for key in obj:
         folded = fold(key)
@@ -103,20 +96,27 @@ def check_keys(obj: dict[str, Any], read: frozenset[str], where: str = "the requ
 
 def parse(raw: bytes) -> dict[str, Any] | Reject:
     """The body as a dict both decoders agree on, or the reason it is refused (always 400)."""
-    if not raw.strip():
-        return Reject(400, "missing request body")
     try:
-        body = _DECODER.decode(raw.decode())
-    except _Duplicate as exc:
-        return Reject(400, f"the request body has the key {_show(exc.key)} twice")
+        text = raw.decode()
     except UnicodeDecodeError:
         return Reject(400, "invalid JSON in request body: not UTF-8")
+    start = _SPACE(text).end()
+    if start == len(text):
+        return Reject(400, "missing request body")
+    if text[start] != "{":
+        return _not_an_object(text)
+    try:
+        pairs, end = JSONObject((text, start + 1), True, _SCAN, None, list, {})
     except ValueError as exc:
         return Reject(400, f"invalid JSON in request body: {exc}")
     except RecursionError:
         return Reject(400, "invalid JSON in request body: nested too deeply")
-    if not isinstance(body, dict):
-        return Reject(400, "request body must be a JSON object")
+    if text[end:].strip(_WHITESPACE):
+        return Reject(400, f"invalid JSON in request body: extra data at character {end}")
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        twice = next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i]))
+        return Reject(400, f"the request body has the key {_show(twice)} twice")
     reject = check_keys(body, READ)
     if reject is not None:
         return reject
@@ -127,3 +127,14 @@ def parse(raw: bytes) -> dict[str, Any] | Reject:
             if reject is not None:
                 return reject
     return body
+
+
+def _not_an_object(text: str) -> Reject:
+    """The refusal for a body that does not start with `{`: malformed, or some other JSON value."""
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        return Reject(400, f"invalid JSON in request body: {exc}")
+    except RecursionError:
+        return Reject(400, "invalid JSON in request body: nested too deeply")
+    return Reject(400, "request body must be a JSON object")

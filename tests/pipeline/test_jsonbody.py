@@ -55,12 +55,24 @@ def test_recased_keys_are_refused(raw: str) -> None:
         '{"model":"llama3","model":"forbidden"}',
         '{"model":"evil.example/x","model":null,"name":"llama3"}',  # Go ignores the null: evil stays
         '{"model":"llama3","options":{"num_ctx":1000000},"options":{"temperature":1}}',  # Go merges
-        '{"model":"llama3","messages":[{"role":"user","content":"a","content":"b"}]}',
-        '{"model":"x","files":{"a.gguf":"sha256:00","a.gguf":"sha256:11"}}',
+        '{"stream":false, "stream" :true,"model":"llama3"}',
     ],
 )
-def test_repeated_keys_are_refused_at_any_depth(raw: str) -> None:
+def test_repeated_top_level_keys_are_refused(raw: str) -> None:
     assert "twice" in refused(raw)
+
+
+def test_repeats_inside_maps_and_unread_objects_read_alike() -> None:
+    """In a Go map (options, files) the last repeat wins, as in Python; deeper, Fortress reads nothing."""
+    raw = (
+        b'{"model":"x","options":{"num_ctx":9,"num_ctx":2},"files":{"a":"1","a":"2"},'
+        b'"messages":[{"a":1,"a":2}]}'
+    )
+    body = parse(raw)
+    assert body == {"model": "x", "options": {"num_ctx": 2}, "files": {"a": "2"}, "messages": [{"a": 2}]}
+    go = go_view("/api/create", raw)
+    assert go["files"] == {"a": "2"}
+    assert go_view("/api/generate", raw)["options"] == {"num_ctx": 2}
 
 
 @pytest.mark.parametrize(
