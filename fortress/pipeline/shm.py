@@ -29,8 +29,9 @@ import fcntl
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from hashlib import blake2b
+from typing import NamedTuple
 
 from fortress.pipeline.bruteforce import step
 from fortress.pipeline.limits import RING, Decision, decide, merges
@@ -45,6 +46,25 @@ _LOG = struct.Struct("<QqIIqd")  # hash, window_s, head, entries, total, newest
 _ENTRY = struct.Struct("<dq")  # time, amount
 _LOG_SIZE = _LOG.size + RING * _ENTRY.size
 _PEEK, _HIT, _ADD = 0, 1, 2
+_EMPTY_COUNTER = (0.0, 0.0, 0.0, 0, 0)
+_EMPTY_LOG = (0, 0, 0, 0, 0.0)
+
+
+def _spent_counter(fields: tuple, now: float) -> bool:
+    return fields[5] == 0 and fields[1] <= now  # no slot held, failures and lockout over
+
+
+def _spent_log(fields: tuple, now: float) -> bool:
+    return fields[3] == 0 or fields[5] + fields[1] <= now  # every entry has left its window
+
+
+class _Table(NamedTuple):
+    at: int
+    capacity: int
+    size: int
+    struct: struct.Struct
+    empty: tuple
+    spent: Callable[[tuple, float], bool]
 
 
 class SharedLimiter:
@@ -57,8 +77,11 @@ class SharedLimiter:
         if magic != _MAGIC or ring != RING or size != self._logs_at + logs * _LOG_SIZE:
             self.close()
             raise ValueError(f"{path}: not a Fortress limits table (recreate it with SharedLimiter.create)")
-        self._counters = counters
-        self._logs = logs
+        # counters are spent with no slot held and nothing live; logs once every entry left its window
+        self._counter_table = _Table(
+            _HEADER_SIZE, counters, _COUNTER.size, _COUNTER, _EMPTY_COUNTER, _spent_counter
+        )
+        self._log_table = _Table(self._logs_at, logs, _LOG_SIZE, _LOG, _EMPTY_LOG, _spent_log)
         self._max_probe = max_probe
         self._hashes: dict[str, int] = {}
         self.errors = 0
@@ -86,44 +109,25 @@ class SharedLimiter:
         return h
 
     # -- probing (caller holds the lock) ---------------------------------------------------------------
-    def _counter(self, h: int, now: float, claim: bool = True) -> int:
-        """Offset of the bucket's counter; a free or spent one is claimed (if `claim`); -1 if none."""
-        mm, capacity, start = self._mm, self._counters, h % self._counters
+    def _find(self, h: int, table: _Table, now: float, claim: bool = True) -> int:
+        """Offset of the bucket's entry; a never-used or spent one is claimed (if `claim`); -1 if none."""
+        mm, capacity, start = self._mm, table.capacity, h % table.capacity
         reusable = -1
         for i in range(min(self._max_probe, capacity)):
-            offset = _HEADER_SIZE + ((start + i) % capacity) * _COUNTER.size
-            key, after, _, _, _, slots = _COUNTER.unpack_from(mm, offset)
-            if key == h:
+            offset = table.at + ((start + i) % capacity) * table.size
+            fields = table.struct.unpack_from(mm, offset)
+            if fields[0] == h:
                 return offset
-            if key == 0:
+            if fields[0] == 0:
                 if reusable < 0:
                     reusable = offset
                 break
-            if reusable < 0 and slots == 0 and after <= now:
+            if reusable < 0 and table.spent(fields, now):
                 reusable = offset
         if reusable >= 0 and claim:
-            _COUNTER.pack_into(mm, reusable, h, 0.0, 0.0, 0.0, 0, 0)
+            table.struct.pack_into(mm, reusable, h, *table.empty)
             return reusable
         return -1
-
-    def _log(self, h: int, now: float) -> int:
-        """Offset of the bucket's log, claiming a free one or one whose entries all left their window."""
-        mm, capacity, start = self._mm, self._logs, h % self._logs
-        reusable = -1
-        for i in range(min(self._max_probe, capacity)):
-            offset = self._logs_at + ((start + i) % capacity) * _LOG_SIZE
-            key, window_s, _, count, _, newest = _LOG.unpack_from(mm, offset)
-            if key == h:
-                return offset
-            if key == 0:
-                if reusable < 0:
-                    reusable = offset
-                break
-            if reusable < 0 and (count == 0 or newest + window_s <= now):
-                reusable = offset
-        if reusable >= 0:
-            _LOG.pack_into(mm, reusable, h, 0, 0, 0, 0, 0.0)
-        return reusable
 
     def _entries(self, base: int, head: int, count: int) -> Iterator[tuple[float, int]]:
         mm = self._mm
@@ -138,7 +142,7 @@ class SharedLimiter:
         fd, mm = self._fd, self._mm
         fcntl.lockf(fd, fcntl.LOCK_EX)
         try:
-            offset = self._log(h, now)
+            offset = self._find(h, self._log_table, now)
             if offset < 0:
                 self.errors += 1
                 return Decision(True, limit, limit, float(window_s), 0.0)
@@ -195,7 +199,7 @@ class SharedLimiter:
         fd, mm = self._fd, self._mm
         fcntl.lockf(fd, fcntl.LOCK_EX)
         try:
-            offset = self._counter(h, 0.0)
+            offset = self._find(h, self._counter_table, 0.0)
             if offset < 0:
                 self.errors += 1
                 return True
@@ -220,7 +224,7 @@ class SharedLimiter:
         fd, mm = self._fd, self._mm
         fcntl.lockf(fd, fcntl.LOCK_EX)
         try:
-            offset = self._counter(h, now)
+            offset = self._find(h, self._counter_table, now)
             if offset < 0:
                 self.errors += 1
                 return 0.0
@@ -241,7 +245,7 @@ class SharedLimiter:
         fd = self._fd
         fcntl.lockf(fd, fcntl.LOCK_EX)
         try:
-            offset = self._counter(h, now, claim=False)
+            offset = self._find(h, self._counter_table, now, claim=False)
             until = _COUNTER.unpack_from(mm, offset)[3] if offset >= 0 else 0.0
         finally:
             fcntl.lockf(fd, fcntl.LOCK_UN)
