@@ -7,18 +7,20 @@ field that is not a pointer (the earlier value stays) and decodes a repeated obj
 struct (`options` given twice is merged). Python keeps keys as written and the last duplicate replaces
 the whole value. So `parse` refuses with 400:
 - the same key twice at the top level (a Go struct, where merging and `null` make repeats ambiguous);
-- at the top level and in `options`, two keys equal ignoring case, or a key that differs only in case
-  from a field Fortress reads.
+- at the top level and in `options` and `reasoning`, two keys equal ignoring case, or a key that differs
+  only in case from a field Fortress reads.
 Whatever passes means the same to both decoders for every field Fortress reads. Elsewhere differences do
-not matter: unread keys in another case (`Prompt`) are left alone, and a key repeated inside `options`
-(a Go map: the last one wins there too) or deeper, where Fortress reads nothing, is Ollama's business.
+not matter: unread keys in another case (`Prompt`) are left alone, a key repeated inside `options` (a Go
+map) or `reasoning` (a struct of pointers) ends with the last value in Go too, and deeper, where
+Fortress reads nothing, is Ollama's business. (`routing.auto` also looks inside `messages` for images;
+a recased key there could only make "auto" pick a model without vision, so it is not checked.)
 
 Cost: the standard library's own object parser (`json.decoder.JSONObject`) walks the top level in Python,
 handing every value to the C scanner, so the keys come as a list without a second parse or a per-object
 hook (about 2 us more than `json.loads` per body, whatever its size); then one pass over the keys of the
 objects Fortress reads. When Fortress starts reading another field, add it to `READ` (or `NESTED` for a
-field inside a map), or a differently cased copy of it could slip past the new check. A field inside a
-Go struct would also need its own pairs checked for repeats.
+field inside an object), or a differently cased copy of it could slip past the new check; inside a Go
+struct whose field is not a pointer, repeats would need checking too.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 
 from fortress.pipeline.validate import Reject
 
-# Top-level fields some stage reads (chain.body, validate, clamp_options), on any route.
+# Top-level fields some stage reads (chain.body, validate, clamp_options; routing.auto for model "auto").
 READ = frozenset(
     (
         "model",
@@ -51,12 +53,20 @@ READ = frozenset(
         "max_tokens",
         "max_completion_tokens",
         "api_key",
+        "messages",
+        "images",
+        "tools",
+        "think",
+        "reasoning",
+        "reasoning_effort",
+        "suffix",
     )
 )
 # Objects whose own fields are read: field -> the fields read inside it.
-NESTED: dict[str, frozenset[str]] = {"options": frozenset(("num_ctx", "num_predict"))}
-
-
+NESTED: dict[str, frozenset[str]] = {
+    "options": frozenset(("num_ctx", "num_predict")),
+    "reasoning": frozenset(("effort",)),
+}
 _SCAN = make_scanner(json.JSONDecoder())  # the C scanner, plain dicts below the top level
 _WHITESPACE = " \t\n\r"
 _SPACE = WHITESPACE.match
