@@ -274,24 +274,26 @@ return 0
 """
 
 # One failed key from an address (bruteforce.step, the same rules): the count per window, and the
-# lockout, also kept in a sorted set of locked addresses (score = until) that every node reads.
+# lockout, also kept in a sorted set of locked addresses (score = until) that every node reads. Times
+# are written with 17 digits, so they read back as the very same doubles Python computed.
 _AUTH_LUA = """
 local limit, window, lockout = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local now, ip = tonumber(ARGV[4]), ARGV[5]
 local v = redis.call('HMGET', KEYS[1], 's', 'c', 'u')
 local start, count, untl = tonumber(v[1]) or 0, tonumber(v[2]) or 0, tonumber(v[3]) or 0
-if untl > now then return tostring(untl) end
+local function exact(x) return string.format('%.17g', x) end
+if untl > now then return exact(untl) end
 if count == 0 or now - start >= window then start, count = now, 0 end
 count = count + 1
 if count >= limit then
   untl = now + lockout
   start, count = untl, 0
-  redis.call('ZADD', KEYS[2], untl, ip)
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  redis.call('ZADD', KEYS[2], exact(untl), ip)
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', exact(now))
 end
-redis.call('HSET', KEYS[1], 's', tostring(start), 'c', count, 'u', tostring(untl))
+redis.call('HSET', KEYS[1], 's', exact(start), 'c', count, 'u', exact(untl))
 redis.call('PEXPIRE', KEYS[1], math.ceil((math.max(start + window, untl) - now) * 1000) + 1000)
-return tostring(untl)
+return exact(untl)
 """
 
 
