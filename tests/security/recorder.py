@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from tests.routing.helpers import ps, tags
 
 MODEL = "llama3.2:latest"
+MODELS = (MODEL, "mine-copy:latest")  # a second model, for copy and delete
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -34,7 +35,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        answers = {"/api/tags": tags(MODEL), "/api/ps": ps(), "/api/version": {"version": "0.12.6"}}
+        answers = {"/api/tags": tags(*MODELS), "/api/ps": ps(), "/api/version": {"version": "0.12.6"}}
         self._answer(answers.get(self.path, {}))
 
     def do_POST(self) -> None:

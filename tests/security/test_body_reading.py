@@ -1,10 +1,13 @@
 """Issue 9.1 through the real proxy: whatever reaches the backend reads, the Go way, as Fortress checked it.
 
 A corpus of bodies (the shapes the issue found, then generated case mutations and repeats of every field
-Fortress reads) goes through a real Fortress to a recording backend. Each body is either refused with 400
-and never forwarded, or forwarded; a forwarded body is decoded the way Ollama's Go code decodes it
-(tests/security/godecode.py) and must give the same values as Python's reading, and those values must
-obey the key's policy (allowed models, registries, caps). The corpus size is printed (`-s`).
+Fortress reads) goes through a real Fortress to a backend that keeps every body: the simulator with
+`--journal-bodies`, then a recording backend that answers every route with 200 (the simulator's own state
+changes with copy and delete, so some bodies stop at Fortress's 404; the recorder takes them all).
+Each body is refused (400, or 403 by policy) and never forwarded, or forwarded; a forwarded body is
+decoded the way Ollama's Go code decodes it (tests/security/godecode.py) and must give the same values as
+Python's reading, and those values must obey the key's policy (allowed models, registries, caps). The
+corpus size is printed (`-s`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,8 @@ from __future__ import annotations
 import fnmatch
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +26,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fortress.pipeline.jsonbody import NESTED, READ
-from tests.conftest import Fortress, Sim, make_fortress
+from tests.conftest import Fortress, Sim, make_fortress, start_sim
 from tests.security.conftest import auth
 from tests.security.godecode import STRUCTS, go_view, python_view, zero
-from tests.security.recorder import Recorder, recorder
+from tests.security.recorder import recorder
 
 D = "sha256:" + "ab" * 32
 ALLOWED = ("llama3*", "mine*")
@@ -43,7 +47,7 @@ BASE: dict[str, list[tuple[str, Any]]] = {
     "/api/push": [("model", "mine/llama3.2"), ("stream", False)],
     "/api/create": [("model", "mine"), ("from", "llama3.2"), ("files", {"m.gguf": D}), ("stream", False)],
     "/api/copy": [("source", "llama3.2"), ("destination", "mine-copy")],
-    "/api/delete": [("model", "llama3.2")],
+    "/api/delete": [("model", "mine-copy")],
     "/v1/chat/completions": [("model", "llama3.2"), ("messages", MSGS)],
 }
 EVIL = "evil.example/ns/m"
@@ -150,23 +154,25 @@ def obey(path: str, go: dict[str, Any], capped: bool) -> None:
 
 
 def send(proxy: Proxy, path: str, raw: bytes, capped: bool) -> int:
-    """Send one body; check it was refused and never forwarded, or that what arrived reads the same."""
-    proxy.backend.raw.clear()
+    """Send one body; check it was refused and never forwarded, or that what arrived reads the same.
+
+    Answers 0 for a body that reached the backend (whatever the backend answered), else Fortress's status.
+    """
+    proxy.clear()
     method = "DELETE" if path == "/api/delete" else "POST"
     key = proxy.capped if capped else proxy.plain
     r = proxy.client.request(
         method, path, content=raw, headers={**auth(key), "Content-Type": "application/json"}
     )
-    arrived = list(proxy.backend.raw)
-    seen["sent"] += 1
-    assert r.status_code < 500, (path, raw, r.text)
-    if r.status_code != 200:
-        assert r.status_code in (400, 403), (path, raw, r.text)
-        assert arrived == [], (path, raw, r.status_code)
-        seen[f"refused {r.status_code}"] += 1
+    arrived = proxy.bodies(method, path)
+    seen[f"sent to the {proxy.kind}"] += 1
+    if not arrived:
+        # 404: the simulator no longer holds a model the corpus deleted (Fortress's own answer)
+        assert r.status_code in (400, 403, 404), (path, raw, r.status_code, r.text)
+        seen[f"refused {r.status_code} ({proxy.kind})"] += 1
         return r.status_code
-    assert len(arrived) == 1 and arrived[0][0] == path, (path, raw)
-    forwarded = arrived[0][1]
+    assert len(arrived) == 1, (path, raw)
+    forwarded = arrived[0]
     go, py = go_view(path, forwarded), python_view(path, forwarded)
     for name in STRUCTS[path].keys() & READ:
         if name in NESTED and isinstance(py[name], dict):
@@ -175,13 +181,17 @@ def send(proxy: Proxy, path: str, raw: bytes, capped: bool) -> int:
         else:
             assert zero(go.get(name)) == zero(py[name]), (path, raw, forwarded)
     obey(path, go, capped)
-    seen["forwarded"] += 1
-    return 200
+    seen[f"forwarded ({proxy.kind})"] += 1
+    return 0
 
 
 class Proxy:
-    def __init__(self, f: Fortress, backend: Recorder) -> None:
-        self.f, self.backend = f, backend
+    """A Fortress in front of one backend that keeps bodies, with two admin keys (plain and capped)."""
+
+    def __init__(
+        self, f: Fortress, kind: str, clear: Callable[[], None], bodies: Callable[[str, str], list[bytes]]
+    ) -> None:
+        self.f, self.kind, self.clear, self.bodies = f, kind, clear, bodies
         common = ("--scope", "admin", "--models", ",".join(ALLOWED))
         self.plain = f.key("plain", *common)
         self.capped = f.key(
@@ -190,18 +200,36 @@ class Proxy:
         self.client = httpx.Client(base_url=f.url, timeout=10)
 
 
-@pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    with recorder() as backend:
-        f = make_fortress(tmp_path_factory.mktemp("bodies"), [("rec", backend.url)])
+@contextmanager
+def _backend(kind: str) -> Iterator[tuple[str, Callable[[], None], Callable[[str, str], list[bytes]]]]:
+    """(url, clear, bodies(method, path)) of a backend that keeps what it was sent."""
+    if kind == "simulator":
+        sim = start_sim("--journal-bodies", "--models", "llama3.2:latest,mine-copy:latest", name="bodies")
+
+        def bodies(method: str, path: str) -> list[bytes]:
+            return [q["body"].encode() for q in sim.requests() if (q["method"], q["path"]) == (method, path)]
+
+        try:
+            yield sim.url, sim.clear, bodies
+        finally:
+            sim.stop()
+    else:
+        with recorder() as rec:
+            yield rec.url, rec.raw.clear, lambda _method, path: [raw for p, raw in rec.raw if p == path]
+
+
+@pytest.fixture(scope="module", params=["simulator", "recorder"])
+def proxy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
+    with _backend(request.param) as (url, clear, bodies):
+        f = make_fortress(tmp_path_factory.mktemp("bodies"), [("backend", url)])
         f.serve()
-        p = Proxy(f, backend)
+        p = Proxy(f, request.param, clear, bodies)
         try:
             yield p
         finally:
             p.client.close()
             f.stop()
-            print(f"\ncorpus through the proxy: {dict(seen)}")
+            print(f"\ncorpus through the proxy so far: {dict(seen)}")
 
 
 @pytest.mark.parametrize("capped", [False, True], ids=["plain", "capped"])
@@ -213,7 +241,10 @@ def test_reported_shapes_are_refused_and_never_forwarded(proxy: Proxy, capped: b
 @pytest.mark.parametrize("capped", [False, True], ids=["plain", "capped"])
 def test_benign_bodies_are_forwarded(proxy: Proxy, capped: bool) -> None:
     for path, raw in BENIGN:
-        assert send(proxy, path, raw, capped) == 200, (path, raw)
+        # the copy just before puts the deleted model back on the simulator; if Fortress has not seen it
+        # there yet, it answers 404 itself
+        either = {0, 404} if proxy.kind == "simulator" and path == "/api/delete" else {0}
+        assert send(proxy, path, raw, capped) in either, (path, raw)
 
 
 _SPECIAL = {"k": ["\u212a"], "s": ["\u017f"]}
