@@ -58,6 +58,7 @@ class UsersController(Controller):
                 max_num_ctx=_whole(data, "max_num_ctx", "max context length"),
                 max_num_predict=_whole(data, "max_num_predict", "max tokens generated"),
                 max_keep_alive=data.get("max_keep_alive", ""),
+                auto_models=data.get("auto_models", ""),
             )
         except repo.RepoError as exc:
             return await _user_page(request, name, error=str(exc), status_code=400, draft=data)

@@ -3,10 +3,12 @@
 Contract: `Gate.head()` runs once per request on the parsed head and answers either a LocalReply
 (Fortress answers and the request goes no further) or an Admit (carry on). Cheap rejects come first:
 route class, IP policy, brute-force lockout, key, key policy, rate limits. `Gate.body()` runs only for
-routes whose JSON body must be read: it parses once, the way the backend will (`jsonbody`), checks the
-model against the key's allow-list, runs the Ollama-specific validation and clamps, and answers a
-LocalReply or the bytes to forward.
-Stateful parts (limiter, failure counters) are injected, the clock is passed in: tests drive it directly.
+routes whose JSON body must be read: it parses once, the way the backend will (`jsonbody`), runs the
+Ollama-specific validation, resolves `"model": "auto"` (through the injected `AutoModel`,
+routing/auto.py) or checks the model against the key's allow-list, clamps, and answers a LocalReply or
+the bytes to forward.
+Stateful parts (limiter, failure counters, the auto choice) are injected, the clock is passed in: tests
+drive it directly.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from fortress import keys
 from fortress.http.replies import LocalReply, error_reply
@@ -36,6 +39,7 @@ from fortress.state.snapshot import KeyRecord, Policy, Snapshot
 
 OK_ROOT = LocalReply(200, b"Ollama is running", content_type=b"text/plain; charset=utf-8")
 OK_HEALTH = LocalReply(200, b'{"status":"ok"}')
+SEARCH_SCOPES = ("search", "admin")  # key scopes that may use /api/web_search and /api/web_fetch
 Headers = tuple[tuple[bytes, bytes], ...]
 
 
@@ -45,7 +49,7 @@ class Admit:
 
     route: Route
     key: KeyRecord | None
-    rate_headers: Headers = ()
+    rate_headers: Headers = ()  # added to every answer: rate-limit state, and X-Fortress-Model once chosen
     model: str | None = None
     slot: str | None = None  # the concurrency bucket to release when the request ends
 
@@ -58,6 +62,15 @@ class Forward:
     model: str | None
     stream: bool
     doc: dict | None = None  # the parsed body, for a provider that needs its own model name
+
+
+class AutoModel(Protocol):
+    """Model "auto" (routing/auto.py, AutoChooser): None when the request does not ask for it, else the
+    model chosen with its X-Fortress-Model header, or the refusal to answer."""
+
+    def pick(
+        self, route: Route, body: dict[str, Any], key: KeyRecord | None, allowed: Callable[[str], bool]
+    ) -> tuple[str, tuple[bytes, bytes]] | LocalReply | None: ...
 
 
 def _model_matcher(globs: tuple[str, ...]) -> Callable[[str], bool]:
@@ -89,9 +102,10 @@ class Compiled:
     trusted: IpPolicy | None  # None: no trusted proxies, the socket peer is the client
     blocked: Callable[[str], bool]
     model_allowed: dict[str, Callable[[str], bool]] = field(default_factory=dict)
+    search: bool = False  # [search] is configured: the web search routes exist
 
     @classmethod
-    def build(cls, snapshot: Snapshot, trusted_proxies: tuple[str, ...]) -> Compiled:
+    def build(cls, snapshot: Snapshot, trusted_proxies: tuple[str, ...], search: bool = False) -> Compiled:
         policy = snapshot.policy
         assert policy is not None
         sec = policy.security
@@ -102,6 +116,7 @@ class Compiled:
             trusted=IpPolicy(trusted_proxies, ()) if trusted_proxies else None,
             blocked=_blocked_matcher(sec.blocked_endpoints),
             model_allowed={k.id: _model_matcher(k.models) for k in snapshot.keys.values()},
+            search=search,
         )
 
 
@@ -123,8 +138,11 @@ def _presented_key(auth: bytes | None, x_api_key: bytes | None, query: str, in_q
 class Gate:
     """Runs the stages against the current Compiled snapshot; `swap()` replaces it atomically."""
 
-    def __init__(self, compiled: Compiled, limiter: Limiter | None = None) -> None:
+    def __init__(
+        self, compiled: Compiled, limiter: Limiter | None = None, auto: AutoModel | None = None
+    ) -> None:
         self.limiter: Limiter = limiter or LocalLimiter()
+        self.auto = auto
         self.swap(compiled)
 
     def swap(self, compiled: Compiled) -> None:
@@ -152,7 +170,7 @@ class Gate:
             if method not in route.methods:
                 return error_reply(405, "method not allowed")
             return OK_ROOT if route.name == "/" else OK_HEALTH
-        if route.kind is Kind.UNKNOWN:
+        if route.kind is Kind.UNKNOWN or (route.kind is Kind.SEARCH and not c.search):
             return error_reply(404, f"path {path} not found", openai)
         if route.kind is Kind.NEVER:
             return error_reply(403, f"forbidden: {route.name} is not available through this gateway", openai)
@@ -178,6 +196,8 @@ class Gate:
             return error_reply(403, f"forbidden: {route.name} needs a key with the admin scope", openai)
         if not route.model_admin and key.scope != "admin" and c.blocked(path):
             return error_reply(403, f"forbidden: {path} is blocked by policy", openai)
+        if route.kind is Kind.SEARCH and key.scope not in SEARCH_SCOPES:
+            return error_reply(403, f"forbidden: {route.name} needs a key with the search scope", openai)
         if route is routes.BLOBS:
             digest = blob_digest_from_path(path[len("/api/blobs/") :])
             if not isinstance(digest, str):
@@ -244,7 +264,8 @@ class Gate:
                 self.limiter.add(f"t:{key.id}", tokens, window[1], now)
 
     def body(self, admit: Admit, raw: bytes) -> LocalReply | Forward:
-        """Stage 8 for JSON routes: parse once (as Ollama will), check the model, validate, clamp."""
+        """Stage 8 for JSON routes: parse once (as Ollama will), validate, resolve "auto" or check the
+        model, clamp."""
         openai = admit.route.openai
         body = jsonbody.parse(raw)
         if isinstance(body, Reject):
@@ -262,9 +283,19 @@ class Gate:
         if reject is not None:
             return error_reply(reject.status, reject.message, openai)
         key = admit.key
-        if model and key is not None and not self.c.model_allowed.get(key.id, _all)(model):
-            return error_reply(403, f"forbidden: this key may not use model '{model}'", openai)
+        allowed = self.c.model_allowed.get(key.id, _all) if key is not None else _all
+        picked = self.auto.pick(admit.route, body, key, allowed) if model and self.auto is not None else None
+        if picked is None:
+            if model and not allowed(model):
+                return error_reply(403, f"forbidden: this key may not use model '{model}'", openai)
+        elif isinstance(picked, LocalReply):
+            return picked
         changed = drop_insecure(name, body)
+        if picked is not None:  # model "auto": the chosen one goes upstream, is accounted and named
+            model, header = picked
+            body["model"] = model
+            changed = True
+            admit.rate_headers += (header,)
         if key is not None and (key.max_num_ctx or key.max_num_predict or key.max_keep_alive_s is not None):
             changed |= clamp_options(
                 body,

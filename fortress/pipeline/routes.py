@@ -15,6 +15,7 @@ class Kind(Enum):
     OLLAMA = "ollama"
     OPENAI = "openai"
     NEVER = "never"  # account and cloud routes: never forwarded
+    SEARCH = "search"  # web search, answered by Fortress itself (proxy/websearch.py); 404 until configured
     UNKNOWN = "unknown"
 
 
@@ -55,6 +56,8 @@ _EXACT: dict[str, Route] = {
         _r("/api/create", Kind.OLLAMA, "POST", inspect=True, model_admin=True),
         _r("/api/copy", Kind.OLLAMA, "POST", inspect=True, model_admin=True),
         _r("/api/delete", Kind.OLLAMA, "DELETE", inspect=True, model_admin=True),
+        _r("/api/web_search", Kind.SEARCH, "POST", inspect=True),
+        _r("/api/web_fetch", Kind.SEARCH, "POST", inspect=True),
         _r("/api/status", Kind.NEVER, "GET"),
         _r("/api/me", Kind.NEVER, "POST GET"),
         _r("/api/signout", Kind.NEVER, "POST GET"),

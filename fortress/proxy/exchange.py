@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from fortress.proxy.upstream import UpstreamProtocol
     from fortress.routing.choose import Router
     from fortress.routing.poller import InventoryPoller
+    from fortress.search.service import WebSearch
 
 _HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding")
@@ -73,6 +74,7 @@ class Host(Protocol):
     targets: dict[str, Target]
     routing: RoutingConfig
     draining: bool
+    search: WebSearch | None
 
     def account(self, ex: Exchange, prompt: int | None, completion: int | None) -> None: ...
 
@@ -174,7 +176,7 @@ class Exchange:
         self.on_backend: str | None = None  # counted as outstanding on this backend
         self.client_ip = ""
         self.backend_hint: str | None = None  # X-Fortress-Backend from an admin-scope key
-        self.task: asyncio.Task[None] | None = None  # a fan-out to every backend (fanout.py)
+        self.task: asyncio.Task[None] | None = None  # the task composing the answer (answered_by)
         self.doc: dict | None = None  # the parsed JSON body, when the body stage read it
 
     def _to(self, event: Event) -> None:
@@ -569,9 +571,10 @@ class Exchange:
         self.w.account(self, prompt, completion)
         self.down.done(keep_alive)
 
-    # -- a response Fortress composes itself (fan-out) -------------------------------------------------
-    def fanned_out(self, task: asyncio.Task[None]) -> None:
-        """The request went to every backend at once; `task` merges their answers."""
+    # -- a response Fortress composes itself (fan-out, web search) -------------------------------------
+    def answered_by(self, task: asyncio.Task[None]) -> None:
+        """`task` composes the answer: the merged answers of every backend (fanout.py), or a web search
+        (websearch.py). It is cancelled if the client leaves."""
         self._to(Event.FANNED_OUT)
         self.task = task
 

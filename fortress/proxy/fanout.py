@@ -203,4 +203,4 @@ def start(ex: Exchange) -> None:
     if not names:
         ex.fail(503, "no healthy backend is available")
         return
-    ex.fanned_out(w.loop.create_task(FanOut(ex, names).run()))
+    ex.answered_by(w.loop.create_task(FanOut(ex, names).run()))

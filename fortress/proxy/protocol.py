@@ -22,7 +22,7 @@ from fortress.http import replies
 from fortress.pipeline import routes
 from fortress.pipeline.chain import Admit
 from fortress.pipeline.validate import looks_like_zip
-from fortress.proxy import fanout
+from fortress.proxy import fanout, websearch
 from fortress.proxy.exchange import Exchange
 from fortress.proxy.flow import FlowControl
 from fortress.proxy.request import Mode, Request
@@ -447,7 +447,9 @@ class ClientProtocol(asyncio.Protocol):
         self._begin(ex)
 
     def _begin(self, ex: Exchange) -> None:
-        if ex.backend_hint == fanout.ALL:
+        if ex.route.kind is routes.Kind.SEARCH:
+            websearch.start(ex)
+        elif ex.backend_hint == fanout.ALL:
             fanout.start(ex)
         else:
             ex.start()

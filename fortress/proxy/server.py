@@ -92,6 +92,7 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
     async def stats() -> None:
         detail = {
             "backends": worker.router.export(),
+            "capabilities": worker.router.capabilities.export(worker.router.inventory),
             "keys": worker.key_windows(),
             "pool": repr(worker.pool),
             "usage": usage.counters(),

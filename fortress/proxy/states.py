@@ -40,7 +40,7 @@ class Event(IntEnum):
     CHOSEN = auto()  # the router named a backend
     QUEUED = auto()  # all holders busy: wait for a slot
     GRANTED = auto()  # a slot freed up for this waiter
-    FANNED_OUT = auto()  # sent to every backend at once (X-Fortress-Backend: *)
+    FANNED_OUT = auto()  # a task of Fortress's own answers: a fan-out to every backend, a web search
     SENT = auto()  # the request is on a connection
     HEAD = auto()  # the response head reached the client
     RETRY = auto()  # failed before any response byte: choose again

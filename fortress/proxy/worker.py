@@ -24,8 +24,10 @@ from fortress.pipeline.limits import Limiter
 from fortress.proxy.pool import Pool
 from fortress.proxy.usage_pipe import UsagePipe
 from fortress.routing import federation
+from fortress.routing.auto import AutoChooser, CandidateCache
 from fortress.routing.choose import Router
 from fortress.routing.poller import InventoryPoller
+from fortress.search.service import WebSearch
 from fortress.state.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -71,12 +73,16 @@ class Worker:
         self.loop = loop
         self.usage = usage
         self.pool = Pool(loop, config.routing.pool_max_idle)
-        self.gate = Gate(Compiled.build(snapshot, config.proxy.trusted_proxies), limiter)
         assert snapshot.policy is not None
         self.routing = snapshot.policy.routing
         self.targets: dict[str, Target] = {}
         self.router = Router.from_config(snapshot.backends, self.routing)
         self.poller = InventoryPoller.from_config(self.router, self.routing)
+        candidates = CandidateCache(self.router.inventory, self.router.capabilities)
+        self.auto = AutoChooser(candidates, self.router.healthy)  # model "auto" in the body stage
+        self.gate = Gate(self._compile(snapshot), limiter, self.auto)
+        # /api/web_search and /api/web_fetch (proxy/websearch.py); None: not configured, the routes are 404
+        self.search = WebSearch(config.search) if config.search.enabled else None
         self.connections: set[Connection] = set()
         self.per_ip: dict[str, int] = {}
         self.draining = False
@@ -90,9 +96,10 @@ class Worker:
     # -- configuration ---------------------------------------------------------------------------
     def swap(self, snapshot: Snapshot) -> None:
         """Take a new snapshot: one reference swap for the gate, targets rebuilt where they changed."""
-        self.gate.swap(Compiled.build(snapshot, self.cfg.trusted_proxies))
+        self.gate.swap(self._compile(snapshot))
         assert snapshot.policy is not None
         self.routing = snapshot.policy.routing
+        self.auto.configure(self.routing.auto_models)
         targets: dict[str, Target] = {}
         for b in snapshot.backends:
             fresh = Target.from_record(b)
@@ -106,6 +113,9 @@ class Worker:
             self.pool.drop(gone)
         self.targets = targets
         self.router.set_backends(snapshot.backends)
+
+    def _compile(self, snapshot: Snapshot) -> Compiled:
+        return Compiled.build(snapshot, self.cfg.trusted_proxies, search=self.config.search.enabled)
 
     def start_polling(self) -> None:
         """Begin (or re-sync) inventory polling; needs the running loop."""
@@ -291,3 +301,5 @@ class Worker:
         for conn in list(self.connections):
             conn.abort()
         self.pool.close_all()
+        if self.search is not None:
+            await self.search.aclose()

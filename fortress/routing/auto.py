@@ -12,23 +12,29 @@ Pure and synchronous, three steps:
   missing (503 while no model's capabilities are known at all). Models whose capabilities are not
   learnt yet are never chosen.
 
-`CandidateCache` keeps the candidate list between inventory, capability and health changes, so a
-request for "auto" costs one pass over the models, not a rebuild. A model literally named "auto" is shadowed.
+`CandidateCache` keeps the candidate list between inventory, capability and health changes, and
+`AutoChooser` (the body stage's step, `pipeline/chain.py`) remembers each choice per key and needs until
+that list or the configuration changes: a request for "auto" costs a dict lookup, not a pass over the
+models with their globs. A model literally named "auto" is shadowed.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import functools
-import json
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from fortress.http.replies import LocalReply, error_reply
 from fortress.routing.capabilities import CapabilityStore
 from fortress.routing.inventory import Inventory, model_key
+
+if TYPE_CHECKING:
+    from fortress.pipeline.routes import Route
+    from fortress.state.snapshot import KeyRecord
 
 AUTO_KEY = model_key("auto")
 EMBED_ROUTES = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings", "/embeddings"})
@@ -44,12 +50,12 @@ THINK_LEVELS = frozenset({"low", "medium", "high", "max"})
 IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 HEADER = b"X-Fortress-Model"
 _HEADER_SAFE = "/:@+-._~!$&'()*,;="  # visible ASCII a model name may hold; the rest is %-encoded
-_UNRANKED = 1 << 30
+_UNKNOWN_SIZE = float("inf")  # a provider's model: after every model whose size is known
 
 
 def is_auto(model: Any) -> bool:
     """Whether the request's model asks for the choice ("auto", any case, ":latest" allowed)."""
-    return isinstance(model, str) and model_key(model) == AUTO_KEY
+    return isinstance(model, str) and "auto" in model.lower() and model_key(model) == AUTO_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +261,7 @@ def choose(
             key_rank,
             rank,
             not candidate.loaded,
-            _UNRANKED if candidate.size is None else candidate.size,
+            _UNKNOWN_SIZE if candidate.size is None else candidate.size,
             candidate.name,
         )
         if best is None or order < best:
@@ -280,12 +286,62 @@ class CandidateCache:
         return self._pool
 
 
-def with_model(body: dict[str, Any], name: str) -> bytes:
-    """Set the chosen model in the parsed body and return it encoded, ready to forward."""
-    body["model"] = name
-    return json.dumps(body).encode()
-
-
 def model_header(name: str) -> tuple[bytes, bytes]:
     """The `X-Fortress-Model` header naming the choice (a backend-supplied name cannot break the head)."""
     return HEADER, quote(name, safe=_HEADER_SAFE).encode("ascii")
+
+
+Picked = tuple[str, tuple[bytes, bytes]]  # the model chosen and its X-Fortress-Model header
+_MEMO_LIMIT = 4096  # (key, needs) pairs remembered; a full memo starts over
+
+
+class AutoChooser:
+    """Model "auto" in the body stage: the Gate's `auto` (pipeline/chain.py).
+
+    `pick()` answers None for a request that does not ask for "auto" (one substring test for most),
+    else the model with its header, or the refusal as an error reply in the route's shape. Choices are
+    remembered per (key, needs): they depend only on the candidate pool (rebuilt by CandidateCache when
+    the inventory, the capabilities or the healthy set change), the key's allow-list and `auto_models`
+    and `[routing] auto_models` (all replaced together by `configure()` on a snapshot swap).
+    """
+
+    def __init__(self, cache: CandidateCache, healthy: Callable[[], frozenset[str]]) -> None:
+        self.cache = cache
+        self.healthy = healthy
+        self.preferences: tuple[str, ...] = ()
+        self._pool: tuple[Candidate, ...] | None = None
+        self._memo: dict[tuple[str, frozenset[str], int | None], Picked | Refusal] = {}
+
+    def configure(self, preferences: tuple[str, ...]) -> None:
+        """A new snapshot: `[routing] auto_models`, and keys whose allow-lists may have changed."""
+        self.preferences = preferences
+        self._memo.clear()
+
+    def pick(
+        self, route: Route, body: dict[str, Any], key: KeyRecord | None, allowed: Callable[[str], bool]
+    ) -> Picked | LocalReply | None:
+        if route.name not in AUTO_ROUTES or not is_auto(body.get("model")):
+            return None
+        needs = needs_of(route.name, body)
+        pool = self.cache.pool(self.healthy())
+        if pool is not self._pool:
+            self._pool = pool
+            self._memo.clear()
+        memo_key = (key.id if key is not None else "", needs.capabilities, needs.min_context)
+        found = self._memo.get(memo_key)
+        if found is None:
+            choice = choose(
+                needs,
+                pool,
+                preferences=self.preferences,
+                key_preferences=key.auto_models if key is not None else (),
+                allowed=allowed,
+            )
+            found = choice if isinstance(choice, Refusal) else (choice.name, model_header(choice.name))
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            self._memo[memo_key] = found
+        if isinstance(found, Refusal):
+            retry = ((b"Retry-After", b"1"),) if found.status == 503 else ()
+            return error_reply(found.status, found.message, route.openai, headers=retry)
+        return found

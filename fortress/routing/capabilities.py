@@ -6,9 +6,9 @@ so what was learnt stays true until the digest changes) and, for OpenAI-type pro
 configuration. `learn()` asks a backend about the models it lists whose digest is not known yet,
 through an injected `show(backend, model)` callable, so it works with whatever client the caller owns.
 
-Phase-2 contract (the poller, after `inventory.set_tags(name, ...)` on that backend):
-    await learn(store, inventory, show, backend=name)
-and on every backend list change (snapshot reload): `store.set_providers(router.backends)`.
+The router owns one store (`Router.capabilities`, providers adopted in `set_backends`); the poller
+(routing/poller.py) calls `learn(store, inventory, show, backend=name)` after each full probe of a
+backend that speaks Ollama's model API; model "auto" (routing/auto.py) reads it.
 """
 
 from __future__ import annotations
@@ -113,14 +113,18 @@ class CapabilityStore:
         digest = entry.models[key].get("digest")
         return self._by_digest.get(digest) if isinstance(digest, str) else None
 
-    def export(self, inventory: Inventory) -> dict[str, list[str]]:
-        """Public model name -> sorted capability names, for the admin's models page."""
-        out: dict[str, list[str]] = {}
+    def export(self, inventory: Inventory) -> dict[str, dict[str, list[str]]]:
+        """Backend -> model name as it lists it -> sorted capability names, for the admin's models page
+        (through the worker's proxy_stats row); models not learnt yet are left out."""
+        out: dict[str, dict[str, list[str]]] = {}
         for entry in inventory:
+            learnt: dict[str, list[str]] = {}
             for key, model in entry.models.items():
                 caps = self.for_model(inventory, entry.name, key)
                 if caps is not None:
-                    out.setdefault(model.get("name") or key, sorted(caps.names))
+                    learnt[model.get("name") or key] = sorted(caps.names)
+            if learnt:
+                out[entry.name] = learnt
         return out
 
     def missing(self, inventory: Inventory, backend: str | None = None) -> list[ToLearn]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from fortress.backends.kind import kind_named
 from fortress.config import RoutingConfig
+from fortress.routing.capabilities import CapabilityStore
 from fortress.routing.fairqueue import FairQueue
 from fortress.routing.health import Breaker, State
 from fortress.routing.inventory import Inventory, model_key
@@ -95,6 +96,7 @@ class Router:
         rng: random.Random | None = None,
     ) -> None:
         self.inventory = inventory if inventory is not None else Inventory()
+        self.capabilities = CapabilityStore()  # what the models can do: the poller learns, "auto" reads
         self.queue: FairQueue[Waiter] = FairQueue(queue_limit, queue_per_key)
         self._threshold = threshold
         self._cool_down_s = cool_down_s
@@ -150,6 +152,7 @@ class Router:
                     self.inventory.add(record.name)
         for name in old.keys() - self._slots.keys():
             self.inventory.remove(name)
+        self.capabilities.set_providers(self.backends)
         self._general = tuple(s.name for s in self._slots.values() if not s.static)
 
     def _breaker(self) -> Breaker:

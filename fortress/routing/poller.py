@@ -2,25 +2,32 @@
 
 Every `interval_s` (and at once after `poke`) it asks the backend's kind for a full probe (Ollama:
 /api/version, /api/tags and /api/ps); between those, every `health_interval_s`, the health part alone
-(Ollama: /api/version) as the active health check (and half-open probe). Only these GETs are ever sent:
-polling never loads a model or runs inference. Kinds with static models (OpenAI-compatible providers)
-are not polled; their configured models are the inventory and their health is passive. Backends are
-reached through their Target and the one control client, exactly as the proxy reaches them (URL
-user:pass, credential, CA bundle).
+(Ollama: /api/version) as the active health check (and half-open probe). After a full probe of a
+backend that speaks Ollama's model API, each model whose digest is new gets one POST /api/show: its
+capabilities (routing/capabilities.py, for model "auto"), learnt once per digest. Nothing else is
+sent: polling never loads a model or runs inference. Kinds with static models (OpenAI-compatible
+providers) are not polled; their configured models are the inventory, their capabilities come from
+configuration and their health is passive. Backends are reached through their Target and the one
+control client, exactly as the proxy reaches them (URL user:pass, credential, CA bundle).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
-from fortress.backends.client import BackendClient, BackendError
+from fortress.backends.client import CONTROL_HEADERS, BackendClient, BackendError
 from fortress.backends.kind import kind_named
 from fortress.backends.target import Target
 from fortress.config import RoutingConfig
+from fortress.routing.capabilities import Show, learn
 from fortress.routing.choose import Router
 from fortress.state.snapshot import BackendRecord
+
+_SHOW_HEADERS = (*CONTROL_HEADERS, ("Content-Type", "application/json"))
 
 
 @dataclass
@@ -136,5 +143,17 @@ class InventoryPoller:
                 inventory.set_ps(name, {"models": probe.loaded})
         except (BackendError, ValueError) as exc:
             self.router.probe(name, False, str(exc))
-        else:
-            self.router.probe(name, True)
+            return
+        self.router.probe(name, True)
+        if models and client.target.kind.manages_models:
+            await learn(self.router.capabilities, inventory, _shower(client), backend=name)
+
+
+def _shower(client: BackendClient) -> Show:
+    """`show` for capabilities.learn(): POST /api/show on this backend's kept-alive connection."""
+
+    async def show(_backend: str, model: str) -> Any:
+        body = json.dumps({"model": model}).encode()
+        return (await client.request("POST", "/api/show", body, _SHOW_HEADERS)).ok_json("/api/show")
+
+    return show

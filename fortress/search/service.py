@@ -12,6 +12,10 @@ verified against it); `trust_env=False`, so no proxy from the environment connec
 automatic redirects, so each Location goes through the same checks (at most MAX_REDIRECTS). A fresh
 client per hop keeps a connection opened for one name from ever carrying another's request. Bodies
 are read raw and inflated here with a bound, so a compressed bomb costs at most `max_fetch_bytes`.
+
+This runs inside a proxy worker's event loop: what costs CPU in proportion to an answer's size
+(JSON decoding of a source's answer, reading a page's HTML into text) runs in a thread, so a large
+page never stalls the requests the worker relays meanwhile.
 """
 
 from __future__ import annotations
@@ -147,7 +151,7 @@ class WebSearch:
             await response.aclose()
         if cut:
             raise ValueError(f"answer larger than {MAX_ANSWER} bytes")
-        return json.loads(body)
+        return await asyncio.to_thread(json.loads, body)
 
     async def _searxng(self, query: str, limit: int) -> dict[str, Any]:
         request = self._client.build_request(
@@ -241,8 +245,13 @@ class WebSearch:
         if not media.startswith(_HTML + _TEXT):
             raise SearchError(502, f"web_fetch: cannot read {media or 'untyped'} content, only HTML and text")
         body, _ = await _read(response, self.cfg.max_fetch_bytes)
-        text = page.decode(body, page.charset_of(content_type, body))
-        return page.read_html(text, target.url) if media.startswith(_HTML) else page.read_text(text)
+        return await asyncio.to_thread(_read_page, body, content_type, media.startswith(_HTML), target.url)
+
+
+def _read_page(body: bytes, content_type: str, html: bool, url: str) -> dict[str, Any]:
+    """A page's bytes as web_fetch's answer (in a thread: parsing is CPU work in the page's size)."""
+    text = page.decode(body, page.charset_of(content_type, body))
+    return page.read_html(text, url) if html else page.read_text(text)
 
 
 def _why(exc: BaseException) -> str:

@@ -76,7 +76,7 @@ class BackendRow:
 
 
 KEY_STATES = ("active", "disabled", "revoked")
-SCOPES = ("user", "admin")
+SCOPES = ("user", "search", "admin")  # search: user, plus /api/web_search and /api/web_fetch
 BACKEND_TYPES = kind_names()
 ADMIN_ROLES = ("admin", "viewer")
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
@@ -314,7 +314,7 @@ async def create_key(
     models = check_models(models)
     auto_models = check_models(auto_models)
     if scope not in SCOPES:
-        raise RepoError(f"invalid scope {scope!r} (use {' or '.join(SCOPES)})")
+        raise RepoError(f"invalid scope {scope!r} (use one of {', '.join(SCOPES)})")
     if len(label) > 100 or not label.isprintable():
         raise RepoError("key label: at most 100 printable characters")
     now = time.time()
@@ -657,9 +657,12 @@ async def create_playground_key(
     """A new key of `user` for `admin`'s playground, kept encrypted so the admin process can use it.
 
     It replaces (and revokes) the admin's previous playground key: that secret was never shown to
-    anyone, so nothing else can be using it.
+    anyone, so nothing else can be using it. Its scope is `search`, so the playground's web search goes
+    through the proxy's /api/web_search with it, like any client's.
     """
-    full, row = await create_key(db, user, actor=admin, ip=ip, label=label or f"playground ({admin})")
+    full, row = await create_key(
+        db, user, actor=admin, ip=ip, label=label or f"playground ({admin})", scope="search"
+    )
     secret_enc = box.encrypt(full)
     async with transaction(db):
         async with db.execute("SELECT key_id FROM playground_keys WHERE admin_name = ?", (admin,)) as cur:

@@ -22,7 +22,7 @@ class KeyRecord:
     user: str
     secret_hash: str
     state: str = "active"  # active | disabled | revoked
-    scope: str = "user"  # user | admin
+    scope: str = "user"  # user | search (user + web search) | admin
     models: tuple[str, ...] = ()  # glob allow-list; empty = all
     rate: Rate | None = None
     tokens: Rate | None = None

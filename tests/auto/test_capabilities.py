@@ -214,7 +214,10 @@ def test_providers_get_configured_capabilities_and_a_safe_default() -> None:
     generation = store.generation
     store.set_providers(records)
     assert store.generation == generation  # unchanged configuration: cached views stay valid
-    assert store.export(inv) == {"oa/gpt-4o": ["completion", "tools", "vision"], "plain/m": ["completion"]}
+    assert store.export(inv) == {
+        "oa": {"oa/gpt-4o": ["completion", "tools", "vision"]},
+        "plain": {"plain/m": ["completion"]},
+    }
 
 
 @pytest.mark.parametrize(

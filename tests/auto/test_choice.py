@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import json
 from typing import Any
 
 import pytest
@@ -22,7 +21,6 @@ from fortress.routing.auto import (
     is_auto,
     model_header,
     needs_of,
-    with_model,
 )
 from fortress.routing.capabilities import Capabilities, CapabilityStore
 from fortress.routing.inventory import Inventory
@@ -284,6 +282,11 @@ def test_no_known_model_at_all_is_a_503_worth_retrying() -> None:
     assert isinstance(got, Refusal) and got.status == 503 and "try again" in got.message
 
 
+def test_a_provider_s_unknown_size_ranks_after_every_known_size() -> None:
+    pool = [C("oa/gpt-4o", "completion vision"), C("llava:34b", "completion vision", size=20_166_497_128)]
+    assert choose(Needs(frozenset({"completion", "vision"})), pool).name == "llava:34b"
+
+
 def test_ties_go_by_name_so_the_choice_is_stable() -> None:
     pool = [C("b", "completion", size=10), C("a", "completion", size=10), C("c", "completion", size=10)]
     assert choose(Needs(frozenset({"completion"})), pool).name == "a"
@@ -407,13 +410,6 @@ def test_the_cache_rebuilds_only_on_change() -> None:
     unhealthy = cache.pool(frozenset())
     assert unhealthy is not pool and not any(c.available for c in unhealthy)
     assert choose(completion, unhealthy).name == "m0"  # still a choice: the router answers 503
-
-
-def test_with_model_rewrites_the_body() -> None:
-    body = {"model": "auto", "messages": [{"role": "user", "content": "é"}], "stream": False}
-    raw = with_model(body, "llava:7b")
-    assert json.loads(raw) == {**body, "model": "llava:7b"}
-    assert body["model"] == "llava:7b"
 
 
 @pytest.mark.parametrize(

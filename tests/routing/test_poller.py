@@ -72,10 +72,17 @@ async def test_poller_fills_inventory_and_routes(sims: Callable[..., Sim]) -> No
         assert sorted(m["name"] for m in merged["models"]) == ["llama3:latest", "qwen:7b"]
     finally:
         await poller.aclose()
-    # only control-plane GETs, with the backend's own Host, over one kept-alive connection each
+    # only control-plane GETs and one /api/show per model digest (capabilities), with the backend's own
+    # Host, over one kept-alive connection each
+    learnt = router.capabilities.export(router.inventory)
+    assert learnt["a"] == {"llama3:latest": ["completion", "tools"], "qwen:7b": ["completion", "tools"]}
+    shown = [r["path"] for sim in (a, b) for r in sim.requests() if r["method"] == "POST"]
+    assert shown.count("/api/show") == len(shown) and 2 <= len(shown) <= 3  # llama3's digest: once or twice
     for sim in (a, b):
         seen = sim.requests()
-        assert {(r["method"], r["path"]) for r in seen} == {("GET", p) for p in CONTROL_PATHS}
+        assert {(r["method"], r["path"]) for r in seen} == {("GET", p) for p in CONTROL_PATHS} | {
+            ("POST", "/api/show")
+        }
         hosts = {value for r in seen for name, value in r["headers"] if name.lower() == "host"}
         assert hosts == {f"127.0.0.1:{sim.port}"}
         assert len({r["peer"] for r in seen}) == 1
