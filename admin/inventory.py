@@ -14,11 +14,15 @@ import aiosqlite
 from admin.backend_client import Probe, Target, probe
 from fortress.config import Config
 from fortress.state.load import load_snapshot
+from fortress.state.snapshot import BackendRecord
+
+
+async def records(db: aiosqlite.Connection, cfg: Config) -> tuple[BackendRecord, ...]:
+    return (await load_snapshot(db, cfg)).backends
 
 
 async def targets(db: aiosqlite.Connection, cfg: Config) -> list[Target]:
-    snapshot = await load_snapshot(db, cfg)
-    return [Target.from_record(b) for b in snapshot.backends]
+    return [Target.from_record(b) for b in await records(db, cfg)]
 
 
 async def target(db: aiosqlite.Connection, cfg: Config, name: str) -> Target:

@@ -131,6 +131,18 @@ async def proxy_live(db: aiosqlite.Connection, fresh_s: float = 5.0) -> ProxyLiv
     )
 
 
+def capabilities(live: ProxyLive) -> dict[str, dict[str, list[str]]]:
+    """What the proxy learnt of each model (backend -> model -> capability names), from the workers'
+    reports; every worker learns on its own, so their views are merged."""
+    merged: dict[str, dict[str, list[str]]] = {}
+    for detail in live.detail:
+        reported = detail.get("capabilities")
+        for backend, models in (reported if isinstance(reported, dict) else {}).items():
+            if isinstance(models, dict):
+                merged.setdefault(backend, {}).update(models)
+    return merged
+
+
 async def busiest_keys(
     db: aiosqlite.Connection, hours: int = 1, limit: int = 8
 ) -> list[tuple[str, str, int]]:

@@ -9,8 +9,9 @@ from litestar import Controller, Request, get, post
 from litestar.exceptions import NotFoundException
 from litestar.response import Response, Template
 
-from admin import backend_client, inventory
+from admin import backend_client, inventory, queries
 from admin.web import cfg, db, form, ip, is_htmx, me, page, see_other
+from fortress.backends.kind import kind_named
 from fortress.state import repo
 from fortress.state.secretbox import for_config
 
@@ -183,9 +184,23 @@ async def _backends_page(request: Request, saved: str = "", **extra: object) -> 
 
 
 async def _models_page(request: Request, **extra: object) -> Template:
-    targets = [t for t in await inventory.targets(db(request), cfg(request)) if t.kind.manages_models]
+    """Ollama backends' models (probed now) with the capabilities the proxy learnt of them, and the
+    providers' configured models with their configured capabilities."""
+    records = await inventory.records(db(request), cfg(request))
+    targets = [t for t in map(backend_client.Target.from_record, records) if t.kind.manages_models]
+    providers = [r for r in records if kind_named(r.type).static_models]
     probes = await request.app.state.inventory.probe_all(targets)
     pulls = [j for j in request.app.state.pulls.jobs.values() if not j.done]
+    learnt = queries.capabilities(await queries.proxy_live(db(request)))
     if is_htmx(request):
         extra["status_code"] = 200
-    return page(request, "models.html", targets=targets, probes=probes, pulls=pulls, **extra)  # type: ignore[arg-type]
+    return page(
+        request,
+        "models.html",
+        targets=targets,
+        probes=probes,
+        pulls=pulls,
+        learnt=learnt,
+        providers=providers,
+        **extra,  # type: ignore[arg-type]
+    )
