@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from admin.wordsets import SETS
 
@@ -25,6 +26,9 @@ OPTIONS: dict[str, tuple[type, float | None, float | None]] = {
 MAX_MESSAGES = 500
 MAX_TEXTS = 300
 MAX_TEXT_CHARS = 500
+SEARCH_RESULTS = 5  # web results given to the model as context
+MAX_SNIPPET_CHARS = 1000  # of each result's text
+MAX_QUERY_CHARS = 500  # of the question, as the search query
 _BASE64 = re.compile(r"^[A-Za-z0-9+/]+={0,2}$")
 _MODEL = re.compile(r"^[^\s\x00-\x1f]{1,200}$")
 
@@ -85,7 +89,8 @@ def _message(value: object) -> dict[str, object]:
 def chat_body(data: object) -> dict[str, object]:
     """The proxy's /api/chat body (streamed) for what the chat page posted.
 
-    The page posts {model, system, messages: [{role, content, images}], options, web_search}.
+    The page posts {model, system, messages: [{role, content, images}], options, web_search}; the web
+    search itself (`wants_search`, `search_query`, `sources`, `with_sources`) is the controller's.
     """
     if not isinstance(data, dict):
         raise BadInput("expected a JSON object")
@@ -100,15 +105,67 @@ def chat_body(data: object) -> dict[str, object]:
     chat = [_message(m) for m in messages]
     if system.strip():
         chat.insert(0, {"role": "system", "content": system})
-    # Web-search hook (DESIGN §6.4): when the proxy offers /api/web_search, the relay will run the search
-    # and add its results here as a system message. Until then the page's toggle stays disabled.
-    if data.get("web_search"):
-        raise BadInput("web search is not available on this proxy yet")
     body: dict[str, object] = {"model": model_name(data.get("model")), "messages": chat, "stream": True}
     opts = options(data.get("options"))
     if opts:
         body["options"] = opts
     return body
+
+
+def wants_search(data: dict[str, object]) -> bool:
+    """The page's "Search the web" toggle."""
+    value = data.get("web_search", False)
+    if not isinstance(value, bool):
+        raise BadInput("web_search must be true or false")
+    return value
+
+
+def search_query(body: dict[str, object]) -> str:
+    """What to search the web for: the question just asked (the last user message), shortened."""
+    messages = body["messages"]
+    assert isinstance(messages, list)
+    last = messages[-1]
+    text = _flat(last.get("content"), MAX_QUERY_CHARS) if last.get("role") == "user" else ""
+    if not text:
+        raise BadInput("web search needs a question: write one in your last message")
+    return text
+
+
+def _flat(value: object, limit: int) -> str:
+    return " ".join(value.split())[:limit] if isinstance(value, str) else ""
+
+
+def sources(answer: object) -> list[dict[str, str]]:
+    """The usable results of a web_search answer (still untrusted input): http(s) URLs with a host,
+    each once, at most SEARCH_RESULTS, text on one line and trimmed."""
+    results = answer.get("results") if isinstance(answer, dict) else None
+    out: dict[str, dict[str, str]] = {}
+    for item in results if isinstance(results, list) else ():
+        url = item.get("url") if isinstance(item, dict) else None
+        if not isinstance(url, str) or url in out or len(out) >= SEARCH_RESULTS:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            title = _flat(item.get("title"), 200) or url
+            out[url] = {"url": url, "title": title, "content": _flat(item.get("content"), MAX_SNIPPET_CHARS)}
+    return list(out.values())
+
+
+def with_sources(body: dict[str, object], found: list[dict[str, str]]) -> None:
+    """Give the model the search results, numbered with their URLs, just before the question."""
+    if not found:
+        note = "A web search for the user's question found nothing; say so if it matters."
+    else:
+        listed = "\n\n".join(
+            f"[{i}] {s['title']}\nURL: {s['url']}\n{s['content']}" for i, s in enumerate(found, 1)
+        )
+        note = (
+            "Web search results for the user's question follow. Use them where they help, cite them by "
+            f"number like [1], and do not invent sources.\n\n{listed}"
+        )
+    messages = body["messages"]
+    assert isinstance(messages, list)
+    messages.insert(len(messages) - 1, {"role": "system", "content": note})
 
 
 @dataclass(frozen=True)

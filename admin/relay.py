@@ -186,6 +186,15 @@ async def embed(
     return vectors
 
 
+async def web_search(proxy: Proxy, key: str, query: str, max_results: int, client_ip: str = "") -> object:
+    """The proxy's /api/web_search answer (the key needs the search scope)."""
+    body = {"query": query, "max_results": max_results}
+    try:
+        return await _call(proxy, "POST", "/api/web_search", key, client_ip, json=body)
+    except RelayError as exc:
+        raise RelayError(f"web search failed: {exc}") from None
+
+
 async def chat(proxy: Proxy, key: str, body: dict, client_ip: str = "") -> AsyncIterator[bytes]:
     """The proxy's /api/chat NDJSON stream as it arrives; a failure ends it with one error line."""
     timeout = httpx.Timeout(30.0, connect=5.0, read=proxy.stream_idle_s)

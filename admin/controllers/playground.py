@@ -12,7 +12,9 @@ do. Every POST handler checks it (the login gate refuses them too).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from litestar import Controller, Request, get, post
@@ -95,15 +97,32 @@ class PlaygroundController(Controller):
 
     @post("/chat", status_code=200, request_max_body_size=MAX_CHAT_BODY)
     async def chat(self, request: Request) -> Response | Stream:
-        """The proxy's NDJSON answer, streamed to the browser as it arrives."""
+        """The proxy's NDJSON answer, streamed to the browser as it arrives.
+
+        With "Search the web" on, the question goes first to the proxy's /api/web_search (with the
+        same key), the results are given to the model as context, and the stream starts with one
+        `{"sources": [{"title", "url"}]}` line the page shows as links under the answer.
+        """
         _admins_only(request)
         try:
             data = await _json(request)
             body = playground_input.chat_body(data)
             key = await _key(request, data)
-        except (BadInput, repo.RepoError) as exc:
+            proxy = await _proxy(request)
+            head = b""
+            if playground_input.wants_search(data):
+                if not cfg(request).search.enabled:
+                    raise BadInput("web search is not configured on this proxy ([search] in config.toml)")
+                query = playground_input.search_query(body)
+                found = playground_input.sources(
+                    await relay.web_search(proxy, key, query, playground_input.SEARCH_RESULTS, ip(request))
+                )
+                playground_input.with_sources(body, found)
+                shown = [{"title": s["title"], "url": s["url"]} for s in found]
+                head = json.dumps({"sources": shown}).encode() + b"\n"
+        except (BadInput, relay.RelayError, repo.RepoError) as exc:
             return _error(str(exc))
-        stream = relay.chat(await _proxy(request), key, body, ip(request))
+        stream = _after(head, relay.chat(proxy, key, body, ip(request)))
         # X-Accel-Buffering: an nginx in front of the admin must not hold the stream back
         return Stream(stream, media_type="application/x-ndjson", headers={"X-Accel-Buffering": "no"})
 
@@ -134,6 +153,14 @@ class PlaygroundController(Controller):
         if htmx:
             return page(request, "_embeddings_result.html", **result)
         return await _page(request, "playground_embeddings.html", **result, **draft)
+
+
+async def _after(head: bytes, stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`head` (when there is one), then the stream."""
+    if head:
+        yield head
+    async for chunk in stream:
+        yield chunk
 
 
 @dataclass(frozen=True)
@@ -206,6 +233,7 @@ async def _page(request: Request, template: str, /, status_code: int = 200, **co
         embedders=_embedding_first([_model_entry(m) for m in found]),
         models_error=models_error,
         sets=SETS,
+        search=cfg(request).search.enabled,
         **context,
     )
 

@@ -1,5 +1,6 @@
 // Fortress chat playground: conversation in localStorage, answers streamed through the admin's relay,
-// rendered by markdown.js (DOM nodes only: model text never becomes HTML), stop, images, export/import.
+// rendered by markdown.js (DOM nodes only: model text never becomes HTML), stop, images, export/import,
+// and web search: the relay's stream then starts with {"sources": [...]}, shown as links under the answer.
 "use strict";
 
 (() => {
@@ -16,6 +17,7 @@
   const stopButton = $("pg-stop");
   const status = $("pg-status");
   const imageList = $("pg-images");
+  const webSearch = $("pg-web-search");
 
   let conversation = load();
   let pendingImages = []; // [{type, data}] data = base64 without the data: prefix
@@ -28,7 +30,18 @@
   function valid(c) {
     return c && typeof c === "object" && Array.isArray(c.messages) && c.messages.every((m) =>
       m && ["user", "assistant", "system"].includes(m.role) && typeof m.content === "string" &&
-      (m.images === undefined || (Array.isArray(m.images) && m.images.every((i) => typeof i === "string"))));
+      (m.images === undefined || (Array.isArray(m.images) && m.images.every((i) => typeof i === "string"))) &&
+      (m.sources === undefined || Array.isArray(m.sources)));
+  }
+
+  // A source's address as a link target: absolute http(s) only (never javascript:, data: or relative).
+  function safeUrl(text) {
+    try {
+      const url = new URL(String(text));
+      return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+    } catch {
+      return null;
+    }
   }
 
   function load() {
@@ -117,14 +130,23 @@
       message.images.forEach((data, i) => list.append(thumbnail(data, message.image_types?.[i])));
       item.append(list);
     }
+    const sources = document.createElement("nav");
+    sources.className = "pg-sources";
+    sources.setAttribute("aria-label", "Sources");
+    sources.hidden = true;
+    const sourcesTitle = document.createElement("p");
+    sourcesTitle.className = "who";
+    sourcesTitle.textContent = "Sources";
+    const sourceList = document.createElement("ol");
+    sources.append(sourcesTitle, sourceList);
     const stats = document.createElement("p");
     stats.className = "stats";
     const error = document.createElement("p");
     error.className = "flash error";
     error.hidden = true;
     error.setAttribute("role", "alert");
-    item.append(stats, error);
-    const view = {item, body, stats, error};
+    item.append(sources, stats, error);
+    const view = {item, body, sources, sourceList, stats, error};
     paint(view, message);
     return view;
   }
@@ -132,11 +154,30 @@
   function paint(view, message) {
     if (message.role === "assistant") window.renderMarkdown(message.content, view.body);
     else view.body.textContent = message.content; // the admin's own words stay exactly as typed
+    paintSources(view, message.sources);
     view.stats.textContent = statsText(message.stats);
     if (message.error) {
       view.error.textContent = message.error;
       view.error.hidden = false;
     }
+  }
+
+  function paintSources(view, sources) {
+    const links = [];
+    for (const source of Array.isArray(sources) ? sources : []) {
+      const href = safeUrl(source?.url);
+      if (!href) continue;
+      const link = document.createElement("a");
+      link.href = href;
+      link.textContent = typeof source.title === "string" && source.title.trim() ? source.title : href;
+      link.rel = "noopener noreferrer";
+      link.target = "_blank";
+      const item = document.createElement("li");
+      item.append(link);
+      links.push(item);
+    }
+    view.sourceList.replaceChildren(...links);
+    view.sources.hidden = !links.length;
   }
 
   function renderAll() {
@@ -217,7 +258,8 @@
     log.append(view.item);
     save();
     busy(true);
-    say("Answering…");
+    const searching = Boolean(webSearch && !webSearch.disabled && webSearch.checked);
+    say(searching ? "Searching the web, then answering…" : "Answering…");
     controller = new AbortController();
     const started = performance.now();
     let scheduled = false;
@@ -236,9 +278,9 @@
       return out;
     });
     try {
-      // the web-search toggle (#pg-web-search) joins this body once the proxy offers web search
       const response = await window.PlayKey.post("/playground/chat",
-        {model: model.value, system: system.value, options: readOptions(), messages: history}, controller.signal);
+        {model: model.value, system: system.value, options: readOptions(), messages: history, web_search: searching},
+        controller.signal);
       if (!response.ok) {
         let message = `HTTP ${response.status}`;
         try {
@@ -281,6 +323,13 @@
         answer.error = String(chunk.error);
         return;
       }
+      if (chunk.sources) { // the relay's first line when the web was searched
+        answer.sources = chunk.sources.filter((s) => s && safeUrl(s.url))
+          .map((s) => ({title: String(s.title || ""), url: safeUrl(s.url)}));
+        repaint();
+        return;
+      }
+      if (chunk.model) answer.stats.model = chunk.model; // the model that answered ("auto" names its choice)
       const piece = chunk.message?.content || "";
       if (piece && answer.stats.first_token_ms === undefined) {
         answer.stats.first_token_ms = Math.round(performance.now() - started);

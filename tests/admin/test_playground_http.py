@@ -33,10 +33,13 @@ CHAT = {"model": "llama3.2:1b", "messages": [{"role": "user", "content": "hi"}]}
 
 
 @contextmanager
-def playground_stack(tmp: Path, user: str, *sim_flags: str) -> Iterator[tuple[Fortress, Admin, Sim]]:
-    """Simulator, proxy and admin over one database that has `user`, for the playground tests."""
+def playground_stack(
+    tmp: Path, user: str, *sim_flags: str, extra: str = ""
+) -> Iterator[tuple[Fortress, Admin, Sim]]:
+    """Simulator, proxy and admin over one database that has `user`, for the playground tests
+    (`extra`: more configuration)."""
     sim = start_sim(*sim_flags, name="playground")
-    home = make_fortress(tmp, [("local", sim.url)])
+    home = make_fortress(tmp, [("local", sim.url)], extra)
     home.cli("user", "add", user)
     home.serve()
     admin = start_admin(home)

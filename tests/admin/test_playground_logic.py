@@ -146,11 +146,55 @@ def test_chat_body_keeps_known_fields_and_checks_them() -> None:
         ({**ok, "options": {"num_ctx": 0}}, "at least 1"),
         ({**ok, "options": {"seed": 1.5}}, "whole number"),
         ({**ok, "options": {"mirostat": 1}}, "unknown option"),
-        ({**ok, "web_search": True}, "web search"),
         ([], "JSON object"),
     ]:
         with pytest.raises(BadInput, match=says):
             playground_input.chat_body(bad)
+
+
+def test_web_search_context_and_sources() -> None:
+    body = playground_input.chat_body(
+        {"model": "m", "system": "Be brief.", "messages": [{"role": "user", "content": " What  is\nnew? "}]}
+    )
+    assert playground_input.wants_search({"web_search": True}) and not playground_input.wants_search({})
+    with pytest.raises(BadInput, match="true or false"):
+        playground_input.wants_search({"web_search": "yes"})
+    assert playground_input.search_query(body) == "What is new?"
+    answer = {
+        "results": [
+            {"title": " First\n hit ", "url": "https://a.example/1", "content": "alpha " * 400},
+            {"title": "again", "url": "https://a.example/1", "content": "duplicate"},
+            {"title": "js", "url": "javascript:alert(1)", "content": "x"},
+            {"title": "relative", "url": "/local", "content": "x"},
+            {"title": "", "url": "http://b.example/2", "content": None},
+            "junk",
+            *({"title": f"n{i}", "url": f"https://c.example/{i}", "content": ""} for i in range(9)),
+        ]
+    }
+    found = playground_input.sources(answer)
+    assert [s["url"] for s in found] == [
+        "https://a.example/1",
+        "http://b.example/2",
+        "https://c.example/0",
+        "https://c.example/1",
+        "https://c.example/2",
+    ]
+    assert found[0]["title"] == "First hit" and len(found[0]["content"]) == playground_input.MAX_SNIPPET_CHARS
+    assert found[1] == {"url": "http://b.example/2", "title": "http://b.example/2", "content": ""}
+    assert playground_input.sources({"results": "nope"}) == [] == playground_input.sources(None)
+    playground_input.with_sources(body, found[:2])
+    roles = [m["role"] for m in body["messages"]]  # type: ignore[union-attr]
+    assert roles == ["system", "system", "user"]  # the results come right before the question
+    context = body["messages"][1]["content"]  # type: ignore[index]
+    assert "[1] First hit\nURL: https://a.example/1\nalpha" in context
+    assert "[2] http://b.example/2\nURL: http://b.example/2" in context
+    empty = playground_input.chat_body({"model": "m", "messages": [{"role": "user", "content": "q"}]})
+    playground_input.with_sources(empty, [])
+    assert "found nothing" in empty["messages"][0]["content"]  # type: ignore[index]
+    with pytest.raises(BadInput, match="needs a question"):
+        playground_input.search_query(
+            playground_input.chat_body({"model": "m", "messages": [{"role": "user", "content": " "}]})
+        )
 
 
 def test_embed_texts_groups_sets_and_typed_lines() -> None:

@@ -30,19 +30,24 @@ class Stand:
         return httpx.get(f"{self.url}/_sim/requests").json()
 
 
+def start_stand(directory: Path, *flags: str) -> Stand:
+    """A stand-in process (its ready file in `directory`); stop it with `stop(stand.proc)`."""
+    ready = directory / f"ws-{time.monotonic_ns()}.ready"
+    argv = [PY, "-m", "fortress.sim.searxng", "--port", "0", "--ready-file", str(ready), *flags]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, stop(proc)
+        time.sleep(0.02)
+    return Stand(ready.read_text().strip(), proc)
+
+
 @pytest.fixture
 def stand(tmp_path: Path) -> Iterator[Callable[..., Stand]]:
     started: list[Stand] = []
 
     def start(*flags: str) -> Stand:
-        ready = tmp_path / f"ws-{time.monotonic_ns()}.ready"
-        argv = [PY, "-m", "fortress.sim.searxng", "--port", "0", "--ready-file", str(ready), *flags]
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while not ready.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, stop(proc)
-            time.sleep(0.02)
-        started.append(Stand(ready.read_text().strip(), proc))
+        started.append(start_stand(tmp_path, *flags))
         return started[-1]
 
     yield start
