@@ -55,6 +55,8 @@ _UNKNOWN_SIZE = float("inf")  # a provider's model: after every model whose size
 
 def is_auto(model: Any) -> bool:
     """Whether the request's model asks for the choice ("auto", any case, ":latest" allowed)."""
+    if model == "auto":
+        return True
     return isinstance(model, str) and "auto" in model.lower() and model_key(model) == AUTO_KEY
 
 
@@ -106,18 +108,27 @@ def needs_of(route: str, body: dict[str, Any]) -> Needs:
         num_ctx if isinstance(num_ctx, int) and not isinstance(num_ctx, bool) and num_ctx > 0 else None
     )
     if route in EMBED_ROUTES:
-        return Needs(frozenset({"embedding"}), min_context)
-    wanted = {"completion"}
-    if _has_images(body):
-        wanted.add("vision")
-    if _nonempty_list(body.get("tools")):
-        wanted.add("tools")
-    if _wants_thinking(body):
-        wanted.add("thinking")
+        return _needs(min_context, True, False, False, False, False)
     suffix = body.get("suffix")
-    if isinstance(suffix, str) and suffix:
-        wanted.add("insert")
-    return Needs(frozenset(wanted), min_context)
+    return _needs(
+        min_context,
+        False,
+        _has_images(body),
+        _nonempty_list(body.get("tools")),
+        _wants_thinking(body),
+        isinstance(suffix, str) and bool(suffix),
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _needs(
+    min_context: int | None, embedding: bool, vision: bool, tools: bool, thinking: bool, insert: bool
+) -> Needs:
+    """One Needs per combination, made once (requests repeat a handful of them)."""
+    if embedding:
+        return Needs(frozenset({"embedding"}), min_context)
+    flags = (("vision", vision), ("tools", tools), ("thinking", thinking), ("insert", insert))
+    return Needs(frozenset({"completion", *(name for name, on in flags if on)}), min_context)
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +321,7 @@ class AutoChooser:
         self.healthy = healthy
         self.preferences: tuple[str, ...] = ()
         self._pool: tuple[Candidate, ...] | None = None
-        self._memo: dict[tuple[str, frozenset[str], int | None], Picked | Refusal] = {}
+        self._memo: dict[tuple[str, Needs], Picked | Refusal] = {}
 
     def configure(self, preferences: tuple[str, ...]) -> None:
         """A new snapshot: `[routing] auto_models`, and keys whose allow-lists may have changed."""
@@ -327,7 +338,7 @@ class AutoChooser:
         if pool is not self._pool:
             self._pool = pool
             self._memo.clear()
-        memo_key = (key.id if key is not None else "", needs.capabilities, needs.min_context)
+        memo_key = (key.id if key is not None else "", needs)
         found = self._memo.get(memo_key)
         if found is None:
             choice = choose(
