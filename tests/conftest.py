@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -160,6 +162,20 @@ class Fortress:
                 assert time.monotonic() < end, "the proxy never picked up the new key"
                 time.sleep(0.05)
         return key
+
+    def usage(self, request_ids: set[str], columns: str = "model, backend, status") -> dict[str, tuple]:
+        """`columns` of the usage rows of these requests, by request id; waits (up to 10 s) for the writer."""
+        marks = ",".join("?" * len(request_ids))
+        end = time.monotonic() + 10
+        while True:
+            with closing(sqlite3.connect(self.db)) as conn:
+                found = conn.execute(
+                    f"SELECT request_id, {columns} FROM usage WHERE request_id IN ({marks})",
+                    tuple(request_ids),
+                ).fetchall()
+            if len(found) == len(request_ids) or time.monotonic() > end:
+                return {r[0]: tuple(r[1:]) for r in found}
+            time.sleep(0.1)
 
     def serve(self) -> None:
         self.proc = start([PY, "-m", "fortress", "serve", "--config", str(self.config)])

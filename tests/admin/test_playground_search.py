@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.admin.conftest import Admin
+from tests.admin.conftest import Admin, new_page
 from tests.admin.test_browser import sign_in
 from tests.admin.test_playground_browser import answer, ensure_key
 from tests.admin.test_playground_http import _chat, _make_key, _rows, playground_stack
@@ -114,12 +114,10 @@ def test_without_search_configured_the_toggle_is_off(tmp_path_factory: pytest.Te
 
 @pytest.fixture
 def page(browser: Browser, stack: tuple[Fortress, Admin, Sim, Stand]) -> Iterator[Page]:
-    context = browser.new_context(base_url=stack[1].url, viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.on("dialog", lambda d: d.accept())
+    pg = new_page(browser, stack[1].url)
     sign_in(pg)
     yield pg
-    context.close()
+    pg.context.close()
 
 
 @pytest.mark.browser

@@ -4,10 +4,8 @@ clients, several keys, the usage rows, and a provider as a candidate."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -201,7 +199,7 @@ def test_errors_after_the_choice_name_it_and_usage_records_it(gw: Fortress) -> N
     failed = post(gw, key, "/api/generate", body, **{"X-Sim-Fail": "1"})  # the backend answers 500
     assert failed.status_code == 500 and failed.headers["X-Fortress-Model"] == "deepseek-r1:7b"
     ok = post(gw, key, "/api/generate", body)
-    rows = _usage(gw, {failed.headers["X-Request-ID"], ok.headers["X-Request-ID"]})
+    rows = gw.usage({failed.headers["X-Request-ID"], ok.headers["X-Request-ID"]})
     assert rows == {
         failed.headers["X-Request-ID"]: ("deepseek-r1:7b", "local", 500),
         ok.headers["X-Request-ID"]: ("deepseek-r1:7b", "local", 200),
@@ -212,22 +210,7 @@ def test_errors_after_the_choice_name_it_and_usage_records_it(gw: Fortress) -> N
         refused.json()["error"]
         == 'model "auto": no single available model supports completion, thinking and tools together'
     )
-    assert _usage(gw, {refused.headers["X-Request-ID"]})[refused.headers["X-Request-ID"]] == (None, None, 400)
-
-
-def _usage(gw: Fortress, ids: set[str]) -> dict[str, tuple]:
-    """The usage rows of these requests (the writer stores them within a second or so)."""
-    end = time.monotonic() + 10
-    while True:
-        with closing(sqlite3.connect(gw.db)) as conn:
-            marks = ",".join("?" * len(ids))
-            rows = conn.execute(
-                f"SELECT request_id, model, backend, status FROM usage WHERE request_id IN ({marks})",
-                tuple(ids),
-            ).fetchall()
-        if len(rows) == len(ids) or time.monotonic() > end:
-            return {r[0]: tuple(r[1:]) for r in rows}
-        time.sleep(0.1)
+    assert gw.usage({refused.headers["X-Request-ID"]})[refused.headers["X-Request-ID"]] == (None, None, 400)
 
 
 def test_capabilities_are_asked_once_per_model_digest(tmp_path: Path) -> None:

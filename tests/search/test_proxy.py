@@ -62,21 +62,6 @@ def call(f: Fortress, key: str, path: str, body: object, timeout: float = 30) ->
     )
 
 
-def rows(f: Fortress, ids: set[str]) -> dict[str, tuple]:
-    end = time.monotonic() + 10
-    while True:
-        with closing(sqlite3.connect(f.db)) as conn:
-            marks = ",".join("?" * len(ids))
-            found = conn.execute(
-                "SELECT request_id, path, status, key_id, model, backend FROM usage"
-                f" WHERE request_id IN ({marks})",
-                tuple(ids),
-            ).fetchall()
-        if len(found) == len(ids) or time.monotonic() > end:
-            return {r[0]: tuple(r[1:]) for r in found}
-        time.sleep(0.1)
-
-
 def test_search_answers_in_ollama_s_shape_for_search_and_admin_keys(
     searching: Callable[..., Fortress],
 ) -> None:
@@ -98,7 +83,9 @@ def test_search_answers_in_ollama_s_shape_for_search_and_admin_keys(
     assert refused.status_code == 403
     assert refused.json() == {"error": "forbidden: /api/web_search needs a key with the search scope"}
     assert call(f, user, "/api/web_fetch", {"url": "https://example.com/"}).status_code == 403
-    recorded = rows(f, {r.headers["X-Request-ID"], refused.headers["X-Request-ID"]})
+    recorded = f.usage(
+        {r.headers["X-Request-ID"], refused.headers["X-Request-ID"]}, "path, status, key_id, model, backend"
+    )
     assert recorded[r.headers["X-Request-ID"]] == ("/api/web_search", 200, key[3:11], None, None)
     assert recorded[refused.headers["X-Request-ID"]][:2] == ("/api/web_search", 403)
 
