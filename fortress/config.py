@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +118,24 @@ class RoutingConfig:
 
 @dataclass(frozen=True)
 class ClusterConfig:
+    """Many gateway nodes on one shared state through Redis (fortress.cluster); off while redis_url = ""."""
+
     redis_url: str = ""
+    role: str = "control"  # control: holds the database, runs the admin, publishes | node: config from Redis
+    node_name: str = ""  # "" = the host name; names this node in the admin and in Redis
+    snapshot_poll_s: float = 0.5  # a node also polls the snapshot version, so a missed notice is caught up
+    usage_buffer_rows: int = 200_000  # usage rows a node holds while Redis is unreachable; beyond, dropped
+    usage_stream_maxlen: int = 100_000  # batches the usage stream keeps for a stopped control node
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.redis_url)
+
+    @property
+    def name(self) -> str:
+        import socket
+
+        return self.node_name or socket.gethostname()
 
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -265,6 +283,7 @@ def _check(cfg: Config) -> Config:
         if not glob.strip():
             raise ConfigError(f"routing.auto_models[{i}]: empty pattern")
     _check_search(cfg.search)
+    _check_cluster(cfg.cluster)
     _check_cidrs("metrics.allow", cfg.metrics.allow)
     _check_logging(cfg.logging)
     from fortress.pipeline.windows import parse_rate
@@ -287,6 +306,26 @@ def _check_cidrs(where: str, entries: tuple[str, ...]) -> None:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError:
             raise ConfigError(f"{where}[{i}]: not a CIDR: {cidr!r}") from None
+
+
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _check_cluster(cluster: ClusterConfig) -> None:
+    if cluster.redis_url and not cluster.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("cluster.redis_url: must start with redis://, rediss:// or unix://")
+    if cluster.role not in ("control", "node"):
+        raise ConfigError("cluster.role: must be 'control' or 'node'")
+    if cluster.role == "node" and not cluster.redis_url:
+        raise ConfigError("cluster.role: 'node' takes its configuration from Redis: set cluster.redis_url")
+    if cluster.node_name and not _NODE_NAME.match(cluster.node_name):
+        raise ConfigError("cluster.node_name: letters, digits, '.', '_' and '-', at most 63 characters")
+    if not 0.05 <= cluster.snapshot_poll_s <= 60:
+        raise ConfigError("cluster.snapshot_poll_s: must be between 0.05 and 60")
+    if cluster.usage_buffer_rows < 1000:
+        raise ConfigError("cluster.usage_buffer_rows: must be at least 1000")
+    if cluster.usage_stream_maxlen < 1000:
+        raise ConfigError("cluster.usage_stream_maxlen: must be at least 1000")
 
 
 def _check_search(search: SearchConfig) -> None:

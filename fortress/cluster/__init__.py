@@ -1,0 +1,59 @@
+"""Many gateway nodes on one shared state, through Redis (`[cluster] redis_url`).
+
+One machine is the control node (`role = "control"`, the default): it holds the SQLite database and
+runs the admin. Every other machine is a node (`role = "node"`): no database; its configuration comes
+from Redis and its usage and live figures go there. The pieces, each usable on its own:
+
+    codec       Snapshot <-> bytes: versioned, compact, backend credentials sealed with secrets.key
+    publisher   control: keeps `fortress:snapshot` equal to the database (MULTI + pub/sub notice)
+    subscriber  node: holds the published snapshot (notice + poll), serves on it while Redis is down
+    lease       control: only one control node publishes and consumes
+    producer    node: usage rows from the usage pipe into the stream `fortress:usage` (a process)
+    consumer    control: the stream into SQLite, exactly once (batch ids committed with the rows)
+    nodes       node: heartbeats; control: folded into proxy_stats; list_nodes() for the dashboard
+    control     control: the process running lease, publisher, consumer and fold
+    link        the Redis names, clients, and `Reachability` (connected / last_ok, logged once)
+
+What the proxy, the CLI and the admin must wire (phase 2)
+---------------------------------------------------------
+1. The snapshot source, in `fortress/proxy/server.py` `run_worker`. If `cfg.cluster.role == "node"`:
+   open no database. `client = link.async_client(url)`; `sub = Subscriber(client,
+   SecretBox(key_file_for(cfg)), on_change=apply, poll_s=cfg.cluster.snapshot_poll_s,
+   cache=cfg.data_dir / "snapshot.cache")`; `snapshot = (await sub.start()).snapshot`, where
+   `apply(decoded)` is `worker.swap(decoded.snapshot); worker.start_polling()`. The reload task keeps
+   only `tls.refresh()`; TLS comes from the node's own config.toml (the `tls.files` setting names paths
+   on the control machine and is ignored on nodes). `sub.aclose()` and `client.aclose()` at drain.
+   `NoSnapshot` from `start()` is the one-line reason `fortress serve` exits with. In `fortress/cli.py`,
+   `_serve` and `_run` skip `_require_db` for nodes, and `_run` runs only `serve` there. Otherwise
+   (control, or no redis_url) the worker loads from SQLite exactly as today.
+2. The control node's cluster process: `fortress run` adds a third supervised child when
+   `cfg.cluster.redis_url` is set and the role is control: `[python, -m, fortress.cluster.control,
+   --config, cfg.source]` (or a `fortress cluster` subcommand calling `control.main`); systemd and
+   Docker get the same as a unit/service. It is its own process on purpose: with `workers = N` no
+   worker is special, and a SIGKILL of it costs a restart and nothing else (tests/cluster).
+3. Usage on a node: `UsagePipe` starts `[python, -m, fortress.cluster.producer, --config,
+   cfg.source]` instead of `fortress.state.sink <db>` (the Redis URL, which may hold a password, is
+   read from the file, never put on a command line). With the acknowledged pipe of the `usage` branch,
+   the producer parses its 12-byte frame header, uses `f"{stream}/{seq}"` as the batch id (pass it as
+   `Producer.add(rows, batch=...)`; the proxy re-sends an unacknowledged batch with the same
+   stream/seq after a producer restart, so the consumer skips it if it got through) and writes the ack
+   after `flush()` returned True for that batch. The proxy's unacknowledged-bytes bound then holds the
+   rows while Redis is away; `usage_buffer_rows` becomes that bound on nodes (or goes).
+4. Live figures: on a node the stats task calls `nodes.beat(client, hb.figures(time.time(),
+   in_flight, requests, errors, connections, sub.version, detail))` with one `Heartbeat(node_name,
+   pid)` per worker, instead of `write_proxy_stats`. On the control node the proxy keeps writing
+   proxy_stats and passes `nodes.stats_detail(hb.figures(...))` as `detail`, so it is listed with its
+   version too.
+5. `/health` and `/metrics` on a node: `/health` stays 200 while the node serves and adds
+   `"redis": "up" | "down"` and `"config_version"`; admin-scope detail adds `sub.status()` (last_ok,
+   down_since, error, credential problems). Metrics: `fortress_cluster_redis_up`,
+   `fortress_cluster_config_version`, `fortress_cluster_last_ok_timestamp_seconds`. While Redis is down
+   the limiter must fall back to local counters (the `security` branch's RedisLimiter), and say so.
+6. The admin: nothing talks to Redis. The dashboard calls `await nodes.list_nodes(db)` and shows one
+   row per node (name, Fortress version, config version against the database's, workers, in flight,
+   req/s, last seen); the existing tiles already sum every node, since the control process folds the
+   heartbeats into proxy_stats.
+7. `consumer.store_batches` inserts rows with usage.py's private `_INSERT`/`_ROLLUP`/`_hourly`, inside
+   its own transaction (store() owns one, and the batch ids must commit with the rows): usage.py should
+   expose that insert as a public function used by both.
+"""
