@@ -24,17 +24,18 @@ import json
 import time
 import zlib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, fields, replace
-from typing import Any
+from dataclasses import MISSING, dataclass, fields, is_dataclass, replace
+from typing import Any, get_type_hints
 
-from fortress.config import LimitsConfig, RoutingConfig, SecurityConfig
 from fortress.state.secretbox import SecretBox, SecretBoxError
 from fortress.state.snapshot import BackendRecord, KeyRecord, Policy, Snapshot
 
 FORMAT = 1
 KEY_FIELDS = tuple(f.name for f in fields(KeyRecord))
 BACKEND_FIELDS = tuple(f.name for f in fields(BackendRecord))
-_SECTIONS: dict[str, type] = {"security": SecurityConfig, "limits": LimitsConfig, "routing": RoutingConfig}
+_CREDENTIAL = BACKEND_FIELDS.index("credential")
+# Policy's fields that are config sections (dataclasses) travel as objects; the others as they are
+_SECTIONS: dict[str, type] = {n: t for n, t in get_type_hints(Policy).items() if is_dataclass(t)}
 
 
 class SnapshotError(ValueError):
@@ -76,13 +77,7 @@ def encode(
         "keys": [[getattr(k, name) for name in KEY_FIELDS] for k in snapshot.keys.values()],
         "backend_fields": BACKEND_FIELDS,
         "backends": backends,
-        "policy": None
-        if policy is None
-        else {
-            **{s: _as_dict(getattr(policy, s)) for s in _SECTIONS},
-            "default_rate": policy.default_rate,
-            "default_tokens": policy.default_tokens,
-        },
+        "policy": None if policy is None else _as_dict(policy),
         "settings": dict(settings),
     }
     return zlib.compress(json.dumps(payload, separators=(",", ":")).encode("ascii"))
@@ -98,7 +93,7 @@ def decode(blob: bytes, box: SecretBox) -> Decoded:
     if payload["format"] != FORMAT:
         raise SnapshotError(
             f"snapshot format {payload['format']!r}, this node reads format {FORMAT}: "
-            "upgrade this node to the control node's Fortress version"
+            "run the same Fortress version on the control node and on every node"
         )
     try:
         keys = {}
@@ -112,10 +107,8 @@ def decode(blob: bytes, box: SecretBox) -> Decoded:
         raw = payload["policy"]
         policy = None
         if raw is not None:
-            policy = Policy(
-                **{name: _build(cls, raw[name]) for name, cls in _SECTIONS.items()},
-                default_rate=_tuples(raw["default_rate"]),
-                default_tokens=_tuples(raw["default_tokens"]),
+            policy = _build(
+                Policy, {n: _build(_SECTIONS[n], v) if n in _SECTIONS else v for n, v in raw.items()}
             )
         settings = payload["settings"]
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in settings.items()):
@@ -128,11 +121,9 @@ def decode(blob: bytes, box: SecretBox) -> Decoded:
         raise SnapshotError(f"malformed snapshot: {type(exc).__name__}: {exc}") from None
 
 
-_CREDENTIAL = BACKEND_FIELDS.index("credential")
-
-
 def _as_dict(obj: Any) -> dict[str, Any]:
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+    """A dataclass's fields by name, config sections inside it as dicts too."""
+    return {f.name: _as_dict(v) if is_dataclass(v := getattr(obj, f.name)) else v for f in fields(obj)}
 
 
 def _tuples(value: Any) -> Any:

@@ -148,8 +148,12 @@ class Subscriber:
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.poll_s)
-            with contextlib.suppress(*ERRORS):
+            try:
                 await self._refresh_checked()
+            except ERRORS:
+                pass
+            except Exception:  # the poll is the node's safety net: it must outlive any bug
+                log.exception("snapshot poll failed")
 
     async def _listen(self) -> None:
         while True:
@@ -163,6 +167,8 @@ class Subscriber:
                         await self.refresh()
             except ERRORS as exc:
                 self.link.failed(exc)
+            except Exception:
+                log.exception("snapshot listener failed")
             finally:
                 with contextlib.suppress(*ERRORS):
                     await pubsub.aclose()
@@ -185,7 +191,10 @@ class Subscriber:
         if source == "Redis" and self.cache is not None:
             self._write_cache(tag, blob)
         if self.on_change is not None:
-            self.on_change(decoded)
+            try:
+                self.on_change(decoded)
+            except Exception:  # the snapshot is held; whatever failed to apply it is a bug to see in the log
+                log.exception("applying configuration version %d failed", decoded.snapshot.version)
         return True
 
     def _write_cache(self, tag: str, blob: bytes) -> None:

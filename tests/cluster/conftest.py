@@ -8,8 +8,10 @@ SIGKILL loses nothing Redis acknowledged).
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 import signal
+import statistics
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,8 +21,12 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
+from fortress.cluster.publisher import POLL_S
+from fortress.cluster.subscriber import Subscriber
 from fortress.config import ClusterConfig, Config, DatabaseConfig
 from fortress.state import db as dbmod
+from fortress.state import repo
+from fortress.state.load import read_config_version
 from tests.conftest import free_port
 
 
@@ -120,3 +126,33 @@ async def control_db(
     db = await dbmod.connect(cfg.database.path)
     yield cfg, db
     await db.close()
+
+
+async def fanout_latencies(db: aiosqlite.Connection, sub: Subscriber, changes: int) -> list[float]:
+    """Create and revoke keys on the control node's database, at random moments of the publisher's
+    poll; for each change, the seconds from its commit until the started subscriber `sub` holds it."""
+    arrived: dict[int, float] = {}
+    sub.on_change = lambda d: arrived.setdefault(d.snapshot.version, time.perf_counter())
+    await repo.add_user(db, "fanout", actor="test")
+    out = []
+    for i in range(changes):
+        await asyncio.sleep(random.uniform(0, POLL_S))
+        if i % 2 == 0:
+            _, key = await repo.create_key(db, "fanout", actor="test", rate="5/10s")
+        else:
+            await repo.set_key_state(db, key.id, "revoked", actor="test")
+        committed = time.perf_counter()
+        version = await read_config_version(db)
+        await wait_until(lambda v=version: v in arrived, what=f"version {version} on the node")
+        out.append(arrived[version] - committed)
+        held = sub.current.snapshot.keys[key.id]  # type: ignore[union-attr]
+        assert held.state == ("active" if i % 2 == 0 else "revoked") and held.rate == (5, 10)
+    return out
+
+
+def report(what: str, latencies: list[float]) -> str:
+    ms = sorted(x * 1000 for x in latencies)
+    return (
+        f"\nSQLite commit -> node holds it ({what}, {len(ms)} changes): "
+        f"median {statistics.median(ms):.0f} ms, p90 {ms[int(len(ms) * 0.9)]:.0f} ms, max {ms[-1]:.0f} ms"
+    )

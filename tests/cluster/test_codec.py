@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import tempfile
 import zlib
+from dataclasses import fields
 from pathlib import Path
 
 import aiosqlite
@@ -98,6 +99,11 @@ def test_round_trip_is_exact(snapshot: Snapshot, rows: dict[str, str], now: floa
     assert repr(back.snapshot.policy) == repr(snapshot.policy)
 
 
+def test_the_codec_carries_every_field_of_a_snapshot() -> None:
+    """A field added to Snapshot must be added to the codec too (records and Policy follow by themselves)."""
+    assert [f.name for f in fields(Snapshot)] == ["version", "keys", "backends", "policy"]
+
+
 def _snapshot(credential: str = "sk-live-0123456789abcdef") -> Snapshot:
     policy = Policy.build(Config(), {})
     return Snapshot(
@@ -164,7 +170,7 @@ def test_newer_and_older_fields_are_tolerated() -> None:
     [
         (lambda p: b"not zlib at all", "not a Fortress snapshot"),
         (lambda p: zlib.compress(b"[1, 2]"), "no format field"),
-        (lambda p: _blob({**p, "format": FORMAT + 1}), "upgrade this node"),
+        (lambda p: _blob({**p, "format": FORMAT + 1}), "same Fortress version"),
         (lambda p: _blob({**p, "keys": [["only-one-value"]]}), "1 values for"),
         (
             lambda p: _blob({**p, "key_fields": ["id"], "keys": [["x"]]}),

@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import statistics
-import time
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -24,14 +21,13 @@ from fortress.cluster import control
 from fortress.cluster.codec import Decoded, encode, tag_of
 from fortress.cluster.lease import Lease
 from fortress.cluster.link import SNAPSHOT, SNAPSHOT_TAG, async_client
-from fortress.cluster.publisher import POLL_S
 from fortress.cluster.subscriber import NoSnapshot, Subscriber
 from fortress.config import BackendConfig, Config
 from fortress.state import repo
 from fortress.state.load import load_snapshot, read_config_version
 from fortress.state.secretbox import SecretBox, for_config, key_file_for
 
-from .conftest import RedisServer, wait_until
+from .conftest import RedisServer, fanout_latencies, report, wait_until
 
 
 @contextlib.asynccontextmanager
@@ -62,31 +58,12 @@ async def test_a_change_on_the_control_node_reaches_a_node_fast(
     control_db: tuple[Config, aiosqlite.Connection],
 ) -> None:
     cfg, db = control_db
-    arrived: dict[int, float] = {}
-    await repo.add_user(db, "alice", actor="test")
     async with running(cfg), node(cfg) as sub:
-        sub.on_change = lambda d: arrived.setdefault(d.snapshot.version, time.perf_counter())
         await sub.start(timeout_s=10)
-        latencies = []
-        for i in range(20):
-            await asyncio.sleep(random.uniform(0, POLL_S))  # changes at any moment of the publisher's poll
-            if i % 2 == 0:
-                _, key = await repo.create_key(db, "alice", actor="test", rate="5/10s")
-            else:
-                await repo.set_key_state(db, key.id, "revoked", actor="test")
-            committed = time.perf_counter()
-            version = await read_config_version(db)
-            await wait_until(lambda v=version: v in arrived, what=f"version {version} on the node")
-            latencies.append(arrived[version] - committed)
-            held = sub.current.snapshot.keys[key.id]  # type: ignore[union-attr]
-            assert held.state == ("active" if i % 2 == 0 else "revoked") and held.rate == (5, 10)
+        latencies = await fanout_latencies(db, sub, changes=20)
         assert sub.current.snapshot == await load_snapshot(db, cfg)  # type: ignore[union-attr]
-    ms = sorted(x * 1000 for x in latencies)
-    print(
-        f"\nSQLite commit -> node holds it (in-process control): "
-        f"median {statistics.median(ms):.0f} ms, max {ms[-1]:.0f} ms"
-    )
-    assert ms[-1] < 5000  # the target is well under 1 s; the bound is loose for a busy machine
+    print(report("control in this process", latencies))
+    assert max(latencies) < 5  # the target is well under 1 s; the bound is loose for a busy machine
 
 
 async def test_a_missed_notice_is_caught_by_the_poll(
@@ -177,10 +154,10 @@ async def test_an_unreadable_snapshot_leaves_the_last_one_in_force(
         await sub.start(timeout_s=5)
         raw.mset({SNAPSHOT: zlib.compress(b'{"format": 99}'), SNAPSHOT_TAG: "999.bad"})
         await wait_until(lambda: sub.error, what="the node to reject the snapshot")
-        assert "upgrade this node" in sub.error and sub.current.snapshot == good.snapshot  # type: ignore[union-attr]
-        assert sum("upgrade this node" in r.message for r in caplog.records) == 1  # once, not every poll
+        assert "same Fortress version" in sub.error and sub.current.snapshot == good.snapshot  # type: ignore[union-attr]
+        assert sum("same Fortress version" in r.message for r in caplog.records) == 1  # once, not every poll
         await asyncio.sleep(0.5)
-        assert sum("upgrade this node" in r.message for r in caplog.records) == 1
+        assert sum("same Fortress version" in r.message for r in caplog.records) == 1
         async with running(cfg):  # the control node puts its own snapshot back
             await wait_until(lambda: not sub.error, what="the control node's snapshot again")
         assert sub.current.snapshot == good.snapshot  # type: ignore[union-attr]

@@ -7,26 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 import sqlite3
-import statistics
 import subprocess
 import time
 from pathlib import Path
 
 from fortress.cluster.link import async_client
-from fortress.cluster.publisher import POLL_S
 from fortress.cluster.subscriber import Subscriber
 from fortress.config import load
 from fortress.state import db as dbmod
-from fortress.state import repo
-from fortress.state.load import read_config_version
 from fortress.state.secretbox import SecretBox, key_file_for
 from fortress.state.sink import frame
 from tests.conftest import PY, ROOT, Fortress, make_fortress
 
-from .conftest import RedisServer, wait_until
+from .conftest import RedisServer, fanout_latencies, report, wait_until
 from .test_usage_stream import counts, rows
 
 FRAMES = 60
@@ -150,37 +145,17 @@ def test_fanout_from_a_separate_control_process(tmp_path: Path, redis_server: Re
     finally:
         control.send_signal(signal.SIGTERM)
         control.wait(30)
-    ms = sorted(x * 1000 for x in latencies)
-    print(
-        f"\nSQLite commit -> node holds it (control in its own process, {len(ms)} changes): "
-        f"median {statistics.median(ms):.0f} ms, p90 {ms[int(len(ms) * 0.9)]:.0f} ms, max {ms[-1]:.0f} ms"
-    )
-    assert ms[-1] < 5000  # the target is well under 1 s; the bound is loose for a busy machine
+    print(report("control in its own process", latencies))
+    assert max(latencies) < 5  # the target is well under 1 s; the bound is loose for a busy machine
 
 
 async def _measure(f: Fortress, redis_url: str, changes: int) -> list[float]:
-    cfg = load(str(f.config))
-    arrived: dict[int, float] = {}
     client = async_client(redis_url)
-    sub = Subscriber(client, SecretBox(key_file_for(cfg)))
-    sub.on_change = lambda d: arrived.setdefault(d.snapshot.version, time.perf_counter())
+    sub = Subscriber(client, SecretBox(key_file_for(load(str(f.config)))))
     db = await dbmod.connect(f.db)
     try:
         await sub.start(timeout_s=30)
-        await repo.add_user(db, "alice", actor="test")
-        out = []
-        for i in range(changes):
-            await asyncio.sleep(random.uniform(0, POLL_S))
-            if i % 2 == 0:
-                _, key = await repo.create_key(db, "alice", actor="test")
-            else:
-                await repo.set_key_state(db, key.id, "revoked", actor="test")
-            committed = time.perf_counter()
-            version = await read_config_version(db)
-            await wait_until(lambda v=version: v in arrived, what=f"version {version} on the node")
-            out.append(arrived[version] - committed)
-            assert sub.current.snapshot.keys[key.id].state == ("active" if i % 2 == 0 else "revoked")  # type: ignore[union-attr]
-        return out
+        return await fanout_latencies(db, sub, changes)
     finally:
         await db.close()
         await sub.aclose()
