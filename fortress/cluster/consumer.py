@@ -50,6 +50,7 @@ COUNT = 100  # entries per read: one transaction
 KEEP_S = 86400.0
 PRUNE_EVERY_S = 600.0
 RETRY_S = 0.5
+REFUSED_WAIT_S = 5.0
 # what rows that do not fit the usage table raise; a busy or locked database (OperationalError) is waited out
 MALFORMED = (
     sqlite3.InterfaceError,
@@ -159,9 +160,9 @@ class UsageConsumer:
                     self.link.ok()
                 except redis.ResponseError as exc:
                     self._recovered = False  # NOGROUP: Redis lost the stream (restarted without persistence)
-                    if "NOGROUP" not in str(exc):
-                        log.error("usage consumer: %s", exc)
-                        await _wait(stop, RETRY_S)
+                    if "NOGROUP" not in str(exc):  # a refusal (ACL, OOM): say so, without flooding the log
+                        log.error("usage consumer: Redis refused: %s", exc)
+                        await _wait(stop, REFUSED_WAIT_S)
                 except ERRORS as exc:
                     self.link.failed(exc)
                     self._recovered = False  # entries read before the error may be pending: read them again
@@ -209,9 +210,11 @@ class UsageConsumer:
     async def _claim(self, stop: asyncio.Event) -> None:
         start = "0-0"
         while True:
-            start, entries, deleted = await self.client.xautoclaim(
+            reply = await self.client.xautoclaim(
                 USAGE_STREAM, USAGE_GROUP, self.name, int(self.claim_idle_s * 1000), start, count=COUNT
             )
+            start, entries = reply[0], reply[1]
+            deleted = reply[2] if len(reply) > 2 else []  # Redis 7 names entries trimmed meanwhile
             if deleted:
                 self.lost += len(deleted)
                 log.error(

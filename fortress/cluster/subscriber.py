@@ -56,7 +56,8 @@ class Subscriber:
         self.on_change = on_change
         self.poll_s = poll_s
         self.cache = cache
-        self.link = Reachability("snapshot subscriber", log)
+        self.link = Reachability("snapshot subscriber", log)  # the polls: what `connected` reports
+        self.notices = Reachability("snapshot notices", log)  # the pub/sub listener, logged on its own
         self.tag = ""
         self.current: Decoded | None = None
         self.changes = 0
@@ -82,6 +83,7 @@ class Subscriber:
         """Plain figures for /health (admin detail) and /metrics."""
         return {
             "redis": "up" if self.link.connected else "down",
+            "notices": "up" if self.notices.connected else "down",  # down alone: changes come by poll
             "snapshot_version": self.version,
             "last_ok": self.link.last_ok,
             "down_since": self.link.down_since,
@@ -160,13 +162,14 @@ class Subscriber:
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(SNAPSHOT_CHANNEL)
+                self.notices.ok()
                 await self.refresh()  # whatever was published while this node was not listening
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=LISTEN_S)
                     if message is not None:
                         await self.refresh()
             except ERRORS as exc:
-                self.link.failed(exc)
+                self.notices.failed(exc)
             except Exception:
                 log.exception("snapshot listener failed")
             finally:

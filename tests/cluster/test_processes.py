@@ -204,3 +204,20 @@ def test_a_control_node_killed_between_commit_and_acknowledgement_stores_nothing
         f"{fresh * ROWS} usage rows stored from {fresh} batches ({read} repeated"
         in (f.home / "control.log").read_text()
     )
+
+
+def test_the_control_process_refuses_a_node_config(tmp_path: Path, redis_server: RedisServer) -> None:
+    done = subprocess.run(
+        [
+            PY,
+            "-m",
+            "fortress.cluster.control",
+            "--config",
+            str(node_config(tmp_path, redis_server.url, "n2")),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and 'role = "control"' in done.stderr
