@@ -44,11 +44,13 @@ What the proxy, the CLI and the admin must wire (phase 2)
    pid)` per worker, instead of `write_proxy_stats`. On the control node the proxy keeps writing
    proxy_stats and passes `nodes.stats_detail(hb.figures(...))` as `detail`, so it is listed with its
    version too.
-5. `/health` and `/metrics` on a node: `/health` stays 200 while the node serves and adds
-   `"redis": "up" | "down"` and `"config_version"`; admin-scope detail adds `sub.status()` (last_ok,
-   down_since, error, credential problems). Metrics: `fortress_cluster_redis_up`,
-   `fortress_cluster_config_version`, `fortress_cluster_last_ok_timestamp_seconds`. While Redis is down
-   the limiter must fall back to local counters (the `security` branch's RedisLimiter), and say so.
+5. `/health` and `/metrics` on a node: `/health` stays 200 while the node serves (the load balancer
+   must keep it) and adds `"redis": "up" | "down"` and `"config_version"`; admin-scope detail adds
+   `sub.status()` (last_ok, down_since, error, credential problems). Metrics: the existing
+   `fortress_snapshot_version` and `fortress_snapshot_age_seconds` come from `sub.version` and the
+   time of the last change, plus a new gauge `fortress_cluster_redis_up` (`sub.connected`). While Redis
+   is down the limiter must fall back to local counters (today's RedisLimiter lets requests through:
+   the `security` branch's business), and say so in the same places.
 6. The admin: nothing talks to Redis. The dashboard calls `await nodes.list_nodes(db)` and shows one
    row per node (name, Fortress version, config version against the database's, workers, in flight,
    req/s, last seen); the existing tiles already sum every node, since the control process folds the
