@@ -124,7 +124,6 @@ class ClusterConfig:
     role: str = "control"  # control: holds the database, runs the admin, publishes | node: config from Redis
     node_name: str = ""  # "" = the host name; names this node in the admin and in Redis
     snapshot_poll_s: float = 0.5  # a node also polls the snapshot version, so a missed notice is caught up
-    usage_buffer_rows: int = 200_000  # usage rows a node holds while Redis is unreachable; beyond, dropped
     usage_stream_maxlen: int = 100_000  # batches the usage stream keeps for a stopped control node
 
     @property
@@ -322,8 +321,6 @@ def _check_cluster(cluster: ClusterConfig) -> None:
         raise ConfigError("cluster.node_name: letters, digits, '.', '_' and '-', at most 63 characters")
     if not 0.05 <= cluster.snapshot_poll_s <= 60:
         raise ConfigError("cluster.snapshot_poll_s: must be between 0.05 and 60")
-    if cluster.usage_buffer_rows < 1000:
-        raise ConfigError("cluster.usage_buffer_rows: must be at least 1000")
     if cluster.usage_stream_maxlen < 1000:
         raise ConfigError("cluster.usage_stream_maxlen: must be at least 1000")
 

@@ -31,14 +31,12 @@ What the proxy, the CLI and the admin must wire (phase 2)
    --config, cfg.source]` (or a `fortress cluster` subcommand calling `control.main`); systemd and
    Docker get the same as a unit/service. It is its own process on purpose: with `workers = N` no
    worker is special, and a SIGKILL of it costs a restart and nothing else (tests/cluster).
-3. Usage on a node: `UsagePipe` starts `[python, -m, fortress.cluster.producer, --config,
-   cfg.source]` instead of `fortress.state.sink <db>` (the Redis URL, which may hold a password, is
-   read from the file, never put on a command line). With the acknowledged pipe of the `usage` branch,
-   the producer parses its 12-byte frame header, uses `f"{stream}/{seq}"` as the batch id (pass it as
-   `Producer.add(rows, batch=...)`; the proxy re-sends an unacknowledged batch with the same
-   stream/seq after a producer restart, so the consumer skips it if it got through) and writes the ack
-   after `flush()` returned True for that batch. The proxy's unacknowledged-bytes bound then holds the
-   rows while Redis is away; `usage_buffer_rows` becomes that bound on nodes (or goes).
+3. Usage on a node: `UsagePipe._spawn` starts `[python, -m, fortress.cluster.producer, --config,
+   cfg.source, --stream, ..., --ack-fd, ..., --log-*, --access-log*]` in place of `fortress.state.sink
+   <db> --stream ...`: the same protocol and options, the Redis URL (which may hold a password) read
+   from the file, never from a command line. Nothing else changes in the pipe: the producer
+   acknowledges a batch once Redis has it, and while Redis is away the worker's unacknowledged-bytes
+   bound holds the rows (then drops, counts and logs, as for a locked database).
 4. Live figures: on a node the stats task calls `nodes.beat(client, hb.figures(time.time(),
    in_flight, requests, errors, connections, sub.version, detail))` with one `Heartbeat(node_name,
    pid)` per worker, instead of `write_proxy_stats`. On the control node the proxy keeps writing

@@ -9,13 +9,14 @@ consumer reads its own pending entries again from id 0 before new ones, and ever
 another consumer: a control node that was renamed, or a second one that died. A crash therefore
 delays rows, never drops them; entries trimmed by MAXLEN before they were stored are reported as lost.
 
-Exactly once. Every entry carries its batch's id, chosen by the node (fortress.cluster.producer).
-`store_batches` runs in one IMMEDIATE transaction: it skips the batches whose id is in
-usage_batches, inserts the rows of the others with their hourly roll-up, and records their ids,
-then commits. A batch delivered twice (this consumer died between commit and XACK; a node's XADD
-reached Redis but its answer did not, so the node sent it again under a new entry id) is therefore
-stored once, whatever the order of delivery and however many consumers race, since the check and
-the record are in one write transaction. Ids are forgotten KEEP_S after their commit; the consumer
+Exactly once. Every entry carries its batch's id, `<proxy worker's stream>/<batch number>`
+(fortress.cluster.producer). `store_batches` runs in one IMMEDIATE transaction: it skips the batches
+whose id is in usage_batches, inserts the rows of the others with their hourly roll-up, and records
+their ids, then commits. A batch delivered twice (this consumer died between commit and XACK; a
+node's XADD reached Redis but its answer did not; a node's producer died before acknowledging, and the
+proxy worker sent the batch again to its successor) is therefore stored once, whatever the order of
+delivery and however many consumers race, since the check and the record are in one write
+transaction. Ids are forgotten KEEP_S after their commit; the consumer
 prunes them only after it has re-read its own pending entries, so a control node that was down longer
 than that still recognises its own half-finished work.
 """
@@ -34,7 +35,8 @@ from typing import TYPE_CHECKING
 import redis
 
 from fortress.cluster.link import USAGE_GROUP, USAGE_STREAM, Reachability
-from fortress.state.usage import _INSERT, _ROLLUP, COLUMNS, _hourly
+from fortress.state.sink import MALFORMED
+from fortress.state.usage import _INSERT, _ROLLUP, COLUMNS, _hourly, storable
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -51,17 +53,6 @@ KEEP_S = 86400.0
 PRUNE_EVERY_S = 600.0
 RETRY_S = 0.5
 REFUSED_WAIT_S = 5.0
-# what rows that do not fit the usage table raise; a busy or locked database (OperationalError) is waited out
-MALFORMED = (
-    sqlite3.InterfaceError,
-    sqlite3.ProgrammingError,
-    sqlite3.IntegrityError,
-    sqlite3.DataError,
-    ValueError,
-    TypeError,
-    IndexError,
-    OverflowError,
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +68,10 @@ def parse(fields: dict[bytes, bytes] | None) -> Batch:
     try:
         batch = fields[b"b"].decode()
         rows = json.loads(fields[b"r"])
-    except (KeyError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not a usage batch ({exc!r})") from None
+    except KeyError as exc:
+        raise ValueError(f"not a usage batch (no field {exc.args[0]!r})") from None
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ValueError(f"not a usage batch ({exc})") from None
     if not batch or not isinstance(rows, list):
         raise ValueError("not a usage batch (no id, or rows that are not a list)")
     width = len(COLUMNS)
@@ -141,6 +134,7 @@ class UsageConsumer:
         self.batches = 0  # stored
         self.duplicates = 0  # batches delivered again and skipped
         self.rejected = 0  # entries that were not usable batches (logged)
+        self.rejected_rows = 0  # rows of usable batches that did not fit the usage table (logged)
         self.lost = 0  # entries trimmed from the stream before they were stored (logged)
         self._conn: sqlite3.Connection | None = None
         self._recovered = False
@@ -251,7 +245,8 @@ class UsageConsumer:
         return True
 
     async def _store(self, batches: list[Batch], stop: asyncio.Event) -> bool:
-        """Store, waiting out a busy database; a batch that cannot be stored alone is logged and skipped."""
+        """Store, waiting out a busy database; rows that do not fit are logged and skipped, as by the
+        SQLite writer (fortress.state.sink), and the rest of their batch is stored."""
         try:
             return await self._patiently(batches, stop)
         except MALFORMED:
@@ -260,14 +255,19 @@ class UsageConsumer:
             try:
                 if not await self._patiently([b], stop):
                     return False
+                continue
             except MALFORMED as exc:
-                self.rejected += 1
+                good = [r for r in b.rows if storable(r)]
+                self.rejected_rows += len(b.rows) - len(good)
                 log.error(
-                    "usage: batch %s (%d rows) cannot be stored and was skipped: %s",
-                    b.batch,
-                    len(b.rows),
-                    exc,
+                    "usage batch %s: %d malformed rows skipped (%s)", b.batch, len(b.rows) - len(good), exc
                 )
+            try:
+                if not await self._patiently([Batch(b.batch, good)], stop):
+                    return False
+            except MALFORMED as exc:
+                self.rejected_rows += len(good)
+                log.error("usage batch %s cannot be stored and was skipped: %s", b.batch, exc)
         return True
 
     async def _patiently(self, batches: list[Batch], stop: asyncio.Event) -> bool:

@@ -1,22 +1,24 @@
-"""A node's usage rows into the Redis stream `fortress:usage`: a batch per frame, held while Redis is away.
+"""A node's usage rows into the Redis stream `fortress:usage`, acknowledged once Redis has them.
 
-On a node (`role = "node"`, no database) this process takes the place of the SQLite writer at the far
-end of a proxy worker's usage pipe: it reads the same frames (fortress.state.sink's format, one frame
-per 250 ms of a worker's rows) on stdin and sends them on with plain blocking calls, away from the
-proxy's event loop and interpreter lock.
+On a node (`role = "node"`, no database) this process takes the place of the SQLite writer
+(fortress.state.sink) at the far end of a proxy worker's usage pipe and speaks the same protocol:
+numbered frames in on stdin, one acknowledgement per batch out on `--ack-fd`, the same options, plus
+`--config` for the Redis URL (it may hold a password: never on a command line). It sends with plain
+blocking calls, away from the proxy's event loop and interpreter lock.
 
-Batches. Each frame is one batch with an id fixed before the first attempt to send it: the one given
-to `add`, else `<node>/<pid>.<start ms>/<seq>`. A batch is one stream entry (`b`: id, `n`: node,
-`r`: the rows as JSON arrays in usage column order), added with XADD MAXLEN ~ `maxlen`, so a control
-node that stays away cannot make Redis grow without bound. Up to ENTRIES_PER_CALL entries go in one
-round trip. When a call fails the same batches are sent again, with the same ids, until Redis takes
-them: a batch that reached Redis although its answer did not is then in the stream twice, and the
-control node stores it once (fortress.cluster.consumer).
+Batches. Each frame becomes one stream entry, added with XADD MAXLEN ~ `maxlen` (a control node that
+stays away cannot make Redis grow without bound): `b` the batch id `<stream>/<seq>` (the proxy
+worker's stream and the frame's number), `n` the node, `r` the rows as JSON arrays in usage column
+order. Up to ENTRIES_PER_CALL entries go in one round trip, oldest first; each batch is acknowledged
+once Redis has taken it. A call that fails is made again with the same batches, and a batch the proxy
+sends again to a restarted producer keeps its id: a batch that reached Redis twice either way is
+stored once by the control node (fortress.cluster.consumer).
 
-Bounded: while Redis is unreachable batches wait here, up to `max_rows` rows in all; rows beyond are
-dropped, counted and logged (at most every DROP_LOG_EVERY_S). At the end of input (the proxy
-stopped) what is held is sent for up to FINAL_S. SIGINT/SIGTERM are ignored, as by the SQLite writer:
-the proxy closes the pipe last, so a graceful stop loses nothing.
+While Redis is unreachable, batches wait here, and this process stops reading its input once
+READ_AHEAD_ROWS rows wait; the proxy worker keeps every unacknowledged batch up to its own bound
+(fortress.proxy.usage_pipe), beyond which new rows are dropped, counted and logged there. At the end
+of input (the proxy stopped) what is held is sent for up to FINAL_S. SIGINT/SIGTERM are ignored, as by
+the SQLite writer: the proxy closes the pipe last, so a graceful stop loses nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import marshal
 import os
 import select
 import signal
+import socket
 import sys
 import time
 from collections import deque
@@ -35,166 +38,173 @@ from collections import deque
 import redis
 
 from fortress.cluster.link import USAGE_STREAM, Reachability, sync_client
-from fortress.config import load
-from fortress.state.sink import HEADER
+from fortress.config import LOG_LEVELS, LoggingConfig, load
+from fortress.logs import AccessLog, configure
+from fortress.state.sink import ACK, ALL_REJECTED, HEAD
 
 log = logging.getLogger("fortress.usage")
 RETRY_S = 1.0
 ENTRIES_PER_CALL = 50
+READ_AHEAD_ROWS = 200_000
 FINAL_S = 30.0
-DROP_LOG_EVERY_S = 10.0
 READ_BYTES = 1 << 20
 
 
 class Producer:
-    def __init__(self, client: redis.Redis, node: str, max_rows: int, maxlen: int) -> None:
+    def __init__(self, client: redis.Redis, node: str, stream: str, maxlen: int) -> None:
         self.client = client
         self.node = node
-        self.max_rows = max_rows
+        self.stream = stream
         self.maxlen = maxlen
-        self.source = f"{node}/{os.getpid()}.{time.time_ns() // 1_000_000}"
         self.link = Reachability("usage producer", log)
-        self.queue: deque[tuple[str, int, str]] = deque()  # (batch id, rows, rows as JSON), oldest first
+        self.queue: deque[tuple[int, list[tuple] | None, str]] = deque()  # (seq, rows, rows as JSON)
         self.held = 0  # rows in `queue`
         self.sent = 0  # rows Redis took
-        self.dropped = 0
-        self._seq = 0
-        self._drops_logged = 0
-        self._drop_log_at = 0.0
 
-    def add(self, rows: list[tuple], batch: str = "") -> None:
-        """Hold rows as one batch (id `batch`, or the next of this producer's own); past `max_rows`, drop."""
-        if not rows:
-            return
-        if self.held + len(rows) > self.max_rows:
-            self.dropped += len(rows)
-            self._log_drops()
-            return
-        try:
-            payload = json.dumps(rows, separators=(",", ":"))
-        except (TypeError, ValueError) as exc:  # a value JSON cannot carry: never expected from the proxy
-            self.dropped += len(rows)
-            log.error("usage: a batch of %d rows cannot be encoded and was dropped: %s", len(rows), exc)
-            return
-        if not batch:
-            self._seq += 1
-            batch = f"{self.source}/{self._seq}"
-        self.queue.append((batch, len(rows), payload))
-        self.held += len(rows)
+    def add(self, seq: int, rows: list[tuple] | None) -> None:
+        """Hold batch `seq` for sending; None: unreadable, acknowledged in its turn as all rejected."""
+        payload = ""
+        if rows is not None:
+            try:
+                payload = json.dumps(rows, separators=(",", ":"))
+            except (TypeError, ValueError) as exc:  # a value JSON cannot carry: never expected from the proxy
+                log.error(
+                    "usage batch %d: %d rows cannot be encoded and were skipped: %s", seq, len(rows), exc
+                )
+                rows = None
+        self.queue.append((seq, rows, payload))
+        self.held += len(rows or ())
 
-    def flush(self) -> bool:
-        """Send every batch held, oldest first; False when Redis did not take them all (they stay here)."""
+    def flush(self) -> list[tuple[int, list[tuple] | None]]:
+        """Send the batches held, oldest first, until Redis fails; returns those it took: (seq, rows)."""
+        done: list[tuple[int, list[tuple] | None]] = []
         while self.queue:
             chunk = [self.queue[i] for i in range(min(ENTRIES_PER_CALL, len(self.queue)))]
             try:
                 with self.client.pipeline(transaction=False) as pipe:
-                    for batch, _, payload in chunk:
-                        pipe.xadd(
-                            USAGE_STREAM,
-                            {"b": batch, "n": self.node, "r": payload},
-                            maxlen=self.maxlen,
-                            approximate=True,
-                        )
+                    for seq, rows, payload in chunk:
+                        if rows is not None:
+                            entry = {"b": f"{self.stream}/{seq}", "n": self.node, "r": payload}
+                            pipe.xadd(USAGE_STREAM, entry, maxlen=self.maxlen, approximate=True)
                     pipe.execute()
             except (redis.RedisError, OSError) as exc:
                 self.link.failed(exc)
-                return False
+                return done
             self.link.ok()
             for _ in chunk:
-                _, n, _ = self.queue.popleft()
-                self.held -= n
-                self.sent += n
-        return True
-
-    def _log_drops(self) -> None:
-        now = time.monotonic()
-        if now < self._drop_log_at:
-            return
-        log.error(
-            "usage: %d rows dropped (%d since the last report): Redis is unreachable (%s) and %d rows "
-            "are already held ([cluster] usage_buffer_rows = %d)",
-            self.dropped,
-            self.dropped - self._drops_logged,
-            self.link.last_error or "no answer yet",
-            self.held,
-            self.max_rows,
-        )
-        self._drops_logged = self.dropped
-        self._drop_log_at = now + DROP_LOG_EVERY_S
+                seq, rows, _ = self.queue.popleft()
+                self.held -= len(rows or ())
+                self.sent += len(rows or ())
+                done.append((seq, rows))
+        return done
 
 
 class Frames:
-    """Whole frames (4-byte big-endian length, marshal'd list of rows) out of bytes arriving in pieces."""
+    """Whole frames (fortress.state.sink's HEAD, then marshal'd rows) out of bytes arriving in pieces."""
 
     def __init__(self) -> None:
         self.buf = bytearray()
 
-    def feed(self, data: bytes) -> list[list[tuple]]:
+    def feed(self, data: bytes) -> list[tuple[int, list[tuple] | None]]:
+        """(seq, rows) for each frame completed; rows is None for a frame that cannot be read."""
         self.buf += data
-        out = []
-        while len(self.buf) >= HEADER:
-            end = HEADER + int.from_bytes(self.buf[:HEADER], "big")
+        out: list[tuple[int, list[tuple] | None]] = []
+        while len(self.buf) >= HEAD.size:
+            size, seq = HEAD.unpack_from(self.buf)
+            end = HEAD.size + size
             if len(self.buf) < end:
                 break
-            payload = bytes(self.buf[HEADER:end])
+            payload = bytes(self.buf[HEAD.size : end])
             del self.buf[:end]
             try:
                 rows = marshal.loads(payload)
-            except (EOFError, ValueError, TypeError):
-                log.error("usage: an unreadable batch of %d bytes was skipped", len(payload))
-                continue
-            if isinstance(rows, list):
-                out.append(rows)
-            else:
-                log.error("usage: a batch that is not a list of rows was skipped")
+                if not isinstance(rows, list):
+                    raise TypeError(f"a batch is a list of rows, not {type(rows).__name__}")
+            except (EOFError, ValueError, TypeError) as exc:
+                log.error("usage batch %d (%d bytes) is unreadable and was skipped: %s", seq, size, exc)
+                rows = None
+            out.append((seq, rows))
         return out
 
 
-def serve(fd: int, producer: Producer) -> int:
-    """Read frames from `fd` until it ends, sending each as it comes (every RETRY_S while Redis is away)."""
+def serve(fd: int, producer: Producer, ack_fd: int | None, access: AccessLog | None) -> int:
+    """Read frames from `fd` until it ends, sending them as they come (every RETRY_S while Redis is away)."""
     frames = Frames()
     retry_at = 0.0
     while True:
-        timeout = max(0.0, retry_at - time.monotonic()) if producer.queue else None
-        readable, _, _ = select.select([fd], [], [], timeout)
-        if readable:
+        wait = max(0.0, retry_at - time.monotonic()) if producer.queue else None
+        if producer.held >= READ_AHEAD_ROWS:  # enough held here: the proxy keeps the rest
+            time.sleep(wait or 0.0)
+        elif select.select([fd], [], [], wait)[0]:
             data = os.read(fd, READ_BYTES)
             if not data:
                 break
-            for rows in frames.feed(data):
-                producer.add(rows)
-        if producer.queue and time.monotonic() >= retry_at and not producer.flush():
-            retry_at = time.monotonic() + RETRY_S
+            for seq, rows in frames.feed(data):
+                producer.add(seq, rows)
+        if producer.queue and time.monotonic() >= retry_at:
+            ack_fd = _answer(producer.flush(), ack_fd, access)
+            if producer.queue:  # Redis failed: hold them, read on, try again in a while
+                retry_at = time.monotonic() + RETRY_S
     deadline = time.monotonic() + FINAL_S
-    while not producer.flush() and time.monotonic() < deadline:
+    while True:
+        ack_fd = _answer(producer.flush(), ack_fd, access)
+        if not producer.queue or time.monotonic() > deadline:
+            break
         time.sleep(RETRY_S)
     if producer.held:
         log.error(
             "usage: %d rows not delivered: Redis unreachable for the last %.0f s", producer.held, FINAL_S
         )
-    log.info(
-        "usage producer stopped: %d rows sent, %d dropped", producer.sent, producer.dropped + producer.held
-    )
+    log.info("usage producer stopped: %d rows sent, %d not", producer.sent, producer.held)
     return 0
 
 
+def _answer(
+    done: list[tuple[int, list[tuple] | None]], ack_fd: int | None, access: AccessLog | None
+) -> int | None:
+    """Acknowledge the batches Redis took (and write their access lines); the ack fd, None once it broke."""
+    for seq, rows in done:
+        if access is not None and rows:
+            try:
+                access.write(rows)
+            except OSError as exc:  # a full disk must not stop usage from being sent
+                log.error("access log: %d lines lost: %s", len(rows), exc)
+        if ack_fd is not None:
+            try:
+                os.write(ack_fd, ACK.pack(seq, ALL_REJECTED if rows is None else 0))
+            except BrokenPipeError:  # the proxy is gone: send what is left in the pipe, then stop
+                ack_fd = None
+    return ack_fd
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`--config PATH`: the Redis URL (it may hold a password) is read there, not from the command line."""
     ap = argparse.ArgumentParser(
         prog="python -m fortress.cluster.producer", description="usage rows to Redis"
     )
-    ap.add_argument("--config", required=True)
+    ap.add_argument("--config", required=True, help="config.toml with [cluster] redis_url")
+    ap.add_argument("--stream", default="", help="the proxy worker's stream id (part of each batch id)")
+    ap.add_argument("--ack-fd", type=int, default=None, help="file descriptor acknowledgements go to")
+    ap.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    ap.add_argument("--log-format", choices=("text", "json"), default="text")
+    ap.add_argument("--access-log", choices=("off", "json"), default="off")
+    ap.add_argument("--access-log-path", default="", help='"" = stdout')
     args = ap.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(LoggingConfig(level=args.log_level, format=args.log_format))
     cluster = load(args.config).cluster
     if not cluster.redis_url:
         log.error("usage producer: [cluster] redis_url is not set in %s", args.config)
         return 2
-    client = sync_client(cluster.redis_url)
-    producer = Producer(client, cluster.name, cluster.usage_buffer_rows, cluster.usage_stream_maxlen)
-    return serve(sys.stdin.fileno(), producer)
+    stream = args.stream or f"{socket.gethostname()}:{os.getpid()}:{time.time_ns() // 1_000_000}"
+    producer = Producer(sync_client(cluster.redis_url), cluster.name, stream, cluster.usage_stream_maxlen)
+    access = None
+    if args.access_log == "json":
+        try:
+            access = AccessLog(args.access_log_path)
+        except OSError as exc:  # usage matters more than the access log: send it all the same
+            log.error("access log %s cannot be opened, no access log: %s", args.access_log_path, exc)
+    return serve(sys.stdin.fileno(), producer, args.ack_fd, access)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ def test_defaults_stand_alone_and_a_redis_url_makes_a_control_node() -> None:
         ({"node_name": "gw 2"}, "cluster.node_name: letters, digits"),
         ({"node_name": "x" * 64}, "cluster.node_name"),
         ({"snapshot_poll_s": 0}, "cluster.snapshot_poll_s: must be between 0.05 and 60"),
-        ({"usage_buffer_rows": 10}, "cluster.usage_buffer_rows: must be at least 1000"),
         ({"usage_stream_maxlen": 10}, "cluster.usage_stream_maxlen: must be at least 1000"),
         ({"redis": "redis://r"}, "unknown key cluster.redis"),
     ],

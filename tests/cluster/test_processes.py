@@ -1,12 +1,14 @@
 """The cluster's processes for real: `python -m fortress.cluster.control` on a database made by
-`fortress init`, `python -m fortress.cluster.producer` fed frames on stdin as a proxy worker feeds its
-usage writer, one redis-server; then SIGKILL of the control node and of Redis in the middle of it.
+`fortress init`, `python -m fortress.cluster.producer` driven through the usage pipe's protocol as a
+proxy worker drives its writer, one redis-server; then SIGKILL of the control node, of the producer
+and of Redis in the middle of it. Every row must be stored exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +20,7 @@ from fortress.cluster.subscriber import Subscriber
 from fortress.config import load
 from fortress.state import db as dbmod
 from fortress.state.secretbox import SecretBox, key_file_for
-from fortress.state.sink import frame
+from fortress.state.sink import ACK, frame
 from tests.conftest import PY, ROOT, Fortress, make_fortress
 
 from .conftest import RedisServer, fanout_latencies, report, wait_until
@@ -51,9 +53,71 @@ def start_control(f: Fortress) -> subprocess.Popen:
     return spawn([PY, "-m", "fortress.cluster.control", "--config", str(f.config)], f.home / "control.log")
 
 
-def start_producer(config: Path) -> subprocess.Popen:
-    log = config.with_suffix(".log")
-    return spawn([PY, "-m", "fortress.cluster.producer", "--config", str(config)], log, stdin=subprocess.PIPE)
+class WorkerPipe:
+    """A proxy worker's end of its usage pipe (fortress.proxy.usage_pipe's protocol), with a producer at
+    the other: numbered frames out, acknowledgements back, and after a restart every batch not yet
+    acknowledged sent again, in order, as the worker does."""
+
+    def __init__(self, config: Path, stream: str = "gw2:4242:1") -> None:
+        self.config = config
+        self.stream = stream
+        self.unacked: dict[int, bytes] = {}
+        self.acked: list[tuple[int, int]] = []
+        self._buf = b""
+        self.start()
+
+    def start(self) -> None:
+        read_fd, write_fd = os.pipe()
+        args = ["--config", str(self.config), "--stream", self.stream, "--ack-fd", str(write_fd)]
+        self.proc = spawn(
+            [PY, "-m", "fortress.cluster.producer", *args],
+            self.config.with_suffix(".log"),
+            stdin=subprocess.PIPE,
+            pass_fds=(write_fd,),
+        )
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self.acks = read_fd
+        for entry in self.unacked.values():
+            self._write(entry)
+
+    def send(self, seq: int, rows: list[tuple]) -> None:
+        self.unacked[seq] = entry = frame(seq, rows)
+        self._write(entry)
+
+    def _write(self, entry: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(entry)
+        self.proc.stdin.flush()
+
+    def read_acks(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(self.acks, 4096):
+                self._buf += data
+                end = len(self._buf) - len(self._buf) % ACK.size
+                for seq, rejected in ACK.iter_unpack(self._buf[:end]):
+                    self.acked.append((seq, rejected))
+                    self.unacked.pop(seq, None)
+                self._buf = self._buf[end:]
+
+    def kill(self) -> None:
+        """SIGKILL the producer; acknowledgements not read yet go with it, the worst case of a crash."""
+        self.proc.kill()
+        self.proc.wait(10)
+        os.close(self.acks)
+        self._buf = b""
+
+    def close(self) -> None:
+        """End of input: the producer sends what it holds, acknowledges it and exits."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        assert self.proc.wait(60) == 0
+        self.read_acks()
+        os.close(self.acks)
+
+    @property
+    def log(self) -> str:
+        return self.config.with_suffix(".log").read_text()
 
 
 def stored(f: Fortress) -> int:
@@ -61,79 +125,118 @@ def stored(f: Fortress) -> int:
         return conn.execute("SELECT COUNT(*) FROM usage").fetchone()[0]
 
 
-def batches_recorded(f: Fortress) -> int:
-    with contextlib.closing(sqlite3.connect(f.db)) as conn:
-        return conn.execute("SELECT COUNT(*) FROM usage_batches").fetchone()[0]
-
-
-def finish(producer: subprocess.Popen, f: Fortress, control: subprocess.Popen) -> None:
-    """End of the proxy's input; then every row must land exactly once."""
-    assert producer.stdin is not None
-    producer.stdin.close()
-    assert producer.wait(60) == 0
+def finish(worker: WorkerPipe, f: Fortress, control: subprocess.Popen) -> None:
+    """End of the proxy's input; then every batch is acknowledged and every row stored exactly once."""
+    worker.close()
+    assert worker.unacked == {} and all(rejected == 0 for _, rejected in worker.acked)
     asyncio.run(wait_until(lambda: stored(f) >= FRAMES * ROWS, timeout=60, what="every row stored"))
     time.sleep(0.5)  # anything stored twice would show now
     control.send_signal(signal.SIGTERM)
     assert control.wait(30) == 0
     assert counts(f.db) == (FRAMES * ROWS, FRAMES * ROWS, FRAMES * ROWS)
-    assert batches_recorded(f) == FRAMES
+    with contextlib.closing(sqlite3.connect(f.db)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM usage_batches").fetchone()[0] == FRAMES
+
+
+@contextlib.contextmanager
+def cluster(tmp_path: Path, redis: RedisServer):  # type: ignore[no-untyped-def]
+    """A control node and a node's producer; whatever a test leaves running is killed."""
+    f = control_home(tmp_path, redis.url)
+    procs = {"control": start_control(f)}
+    worker = WorkerPipe(node_config(tmp_path, redis.url, "n2"))
+    try:
+        yield f, procs, worker
+    finally:
+        for proc in (*procs.values(), worker.proc):
+            if proc.poll() is None:
+                proc.kill()
 
 
 def test_sigkill_of_the_control_node_mid_stream_loses_and_repeats_nothing(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    f = control_home(tmp_path, redis_server.url)
-    control = start_control(f)
-    producer = start_producer(node_config(tmp_path, redis_server.url, "n2"))
-    assert producer.stdin is not None
-    killed = 0
-    try:
+    with cluster(tmp_path, redis_server) as (f, procs, worker):
         for i in range(FRAMES):
-            producer.stdin.write(frame(rows(ROWS, i * ROWS)))
-            producer.stdin.flush()
+            worker.send(i + 1, rows(ROWS, i * ROWS))
             time.sleep(0.02)
+            worker.read_acks()
             if i in (20, 40):
                 asyncio.run(wait_until(lambda: stored(f) > 0, timeout=30, what="some rows stored"))
-                control.send_signal(signal.SIGKILL)
-                control.wait(10)
-                killed += 1
-                control = start_control(f)
-        finish(producer, f, control)
-    finally:
-        for proc in (producer, control):
-            if proc.poll() is None:
-                proc.kill()
-    assert killed == 2
-    log = (f.home / "control.log").read_text()
-    assert log.count("holds the lease") == 3  # each start took the lease back at once (same name)
+                procs["control"].kill()
+                procs["control"].wait(10)
+                procs["control"] = start_control(f)
+        finish(worker, f, procs["control"])
+    assert (f.home / "control.log").read_text().count("holds the lease") == 3  # taken back at once
+
+
+def test_sigkill_of_a_nodes_producer_mid_stream_loses_and_repeats_nothing(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with cluster(tmp_path, redis_server) as (f, procs, worker):
+        for i in range(20):
+            worker.send(i + 1, rows(ROWS, i * ROWS))
+        asyncio.run(wait_until(lambda: stored(f) == 20 * ROWS, timeout=30, what="20 batches stored"))
+        worker.kill()  # before the worker read a single acknowledgement: it will send all 20 again
+        assert len(worker.unacked) == 20
+        worker.start()
+        for i in range(20, FRAMES):
+            worker.send(i + 1, rows(ROWS, i * ROWS))
+            worker.read_acks()
+        finish(worker, f, procs["control"])
+    assert "(20 repeated, 0 rejected, 0 lost)" in (f.home / "control.log").read_text()
 
 
 def test_redis_killed_and_restarted_with_aof_mid_production_loses_nothing(
     tmp_path: Path, redis_aof: RedisServer
 ) -> None:
-    f = control_home(tmp_path, redis_aof.url)
-    node = node_config(tmp_path, redis_aof.url, "n2")
-    control = start_control(f)
-    producer = start_producer(node)
-    assert producer.stdin is not None
-    try:
+    with cluster(tmp_path, redis_aof) as (f, procs, worker):
         for i in range(FRAMES):
-            producer.stdin.write(frame(rows(ROWS, i * ROWS)))
-            producer.stdin.flush()
+            worker.send(i + 1, rows(ROWS, i * ROWS))
             time.sleep(0.02)
+            worker.read_acks()
             if i == 20:
                 asyncio.run(wait_until(lambda: stored(f) > 0, timeout=30, what="some rows stored"))
                 redis_aof.stop(kill=True)
             if i == 40:
+                assert len(worker.unacked) >= 19  # held by the producer and the worker, not acknowledged
                 redis_aof.start()  # same port, same directory: the append-only file is replayed
-        finish(producer, f, control)
-    finally:
-        for proc in (producer, control):
-            if proc.poll() is None:
-                proc.kill()
-    log = node.with_suffix(".log").read_text()
-    assert "Redis unreachable" in log and "Redis answers again" in log  # the producer held its batches
-    assert "0 dropped" in log
+        finish(worker, f, procs["control"])
+    assert "Redis unreachable" in worker.log and "Redis answers again" in worker.log
+
+
+def test_a_control_node_killed_between_commit_and_acknowledgement_stores_nothing_twice(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """The window exactly-once is for, made to happen: rows committed, XACK not yet through, SIGKILL."""
+    raw = redis_server.client()
+    with cluster(tmp_path, redis_server) as (f, procs, worker):
+        lock = sqlite3.connect(f.db, isolation_level=None)
+        try:
+            asyncio.run(
+                wait_until(lambda: raw.exists("fortress:snapshot"), timeout=30, what="the control up")
+            )
+            lock.execute("BEGIN IMMEDIATE")  # the consumer can read entries but not commit them
+            for i in range(5):
+                worker.send(i + 1, rows(ROWS, i * ROWS))
+            pending = lambda: raw.xpending("fortress:usage", "writers")["pending"]  # noqa: E731
+            asyncio.run(wait_until(lambda: pending() > 0, timeout=30, what="entries read and pending"))
+            raw.execute_command("CLIENT", "PAUSE", "20000", "WRITE")  # XACK (and further reads) will wait
+            read = pending()
+            lock.execute("COMMIT")
+            asyncio.run(wait_until(lambda: stored(f) == read * ROWS, timeout=30, what="the rows committed"))
+            procs["control"].kill()
+            procs["control"].wait(10)
+            raw.execute_command("CLIENT", "UNPAUSE")
+            assert pending() == read  # committed, never acknowledged: Redis will deliver them again
+        finally:
+            lock.close()
+        procs["control"] = start_control(f)
+        for i in range(5, FRAMES):
+            worker.send(i + 1, rows(ROWS, i * ROWS))
+        finish(worker, f, procs["control"])
+    fresh = FRAMES - read  # what the restarted control node stored; the `read` entries it skipped
+    log = (f.home / "control.log").read_text()
+    assert read > 0 and f"{fresh * ROWS} usage rows stored from {fresh} batches ({read} repeated" in log
 
 
 def test_fanout_from_a_separate_control_process(tmp_path: Path, redis_server: RedisServer) -> None:
@@ -160,50 +263,6 @@ async def _measure(f: Fortress, redis_url: str, changes: int) -> list[float]:
         await db.close()
         await sub.aclose()
         await client.aclose()
-
-
-def test_a_control_node_killed_between_commit_and_acknowledgement_stores_nothing_twice(
-    tmp_path: Path, redis_server: RedisServer
-) -> None:
-    """The window exactly-once is for, made to happen: rows committed, XACK not yet through, SIGKILL."""
-    f = control_home(tmp_path, redis_server.url)
-    raw = redis_server.client()
-    control = start_control(f)
-    producer = start_producer(node_config(tmp_path, redis_server.url, "n2"))
-    assert producer.stdin is not None
-    lock = sqlite3.connect(f.db, isolation_level=None)
-    try:
-        asyncio.run(
-            wait_until(lambda: raw.exists("fortress:snapshot"), timeout=30, what="the control node up")
-        )
-        lock.execute("BEGIN IMMEDIATE")  # the consumer can read entries but not commit them
-        for i in range(5):
-            producer.stdin.write(frame(rows(ROWS, i * ROWS)))
-        producer.stdin.flush()
-        pending = lambda: raw.xpending("fortress:usage", "writers")["pending"]  # noqa: E731
-        asyncio.run(wait_until(lambda: pending() > 0, timeout=30, what="entries read and pending"))
-        raw.execute_command("CLIENT", "PAUSE", "20000", "WRITE")  # XACK (and further reads) will wait
-        read = pending()
-        lock.execute("COMMIT")
-        asyncio.run(wait_until(lambda: stored(f) == read * ROWS, timeout=30, what="the rows committed"))
-        control.send_signal(signal.SIGKILL)
-        control.wait(10)
-        raw.execute_command("CLIENT", "UNPAUSE")
-        assert pending() == read  # committed, never acknowledged: Redis will deliver them again
-        control = start_control(f)
-        for i in range(5, FRAMES):
-            producer.stdin.write(frame(rows(ROWS, i * ROWS)))
-        finish(producer, f, control)
-    finally:
-        lock.close()
-        for proc in (producer, control):
-            if proc.poll() is None:
-                proc.kill()
-    fresh = FRAMES - read  # what the restarted control node stored; the `read` entries it skipped
-    assert read > 0 and (
-        f"{fresh * ROWS} usage rows stored from {fresh} batches ({read} repeated"
-        in (f.home / "control.log").read_text()
-    )
 
 
 def test_the_control_process_refuses_a_node_config(tmp_path: Path, redis_server: RedisServer) -> None:

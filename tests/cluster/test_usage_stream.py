@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from fortress.cluster.consumer import Batch, UsageConsumer, store_batches
 from fortress.cluster.link import USAGE_GROUP, USAGE_STREAM, async_client, sync_client
 from fortress.cluster.producer import Frames, Producer
 from fortress.state import db as dbmod
-from fortress.state.sink import frame
+from fortress.state.sink import HEAD, frame
 from fortress.state.usage import UsageEvent, as_row
 
 from .conftest import RedisServer, wait_until
@@ -86,12 +87,16 @@ def test_store_batches_skips_what_it_stored_before(tmp_path: Path, db_path: Path
     assert counts(db_path) == (9, 9, 9)
 
 
+def producer(server: RedisServer, stream: str = "gw2:7:1") -> Producer:
+    return Producer(sync_client(server.url), "n2", stream, maxlen=1000)
+
+
 async def test_a_batch_sent_twice_is_stored_once(redis_server: RedisServer, db_path: Path) -> None:
-    producer = Producer(sync_client(redis_server.url), "n2", max_rows=10_000, maxlen=1000)
-    producer.add(rows(5), batch="n2/1.0/1")
-    producer.add(rows(5), batch="n2/1.0/1")  # what a re-send after a lost answer looks like in the stream
-    producer.add(rows(5, 5))
-    assert producer.flush() and producer.sent == 15 and producer.held == 0
+    first, again = producer(redis_server), producer(redis_server)  # a producer, and its successor
+    first.add(1, rows(5))
+    first.add(2, rows(5, 5))
+    again.add(1, rows(5))  # the proxy worker sends batch 1 again: its ack never reached it
+    assert [seq for seq, _ in first.flush() + again.flush()] == [1, 2, 1]
     async with consuming(redis_server.url, db_path) as consumer:
         await wait_until(lambda: consumer.batches + consumer.duplicates == 3, what="three entries handled")
         assert (consumer.rows, consumer.batches, consumer.duplicates) == (10, 2, 1)
@@ -103,10 +108,10 @@ async def test_entries_left_pending_by_a_dead_consumer_are_claimed(
     redis_server: RedisServer, db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     raw = redis_server.client()
-    producer = Producer(sync_client(redis_server.url), "n2", max_rows=10_000, maxlen=1000)
+    node = producer(redis_server)
     for i in range(4):
-        producer.add(rows(10, 10 * i))
-    assert producer.flush()
+        node.add(i + 1, rows(10, 10 * i))
+    assert len(node.flush()) == 4
     raw.xgroup_create(USAGE_STREAM, USAGE_GROUP, id="0")
     (_, delivered), *_ = raw.xreadgroup(USAGE_GROUP, "old-control", {USAGE_STREAM: ">"}, count=10)
     assert len(delivered) == 4  # now pending on a consumer that will never acknowledge them
@@ -121,60 +126,58 @@ async def test_entries_left_pending_by_a_dead_consumer_are_claimed(
     assert any("1 batches were trimmed" in r.message for r in caplog.records)
 
 
-async def test_an_entry_that_is_not_a_batch_is_skipped_and_the_rest_stored(
+async def test_what_does_not_fit_is_skipped_and_the_rest_stored(
     redis_server: RedisServer, db_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     raw = redis_server.client()
     raw.xadd(USAGE_STREAM, {"b": "x/1/1", "r": "not json"})
     raw.xadd(USAGE_STREAM, {"b": "x/1/2", "r": "[[1, 2]]"})  # a row of the wrong width
-    raw.xadd(
-        USAGE_STREAM,
-        {
-            "b": "x/1/3",
-            "r": '[["not a time", "r", null, null, "", "GET", "/", null, null, 200,'
-            " null, 1.0, 0, 0, null, null, 0, null]]",
-        },
-    )  # fails in the roll-up
-    producer = Producer(sync_client(redis_server.url), "n2", max_rows=10_000, maxlen=1000)
-    producer.add(rows(7))
-    assert producer.flush()
+    bad = ["not a time", *rows(1, 99)[0][1:]]  # fails in the roll-up; its batch-mate is fine
+    raw.xadd(USAGE_STREAM, {"b": "x/1/3", "r": json.dumps([bad, rows(1, 98)[0]])})
+    node = producer(redis_server)
+    node.add(1, rows(7))
+    assert node.flush()
     caplog.set_level(logging.ERROR, "fortress.usage")
     async with consuming(redis_server.url, db_path) as consumer:
         await wait_until(
-            lambda: consumer.rows == 7 and consumer.rejected == 3, what="good rows in, bad ones out"
+            lambda: (consumer.rows, consumer.rejected, consumer.rejected_rows) == (8, 2, 1),
+            what="good rows in, bad ones out",
         )
-    assert counts(db_path) == (7, 7, 7)
+    assert counts(db_path) == (8, 8, 8)
     assert raw.xlen(USAGE_STREAM) == 0
-    assert sum("skipp" in r.message for r in caplog.records) == 3
+    messages = [r.message for r in caplog.records]
+    assert any("not a usage batch (Expecting value" in m for m in messages)
+    assert any("batch x/1/2: a row is not a list of 18 values" in m for m in messages)
+    assert any("usage batch x/1/3: 1 malformed rows skipped" in m for m in messages)
 
 
-def test_the_buffer_is_bounded_while_redis_is_away(
+def test_batches_wait_in_order_while_redis_is_away(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "fortress.usage")
-    producer = Producer(sync_client(redis_server.url), "n2", max_rows=1000, maxlen=1000)
+    node = producer(redis_server)
     redis_server.stop()
-    producer.add(rows(400))
-    assert not producer.flush() and not producer.link.connected
-    producer.add(rows(400, 400))
-    producer.add(rows(400, 800))  # 1200 > 1000 held: dropped, counted, logged
-    assert (producer.held, producer.dropped) == (800, 400)
-    assert any(
-        "400 rows dropped" in r.message and "usage_buffer_rows = 1000" in r.message for r in caplog.records
-    )
+    node.add(1, rows(400))
+    assert node.flush() == [] and not node.link.connected  # nothing acknowledged: the proxy keeps them
+    node.add(2, None)  # an unreadable frame: acknowledged as rejected, but in its turn
+    node.add(3, rows(400, 400))
+    assert node.flush() == [] and node.held == 800
     assert sum("Redis unreachable" in r.message for r in caplog.records) == 1  # once per outage
     redis_server.start()
-    assert producer.flush() and producer.sent == 800 and producer.link.connected
+    assert node.flush() == [(1, rows(400)), (2, None), (3, rows(400, 400))]
+    assert node.link.connected and node.sent == 800 and node.held == 0
     assert any("Redis answers again" in r.message for r in caplog.records)
     entries = redis_server.client().xrange(USAGE_STREAM)
-    assert [e[1][b"b"].decode().rsplit("/", 1)[1] for e in entries] == ["1", "2"]  # in order, ids kept
+    assert [e[1][b"b"] for e in entries] == [b"gw2:7:1/1", b"gw2:7:1/3"]
 
 
 def test_frames_arrive_in_pieces() -> None:
-    data = frame(rows(2)) + frame(rows(3, 2)) + b"\x00\x00\x00\x05junk!" + frame(rows(1, 5))
+    junk = HEAD.pack(5, 3) + b"junk!"
+    data = frame(1, rows(2)) + frame(2, rows(3, 2)) + junk + frame(4, rows(1, 5))
     reader = Frames()
     got = []
     for i in range(0, len(data), 7):
         got += reader.feed(data[i : i + 7])
-    assert [len(b) for b in got] == [2, 3, 1]
-    assert [tuple(r) for b in got for r in b] == rows(6)
+    assert [(seq, len(b or ())) for seq, b in got] == [(1, 2), (2, 3), (3, 0), (4, 1)]
+    assert got[2] == (3, None)
+    assert [r for _, b in got for r in b or ()] == rows(6)
