@@ -45,7 +45,7 @@ from fortress.state.sink import ACK, ALL_REJECTED, HEAD
 log = logging.getLogger("fortress.usage")
 RETRY_S = 1.0
 ENTRIES_PER_CALL = 50
-READ_AHEAD_ROWS = 200_000
+READ_AHEAD_ROWS = 20_000  # about 15 MB held here; the proxy worker keeps the rest, within its own bound
 FINAL_S = 30.0
 READ_BYTES = 1 << 20
 

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from fortress.cluster.link import async_client
@@ -85,6 +86,14 @@ class WorkerPipe:
         self.unacked[seq] = entry = frame(seq, rows)
         self._write(entry)
 
+    def produce(self, first: int, last: int, pause_s: float = 0.0) -> Iterator[int]:
+        """Send batches first..last of ROWS rows, reading acknowledgements as they come; yield each number."""
+        for n in range(first, last + 1):
+            self.send(n, rows(ROWS, (n - 1) * ROWS))
+            time.sleep(pause_s)
+            self.read_acks()
+            yield n
+
     def _write(self, entry: bytes) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(entry)
@@ -156,11 +165,8 @@ def test_sigkill_of_the_control_node_mid_stream_loses_and_repeats_nothing(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     with cluster(tmp_path, redis_server) as (f, procs, worker):
-        for i in range(FRAMES):
-            worker.send(i + 1, rows(ROWS, i * ROWS))
-            time.sleep(0.02)
-            worker.read_acks()
-            if i in (20, 40):
+        for n in worker.produce(1, FRAMES, pause_s=0.02):
+            if n in (21, 41):
                 asyncio.run(wait_until(lambda: stored(f) > 0, timeout=30, what="some rows stored"))
                 procs["control"].kill()
                 procs["control"].wait(10)
@@ -174,14 +180,12 @@ def test_sigkill_of_a_nodes_producer_mid_stream_loses_and_repeats_nothing(
 ) -> None:
     with cluster(tmp_path, redis_server) as (f, procs, worker):
         for i in range(20):
-            worker.send(i + 1, rows(ROWS, i * ROWS))
+            worker.send(i + 1, rows(ROWS, i * ROWS))  # acknowledgements left unread
         asyncio.run(wait_until(lambda: stored(f) == 20 * ROWS, timeout=30, what="20 batches stored"))
         worker.kill()  # before the worker read a single acknowledgement: it will send all 20 again
         assert len(worker.unacked) == 20
         worker.start()
-        for i in range(20, FRAMES):
-            worker.send(i + 1, rows(ROWS, i * ROWS))
-            worker.read_acks()
+        list(worker.produce(21, FRAMES))
         finish(worker, f, procs["control"])
     assert "(20 repeated, 0 rejected, 0 lost)" in (f.home / "control.log").read_text()
 
@@ -190,14 +194,11 @@ def test_redis_killed_and_restarted_with_aof_mid_production_loses_nothing(
     tmp_path: Path, redis_aof: RedisServer
 ) -> None:
     with cluster(tmp_path, redis_aof) as (f, procs, worker):
-        for i in range(FRAMES):
-            worker.send(i + 1, rows(ROWS, i * ROWS))
-            time.sleep(0.02)
-            worker.read_acks()
-            if i == 20:
+        for n in worker.produce(1, FRAMES, pause_s=0.02):
+            if n == 21:
                 asyncio.run(wait_until(lambda: stored(f) > 0, timeout=30, what="some rows stored"))
                 redis_aof.stop(kill=True)
-            if i == 40:
+            if n == 41:
                 assert len(worker.unacked) >= 19  # held by the producer and the worker, not acknowledged
                 redis_aof.start()  # same port, same directory: the append-only file is replayed
         finish(worker, f, procs["control"])
@@ -216,8 +217,7 @@ def test_a_control_node_killed_between_commit_and_acknowledgement_stores_nothing
                 wait_until(lambda: raw.exists("fortress:snapshot"), timeout=30, what="the control up")
             )
             lock.execute("BEGIN IMMEDIATE")  # the consumer can read entries but not commit them
-            for i in range(5):
-                worker.send(i + 1, rows(ROWS, i * ROWS))
+            list(worker.produce(1, 5))
             pending = lambda: raw.xpending("fortress:usage", "writers")["pending"]  # noqa: E731
             asyncio.run(wait_until(lambda: pending() > 0, timeout=30, what="entries read and pending"))
             raw.execute_command("CLIENT", "PAUSE", "20000", "WRITE")  # XACK (and further reads) will wait
@@ -231,8 +231,7 @@ def test_a_control_node_killed_between_commit_and_acknowledgement_stores_nothing
         finally:
             lock.close()
         procs["control"] = start_control(f)
-        for i in range(5, FRAMES):
-            worker.send(i + 1, rows(ROWS, i * ROWS))
+        list(worker.produce(6, FRAMES))
         finish(worker, f, procs["control"])
     fresh = FRAMES - read  # what the restarted control node stored; the `read` entries it skipped
     log = (f.home / "control.log").read_text()
