@@ -24,7 +24,7 @@ import redis
 
 from fortress.cluster.consumer import BLOCK_MS, CLAIM_IDLE_S, UsageConsumer
 from fortress.cluster.lease import Lease
-from fortress.cluster.link import TIMEOUT_S, Reachability, async_client
+from fortress.cluster.link import TIMEOUT_S, Reachability, async_client, stop_tasks
 from fortress.cluster.nodes import fold
 from fortress.cluster.publisher import POLL_S, Publisher
 from fortress.config import Config, ConfigError, load
@@ -58,17 +58,15 @@ async def run(cfg: Config, stop: asyncio.Event, claim_idle_s: float = CLAIM_IDLE
         await lease.keep()
     loop = asyncio.get_running_loop()
     tasks = [
-        loop.create_task(_every(LEASE_EVERY_S, lease.keep, Reachability("control lease", log)), name="lease"),
-        loop.create_task(_every(POLL_S, publish, Reachability("snapshot publisher", log)), name="publish"),
-        loop.create_task(_every(FOLD_EVERY_S, fold_beats, Reachability("node registry", log)), name="fold"),
+        loop.create_task(_every(LEASE_EVERY_S, lease.keep, "control lease", stop), name="lease"),
+        loop.create_task(_every(POLL_S, publish, "snapshot publisher", stop), name="publish"),
+        loop.create_task(_every(FOLD_EVERY_S, fold_beats, "node registry", stop), name="fold"),
     ]
     try:
         await consumer.run(stop, lease)
     finally:
-        for task in tasks:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*tasks, return_exceptions=True)
+        stop.set()
+        await stop_tasks(tasks)
         await db.close()
         await client.aclose()
         await reader.aclose()
@@ -84,16 +82,19 @@ async def run(cfg: Config, stop: asyncio.Event, claim_idle_s: float = CLAIM_IDLE
         )
 
 
-async def _every(interval_s: float, step: Callable[[], Awaitable[object]], link: Reachability) -> None:
-    """step() every interval_s; Redis errors are the link's to log (once per outage), others are logged."""
-    while True:
+async def _every(
+    interval_s: float, step: Callable[[], Awaitable[object]], what: str, stop: asyncio.Event
+) -> None:
+    """step() every interval_s until `stop`; Redis errors are logged once per outage, others each time."""
+    link = Reachability(what, log)
+    while not stop.is_set():
         try:
             await step()
             link.ok()
         except ERRORS as exc:
             link.failed(exc)
         except Exception:  # a background failure must never stop the control node
-            log.exception("%s failed", link.what)
+            log.exception("%s failed", what)
         await asyncio.sleep(interval_s)
 
 

@@ -7,6 +7,7 @@ own loop that notices an outage, says so (`connected`), and tries again at its o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -26,6 +27,7 @@ NODE_PREFIX = "fortress:node:"  # + "<node>:<worker>": one hash per proxy worker
 
 CONNECT_TIMEOUT_S = 1.0
 TIMEOUT_S = 2.0
+STOP_WAIT_S = 5.0
 
 
 def async_client(url: str, timeout_s: float = TIMEOUT_S) -> redis.asyncio.Redis:
@@ -83,3 +85,14 @@ class Reachability:
             self.log.warning("%s: Redis unreachable (%s); retrying", self.what, self.last_error)
             self.down_since = time.time()
         self.connected = False
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel background tasks and wait for them, for STOP_WAIT_S at most: their loops must also watch a
+    stop flag, since redis-py can turn a cancellation that meets a timeout into TimeoutError."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _, stuck = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+        for task in stuck:
+            logging.getLogger("fortress.cluster").error("task %s did not stop", task.get_name())

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from fortress.cluster.codec import Decoded, SnapshotError, decode, version_of
-from fortress.cluster.link import SNAPSHOT, SNAPSHOT_CHANNEL, SNAPSHOT_TAG, Reachability
+from fortress.cluster.link import SNAPSHOT, SNAPSHOT_CHANNEL, SNAPSHOT_TAG, Reachability, stop_tasks
 from fortress.state.secretbox import SecretBox
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ class Subscriber:
         self._rejected = ""
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
 
     @property
     def version(self) -> int:
@@ -121,10 +122,10 @@ class Subscriber:
         return self.current
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Stop following. The loops also check a flag: a cancellation that lands as a Redis call times out
+        comes back as TimeoutError, which they take for an outage, so cancel alone may not end them."""
+        self._closing = True
+        await stop_tasks(self._tasks)
         self._tasks = []
 
     # -- following changes ---------------------------------------------------------------------------
@@ -148,7 +149,7 @@ class Subscriber:
             raise
 
     async def _poll(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.poll_s)
             try:
                 await self._refresh_checked()
@@ -158,13 +159,13 @@ class Subscriber:
                 log.exception("snapshot poll failed")
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closing:
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(SNAPSHOT_CHANNEL)
                 self.notices.ok()
                 await self.refresh()  # whatever was published while this node was not listening
-                while True:
+                while not self._closing:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=LISTEN_S)
                     if message is not None:
                         await self.refresh()

@@ -51,7 +51,20 @@ def node_config(tmp_path: Path, redis_url: str, name: str) -> Path:
 
 
 def start_control(f: Fortress) -> subprocess.Popen:
-    return spawn([PY, "-m", "fortress.cluster.control", "--config", str(f.config)], f.home / "control.log")
+    args = [PY, "-X", "faulthandler", "-m", "fortress.cluster.control", "--config", str(f.config)]
+    return spawn(args, f.home / "control.log")
+
+
+def stop_control(f: Fortress, control: subprocess.Popen) -> None:
+    """SIGTERM; a control process that does not stop shows where it is stuck (faulthandler, SIGABRT)."""
+    control.send_signal(signal.SIGTERM)
+    try:
+        assert control.wait(30) == 0
+    except subprocess.TimeoutExpired:
+        control.send_signal(signal.SIGABRT)
+        control.wait(10)
+        log = (f.home / "control.log").read_text()[-6000:]
+        raise AssertionError(f"the control process did not stop:\n{log}") from None
 
 
 class WorkerPipe:
@@ -134,14 +147,18 @@ def stored(f: Fortress) -> int:
         return conn.execute("SELECT COUNT(*) FROM usage").fetchone()[0]
 
 
+def at_work(f: Fortress, starts: int) -> bool:
+    """Rows stored, and the last of `starts` control processes has taken the lease (at once: same name)."""
+    return stored(f) > 0 and (f.home / "control.log").read_text().count("holds the lease") == starts
+
+
 def finish(worker: WorkerPipe, f: Fortress, control: subprocess.Popen) -> None:
     """End of the proxy's input; then every batch is acknowledged and every row stored exactly once."""
     worker.close()
     assert worker.unacked == {} and all(rejected == 0 for _, rejected in worker.acked)
     asyncio.run(wait_until(lambda: stored(f) >= FRAMES * ROWS, timeout=60, what="every row stored"))
     time.sleep(0.5)  # anything stored twice would show now
-    control.send_signal(signal.SIGTERM)
-    assert control.wait(30) == 0
+    stop_control(f, control)
     assert counts(f.db) == (FRAMES * ROWS, FRAMES * ROWS, FRAMES * ROWS)
     with contextlib.closing(sqlite3.connect(f.db)) as conn:
         assert conn.execute("SELECT COUNT(*) FROM usage_batches").fetchone()[0] == FRAMES
@@ -167,12 +184,15 @@ def test_sigkill_of_the_control_node_mid_stream_loses_and_repeats_nothing(
     with cluster(tmp_path, redis_server) as (f, procs, worker):
         for n in worker.produce(1, FRAMES, pause_s=0.02):
             if n in (21, 41):
-                asyncio.run(wait_until(lambda: stored(f) > 0, timeout=30, what="some rows stored"))
+                starts = 1 if n == 21 else 2
+                asyncio.run(
+                    wait_until(lambda s=starts: at_work(f, s), timeout=30, what="a control node at work")
+                )
                 procs["control"].kill()
                 procs["control"].wait(10)
                 procs["control"] = start_control(f)
         finish(worker, f, procs["control"])
-    assert (f.home / "control.log").read_text().count("holds the lease") == 3  # taken back at once
+    assert at_work(f, 3)
 
 
 def test_sigkill_of_a_nodes_producer_mid_stream_loses_and_repeats_nothing(
