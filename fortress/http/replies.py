@@ -9,7 +9,9 @@ Error shapes: Ollama `{"error": msg}`, OpenAI `{"error": {message, type, param, 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
+from email.utils import formatdate
 from http import HTTPStatus
 
 Headers = tuple[tuple[bytes, bytes], ...]
@@ -38,6 +40,20 @@ _ANTHROPIC_TYPE = {
     503: "overloaded_error",
     529: "overloaded_error",
 }
+
+
+_date_second = 0
+_date_line = b""
+
+
+def date_line() -> bytes:
+    """`Date: <IMF-fixdate>\r\n` for the current second: formatted once a second, not per response."""
+    global _date_second, _date_line
+    now = int(time.time())
+    if now != _date_second:
+        _date_second = now
+        _date_line = b"Date: %s\r\n" % formatdate(now, usegmt=True).encode()
+    return _date_line
 
 
 def status_line(status: int) -> bytes:
@@ -93,19 +109,23 @@ def render(
     keep_alive: bool,
     extra: Headers = (),
     head_only: bool = False,
+    cors: bytes = b"",
 ) -> bytes:
-    """The full response bytes for a local reply."""
+    """The full response bytes for a local reply; `cors` is pre-rendered header lines (pipeline/cors.py)."""
     close = reply.close or not keep_alive
-    parts = [
-        status_line(reply.status),
-        b"Content-Type: ",
-        reply.content_type,
-        b"\r\nContent-Length: ",
-        str(len(reply.body)).encode(),
-        b"\r\nX-Request-ID: ",
-        request_id,
-        b"\r\nConnection: close\r\n" if close else b"\r\n",
-    ]
+    if reply.status == 204:  # no content: no Content-Type, no Content-Length (RFC 9110 §8.6)
+        parts = [status_line(204), b"X-Request-ID: ", request_id]
+    else:
+        parts = [
+            status_line(reply.status),
+            b"Content-Type: ",
+            reply.content_type,
+            b"\r\nContent-Length: ",
+            str(len(reply.body)).encode(),
+            b"\r\nX-Request-ID: ",
+            request_id,
+        ]
+    parts += (b"\r\nConnection: close\r\n" if close else b"\r\n", date_line(), cors)
     for name, value in (*reply.headers, *extra):
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
