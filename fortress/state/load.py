@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import aiosqlite
 
@@ -64,6 +65,10 @@ async def load_snapshot(db: aiosqlite.Connection, cfg: Config) -> Snapshot:
         backend_rows = await cur.fetchall()
     async with db.execute("SELECT key, value FROM settings") as cur:
         settings = {r[0]: r[1] for r in await cur.fetchall()}
+    async with db.execute(
+        "SELECT ip, key_id, expires_at FROM ip_trust WHERE expires_at > ?", (time.time(),)
+    ) as cur:
+        trust = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
 
     keys = {
         r["id"]: KeyRecord(
@@ -113,4 +118,6 @@ async def load_snapshot(db: aiosqlite.Connection, cfg: Config) -> Snapshot:
             )
         )
 
-    return Snapshot(version=version, keys=keys, backends=tuple(backends), policy=Policy.build(cfg, settings))
+    return Snapshot(
+        version=version, keys=keys, backends=tuple(backends), policy=Policy.build(cfg, settings), trust=trust
+    )

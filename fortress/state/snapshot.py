@@ -106,3 +106,4 @@ class Snapshot:
     keys: dict[str, KeyRecord] = field(default_factory=dict)
     backends: tuple[BackendRecord, ...] = ()
     policy: Policy | None = None
+    trust: dict[str, tuple[str, float]] = field(default_factory=dict)  # IP trust: ip -> (key id, expires at)

@@ -28,7 +28,8 @@ async def test_migrate_creates_a_private_wal_database(tmp_path: Path) -> None:
                 ("schema_version", str(dbmod.latest_version())),
             ]
         async with conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger'") as cur:
-            assert (await cur.fetchone())[0] == 12  # 11 config_version bumps + ending admin sessions
+            # 14 config_version bumps, ending admin sessions, ending a key's IP trust sessions
+            assert (await cur.fetchone())[0] == 16
     finally:
         await conn.close()
 
