@@ -81,8 +81,10 @@ class SecurityConfig:
     blocked_endpoints: tuple[str, ...] = DEFAULT_BLOCKED
     ip_allow: tuple[str, ...] = ()
     ip_deny: tuple[str, ...] = ()
-    key_in_query: bool = False
-    key_in_body: bool = False
+    key_in_query: bool = False  # ?api_key=<key> (removed before forwarding)
+    key_in_body: bool = False  # the JSON body's "api_key" (removed before forwarding)
+    ip_trust_ttl_s: int = 0  # POST /auth trusts the caller's address for this long; 0 = off
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the proxy (exact, or "*")
     allowed_registries: tuple[str, ...] = ("registry.ollama.ai",)
     allow_cloud_models: bool = False
     auth_fail_limit: int = 50
@@ -283,6 +285,7 @@ def _check(cfg: Config) -> Config:
             raise ConfigError(f"routing.auto_models[{i}]: empty pattern")
     _check_search(cfg.search)
     _check_cluster(cfg.cluster)
+    _check_origins(cfg.security.cors_origins)
     _check_cidrs("metrics.allow", cfg.metrics.allow)
     _check_logging(cfg.logging)
     from fortress.pipeline.windows import parse_rate
@@ -323,6 +326,15 @@ def _check_cluster(cluster: ClusterConfig) -> None:
         raise ConfigError("cluster.snapshot_poll_s: must be between 0.05 and 60")
     if cluster.usage_stream_maxlen < 1000:
         raise ConfigError("cluster.usage_stream_maxlen: must be at least 1000")
+
+
+def _check_origins(origins: tuple[str, ...]) -> None:
+    from fortress.pipeline.cors import check_origin
+
+    for i, origin in enumerate(origins):
+        problem = check_origin(origin)
+        if problem:
+            raise ConfigError(f"security.cors_origins[{i}]: {problem}")
 
 
 def _check_search(search: SearchConfig) -> None:

@@ -1,14 +1,17 @@
 """The ordered stages of the hot path (DESIGN §2, stages 2-8), free of sockets.
 
 Contract: `Gate.head()` runs once per request on the parsed head and answers either a LocalReply
-(Fortress answers and the request goes no further) or an Admit (carry on). Cheap rejects come first:
-route class, IP policy, brute-force lockout, key, key policy, rate limits. `Gate.body()` runs only for
-routes whose JSON body must be read: it parses once, the way the backend will (`jsonbody`), runs the
-Ollama-specific validation, resolves `"model": "auto"` (through the injected `AutoModel`,
-routing/auto.py) or checks the model against the key's allow-list, clamps, and answers a LocalReply or
-the bytes to forward.
-Stateful parts (limiter, failure counters, the auto choice) are injected, the clock is passed in: tests
-drive it directly.
+(Fortress answers and the request goes no further), an Admit (carry on), or RECHECK: the request would
+be refused for something a newer snapshot may know (a key it has not seen), so the caller asks again
+with `settled=True` once the snapshot is known to be current (proxy/freshness.py). Cheap rejects come
+first: route class, IP policy, brute-force lockout, key (keysource.py; or the address's IP trust
+session), key policy, rate limits. A key sent only in the JSON body (`key_in_body`) is read by
+`Gate.body_key()` once the body is in. `Gate.body()` runs only for routes whose JSON body must be
+read: it parses once, the way the backend will (`jsonbody`), runs the Ollama-specific validation,
+resolves `"model": "auto"` (through the injected `AutoModel`, routing/auto.py) or checks the model
+against the key's allow-list, clamps, and answers a LocalReply or the bytes to forward.
+`Gate.preflight()` answers CORS's OPTIONS. Stateful parts (limiter, failure counters, the auto choice)
+are injected, the clock is passed in: tests drive it directly.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from fortress import keys
 from fortress.http.replies import LocalReply, error_reply
 from fortress.pipeline import jsonbody, routes
 from fortress.pipeline.bruteforce import Lockout
+from fortress.pipeline.cors import Cors
 from fortress.pipeline.ip_policy import IpPolicy
+from fortress.pipeline.keysource import presented_key
 from fortress.pipeline.limits import Limiter, LocalLimiter
 from fortress.pipeline.routes import Kind, Route
 from fortress.pipeline.validate import (
@@ -38,9 +43,17 @@ from fortress.pipeline.validate import (
 from fortress.state.snapshot import KeyRecord, Policy, Snapshot
 
 OK_ROOT = LocalReply(200, b"Ollama is running", content_type=b"text/plain; charset=utf-8")
-OK_HEALTH = LocalReply(200, b'{"status":"ok"}')
 SEARCH_SCOPES = ("search", "admin")  # key scopes that may use /api/web_search and /api/web_fetch
 Headers = tuple[tuple[bytes, bytes], ...]
+
+
+class Recheck:
+    """The answer "ask again once the snapshot is current" (a singleton: RECHECK)."""
+
+    __slots__ = ()
+
+
+RECHECK = Recheck()
 
 
 @dataclass(slots=True)
@@ -52,6 +65,7 @@ class Admit:
     rate_headers: Headers = ()  # added to every answer: rate-limit state, and X-Fortress-Model once chosen
     model: str | None = None
     slot: str | None = None  # the concurrency bucket to release when the request ends
+    key_in_body: bool = False  # no key in the head: Gate.body_key() reads the body's api_key first
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +115,10 @@ class Compiled:
     ip: IpPolicy
     trusted: IpPolicy | None  # None: no trusted proxies, the socket peer is the client
     blocked: Callable[[str], bool]
+    cors: Cors
     model_allowed: dict[str, Callable[[str], bool]] = field(default_factory=dict)
     search: bool = False  # [search] is configured: the web search routes exist
+    trust: dict[str, tuple[str, float]] = field(default_factory=dict)  # ip -> (key id, expires at)
 
     @classmethod
     def build(cls, snapshot: Snapshot, trusted_proxies: tuple[str, ...], search: bool = False) -> Compiled:
@@ -115,24 +131,11 @@ class Compiled:
             ip=IpPolicy(sec.ip_allow, sec.ip_deny),
             trusted=IpPolicy(trusted_proxies, ()) if trusted_proxies else None,
             blocked=_blocked_matcher(sec.blocked_endpoints),
+            cors=Cors(sec.cors_origins),
             model_allowed={k.id: _model_matcher(k.models) for k in snapshot.keys.values()},
             search=search,
+            trust=dict(snapshot.trust) if sec.ip_trust_ttl_s else {},
         )
-
-
-def _presented_key(auth: bytes | None, x_api_key: bytes | None, query: str, in_query: bool) -> str | None:
-    if auth is not None:
-        scheme, _, token = auth.partition(b" ")
-        if scheme.lower() == b"bearer":
-            return token.strip().decode("latin-1")
-    if x_api_key is not None:
-        return x_api_key.strip().decode("latin-1")
-    if in_query and "api_key=" in query:
-        for part in query.split("&"):
-            name, _, value = part.partition("=")
-            if name == "api_key":
-                return value
-    return None
 
 
 class Gate:
@@ -160,7 +163,8 @@ class Gate:
         x_api_key: bytes | None,
         client_ip: str,
         now: float,
-    ) -> LocalReply | Admit:
+        settled: bool = True,
+    ) -> LocalReply | Admit | Recheck:
         route = routes.classify(path)
         openai = route.openai or path.startswith("/v1/")
         c = self.c
@@ -169,13 +173,16 @@ class Gate:
         if route.kind is Kind.PUBLIC:
             if method not in route.methods:
                 return error_reply(405, "method not allowed")
-            return OK_ROOT if route.name == "/" else OK_HEALTH
-        if route.kind is Kind.UNKNOWN or (route.kind is Kind.SEARCH and not c.search):
+            if route is not routes.HEALTH:
+                return OK_ROOT
+        elif route.kind is Kind.UNKNOWN or (route.kind is Kind.SEARCH and not c.search):
             return error_reply(404, f"path {path} not found", openai)
-        if route.kind is Kind.NEVER:
+        elif route.kind is Kind.NEVER:
             return error_reply(403, f"forbidden: {route.name} is not available through this gateway", openai)
-        if method not in route.methods:
+        elif method not in route.methods:
             return error_reply(405, "method not allowed", openai)
+        elif route is routes.AUTH and not c.policy.security.ip_trust_ttl_s:
+            return error_reply(404, "IP trust sessions are off on this gateway ([security] ip_trust_ttl_s)")
 
         locked = self.failures.locked(client_ip, now)
         if locked:
@@ -185,13 +192,29 @@ class Gate:
                 openai,
                 headers=((b"Retry-After", str(int(locked) + 1).encode()),),
             )
-        token = _presented_key(authorization, x_api_key, query, c.policy.security.key_in_query)
-        if token is None:
-            return error_reply(401, "missing API key: send Authorization: Bearer <key>", openai)
-        key = self._authenticate(token, client_ip, now, openai)
-        if isinstance(key, LocalReply):
+        sec = c.policy.security
+        token = presented_key(authorization, x_api_key, query, sec.key_in_query)
+        if token is not None:
+            key = self._authenticate(token, client_ip, now, openai, settled)
+        elif route is routes.HEALTH:  # public; a key (or a trusted address) may add detail
+            key = self._keyless(client_ip, now, openai, settled=True)
+            if not isinstance(key, KeyRecord):
+                return Admit(route, None)
+        elif sec.key_in_body and route.inspect:
+            return Admit(route, None, key_in_body=True)
+        else:
+            # POST /auth needs the key itself: a trusted address cannot extend its own session
+            trusting = not (route is routes.AUTH and method == b"POST")
+            key = self._keyless(client_ip, now, openai, settled, trusting)
+        if not isinstance(key, KeyRecord):
             return key
+        return self._key_policy(route, key, path, openai, now)
 
+    def _key_policy(
+        self, route: Route, key: KeyRecord, path: str, openai: bool, now: float
+    ) -> LocalReply | Admit:
+        """Key policy (stage 6), then rate limits (stage 7)."""
+        c = self.c
         if route.model_admin and key.scope != "admin" and c.blocked(route.name):
             return error_reply(403, f"forbidden: {route.name} needs a key with the admin scope", openai)
         if not route.model_admin and key.scope != "admin" and c.blocked(path):
@@ -204,19 +227,88 @@ class Gate:
                 return error_reply(digest.status, digest.message, openai)
         return self._limit(route, key, openai, now)
 
-    def _authenticate(self, token: str, client_ip: str, now: float, openai: bool) -> KeyRecord | LocalReply:
+    def _authenticate(
+        self, token: str, client_ip: str, now: float, openai: bool, settled: bool
+    ) -> KeyRecord | LocalReply | Recheck:
         parts = keys.split(token)
         record = self.c.snapshot.keys.get(parts[0]) if parts else None
         # hash and compare even when the id is unknown: the two failures take the same time
         ok = keys.matches(parts[1] if parts else token, record.secret_hash if record else None)
         if not ok or record is None:
+            if parts is not None and not settled:
+                return RECHECK  # a key shaped like ours: it may be newer than this snapshot
             self.failures.failure(client_ip, now)
             return error_reply(401, "invalid API key", openai)
+        return self._usable(record, now, openai, settled)
+
+    def _usable(
+        self, record: KeyRecord, now: float, openai: bool, settled: bool
+    ) -> KeyRecord | LocalReply | Recheck:
         if record.state != "active":
+            if record.state == "disabled" and not settled:
+                return RECHECK  # it may have been enabled a moment ago
             return error_reply(401, f"API key is {record.state}", openai)
         if record.expires_at is not None and record.expires_at <= now:
             return error_reply(401, "API key has expired", openai)
         return record
+
+    def _keyless(
+        self, client_ip: str, now: float, openai: bool, settled: bool, trusting: bool = True
+    ) -> KeyRecord | LocalReply | Recheck:
+        """No key presented: the key this address is trusted as (POST /auth), else 401."""
+        c = self.c
+        trusted = c.trust.get(client_ip) if trusting else None
+        if trusted is not None and trusted[1] > now:
+            record = c.snapshot.keys.get(trusted[0])
+            if record is not None:
+                return self._usable(record, now, openai, settled)
+        if trusting and c.policy.security.ip_trust_ttl_s and not settled:
+            return RECHECK  # the address may have been trusted a moment ago, through another worker
+        return error_reply(401, "missing API key: send Authorization: Bearer <key>", openai)
+
+    def body_key(
+        self, admit: Admit, raw: bytes, client_ip: str, now: float, settled: bool = True
+    ) -> LocalReply | Admit | Recheck:
+        """Authentication deferred to the body (`key_in_body`, no key in the head): its `api_key` field,
+        else the address's trust session, else 401; then key policy and limits as in head()."""
+        route = admit.route
+        openai = route.openai
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            doc = None
+        token = doc.get("api_key") if isinstance(doc, dict) else None
+        if isinstance(token, str) and token:
+            key = self._authenticate(token, client_ip, now, openai, settled)
+        else:
+            key = self._keyless(client_ip, now, openai, settled)
+        if not isinstance(key, KeyRecord):
+            return key
+        done = self._key_policy(route, key, route.name, openai, now)
+        if isinstance(done, Admit):
+            admit.key, admit.rate_headers, admit.slot, admit.key_in_body = (
+                key,
+                done.rate_headers,
+                done.slot,
+                False,
+            )
+            return admit
+        return done
+
+    def preflight(
+        self, path: str, origin: bytes | None, requested: bytes | None, client_ip: str
+    ) -> LocalReply:
+        """OPTIONS: 204 without a key, with CORS's grant for an allowed origin (pipeline/cors.py)."""
+        route = routes.classify(path)
+        openai = route.openai or path.startswith("/v1/")
+        c = self.c
+        if not c.ip.allows(client_ip):
+            return error_reply(403, "forbidden: your address is not allowed", openai, close=True)
+        if route.kind is Kind.UNKNOWN:
+            return error_reply(404, f"path {path} not found", openai)
+        if route.kind is Kind.NEVER:
+            return error_reply(403, f"forbidden: {route.name} is not available through this gateway", openai)
+        return c.cors.preflight(origin, route.methods, requested)
 
     def _limit(self, route: Route, key: KeyRecord, openai: bool, now: float) -> LocalReply | Admit:
         """Tokens, concurrency, then the request rate, so only admitted requests count against the rate."""

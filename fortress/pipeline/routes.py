@@ -26,7 +26,7 @@ class Route:
     methods: frozenset[bytes]
     inspect: bool = False  # the JSON body must be read (model, validation)
     model_admin: bool = False  # model management: pull, push, create, copy, delete, blobs
-    federated: bool = False  # lists answered from every backend (tags, ps, version, models)
+    federated: bool = False  # answered by the worker itself: lists from every backend, /health, /auth
     metered: bool = False  # answers carry token counts (generation, embeddings) worth accounting
 
     @property
@@ -38,11 +38,14 @@ def _r(name: str, kind: Kind, methods: str, **flags: bool) -> Route:
     return Route(name, kind, frozenset(m.encode() for m in methods.split()), **flags)
 
 
+HEALTH = _r("/health", Kind.PUBLIC, "GET HEAD", federated=True)  # public; detail for admin-scope keys
+AUTH = _r("/auth", Kind.OLLAMA, "POST DELETE", federated=True)  # IP trust sessions (chain.py, worker.py)
 _EXACT: dict[str, Route] = {
     r.name: r
     for r in (
         _r("/", Kind.PUBLIC, "GET HEAD"),
-        _r("/health", Kind.PUBLIC, "GET HEAD"),
+        HEALTH,
+        AUTH,
         _r("/api/version", Kind.OLLAMA, "GET HEAD", federated=True),
         _r("/api/tags", Kind.OLLAMA, "GET HEAD", federated=True),
         _r("/api/ps", Kind.OLLAMA, "GET", federated=True),
