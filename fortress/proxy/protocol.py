@@ -3,8 +3,10 @@
 Parser callbacks only record; decisions run once per request when its head is complete (and, for
 routes whose JSON must be read, once more when its body is complete). Requests pipelined behind an
 active one wait, fully buffered, in a queue while reading is paused, so at most one request per
-connection is in flight and responses leave in order. Stage 1 and the Downstream of
-docs/architecture.md.
+connection is in flight and responses leave in order. A request may be *parked* (reading paused) while
+the worker makes sure of something first: that its snapshot is current before a key is refused, that a
+model list is fresh, that an IP trust session is stored; it is then decided again. Stage 1 and the
+Downstream of docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import httptools
 
 from fortress.http import replies
 from fortress.pipeline import routes
-from fortress.pipeline.chain import Admit
+from fortress.pipeline.chain import RECHECK, Admit
 from fortress.pipeline.validate import looks_like_zip
 from fortress.proxy import fanout, websearch
 from fortress.proxy.exchange import Exchange
@@ -54,6 +56,8 @@ _DROP = frozenset(
         b"forwarded",
         b"x-request-id",
         b"x-fortress-backend",
+        b"origin",  # Fortress answers CORS itself; a backend (Ollama) would refuse a foreign Origin
+        b"access-control-request-headers",
     )
 )
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -83,6 +87,7 @@ class ClientProtocol(asyncio.Protocol):
         self.peer = ""
         self.req: Request | None = None
         self.ex: Exchange | None = None
+        self.parked: Request | None = None  # waiting for the worker before it is decided (again)
         self.queue: deque[Request] = deque()
         self.closed = False
         self.last = False  # a request that closes the connection was read whole: read nothing more
@@ -122,7 +127,7 @@ class ClientProtocol(asyncio.Protocol):
         self.close()
 
     def busy(self) -> bool:
-        return self.ex is not None or bool(self.queue)
+        return self.ex is not None or self.parked is not None or bool(self.queue)
 
     # -- deadlines (the worker's sweeper asks) ----------------------------------------------------
     def deadline(self, now: float) -> float:
@@ -256,6 +261,10 @@ class ClientProtocol(asyncio.Protocol):
                 req.expect = value.lower() == b"100-continue"
             elif lname == b"x-fortress-backend":
                 req.backend_hint = value
+            elif lname == b"origin":
+                req.origin = value
+            elif lname == b"access-control-request-headers":
+                req.cors_headers = value
             return
         req.fwd.append(b"%s: %s\r\n" % (name, value))
 
@@ -271,7 +280,7 @@ class ClientProtocol(asyncio.Protocol):
         req.http10 = parser.get_http_version() == "1.0"
         req.keep_alive = parser.should_keep_alive()
         self.head_bytes = 0
-        if self.ex is not None or self.queue:
+        if self.ex is not None or self.queue or self.parked is not None:
             req.mode = Mode.BUFFER  # pipelined: wait for the request ahead
             self.queue.append(req)
             self.pause()
@@ -315,6 +324,8 @@ class ClientProtocol(asyncio.Protocol):
         req.complete = True
         if not req.keep_alive:
             self.last = True
+        if req is self.parked:
+            return  # decided once the worker calls back
         mode = req.mode
         if mode is Mode.STREAM:
             ex = self.ex
@@ -327,9 +338,9 @@ class ClientProtocol(asyncio.Protocol):
         elif mode is Mode.BUFFER:
             if req.admit is not None:
                 self._dispatch(req)
-            elif self.ex is None and self.queue and self.queue[0] is req:
+            elif self.ex is None and self.parked is None and self.queue and self.queue[0] is req:
                 self._idle()  # a pipelined request completed after the one ahead finished
-        elif mode is Mode.DISCARD and self.ex is None and not self.queue:
+        elif mode is Mode.DISCARD and self.ex is None and self.parked is None and not self.queue:
             self._idle()
 
     # -- decisions -----------------------------------------------------------------------------------
@@ -341,7 +352,13 @@ class ClientProtocol(asyncio.Protocol):
         if req.request_id is None or not _valid_request_id(req.request_id):
             req.request_id = w.next_id()
         client_ip = w.client_ip(self.peer, req.xff)
-        result = w.gate.head(
+        gate = w.gate
+        if req.origin is not None:
+            req.cors = gate.c.cors.allow(req.origin)
+        if req.method == b"OPTIONS":
+            self._local(req, gate.preflight(path, req.origin, req.cors_headers, client_ip), path, client_ip)
+            return
+        result = gate.head(
             req.method,
             path,
             query_b.decode("latin-1"),
@@ -349,14 +366,24 @@ class ClientProtocol(asyncio.Protocol):
             req.x_api_key,
             client_ip,
             time.time(),
+            req.settled,
         )
+        if result is RECHECK:
+            self._recheck(req, self._admit)
+            return
         if isinstance(result, replies.LocalReply):
             self._local(req, result, path, client_ip)
             return
         req.admit = result
         route = result.route
         if route.federated:
-            self._local(req, w.federated(result, path), path, client_ip)
+            reply = w.answer(
+                result, path, req.method, client_ip, lambda r: self._answered(req, r, path, client_ip)
+            )
+            if reply is None:
+                self._park(req, Mode.DISCARD)
+            else:
+                self._local(req, reply, path, client_ip)
             return
         has_body = req.chunked or bool(req.content_length)
         if req.content_length is not None and req.content_length > self._body_limit(result):
@@ -379,8 +406,49 @@ class ClientProtocol(asyncio.Protocol):
             self._write(_CONTINUE)
         body = b"".join(req.body) if (req.complete or not has_body) else None
         streaming = body is None
+        held: list[bytes] = []
+        if streaming and req.body:  # pieces read while the request was parked
+            held, req.body, req.body_size = req.body, [], 0
         req.mode = Mode.STREAM if streaming else Mode.SENT
         self._start(req, route_body=body, streaming=streaming, path=path, client_ip=client_ip)
+        for piece in held:
+            try:
+                self.on_body(piece)
+            except BadRequest as exc:
+                self._reject(exc.reply)
+                return
+
+    # -- parking: the worker makes sure of something before the request is decided --------------------
+    def _park(self, req: Request, mode: Mode) -> None:
+        """Wait for the worker with reading paused; the client is not the slow side, so no deadline runs
+        (the worker's waits are bounded: a check, a list refresh, a database write)."""
+        self.parked = req
+        req.mode = mode  # BUFFER: its body is kept for the decision; DISCARD: it is not needed
+        self.due = 0.0
+        self.pause()
+
+    def _unpark(self, req: Request) -> bool:
+        """Back from the worker: False when the connection is gone meanwhile (nothing left to do)."""
+        if self.closed or self.parked is not req:
+            return False
+        self.parked = None
+        if not req.complete:
+            self.due = time.monotonic() + self.w.cfg.body_timeout_s  # the rest of its body must come
+        if not self.queue:
+            self.resume()  # read on, as any request in flight does (a client closing must be seen)
+        return True
+
+    def _recheck(self, req: Request, decide: Callable[[Request], None]) -> None:
+        """A key would be refused: decide again on a snapshot known to be current (freshness.py)."""
+        req.settled = True
+        if self.w.recheck(lambda: self._unpark(req) and decide(req)):
+            self._park(req, Mode.BUFFER)
+        else:
+            decide(req)  # no checks to wait for (a worker without a database): decide now
+
+    def _answered(self, req: Request, reply: replies.LocalReply, path: str, client_ip: str) -> None:
+        if self._unpark(req):
+            self._local(req, reply, path, client_ip)
 
     def _body_limit(self, admit: Admit) -> int:
         """Model files go to /api/blobs and stream through; every other body is held and capped lower."""
@@ -393,7 +461,17 @@ class ClientProtocol(asyncio.Protocol):
         assert admit is not None
         path = b"".join(req.url).partition(b"?")[0].decode("latin-1")
         client_ip = self.w.client_ip(self.peer, req.xff)
-        outcome = self.w.gate.body(admit, b"".join(req.body))
+        raw = b"".join(req.body)
+        gate = self.w.gate
+        if admit.key_in_body:  # no key in the head: the body's api_key (or the address's trust)
+            found = gate.body_key(admit, raw, client_ip, time.time(), req.settled)
+            if found is RECHECK:
+                self._recheck(req, self._dispatch)
+                return
+            if isinstance(found, replies.LocalReply):
+                self._local(req, found, path, client_ip)
+                return
+        outcome = gate.body(admit, raw)
         if isinstance(outcome, replies.LocalReply):
             self._local(req, outcome, path, client_ip)
             return
@@ -439,6 +517,7 @@ class ClientProtocol(asyncio.Protocol):
         )
         ex.client_ip = client_ip
         ex.doc = doc
+        ex.cors = req.cors
         if req.backend_hint is not None and admit.key is not None and admit.key.scope == "admin":
             ex.backend_hint = req.backend_hint.decode("latin-1")
         self.ex = ex
@@ -469,10 +548,10 @@ class ClientProtocol(asyncio.Protocol):
         if admit is not None:
             self.w.gate.finish(admit, 0, time.time())
         keep = req.keep_alive and not reply.close and not self.w.draining
-        if not req.complete and (req.content_length is None or req.content_length > _DISCARD_LIMIT):
-            keep = False
+        if not req.complete and (req.chunked or (req.content_length or 0) > _DISCARD_LIMIT):
+            keep = False  # a body too long (or of unknown length) to skip: close instead
         extra = admit.rate_headers if admit is not None and reply.status != 429 else ()
-        self._write(replies.render(reply, rid, keep, extra, head_only=req.method == b"HEAD"))
+        self._write(replies.render(reply, rid, keep, extra, req.method == b"HEAD", req.cors))
         self.w.account_local(req, reply.status, path, client_ip, reply)
         if not keep:
             self.close()

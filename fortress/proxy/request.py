@@ -30,6 +30,8 @@ class Request:
         "chunked",
         "complete",
         "content_length",
+        "cors",
+        "cors_headers",
         "expect",
         "first_bytes",
         "fwd",
@@ -37,7 +39,9 @@ class Request:
         "keep_alive",
         "method",
         "mode",
+        "origin",
         "request_id",
+        "settled",
         "t0",
         "url",
         "x_api_key",
@@ -65,6 +69,10 @@ class Request:
         self.method = b""
         self.http10 = False
         self.keep_alive = True
+        self.origin: bytes | None = None  # a browser's Origin (never forwarded: Fortress does CORS)
+        self.cors_headers: bytes | None = None  # Access-Control-Request-Headers of a preflight
+        self.cors = b""  # the CORS header lines every answer to this request carries
+        self.settled = False  # decided on a snapshot known to be current (after a recheck)
 
     def sniff(self, body: bytes) -> bytes:
         """The first 4 bytes of an upload, even when they arrive in several pieces."""

@@ -21,6 +21,7 @@ from fortress import logs
 from fortress.addr import parse_listen
 from fortress.config import Config
 from fortress.pipeline.limits import Limiter, open_limiter
+from fortress.proxy.freshness import Freshness
 from fortress.proxy.protocol import ClientProtocol
 from fortress.proxy.tls import LiveTls
 from fortress.proxy.usage_pipe import UsagePipe
@@ -28,10 +29,12 @@ from fortress.proxy.worker import SWEEP_INTERVAL_S, Worker
 from fortress.state.db import connect
 from fortress.state.load import load_snapshot, read_config_version
 from fortress.state.repo import get_settings
+from fortress.state.trust import TrustTable
 from fortress.state.usage import write_proxy_stats
 
 log = logging.getLogger("fortress.proxy")
 RELOAD_INTERVAL_S = 0.25
+RECHECK_FLOOR_S = 0.05  # on-demand checks (a key not in the snapshot) start at least this far apart
 STATS_INTERVAL_S = 1.0
 # How long a closing TLS connection waits for the client's close_notify (asyncio's default is 30 s).
 # HTTP frames its own messages, so the wait protects nothing; idle HTTPS clients that never answer it
@@ -53,7 +56,8 @@ async def _every(interval: float, step, name: str) -> None:  # type: ignore[no-u
 async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
     loop = asyncio.get_running_loop()
     limiter: Limiter = open_limiter(cfg.cluster.redis_url, shm_path)
-    db = await connect(cfg.database.path)
+    db = await connect(cfg.database.path)  # reads: the snapshot (never waits behind a blocked write)
+    writes = await connect(cfg.database.path)  # the stats row and IP trust sessions
     version = await read_config_version(db)
     snapshot = await load_snapshot(db, cfg)
     usage = UsagePipe(cfg.database.path, cfg.logging)
@@ -99,7 +103,7 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
             "tls": tls.fingerprint if tls else "",
         }
         await write_proxy_stats(
-            db,
+            writes,
             name,
             worker.in_flight(),
             worker.requests,
@@ -108,8 +112,10 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
             json.dumps(detail),
         )
 
+    worker.fresh = Freshness(reload, RELOAD_INTERVAL_S, RECHECK_FLOOR_S)
+    worker.trust_store = TrustTable(writes)
     tasks = [
-        loop.create_task(_every(RELOAD_INTERVAL_S, reload, "config reload")),
+        loop.create_task(worker.fresh.run()),
         loop.create_task(_every(SWEEP_INTERVAL_S, sweep, "timeout sweep")),
         loop.create_task(_every(STATS_INTERVAL_S, stats, "stats write")),
     ]
@@ -133,6 +139,7 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
     await usage.close()
     await db.close()
+    await writes.close()
     log.info("proxy worker %d stopped (%d usage events handed to the writer)", os.getpid(), usage.sent)
 
 
