@@ -40,6 +40,17 @@ if TYPE_CHECKING:
 _HOP = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding")
 )
+# A backend's own CORS grant never reaches a browser: Fortress decides CORS ([security] cors_origins).
+_SKIP = _HOP | frozenset(
+    (
+        b"access-control-allow-origin",
+        b"access-control-allow-credentials",
+        b"access-control-allow-headers",
+        b"access-control-allow-methods",
+        b"access-control-expose-headers",
+        b"access-control-max-age",
+    )
+)
 _CHUNKED_HEAD = b"Transfer-Encoding: chunked\r\n\r\n"
 _CLOSE_HEAD = b"Connection: close\r\n\r\n"
 # Routes that bring a model to a backend rather than use one there: any healthy backend will do.
@@ -82,6 +93,10 @@ class Host(Protocol):
 
     def model_missing(self, backend: str, model: str) -> None: ...
 
+    def refresh_models(self, then: Callable[[], None]) -> bool: ...
+
+    def served(self, backend: str, model: str, doc: dict | None) -> None: ...
+
 
 class Exchange:
     __slots__ = (
@@ -95,11 +110,13 @@ class Exchange:
         "chunked_body",
         "client_ip",
         "codec",
+        "cors",
         "doc",
         "down",
         "error",
         "fwd_headers",
         "keep_alive",
+        "looked_again",
         "method",
         "model",
         "on_backend",
@@ -178,6 +195,8 @@ class Exchange:
         self.backend_hint: str | None = None  # X-Fortress-Backend from an admin-scope key
         self.task: asyncio.Task[None] | None = None  # the task composing the answer (answered_by)
         self.doc: dict | None = None  # the parsed JSON body, when the body stage read it
+        self.cors = b""  # CORS header lines for the client's Origin (pipeline/cors.py), b"" for none
+        self.looked_again = False  # an unknown model made the backends list their models once more
 
     def _to(self, event: Event) -> None:
         """Move by the table (states.step inlined: it runs four times per request)."""
@@ -210,6 +229,10 @@ class Exchange:
             return
         verdict = w.router.why(model)
         if verdict is Verdict.UNKNOWN_MODEL:
+            if model and not self.looked_again:  # pulled on a backend directly a moment ago?
+                self.looked_again = True
+                if w.refresh_models(self.start):
+                    return
             self.fail(404, f"model '{model}' not found" if model else "no backend is configured")
         elif verdict is Verdict.BUSY and not self.tried:
             self._wait(model)
@@ -374,13 +397,19 @@ class Exchange:
         self.status = status
         client_close = not self.keep_alive or self.w.draining or not self.raw or not up.framed
         parts = [replies.status_line(status)]
+        dated = False
         for name, value in up.headers:
-            if name.lower() in _HOP:
-                if self.raw and name.lower() == b"transfer-encoding":
+            lname = name.lower()
+            if lname in _SKIP:
+                if self.raw and lname == b"transfer-encoding":
                     parts += (name, b": ", value, b"\r\n")
                 continue
+            if lname == b"date":
+                dated = True
             parts += (name, b": ", value, b"\r\n")
-        parts += (b"X-Request-ID: ", self.request_id, b"\r\n")
+        parts += (b"X-Request-ID: ", self.request_id, b"\r\n", self.cors)
+        if not dated:
+            parts.append(replies.date_line())
         for name, value in self.admit.rate_headers:
             parts += (name, b": ", value, b"\r\n")
         self.keep_alive = not client_close
@@ -394,7 +423,7 @@ class Exchange:
         close = not self.keep_alive or self.w.draining or not self.raw
         self.keep_alive = not close
         parts = [replies.status_line(status), b"Content-Type: ", content_type, b"\r\nX-Request-ID: "]
-        parts += (self.request_id, b"\r\n")
+        parts += (self.request_id, b"\r\n", replies.date_line(), self.cors)
         for name, value in self.admit.rate_headers:
             parts += (name, b": ", value, b"\r\n")
         if self.raw:
@@ -445,6 +474,8 @@ class Exchange:
             self.error = "backend reported an error mid-stream"
         self.stream = up.chunked
         self._release_backend(ok=answered(self.status, up.tail), error=self.error or "")
+        if self.status == 200 and self.route.metered and self.model:
+            self.w.served(target.name, self.model, self.doc)  # so /api/ps lists it at once
         if self.route.model_admin:
             self.w.poller.poke(target.name)  # pull/delete/copy/create change what the backend holds
         self._end(prompt, completion, self.keep_alive)
@@ -532,7 +563,9 @@ class Exchange:
             headers = ((b"Retry-After", str(retry_after).encode()), *headers)
         reply = replies.error_reply(status, message, self.route.openai, headers=headers)
         keep = self.keep_alive and not self.streaming_body
-        self._write(replies.render(reply, self.request_id, keep, head_only=self.method == b"HEAD"))
+        self._write(
+            replies.render(reply, self.request_id, keep, head_only=self.method == b"HEAD", cors=self.cors)
+        )
         self._end(None, None, keep)
 
     def client_lost(self) -> None:
@@ -605,7 +638,7 @@ class Exchange:
         self.status = reply.status
         self.error = error
         keep = self.keep_alive and self.raw and not self.w.draining
-        self._write(replies.render(reply, self.request_id, keep))
+        self._write(replies.render(reply, self.request_id, keep, cors=self.cors))
         self._end(None, None, keep)
 
 

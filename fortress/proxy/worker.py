@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import logging
 import os
 import time
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 from fortress.backends.target import Target
 from fortress.config import Config
 from fortress.http.replies import LocalReply, error_reply
+from fortress.pipeline import routes
 from fortress.pipeline.chain import Admit, Compiled, Gate
 from fortress.pipeline.ip_policy import client_ip as resolve_client_ip
 from fortress.pipeline.limits import Limiter
@@ -26,16 +30,24 @@ from fortress.proxy.usage_pipe import UsagePipe
 from fortress.routing import federation
 from fortress.routing.auto import AutoChooser, CandidateCache
 from fortress.routing.choose import Router
+from fortress.routing.inventory import model_key
 from fortress.routing.poller import InventoryPoller
 from fortress.search.service import WebSearch
 from fortress.state.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from fortress.proxy.exchange import Exchange
+    from fortress.proxy.freshness import Freshness
     from fortress.proxy.request import Request
 
+log = logging.getLogger("fortress.proxy")
 SWEEP_INTERVAL_S = 0.5
+LIST_MAX_AGE_S = 1.0  # /api/tags and /api/ps older than this are asked of the backends first
+FRESH_WAIT_S = 1.0  # how long a list or an unknown model waits for that (then: the view at hand)
 _PROBES = ("/", "/health")
+_LIVE_LISTS = frozenset(("/api/tags", "/api/ps"))
+_UNLOADS = frozenset(("0", "0s", "0m", "0h", "0ms"))  # keep_alive durations that unload the model
+DEFAULT_KEEP_ALIVE_S = 300  # Ollama keeps a model loaded this long after a request by default
 
 
 class Connection(Protocol):
@@ -57,6 +69,17 @@ class Connection(Protocol):
 
     def abort(self) -> None:
         """The worker is stopping: end the exchange in flight (recorded) and close."""
+
+
+class TrustStore(Protocol):
+    """Where IP trust sessions are kept (fortress.state.trust.TrustTable: the database)."""
+
+    async def start(self, ip: str, key_id: str, ttl_s: float) -> float: ...
+
+    async def end(self, ip: str, key_id: str) -> bool: ...
+
+
+Reply = Callable[[LocalReply], None]
 
 
 class Worker:
@@ -89,6 +112,8 @@ class Worker:
         self.requests = 0
         self.errors = 0
         self.active_keys: set[str] = set()  # keys whose rate window may hold requests
+        self.fresh: Freshness | None = None  # set by server.py: snapshot checks on demand
+        self.trust_store: TrustStore | None = None  # set by server.py: POST/DELETE /auth write there
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex().encode()
         self.swap(snapshot)
@@ -130,6 +155,53 @@ class Worker:
         self.router.model_missing(backend, model)
         self.poller.poke(backend)
 
+    def refresh_models(self, then: Callable[[], None]) -> bool:
+        """An unknown model: ask every backend for its list once more, then call `then` (within
+        FRESH_WAIT_S). False when there is nobody to ask: the model is unknown for good."""
+        waits = self.poller.refresh(0.0)
+        if not waits:
+            return False
+        self._after(waits, then)
+        return True
+
+    def served(self, backend: str, model: str, doc: dict | None) -> None:
+        """A request for `model` succeeded there: it is loaded now (or unloaded, for keep_alive 0)."""
+        inventory = self.router.inventory
+        if doc is not None and _unloads(doc.get("keep_alive")):
+            inventory.unloaded(backend, model_key(model))
+        else:
+            inventory.served(backend, model_key(model), _expiry(doc))  # formatted only when new there
+
+    def recheck(self, then: Callable[[], None]) -> bool:
+        """Call `then` once the snapshot is known current (freshness.py); False when it cannot be."""
+        if self.fresh is None:
+            return False
+        self.fresh.after_next_check(then)
+        return True
+
+    def _after(self, waits: list[asyncio.Future[None]], then: Callable[[], None]) -> None:
+        task = self.loop.create_task(asyncio.wait(waits, timeout=FRESH_WAIT_S))
+        task.add_done_callback(lambda _task: then())
+
+    # -- what Fortress answers itself (route.federated) ------------------------------------------------
+    def answer(
+        self, admit: Admit, path: str, method: bytes, client_ip: str, done: Reply
+    ) -> LocalReply | None:
+        """The reply for a route Fortress answers itself, or None: `done(reply)` follows (a list asked
+        of the backends first, an IP trust session written first)."""
+        route = admit.route
+        if route is routes.HEALTH:
+            return self._health(admit)
+        if route is routes.AUTH:
+            self.loop.create_task(self._auth(admit, method, client_ip, done))
+            return None
+        if route.name in _LIVE_LISTS:
+            waits = self.poller.refresh(LIST_MAX_AGE_S)
+            if waits:
+                self._after(waits, lambda: done(self.federated(admit, path)))
+                return None
+        return self.federated(admit, path)
+
     def federated(self, admit: Admit, path: str) -> LocalReply:
         """/api/tags, /api/ps, /api/version, /v1/models[/{id}] answered from every healthy backend."""
         router = self.router
@@ -149,6 +221,57 @@ class Worker:
         model = unquote(path[len("/v1/models/") :])
         body = federation.openai_model(router.inventory, healthy, model, allow)
         return LocalReply(200, body) if body else error_reply(404, f"model '{model}' not found", openai=True)
+
+    def _health(self, admit: Admit) -> LocalReply:
+        """GET /health (DESIGN §6.5): counts for everyone, per-backend detail for admin-scope keys."""
+        router = self.router
+        healthy = router.healthy()
+        backends = router.export()
+        body: dict[str, Any] = {
+            "status": "ok" if healthy else "unavailable",
+            "backends_healthy": len(healthy),
+            "backends_total": len(backends),
+        }
+        if admit.key is not None and admit.key.scope == "admin":
+            checked = self.poller.checked()
+            now = self.loop.time()
+            body["backends"] = [
+                {
+                    "name": b["name"],
+                    "kind": b["type"],
+                    "up": b["name"] in healthy,
+                    "breaker": b["state"],
+                    "outstanding": b["outstanding"],
+                    "models": b["models"],
+                    "last_check_s": round(now - checked[b["name"]], 3) if b["name"] in checked else None,
+                    "last_error": b["last_error"],
+                }
+                for b in backends
+            ]
+        return LocalReply(200 if healthy else 503, json.dumps(body).encode())
+
+    async def _auth(self, admit: Admit, method: bytes, client_ip: str, done: Reply) -> None:
+        """POST /auth trusts the caller's address as the key; DELETE /auth ends that. The answer goes
+        out once this worker's snapshot has the change (other workers recheck before refusing)."""
+        key = admit.key
+        assert key is not None
+        store = self.trust_store
+        ttl = self.gate.c.policy.security.ip_trust_ttl_s
+        try:
+            if store is None:
+                raise RuntimeError("no session store")
+            if method == b"POST":
+                await store.start(client_ip, key.id, ttl)
+                body: dict[str, Any] = {"status": "ok", "ip": client_ip, "expires_in": ttl}
+            else:
+                ended = await store.end(client_ip, key.id)
+                body = {"status": "ok" if ended else "not_trusted", "ip": client_ip}
+            reply = LocalReply(200, json.dumps(body).encode())
+        except Exception as exc:  # the database is busy or gone: say so, never a traceback
+            log.warning("IP trust session for %s not stored: %s", client_ip, exc)
+            reply = error_reply(503, "the trust session could not be stored; try again")
+        if not self.recheck(lambda: done(reply)):
+            done(reply)
 
     # -- connections -----------------------------------------------------------------------------------
     def connection_opened(self, conn: Connection) -> bool:
@@ -233,8 +356,8 @@ class Worker:
         key = req.admit.key if req.admit is not None else None
         if key is not None:
             self.active_keys.add(key.id)
-        if self.usage is None or (status == 200 and path in _PROBES):
-            return
+        if self.usage is None or (status == 200 and path in _PROBES) or req.method == b"OPTIONS":
+            return  # probes and CORS preflights are not usage
         now = time.monotonic()
         self.usage.record(
             (
@@ -303,3 +426,20 @@ class Worker:
         self.pool.close_all()
         if self.search is not None:
             await self.search.aclose()
+
+
+def _unloads(keep_alive: object) -> bool:
+    """keep_alive 0 (a number, or a duration such as "0s") asks Ollama to unload the model."""
+    if isinstance(keep_alive, bool):
+        return False
+    if isinstance(keep_alive, int | float):
+        return keep_alive == 0
+    return isinstance(keep_alive, str) and keep_alive.strip() in _UNLOADS
+
+
+def _expiry(doc: dict | None) -> float:
+    """When the backend will unload the model (Unix seconds): the request's keep_alive when it is a
+    number of seconds, else Ollama's default."""
+    keep = doc.get("keep_alive") if doc is not None else None
+    seconds = keep if isinstance(keep, int | float) and not isinstance(keep, bool) and keep > 0 else None
+    return time.time() + (seconds or DEFAULT_KEEP_ALIVE_S)

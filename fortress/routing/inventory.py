@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 _DEFAULT_HOST = "registry.ollama.ai/"
@@ -158,6 +158,30 @@ class Inventory:
             entry.expected.add(key)
             self._loaded[key] = self._loaded.get(key, frozenset()) | {name}  # no full rebuild here
             self.generation += 1
+
+    def served(self, name: str, key: str, expires_at: float) -> None:
+        """A request for the model succeeded there, so it is in memory now, whatever the last /api/ps
+        said: listed as loaded (an entry made from its /api/tags object) until the next /api/ps."""
+        entry = self._backends.get(name)
+        if entry is None or entry.static or key in entry.loaded:
+            return
+        listed = entry.models.get(key)
+        if listed is None:
+            return
+        entry.loaded[key] = {
+            **{k: listed[k] for k in ("name", "model", "size", "digest", "details") if k in listed},
+            "expires_at": datetime.fromtimestamp(expires_at, UTC).isoformat(),
+            "size_vram": listed.get("size", 0),
+        }
+        self._changed()
+
+    def unloaded(self, name: str, key: str) -> None:
+        """A request unloaded the model there (keep_alive 0)."""
+        entry = self._backends.get(name)
+        if entry is not None and (key in entry.loaded or key in entry.expected):
+            entry.loaded.pop(key, None)
+            entry.expected.discard(key)
+            self._changed()
 
     def forget(self, name: str, key: str) -> None:
         """A request found the model missing there: stop routing it there until the next refresh."""

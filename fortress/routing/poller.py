@@ -5,10 +5,14 @@ Every `interval_s` (and at once after `poke`) it asks the backend's kind for a f
 (Ollama: /api/version) as the active health check (and half-open probe). After a full probe of a
 backend that speaks Ollama's model API, each model whose digest is new gets one POST /api/show: its
 capabilities (routing/capabilities.py, for model "auto"), learnt once per digest. Nothing else is
-sent: polling never loads a model or runs inference. Kinds with static models (OpenAI-compatible
-providers) are not polled; their configured models are the inventory, their capabilities come from
-configuration and their health is passive. Backends are reached through their Target and the one
-control client, exactly as the proxy reaches them (URL user:pass, credential, CA bundle).
+sent: polling never loads a model or runs inference. `refresh()` asks for a full probe on demand (a
+client listing models, a model nobody lists) and hands back futures that resolve when it is done:
+callers at the same time share one probe, and full probes of one backend start at least
+`min_refresh_s` apart, so a flood of unknown models costs a few GETs a second, not one each. Kinds
+with static models (OpenAI-compatible providers) are not polled; their configured models are the
+inventory, their capabilities come from configuration and their health is passive. Backends are
+reached through their Target and the one control client, exactly as the proxy reaches them (URL
+user:pass, credential, CA bundle).
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ class _Watch:
     task: asyncio.Task[None] | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     first_round: asyncio.Event = field(default_factory=asyncio.Event)
+    next_full: asyncio.Future[None] | None = None  # resolved when the next full probe has ended
+    full_at: float = float("-inf")  # when the last full probe started (its lists are that old)
+    checked_at: float | None = None  # when the last probe of any kind ended
 
 
 def _connection(record: BackendRecord) -> tuple[str, str, str, str]:
@@ -54,12 +61,14 @@ class InventoryPoller:
         health_interval_s: float = 5.0,
         timeout_s: float = 3.0,
         keep_alive: bool = True,
+        min_refresh_s: float = 0.25,
     ) -> None:
         self.router = router
         self.interval_s = interval_s
         self.health_interval_s = health_interval_s
         self.timeout_s = timeout_s
         self.keep_alive = keep_alive
+        self.min_refresh_s = min_refresh_s
         self._watches: dict[str, _Watch] = {}
         router.on_open = self.poke  # a breaker that opens gets its health checked at once
 
@@ -89,6 +98,25 @@ class InventoryPoller:
         for watch in self._watches.values() if name is None else filter(None, [self._watches.get(name)]):
             watch.wake.set()
 
+    def refresh(self, max_age_s: float) -> list[asyncio.Future[None]]:
+        """A full probe, starting from now on, of every backend whose lists are older than `max_age_s`
+        (0: all); the futures resolve when each has ended (answered or failed). Empty: nothing to do."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        waits: list[asyncio.Future[None]] = []
+        for watch in self._watches.values():
+            if max_age_s and now - watch.full_at < max_age_s:
+                continue
+            if watch.next_full is None:
+                watch.next_full = loop.create_future()
+                watch.wake.set()
+            waits.append(watch.next_full)
+        return waits
+
+    def checked(self) -> dict[str, float]:
+        """Backend name -> when its last probe ended (the loop's clock), for those probed yet."""
+        return {name: w.checked_at for name, w in self._watches.items() if w.checked_at is not None}
+
     async def ready(self, timeout_s: float) -> bool:
         """Wait until every backend has been polled once (answered or failed); False on timeout."""
         waits = [w.first_round.wait() for w in self._watches.values()]
@@ -107,6 +135,8 @@ class InventoryPoller:
         watch = self._watches.pop(name)
         if watch.task is not None:
             watch.task.cancel()
+        if watch.next_full is not None and not watch.next_full.done():
+            watch.next_full.set_result(None)  # nobody waits for a backend that is gone
         return watch.task
 
     async def _run(self, watch: _Watch) -> None:
@@ -120,11 +150,17 @@ class InventoryPoller:
             while True:
                 if watch.wake.is_set() or loop.time() >= next_full:
                     watch.wake.clear()
+                    await asyncio.sleep(watch.full_at + self.min_refresh_s - loop.time())
+                    done, watch.next_full = watch.next_full, None
+                    watch.full_at = loop.time()
                     await self._poll(record.name, client, models=True)
                     next_full = loop.time() + self.interval_s
                     watch.first_round.set()
+                    if done is not None and not done.done():
+                        done.set_result(None)
                 else:
                     await self._poll(record.name, client, models=False)
+                watch.checked_at = loop.time()
                 pause = max(0.0, min(self.health_interval_s, next_full - loop.time()))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(watch.wake.wait(), pause)
