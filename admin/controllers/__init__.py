@@ -8,6 +8,7 @@ from admin.controllers.dashboard import DashboardController
 from admin.controllers.help import HelpController
 from admin.controllers.playground import PlaygroundController
 from admin.controllers.settings import SettingsController
+from admin.controllers.trust import TrustController
 from admin.controllers.users import UsersController
 from admin.controllers.welcome import WelcomeController
 
@@ -22,4 +23,5 @@ ALL = (
     PlaygroundController,
     HelpController,
     WelcomeController,
+    TrustController,
 )

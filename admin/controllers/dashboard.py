@@ -1,4 +1,5 @@
-"""The dashboard: host load, live proxy figures, backend health and loaded models, busiest keys.
+"""The dashboard: host load, live proxy figures, backend health and loaded models, busiest keys, and
+the addresses trusted through IP trust sessions (POST /auth).
 
 The page polls /dashboard/live every 2 s (htmx) and swaps one fragment. The proxy's figures come
 from proxy_stats (one row per worker, refreshed each second), so the admin never asks the proxy.
@@ -16,6 +17,9 @@ from litestar.response import Redirect, Template
 from admin import inventory, queries
 from admin.controllers import welcome
 from admin.web import cfg, db, page
+from fortress.state import trust
+from fortress.state.repo import get_settings
+from fortress.state.snapshot import Policy
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,9 @@ class DashboardController(Controller):
     async def dashboard(self, request: Request) -> Template | Redirect:
         if await welcome.pending(request):  # a fresh install: walk the first admin through set-up
             return Redirect(path="/welcome", status_code=303)
-        return page(request, "dashboard.html", **await live_context(request))
+        ttl = Policy.build(cfg(request), await get_settings(db(request))).security.ip_trust_ttl_s
+        sessions = await trust.live(db(request))
+        return page(request, "dashboard.html", trust_ttl=ttl, trusted=sessions, **await live_context(request))
 
     @get("/dashboard/live")
     async def live(self, request: Request) -> Template:

@@ -15,6 +15,7 @@ from litestar.response import Response, Template
 from admin import certstore, queries, themes, tlsinfo
 from admin.web import cfg, db, form, ip, me, page, see_other
 from fortress.config import Config
+from fortress.pipeline.cors import check_origin
 from fortress.proxy.tls import SETTING, LiveTls, TlsFiles, effective_files
 from fortress.state import repo
 from fortress.state.snapshot import Policy
@@ -39,6 +40,14 @@ FIELDS = (
     ),
     Field("security.ip_deny", "IP deny list (CIDRs, one per line)", "lines"),
     Field("security.allowed_registries", "Registries models may be pulled from (one host per line)", "lines"),
+    Field(
+        "security.cors_origins",
+        "Browser origins allowed to call the proxy (one per line: scheme://host[:port], or *)",
+        "lines",
+    ),
+    Field(
+        "security.ip_trust_ttl_s", "IP trust sessions: seconds POST /auth trusts an address (0 = off)", "int"
+    ),
     Field("limits.rate", "Default request limit per key (N/WINDOW, e.g. 600/1m; empty = unlimited)", "text"),
     Field("limits.tokens", "Default token limit per key (N/WINDOW; empty = unlimited)", "text"),
     Field("limits.max_concurrent", "Default max concurrent requests per key (0 = unlimited)", "int"),
@@ -72,6 +81,8 @@ def parse_field(f: Field, text: str) -> object:
                     raise ValueError(f"{f.key}: {item!r} is not an IP address or CIDR") from None
             if f.key == "security.blocked_endpoints" and not item.startswith("/"):
                 raise ValueError(f"{f.key}: {item!r} must start with /")
+            if f.key == "security.cors_origins" and (problem := check_origin(item)):
+                raise ValueError(f"{f.key}: {problem}")
         return items
     if f.kind == "int":
         try:
