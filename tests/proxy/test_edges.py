@@ -111,7 +111,8 @@ def test_client_forwarding_headers_are_replaced_by_the_address_fortress_trusts(
         headers={"Authorization": f"Bearer {key}", **lies},
     )
     assert r.status_code == 200
-    sent = [(k.lower(), v) for k, v in sim.requests()[-1]["headers"]]
+    shown = [q for q in sim.requests() if q["path"] == "/api/show"]  # not the poller's probes
+    sent = [(k.lower(), v) for k, v in shown[-1]["headers"]]
     assert [v for k, v in sent if k == "x-real-ip"] == ["127.0.0.1"]
     assert [v for k, v in sent if k == "forwarded"] == ["for=127.0.0.1"]
     assert [v for k, v in sent if k == "x-forwarded-for"] == ["127.0.0.1"]
@@ -125,7 +126,8 @@ def test_behind_a_trusted_proxy_the_forwarded_client_address_is_used(tmp_path: P
         sim.clear()
         headers = {"Authorization": f"Bearer {key}", "X-Forwarded-For": "2001:db8::7", "X-Real-IP": "6.6.6.6"}
         assert httpx.post(f"{f.url}/api/show", json={"model": "llama3.2"}, headers=headers).status_code == 200
-        sent = {k.lower(): v for k, v in sim.requests()[-1]["headers"]}
+        shown = [q for q in sim.requests() if q["path"] == "/api/show"]  # not the poller's probes
+        sent = {k.lower(): v for k, v in shown[-1]["headers"]}
         assert sent["x-real-ip"] == "2001:db8::7" and sent["forwarded"] == 'for="[2001:db8::7]"'
         assert sent["x-forwarded-for"] == "2001:db8::7, 127.0.0.1"
     finally:

@@ -37,7 +37,11 @@ def test_public_probes_need_no_key(fortress: Fortress) -> None:
     assert httpx.get(f"{fortress.url}/").text == "Ollama is running"
     head = httpx.head(f"{fortress.url}/")
     assert head.status_code == 200 and head.content == b""
-    assert httpx.get(f"{fortress.url}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{fortress.url}/health").json() == {
+        "status": "ok",
+        "backends_healthy": 1,
+        "backends_total": 1,
+    }
 
 
 def test_key_never_reaches_backend_nor_logs_nor_database(fortress: Fortress, sim: Sim) -> None:
@@ -167,9 +171,5 @@ def test_proxy_stats_row_reports_live_figures_and_window_fill(fortress: Fortress
             break
         time.sleep(0.2)
     assert row is not None and row[0] >= 3 and row[1] == 0
-    assert detail["keys"][key_id] == {
-        "used": 4,
-        "limit": 100,
-        "window_s": 60,
-    }  # 3 + the key's readiness probe
+    assert detail["keys"][key_id] == {"used": 3, "limit": 100, "window_s": 60}
     assert detail["backends"][0]["name"] == "local" and detail["backends"][0]["state"] == "closed"
