@@ -165,20 +165,16 @@ class Gate:
         now: float,
         settled: bool = True,
     ) -> LocalReply | Admit | Recheck:
-        route = routes.classify(path)
+        route = self._route(path, client_ip)
+        if isinstance(route, LocalReply):
+            return route
         openai = route.openai or path.startswith("/v1/")
         c = self.c
-        if not c.ip.allows(client_ip):
-            return error_reply(403, "forbidden: your address is not allowed", openai, close=True)
         if route.kind is Kind.PUBLIC:
             if method not in route.methods:
                 return error_reply(405, "method not allowed")
             if route is not routes.HEALTH:
                 return OK_ROOT
-        elif route.kind is Kind.UNKNOWN or (route.kind is Kind.SEARCH and not c.search):
-            return error_reply(404, f"path {path} not found", openai)
-        elif route.kind is Kind.NEVER:
-            return error_reply(403, f"forbidden: {route.name} is not available through this gateway", openai)
         elif method not in route.methods:
             return error_reply(405, "method not allowed", openai)
         elif route is routes.AUTH and not c.policy.security.ip_trust_ttl_s:
@@ -299,16 +295,24 @@ class Gate:
         self, path: str, origin: bytes | None, requested: bytes | None, client_ip: str
     ) -> LocalReply:
         """OPTIONS: 204 without a key, with CORS's grant for an allowed origin (pipeline/cors.py)."""
+        route = self._route(path, client_ip)
+        if isinstance(route, LocalReply):
+            return route
+        return self.c.cors.preflight(origin, route.methods, requested)
+
+    def _route(self, path: str, client_ip: str) -> Route | LocalReply:
+        """Stages 3-4: the IP policy, then the route class; a refusal for unknown and never-forwarded
+        routes."""
         route = routes.classify(path)
-        openai = route.openai or path.startswith("/v1/")
-        c = self.c
-        if not c.ip.allows(client_ip):
+        if not self.c.ip.allows(client_ip):
+            openai = route.openai or path.startswith("/v1/")
             return error_reply(403, "forbidden: your address is not allowed", openai, close=True)
-        if route.kind is Kind.UNKNOWN:
-            return error_reply(404, f"path {path} not found", openai)
+        if route.kind is Kind.UNKNOWN or (route.kind is Kind.SEARCH and not self.c.search):
+            return error_reply(404, f"path {path} not found", path.startswith("/v1/"))
         if route.kind is Kind.NEVER:
-            return error_reply(403, f"forbidden: {route.name} is not available through this gateway", openai)
-        return c.cors.preflight(origin, route.methods, requested)
+            message = f"forbidden: {route.name} is not available through this gateway"
+            return error_reply(403, message, route.openai or path.startswith("/v1/"))
+        return route
 
     def _limit(self, route: Route, key: KeyRecord, openai: bool, now: float) -> LocalReply | Admit:
         """Tokens, concurrency, then the request rate, so only admitted requests count against the rate."""

@@ -4,6 +4,8 @@ its own simulator (bodies journaled, so a test can assert what reached the backe
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -25,12 +27,21 @@ def backend() -> Iterator[Sim]:
     s.stop()
 
 
+@contextmanager
+def serving(home: Path, backends: list[tuple[str, str]], extra: str = "") -> Iterator[Fortress]:
+    """A configured Fortress home with its proxy running, stopped on the way out."""
+    f = make_fortress(home, backends, extra)
+    f.serve()
+    try:
+        yield f
+    finally:
+        f.stop()
+
+
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, backend: Sim) -> Iterator[Fortress]:
-    f = make_fortress(tmp_path_factory.mktemp("clients"), [("local", backend.url)], ALL_SOURCES)
-    f.serve()
-    yield f
-    f.stop()
+    with serving(tmp_path_factory.mktemp("clients"), [("local", backend.url)], ALL_SOURCES) as f:
+        yield f
 
 
 def with_user(f: Fortress, user: str) -> None:

@@ -94,6 +94,18 @@ def test_every_own_answer_keeps_the_connection_and_carries_date(gateway: Fortres
         c.close()
 
 
+def test_a_request_waiting_for_a_key_check_keeps_its_place(gateway: Fortress, key: str) -> None:
+    """An unknown key waits for a configuration check before its 401; requests pipelined behind it
+    wait too, and the answers leave in order."""
+    c = Conn(gateway.port)
+    try:
+        unknown = "fk_zzzzzzzz_" + "Z" * 43
+        c.sock.sendall(get("/api/tags", unknown) + get("/api/version", key) + get("/api/ps", unknown))
+        assert [c.ask(b"")[0].split()[1] for _ in range(3)] == [b"401", b"200", b"401"]
+    finally:
+        c.close()
+
+
 def test_relayed_answers_carry_exactly_one_date(gateway: Fortress, key: str) -> None:
     c = Conn(gateway.port)
     try:

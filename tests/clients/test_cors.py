@@ -14,8 +14,8 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.admin.conftest import CHROMIUM_ARGS
-from tests.clients.conftest import new_key
-from tests.conftest import Fortress, Sim, free_port, make_fortress
+from tests.clients.conftest import new_key, serving
+from tests.conftest import Fortress, Sim, free_port
 
 pytestmark = pytest.mark.browser
 PAGE = b"<!doctype html><title>app</title><p>a browser app</p>"
@@ -57,10 +57,8 @@ def proxy(
     tmp_path_factory: pytest.TempPathFactory, backend: Sim, origins: tuple[str, str]
 ) -> Iterator[Fortress]:
     extra = f'[security]\ncors_origins = ["{origins[0]}"]\n'
-    f = make_fortress(tmp_path_factory.mktemp("cors"), [("local", backend.url)], extra)
-    f.serve()
-    yield f
-    f.stop()
+    with serving(tmp_path_factory.mktemp("cors"), [("local", backend.url)], extra) as f:
+        yield f
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import ollama
 import pytest
 
 from fortress.proxy.worker import LIST_MAX_AGE_S
-from tests.clients.conftest import new_key
-from tests.conftest import Fortress, Sim, make_fortress, start_sim
+from tests.clients.conftest import new_key, serving
+from tests.conftest import Fortress, Sim, start_sim
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +27,8 @@ def sim() -> Iterator[Sim]:
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory, sim: Sim) -> Iterator[Fortress]:
-    f = make_fortress(tmp_path_factory.mktemp("fresh"), [("local", sim.url)])
-    f.serve()
-    yield f
-    f.stop()
+    with serving(tmp_path_factory.mktemp("fresh"), [("local", sim.url)]) as f:
+        yield f
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.clients.conftest import new_key
-from tests.conftest import Fortress, Sim, make_fortress
+from tests.clients.conftest import new_key, serving
+from tests.conftest import Fortress, Sim
 
 FAST_HEALTH = "[routing]\nhealth_interval_s = 0.2\nbreaker_threshold = 1\nconnect_timeout_s = 1\n"
 DEAD = "http://127.0.0.1:9"
@@ -31,10 +31,10 @@ def eventually(f: Fortress, expected: tuple[int, dict], timeout: float = 20.0) -
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory: pytest.TempPathFactory, backend: Sim) -> Iterator[Fortress]:
     """One live backend, one that never answers."""
-    f = make_fortress(tmp_path_factory.mktemp("health"), [("live", backend.url), ("dead", DEAD)], FAST_HEALTH)
-    f.serve()
-    yield f
-    f.stop()
+    with serving(
+        tmp_path_factory.mktemp("health"), [("live", backend.url), ("dead", DEAD)], FAST_HEALTH
+    ) as f:
+        yield f
 
 
 def test_public_counts(gateway: Fortress) -> None:
@@ -70,10 +70,6 @@ def test_a_wrong_key_is_refused_not_ignored(mixed: Fortress) -> None:
 
 
 def test_503_when_no_backend_is_healthy(tmp_path: Path) -> None:
-    f = make_fortress(tmp_path, [("dead", DEAD)], FAST_HEALTH)
-    f.serve()
-    try:
+    with serving(tmp_path, [("dead", DEAD)], FAST_HEALTH) as f:
         r = eventually(f, (503, {"status": "unavailable", "backends_healthy": 0, "backends_total": 1}))
         assert r.headers["content-type"].startswith("application/json")
-    finally:
-        f.stop()

@@ -93,6 +93,11 @@ def test_key_in_body_authenticates_and_is_removed(gateway: Fortress, key: str, b
     assert_never_forwarded(backend, key)
 
 
+def test_a_body_key_works_the_moment_it_is_shown(gateway: Fortress) -> None:
+    fresh = new_key(gateway, "forms")
+    assert httpx.post(f"{gateway.url}/api/generate", json={**GEN, "api_key": fresh}).status_code == 200
+
+
 def test_key_in_body_refusals(gateway: Fortress, key: str) -> None:
     wrong = key[:-4] + "AAAA"
     for body in ({**GEN, "api_key": wrong}, {**GEN, "api_key": 42}, GEN):

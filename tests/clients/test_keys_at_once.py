@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.clients.conftest import new_key, with_user
-from tests.conftest import PY, ROOT, Fortress, Sim, make_fortress
+from tests.clients.conftest import new_key, serving, with_user
+from tests.conftest import PY, ROOT, Fortress, Sim
 
 
 def test_create_then_use_at_once_100_times_in_a_row(gateway: Fortress) -> None:
@@ -34,9 +34,7 @@ done
 
 
 def test_bad_keys_are_still_counted_and_locked_out(tmp_path: Path, backend: Sim) -> None:
-    f = make_fortress(tmp_path, [("local", backend.url)], "[security]\nauth_fail_limit = 5\n")
-    f.serve()
-    try:
+    with serving(tmp_path, [("local", backend.url)], "[security]\nauth_fail_limit = 5\n") as f:
         good = new_key(f)
         codes = []
         with httpx.Client(base_url=f.url) as c:  # one connection: a 401 keeps it open
@@ -46,14 +44,10 @@ def test_bad_keys_are_still_counted_and_locked_out(tmp_path: Path, backend: Sim)
             assert codes[:5] == [401] * 5 and codes[5:] == [429, 429], codes
             locked = c.get("/api/tags", headers={"X-API-Key": good})
         assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
-    finally:
-        f.stop()
 
 
 def test_enable_applies_to_the_very_next_request(tmp_path: Path, backend: Sim) -> None:
-    f = make_fortress(tmp_path, [("local", backend.url)])
-    f.serve()
-    try:
+    with serving(tmp_path, [("local", backend.url)]) as f:
         key = new_key(f, "erin")
         key_id = key.split("_")[1]
         assert httpx.get(f"{f.url}/api/tags", headers={"X-API-Key": key}).status_code == 200
@@ -65,5 +59,3 @@ def test_enable_applies_to_the_very_next_request(tmp_path: Path, backend: Sim) -
         f.cli("key", "enable", key_id)
         r = httpx.get(f"{f.url}/api/tags", headers={"X-API-Key": key})
         assert r.status_code == 200, r.text
-    finally:
-        f.stop()

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from tests.admin.conftest import csrf, start_admin
-from tests.clients.conftest import new_key
-from tests.conftest import Fortress, Sim, make_fortress, stop
+from tests.clients.conftest import new_key, serving
+from tests.conftest import Fortress, Sim, stop
 
 TRUST = "[security]\nip_trust_ttl_s = 600\n"
 GEN = {"model": "llama3.2", "prompt": "hi", "stream": False}
@@ -22,10 +22,8 @@ GEN = {"model": "llama3.2", "prompt": "hi", "stream": False}
 
 @pytest.fixture(scope="module")
 def trusting(tmp_path_factory: pytest.TempPathFactory, backend: Sim) -> Iterator[Fortress]:
-    f = make_fortress(tmp_path_factory.mktemp("trust"), [("local", backend.url)], TRUST)
-    f.serve()
-    yield f
-    f.stop()
+    with serving(tmp_path_factory.mktemp("trust"), [("local", backend.url)], TRUST) as f:
+        yield f
 
 
 def until_refused(f: Fortress, timeout: float = 10.0) -> float:
@@ -104,9 +102,7 @@ def test_revoking_the_key_ends_its_sessions(trusting: Fortress) -> None:
 
 
 def test_the_session_ends_with_its_ttl(tmp_path: Path, backend: Sim) -> None:
-    f = make_fortress(tmp_path, [("local", backend.url)], "[security]\nip_trust_ttl_s = 1\n")
-    f.serve()
-    try:
+    with serving(tmp_path, [("local", backend.url)], "[security]\nip_trust_ttl_s = 1\n") as f:
         key = new_key(f, "ttl")
         r = httpx.post(f"{f.url}/auth", headers={"X-API-Key": key})
         ends = time.monotonic() + r.json()["expires_in"]
@@ -114,22 +110,16 @@ def test_the_session_ends_with_its_ttl(tmp_path: Path, backend: Sim) -> None:
         assert httpx.get(f"{f.url}/api/tags").status_code == 200
         time.sleep(max(0.0, ends - time.monotonic()) + 0.2)
         assert httpx.get(f"{f.url}/api/tags").status_code == 401
-    finally:
-        f.stop()
 
 
 def test_every_worker_trusts_the_address_at_once(tmp_path: Path, backend: Sim) -> None:
-    f = make_fortress(tmp_path, [("local", backend.url)], TRUST + "[proxy]\nworkers = 2\n")
-    f.serve()
-    try:
+    with serving(tmp_path, [("local", backend.url)], TRUST + "[proxy]\nworkers = 2\n") as f:
         key = new_key(f, "pool")
         assert httpx.post(f"{f.url}/auth", headers={"X-API-Key": key}).status_code == 200
         codes = [httpx.get(f"{f.url}/api/tags").status_code for _ in range(40)]  # new connections
         assert codes == [200] * 40
         assert httpx.delete(f"{f.url}/auth").status_code == 200
         until_refused(f)
-    finally:
-        f.stop()
 
 
 def test_off_by_default(fortress: Fortress) -> None:
