@@ -180,6 +180,12 @@ class Gate:
         elif route is routes.AUTH and not c.policy.security.ip_trust_ttl_s:
             return error_reply(404, "IP trust sessions are off on this gateway ([security] ip_trust_ttl_s)")
 
+        sec = c.policy.security
+        token = presented_key(authorization, x_api_key, query, sec.key_in_query)
+        if token is None and route is routes.HEALTH:  # public, even when locked out; detail needs a key
+            record = self._trusted(client_ip, now)
+            usable = self._usable(record, now, openai, settled=True) if record is not None else None
+            return Admit(route, usable if isinstance(usable, KeyRecord) else None)
         locked = self.failures.locked(client_ip, now)
         if locked:
             return error_reply(
@@ -188,14 +194,8 @@ class Gate:
                 openai,
                 headers=((b"Retry-After", str(int(locked) + 1).encode()),),
             )
-        sec = c.policy.security
-        token = presented_key(authorization, x_api_key, query, sec.key_in_query)
         if token is not None:
             key = self._authenticate(token, client_ip, now, openai, settled)
-        elif route is routes.HEALTH:  # public; a key (or a trusted address) may add detail
-            key = self._keyless(client_ip, now, openai, settled=True)
-            if not isinstance(key, KeyRecord):
-                return Admit(route, None)
         elif sec.key_in_body and route.inspect:
             return Admit(route, None, key_in_body=True)
         else:
@@ -252,15 +252,20 @@ class Gate:
         self, client_ip: str, now: float, openai: bool, settled: bool, trusting: bool = True
     ) -> KeyRecord | LocalReply | Recheck:
         """No key presented: the key this address is trusted as (POST /auth), else 401."""
-        c = self.c
-        trusted = c.trust.get(client_ip) if trusting else None
-        if trusted is not None and trusted[1] > now:
-            record = c.snapshot.keys.get(trusted[0])
-            if record is not None:
-                return self._usable(record, now, openai, settled)
-        if trusting and c.policy.security.ip_trust_ttl_s and not settled:
+        record = self._trusted(client_ip, now) if trusting else None
+        if record is not None:
+            return self._usable(record, now, openai, settled)
+        if trusting and self.c.policy.security.ip_trust_ttl_s and not settled:
             return RECHECK  # the address may have been trusted a moment ago, through another worker
         return error_reply(401, "missing API key: send Authorization: Bearer <key>", openai)
+
+    def _trusted(self, client_ip: str, now: float) -> KeyRecord | None:
+        """The key of this address's live IP trust session, whatever its state; None without one."""
+        c = self.c
+        trusted = c.trust.get(client_ip) if c.trust else None
+        if trusted is None or trusted[1] <= now:
+            return None
+        return c.snapshot.keys.get(trusted[0])
 
     def body_key(
         self, admit: Admit, raw: bytes, client_ip: str, now: float, settled: bool = True

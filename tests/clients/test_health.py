@@ -73,3 +73,12 @@ def test_503_when_no_backend_is_healthy(tmp_path: Path) -> None:
     with serving(tmp_path, [("dead", DEAD)], FAST_HEALTH) as f:
         r = eventually(f, (503, {"status": "unavailable", "backends_healthy": 0, "backends_total": 1}))
         assert r.headers["content-type"].startswith("application/json")
+
+
+def test_public_even_for_a_locked_out_address(tmp_path: Path, backend: Sim) -> None:
+    """A health check from an address locked out by bad keys (a container's own) still gets its answer."""
+    with serving(tmp_path, [("local", backend.url)], "[security]\nauth_fail_limit = 2\n") as f:
+        for _ in range(2):
+            httpx.get(f"{f.url}/api/tags", headers={"X-API-Key": "fk_nothere1_" + "x" * 43})
+        assert httpx.get(f"{f.url}/api/tags").status_code == 429
+        assert httpx.get(f"{f.url}/health").json()["status"] == "ok"
