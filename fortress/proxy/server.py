@@ -83,7 +83,7 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
         current = await read_config_version(db)
         if current != version:
             worker.swap(await load_snapshot(db, cfg))
-            worker.start_polling()
+            worker.poller.sync()  # new or changed backends are polled at once; a new key costs no probe
             version = current
             if tls:
                 tls.select(cfg, await get_settings(db))

@@ -42,10 +42,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fortress.proxy")
 SWEEP_INTERVAL_S = 0.5
-LIST_MAX_AGE_S = 1.0  # /api/tags and /api/ps older than this are asked of the backends first
+LIST_MAX_AGE_S = 1.0  # /api/tags, /api/ps and /v1/models older than this are asked of the backends first
 FRESH_WAIT_S = 1.0  # how long a list or an unknown model waits for that (then: the view at hand)
 _PROBES = ("/", "/health")
-_LIVE_LISTS = frozenset(("/api/tags", "/api/ps"))
+_LIVE_LISTS = frozenset(("/api/tags", "/api/ps", "/v1/models"))
 _UNLOADS = frozenset(("0", "0s", "0m", "0h", "0ms"))  # keep_alive durations that unload the model
 DEFAULT_KEEP_ALIVE_S = 300  # Ollama keeps a model loaded this long after a request by default
 
@@ -156,9 +156,9 @@ class Worker:
         self.poller.poke(backend)
 
     def refresh_models(self, then: Callable[[], None]) -> bool:
-        """An unknown model: ask every backend for its list once more, then call `then` (within
+        """An unknown model: ask every healthy backend for its list once more, then call `then` (within
         FRESH_WAIT_S). False when there is nobody to ask: the model is unknown for good."""
-        waits = self.poller.refresh(0.0)
+        waits = self.poller.refresh(0.0, self.router.healthy())
         if not waits:
             return False
         self._after(waits, then)
@@ -196,7 +196,7 @@ class Worker:
             self.loop.create_task(self._auth(admit, method, client_ip, done))
             return None
         if route.name in _LIVE_LISTS:
-            waits = self.poller.refresh(LIST_MAX_AGE_S)
+            waits = self.poller.refresh(LIST_MAX_AGE_S, self.router.healthy())  # the lists' sources
             if waits:
                 self._after(waits, lambda: done(self.federated(admit, path)))
                 return None

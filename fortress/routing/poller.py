@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,14 +99,15 @@ class InventoryPoller:
         for watch in self._watches.values() if name is None else filter(None, [self._watches.get(name)]):
             watch.wake.set()
 
-    def refresh(self, max_age_s: float) -> list[asyncio.Future[None]]:
-        """A full probe, starting from now on, of every backend whose lists are older than `max_age_s`
-        (0: all); the futures resolve when each has ended (answered or failed). Empty: nothing to do."""
+    def refresh(self, max_age_s: float, among: Collection[str]) -> list[asyncio.Future[None]]:
+        """A full probe, starting from now on, of each backend named in `among` whose lists are older
+        than `max_age_s` (0: all of them); the futures resolve when each has ended (answered or failed).
+        Empty: nothing to do."""
         loop = asyncio.get_running_loop()
         now = loop.time()
         waits: list[asyncio.Future[None]] = []
-        for watch in self._watches.values():
-            if max_age_s and now - watch.full_at < max_age_s:
+        for name, watch in self._watches.items():
+            if name not in among or (max_age_s and now - watch.full_at < max_age_s):
                 continue
             if watch.next_full is None:
                 watch.next_full = loop.create_future()

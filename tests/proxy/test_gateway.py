@@ -171,5 +171,5 @@ def test_proxy_stats_row_reports_live_figures_and_window_fill(fortress: Fortress
             break
         time.sleep(0.2)
     assert row is not None and row[0] >= 3 and row[1] == 0
-    assert detail["keys"][key_id] == {"used": 3, "limit": 100, "window_s": 60}
+    assert detail["keys"][key_id] == {"used": 4, "limit": 100, "window_s": 60}  # 3 + the key's warm-up
     assert detail["backends"][0]["name"] == "local" and detail["backends"][0]["state"] == "closed"
