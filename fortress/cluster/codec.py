@@ -1,7 +1,7 @@
 """The configuration snapshot as bytes for Redis and back: versioned, compact, credentials sealed.
 
 Layout: zlib-compressed JSON, `{"format": 1, "version", "published_at", "key_fields", "keys",
-"backend_fields", "backends", "policy", "settings"}`. Records travel as rows under one list of field
+"backend_fields", "backends", "policy", "settings", "trust"}`. Records travel as rows under one list of field
 names, so a 10,000-key snapshot does not repeat every name 10,000 times. Reading goes by name:
 fields a newer control node added are ignored and fields it dropped take their defaults, so nodes
 and control need not be upgraded in lockstep; `format` changes only when that stops being true.
@@ -79,6 +79,7 @@ def encode(
         "backends": backends,
         "policy": None if policy is None else _as_dict(policy),
         "settings": dict(settings),
+        "trust": {ip: list(session) for ip, session in snapshot.trust.items()},  # IP trust sessions
     }
     return zlib.compress(json.dumps(payload, separators=(",", ":")).encode("ascii"))
 
@@ -113,7 +114,10 @@ def decode(blob: bytes, box: SecretBox) -> Decoded:
         settings = payload["settings"]
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in settings.items()):
             raise SnapshotError("settings must map names to JSON text")
-        snapshot = Snapshot(version=int(payload["version"]), keys=keys, backends=backends, policy=policy)
+        trust = {ip: (str(key_id), float(until)) for ip, (key_id, until) in payload.get("trust", {}).items()}
+        snapshot = Snapshot(
+            version=int(payload["version"]), keys=keys, backends=backends, policy=policy, trust=trust
+        )
         return Decoded(snapshot, settings, float(payload["published_at"]), tuple(problems))
     except SnapshotError:
         raise

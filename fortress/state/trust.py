@@ -1,7 +1,7 @@
 """IP trust sessions in the database (DESIGN §6.1, `POST /auth`): start, end, list.
 
 The proxy writes a row when a client sends `POST /auth` with a key and deletes it on `DELETE /auth`;
-the admin lists live rows and ends them. Every change bumps config_version (migration 008), so every
+the admin lists live rows and ends them. Every change bumps config_version (migration 009), so every
 worker's next snapshot has it; a worker never reads this table on a request. Each start and end
 appends an audit row (the actor is the key for the proxy's, the admin account for the admin's).
 Expired rows are simply ignored by readers, and pruned whenever a session starts.

@@ -101,7 +101,7 @@ def test_round_trip_is_exact(snapshot: Snapshot, rows: dict[str, str], now: floa
 
 def test_the_codec_carries_every_field_of_a_snapshot() -> None:
     """A field added to Snapshot must be added to the codec too (records and Policy follow by themselves)."""
-    assert [f.name for f in fields(Snapshot)] == ["version", "keys", "backends", "policy"]
+    assert [f.name for f in fields(Snapshot)] == ["version", "keys", "backends", "policy", "trust"]
 
 
 def _snapshot(credential: str = "sk-live-0123456789abcdef") -> Snapshot:
@@ -111,6 +111,7 @@ def _snapshot(credential: str = "sk-live-0123456789abcdef") -> Snapshot:
         keys={"abcd1234": KeyRecord("abcd1234", "alice", "h" * 64, rate=(5, 10), models=("llama*",))},
         backends=(BackendRecord("paid", "https://api.example.com/v1", "openai", credential=credential),),
         policy=policy,
+        trust={"192.0.2.7": ("abcd1234", 1_900_000_000.5)},
     )
 
 

@@ -1,4 +1,4 @@
--- Fortress database, migration 8: IP trust sessions (POST /auth, DESIGN §6.1). Requests without any
+-- Fortress database, migration 9: IP trust sessions (POST /auth, DESIGN §6.1). Requests without any
 -- key from `ip` are served as `key_id` until `expires_at`. Each proxy worker reads the live rows with
 -- its snapshot (every change bumps config_version), so all workers trust an address together and stop
 -- within a second of DELETE /auth, the admin's "End" button, or the key being disabled or revoked
