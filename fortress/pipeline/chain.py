@@ -162,7 +162,7 @@ class Gate:
         now: float,
     ) -> LocalReply | Admit:
         route = routes.classify(path)
-        openai = route.openai or path.startswith("/v1/")
+        openai = route.shape or path.startswith("/v1/")  # the error shape (replies.Shape)
         c = self.c
         if not c.ip.allows(client_ip):
             return error_reply(403, "forbidden: your address is not allowed", openai, close=True)
@@ -266,7 +266,7 @@ class Gate:
     def body(self, admit: Admit, raw: bytes) -> LocalReply | Forward:
         """Stage 8 for JSON routes: parse once (as Ollama will), validate, resolve "auto" or check the
         model, clamp."""
-        openai = admit.route.openai
+        openai = admit.route.shape
         body = jsonbody.parse(raw)
         if isinstance(body, Reject):
             return error_reply(body.status, body.message, openai)
