@@ -140,15 +140,21 @@ class Worker:
         if name == "/api/tags":
             return LocalReply(200, federation.tags(router.inventory, healthy, allow))
         if name == "/api/ps":
-            return LocalReply(200, federation.ps(router.inventory, healthy, allow))
+            return LocalReply(200, federation.ps(router.inventory, healthy, allow, time.time()))
         if name == "/api/version":
             body = federation.version(router.inventory, healthy)
             return LocalReply(200, body) if body else error_reply(503, "no healthy backend is available")
         if name == "/v1/models":
             return LocalReply(200, federation.openai_models(router.inventory, healthy, allow))
-        model = unquote(path[len("/v1/models/") :])
+        model = unquote(path.partition("/models/")[2])  # /v1/models/{id} or its alias /models/{id}
         body = federation.openai_model(router.inventory, healthy, model, allow)
         return LocalReply(200, body) if body else error_reply(404, f"model '{model}' not found", openai=True)
+
+    def provider_show(self, model: str) -> LocalReply | None:
+        """/api/show of a provider's model P/M, answered from its configuration (a provider has no
+        /api/show); None for every other model, which goes to a backend as usual."""
+        body = federation.show(self.router.inventory, self.router.healthy(), model)
+        return LocalReply(200, body) if body is not None else None
 
     # -- connections -----------------------------------------------------------------------------------
     def connection_opened(self, conn: Connection) -> bool:
