@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Fortress, Sim, make_fortress, start_sim
+from tests.conftest import Fortress, Sim, make_fortress, start_sim, stop
 
 PROVIDER_KEY = "sk-provider-secret-0123456789"
 CREDENTIAL_ENV = "FORTRESS_TEST_PROVIDER_KEY"
@@ -59,17 +59,24 @@ class Stack:
 
 
 @contextmanager
-def running(tmp: Path, providers: str, local: Sim, provider: Sim) -> Iterator[Stack]:
-    """Serve Fortress over `local` plus the `providers` tables; the credential comes from the environment."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv(CREDENTIAL_ENV, PROVIDER_KEY)
-        env.setenv("FORTRESS_TEST_WRONG_KEY", "sk-not-the-right-one-42")
-        f = make_fortress(tmp, [("local", local.url)], providers)
-        f.serve()
-        try:
-            yield Stack(f, provider, local, f.key())
-        finally:
-            f.stop()
+def running(tmp: Path, tables: Callable[[Sim], str], *local_flags: str) -> Iterator[Stack]:
+    """A provider simulator, an Ollama one ("local", with `local_flags`), and Fortress over both with the
+    backend tables `tables(provider)` adds; credentials come from the environment, as in production."""
+    provider = provider_sim()
+    local = start_sim(*local_flags, name="local")
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv(CREDENTIAL_ENV, PROVIDER_KEY)
+            env.setenv("FORTRESS_TEST_WRONG_KEY", "sk-not-the-right-one-42")
+            f = make_fortress(tmp, [("local", local.url)], tables(provider))
+            f.serve()
+            try:
+                yield Stack(f, provider, local, f.key())
+            finally:
+                f.stop()
+    finally:
+        stop(provider.proc)
+        stop(local.proc)
 
 
 def usage(f: Fortress, where: str, want: int = 1, limit: float = 5.0) -> list[sqlite3.Row]:

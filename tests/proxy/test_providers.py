@@ -12,14 +12,13 @@ import httpx
 import ollama
 import pytest
 
-from tests.conftest import start_sim, stop
+from tests.conftest import Sim
 from tests.proxy.providers import (
     CHAT_MODEL,
     EMBED_MODEL,
     PROVIDER_KEY,
     Stack,
     provider_block,
-    provider_sim,
     provider_usage,
     running,
     usage,
@@ -30,25 +29,18 @@ CHAT = f"prov/{CHAT_MODEL}"
 EMBED = f"prov/{EMBED_MODEL}"
 
 
+def tables(provider: Sim) -> str:
+    url = f"{provider.url}/v1"
+    # gpt-9: configured here, unknown to the provider; "stale" holds a credential the provider refuses
+    models = [CHAT_MODEL, EMBED_MODEL, "gpt-9"]
+    prov = provider_block("prov", url, models, capabilities=["completion", "tools", "vision"])
+    return prov + provider_block("stale", url, [CHAT_MODEL], credential_env="FORTRESS_TEST_WRONG_KEY")
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    provider = provider_sim()
-    local = start_sim(name="local")
-    tables = provider_block(
-        "prov",
-        f"{provider.url}/v1",
-        [CHAT_MODEL, EMBED_MODEL, "gpt-9"],  # gpt-9: configured here, unknown to the provider
-        capabilities=["completion", "tools", "vision"],
-    )
-    tables += provider_block(
-        "stale", f"{provider.url}/v1", [CHAT_MODEL], credential_env="FORTRESS_TEST_WRONG_KEY"
-    )
-    try:
-        with running(tmp_path_factory.mktemp("providers"), tables, local, provider) as s:
-            yield s
-    finally:
-        stop(provider.proc)
-        stop(local.proc)
+    with running(tmp_path_factory.mktemp("providers"), tables) as s:
+        yield s
 
 
 def client(stack: Stack) -> ollama.Client:

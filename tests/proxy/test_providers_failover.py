@@ -13,8 +13,8 @@ import ollama
 import openai
 import pytest
 
-from tests.conftest import start_sim, stop
-from tests.proxy.providers import Stack, provider_block, provider_sim, running, usage
+from tests.conftest import Sim
+from tests.proxy.providers import Stack, provider_block, running, usage
 
 MODEL = "cloud/m1"
 
@@ -46,19 +46,18 @@ class Resetter:
 @pytest.fixture(scope="module")
 def fallback(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Resetter]]:
     resetter = Resetter()
-    local = start_sim("--models", f"{MODEL}:latest,llama3.2:latest", name="local")
-    provider = provider_sim()  # unused by the routes here; the Stack wants one
-    # the provider wins every tie (weight), so it is always tried first
-    tables = provider_block("cloud", f"http://127.0.0.1:{resetter.port}/v1", ["m1"], weight=100)
+
+    def tables(_: Sim) -> str:  # the failing provider wins every tie (weight): it is always tried first
+        return provider_block("cloud", f"http://127.0.0.1:{resetter.port}/v1", ["m1"], weight=100)
+
+    local = ("--models", f"{MODEL}:latest,llama3.2:latest")
     try:
-        with running(tmp_path_factory.mktemp("fallback"), tables, local, provider) as s:
+        with running(tmp_path_factory.mktemp("fallback"), tables, *local) as s:
             c = ollama.Client(host=s.fortress.url, headers=s.auth)
             assert "llama3.2:latest" in [m.model for m in c.list().models]  # the Ollama side is polled
             yield s, resetter
     finally:
         resetter.close()
-        stop(provider.proc)
-        stop(local.proc)
 
 
 def test_a_provider_failing_before_the_first_byte_is_retried_on_another_backend(

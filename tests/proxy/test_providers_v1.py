@@ -15,8 +15,8 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import start_sim, stop
-from tests.proxy.providers import CHAT_MODEL, EMBED_MODEL, Stack, provider_block, provider_sim, running, usage
+from tests.conftest import Sim
+from tests.proxy.providers import CHAT_MODEL, EMBED_MODEL, Stack, provider_block, running, usage
 
 CHAT = f"prov/{CHAT_MODEL}"
 EMBED = f"prov/{EMBED_MODEL}"
@@ -24,17 +24,14 @@ HI = [{"role": "user", "content": "hi"}]
 _VARYING = re.compile(rb'"(id|created)":("[^"]*"|\d+)')  # differ from one answer to the next
 
 
+def tables(provider: Sim) -> str:
+    return provider_block("prov", f"{provider.url}/v1", [CHAT_MODEL, EMBED_MODEL])
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    provider = provider_sim()
-    local = start_sim(name="local")
-    tables = provider_block("prov", f"{provider.url}/v1", [CHAT_MODEL, EMBED_MODEL])
-    try:
-        with running(tmp_path_factory.mktemp("providers-v1"), tables, local, provider) as s:
-            yield s
-    finally:
-        stop(provider.proc)
-        stop(local.proc)
+    with running(tmp_path_factory.mktemp("providers-v1"), tables) as s:
+        yield s
 
 
 def oai(stack: Stack, base: str = "/v1", key: str | None = None) -> openai.OpenAI:
