@@ -8,6 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.nginx import MODEL
 from bench.procs import Service, start
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,8 +20,22 @@ class Keys:
     admin: str  # admin scope: needed for /api/blobs uploads
 
 
-def config_text(port: int, upstream_port: int, db: Path) -> str:
-    """One worker, default policy (usage recording included); body and idle limits sized for the workloads."""
+def config_text(port: int, upstream_port: int, db: Path, provider_port: int = 0) -> str:
+    """One worker, default policy (usage recording included); body and idle limits sized for the workloads.
+
+    With `provider_port`, an OpenAI-compatible provider "prov" serving the upstream's model there too.
+    """
+    provider = (
+        f"""
+[[backends]]
+name = "prov"
+url = "http://127.0.0.1:{provider_port}/v1"
+type = "openai"
+models = ["{MODEL}"]
+"""
+        if provider_port
+        else ""
+    )
     return f"""[proxy]
 listen = "127.0.0.1:{port}"
 workers = 1
@@ -34,7 +49,7 @@ path = "{db}"
 name = "bench-upstream"
 url = "http://127.0.0.1:{upstream_port}"
 type = "ollama"
-"""
+{provider}"""
 
 
 def _cli(config: Path, *args: str, stdin: str = "") -> str:
@@ -51,12 +66,12 @@ def _cli(config: Path, *args: str, stdin: str = "") -> str:
     return done.stdout
 
 
-def prepare(workdir: Path, port: int, upstream_port: int) -> tuple[Path, Keys]:
+def prepare(workdir: Path, port: int, upstream_port: int, provider_port: int = 0) -> tuple[Path, Keys]:
     """Write config.toml, create the database, a user and its two keys."""
     home = workdir / "fortress"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "config.toml"
-    config.write_text(config_text(port, upstream_port, home / "fortress.db"))
+    config.write_text(config_text(port, upstream_port, home / "fortress.db", provider_port))
     _cli(
         config, "init", "--admin-user", "a", "--admin-password-stdin", stdin=secrets.token_urlsafe(16) + "\n"
     )

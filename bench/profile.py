@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         assert target.proxy is not None
         spy = subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-r", "200", "-f", "raw",
-             "-d", str(args.seconds), "-o", str(raw), "-p", str(target.proxy.root.pid), "-s"],
+             "-d", str(args.seconds), "-o", str(raw), "-p", str(target.proxy.roots[0].pid), "-s"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         if kind == "static":

@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 
 from bench.gates import Check
-from bench.stack import TARGETS
+from bench.stack import ROUTES, TARGETS
 from bench.stats import Summary, ratio
 
 TITLES = {
@@ -21,6 +21,9 @@ TITLES = {
     "w3_slow_streams": "W3 many slow streams (concurrent /api/generate at a steady token rate)",
     "w4_idle": "W4 idle keep-alive connections",
     "w5_upload": "W5 large upload pass-through (POST /api/blobs, admin-scope key)",
+    "w2t_fast_stream": "W2t fast stream through Fortress: raw from Ollama vs translated from a provider's "
+    "OpenAI stream (1,000 chunks per response)",
+    "w3t_slow_streams": "W3t many slow streams through Fortress: raw from Ollama vs translated (provider)",
 }
 
 
@@ -61,19 +64,22 @@ def _fmt(value: float) -> str:
 
 
 def workload_table(name: str, by_target: dict[str, dict[str, float]]) -> list[str]:
-    present = [t for t in TARGETS if t in by_target]
+    """One table per workload: a column per target and the ratio that matters (Fortress over nginx,
+    or on the translate stack translated over raw)."""
+    order, (top, bottom) = (
+        (ROUTES, ROUTES[::-1]) if ROUTES[0] in by_target else (TARGETS, ("fortress", "nginx"))
+    )
+    present = [t for t in order if t in by_target]
     metrics = list(next(iter(by_target.values())).keys())
     lines = [
         f"#### {TITLES.get(name, name)}",
         "",
-        "| figure | " + " | ".join(present) + " | fortress / nginx |",
+        "| figure | " + " | ".join(present) + f" | {top} / {bottom} |",
         "|---" * (len(present) + 2) + "|",
     ]
     for m in metrics:
         values = [by_target[t].get(m, math.nan) for t in present]
-        rel = ratio(
-            by_target.get("fortress", {}).get(m, math.nan), by_target.get("nginx", {}).get(m, math.nan)
-        )
+        rel = ratio(by_target.get(top, {}).get(m, math.nan), by_target.get(bottom, {}).get(m, math.nan))
         lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in values) + f" | {_fmt(rel)} |")
     return [*lines, ""]
 

@@ -32,6 +32,8 @@ from bench.wrkload import ensure_wrk, run_wrk
 ROOT = Path(__file__).resolve().parent.parent
 STATIC_WORKLOADS = ("w1", "w4")  # upstream: static nginx
 SIM_WORKLOADS = ("w2", "w3", "w5")  # upstream: the simulator
+TRANSLATE_WORKLOADS = ("w2t", "w3t")  # Fortress alone: raw from Ollama vs translated from a provider
+PHASES = (("static", STATIC_WORKLOADS), ("sim", SIM_WORKLOADS), ("translate", TRANSLATE_WORKLOADS))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -39,7 +41,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--smoke", action="store_true", help="short run with gross-regression gates (exit 1)")
     p.add_argument("--rounds", type=int, help="override the number of rounds")
     p.add_argument("--targets", default=",".join(TARGETS), help="comma list of direct,nginx,fortress")
-    p.add_argument("--workloads", default="w1,w2,w3,w4,w5", help="comma list of w1..w5")
+    p.add_argument(
+        "--workloads",
+        default="w1,w2,w3,w4,w5,w2t,w3t",
+        help="comma list of w1..w5, w2t, w3t (W2 and W3 through Fortress: raw vs translated)",
+    )
     p.add_argument("--proxy-cpu", default="1", help="CPU list for the proxy under test ('' = no pinning)")
     p.add_argument("--load-cpu", default="0", help="CPU list for the load client and the upstream")
     p.add_argument(
@@ -138,23 +144,28 @@ class Bench:
                         lambda t=t: self.runner.run(w.idle_connections(t, stack, self.plan)),
                     )
 
-    def sim_phase(self, stack: Stack, chosen: set[str]) -> None:
+    def sim_phase(self, stack: Stack, chosen: set[str], suffix: str = "") -> None:
+        """W2, W3, W5 over the simulator; with suffix "t", W2t and W3t on the translate stack."""
+        w2, w3 = "w2" + suffix, "w3" + suffix
         # First contact with as many connections as W3 opens costs heap growth and pool set-up in
         # every process involved; pay it here, not in round 1's TTFT tail.
         warm = dataclasses.replace(self.plan, fast_seconds=0.5, slow_seconds=0.5)
         for t in stack.targets:
             self.ready(f"http://127.0.0.1:{t.port}/api/show", stack.keys.user)
             self.runner.run(w.fast_stream(t, stack, warm))
-            if "w3" in chosen:
+            if w3 in chosen:
                 self.runner.run(w.slow_streams(t, stack, warm))
         for r in range(self.plan.rounds):
-            print(f"round {r + 1}/{self.plan.rounds} (simulator upstream)", flush=True)
+            print(
+                f"round {r + 1}/{self.plan.rounds} ({'translate' if suffix else 'simulator'} upstream)",
+                flush=True,
+            )
             jobs: list[tuple[str, Callable[..., Any]]] = []
-            if "w2" in chosen:
-                jobs.append(("w2_fast_stream", lambda t: w.fast_stream(t, stack, self.plan)))
-            if "w3" in chosen:
-                jobs.append(("w3_slow_streams", lambda t: w.slow_streams(t, stack, self.plan)))
-            if "w5" in chosen:
+            if w2 in chosen:
+                jobs.append((f"{w2}_fast_stream", lambda t: w.fast_stream(t, stack, self.plan)))
+            if w3 in chosen:
+                jobs.append((f"{w3}_slow_streams", lambda t: w.slow_streams(t, stack, self.plan)))
+            if "w5" in chosen and not suffix:
                 jobs.append(
                     (
                         "w5_upload",
@@ -185,11 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(plan, cpus, workdir)
     print(f"work directory {workdir}; open-files limit {nofile}", flush=True)
     try:
-        for kind, group in (("static", STATIC_WORKLOADS), ("sim", SIM_WORKLOADS)):
+        for kind, group in PHASES:
             if chosen & set(group):
                 stack = open_stack(kind, names, cpus, workdir / kind, nofile)
                 try:
-                    (bench.static_phase if kind == "static" else bench.sim_phase)(stack, chosen)
+                    if kind == "static":
+                        bench.static_phase(stack, chosen)
+                    else:
+                        bench.sim_phase(stack, chosen, "t" if kind == "translate" else "")
                 finally:
                     stack.close()
     finally:
