@@ -67,6 +67,7 @@ class UpstreamProtocol(asyncio.Protocol):
         "left",
         "overrun",
         "parser",
+        "pieces",
         "seen",
         "sent_at",
         "stalled_since",
@@ -104,6 +105,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.left = -1  # body bytes still due under Content-Length; -1: not length-delimited
         self.overrun = False  # the backend sent more than it declared: never reuse the connection
         self.tail: list[bytes] = []
+        self.pieces: list[bytes] = []  # decoded mode: the body pieces of the read being parsed
 
     # -- pool predicates -------------------------------------------------------------------------
     @property
@@ -224,15 +226,28 @@ class UpstreamProtocol(asyncio.Protocol):
             self._finish(ex)
 
     def _parse(self, ex: Receiver, data: bytes) -> bool:
-        """Feed body bytes to the parser; False (and the exchange told) when they break the protocol."""
+        """Feed body bytes to the parser; False (and the exchange told) when they break the protocol.
+
+        In decoded mode the body pieces of one read (a fast backend's read holds many chunks) reach the
+        exchange joined, once: a codec then handles a batch of events per call, not one call per event.
+        """
         in_chunk = self.in_chunk
         try:
             self.parser.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserError:
             self.in_chunk = in_chunk  # nothing of this read went out: the framing is where it was
+            self._decoded(ex)
             self._broken(ex, "backend sent a malformed response")
             return False
+        if self.pieces:
+            self._decoded(ex)
         return True
+
+    def _decoded(self, ex: Receiver) -> None:
+        pieces = self.pieces
+        if pieces:
+            self.pieces = []
+            ex.decoded(pieces[0] if len(pieces) == 1 else b"".join(pieces))
 
     def _finish(self, ex: Receiver) -> None:
         if not self.keep_alive or self.overrun:
@@ -302,7 +317,7 @@ class UpstreamProtocol(asyncio.Protocol):
         if len(tail) > 3:
             del tail[0]
         if self.decoded:
-            self.ex.decoded(body)  # type: ignore[union-attr]
+            self.pieces.append(body)  # handed over once the read is parsed (_parse)
 
     def on_message_complete(self) -> None:
         self.done = True
