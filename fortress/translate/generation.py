@@ -105,8 +105,9 @@ class GenerationCodec(Counted):
         self._read: tuple[int, bytes] | None = None  # the clock reading of the current read
         self._prefix = b"\x00"  # the head of this stream's text events, up to the text, once seen
         self._tail = b""  # and what follows their text, up to the blank line that ends them
-        # see _run: a tail's end + a prefix's start, its split, where texts are, the least run worth it
-        self._mark = (b"", 0, 0, 0, sys.maxsize)
+        # see _run: a tail's end + a prefix's start, where texts are in what it splits, the least run
+        # worth it
+        self._mark = (b"", 0, 0, sys.maxsize)
         self._parser: SSEParser | None = None
         self._body: list[bytes] = []  # a JSON answer or an error body, until end()
         self._error_status = 0
@@ -143,13 +144,7 @@ class GenerationCodec(Counted):
                     pos = end + 2
                     self._decode(self._parser.feed(data[:pos]), out)
             if not self._parser.pending:
-                whole = data.rfind(b"\n\n") + 2  # where the last complete event ends
-                if whole - pos >= self._mark[4] and self._run(
-                    data[pos:whole] if pos or whole < len(data) else data, out
-                ):
-                    pos = whole
-                else:
-                    pos = self._copy(data, pos, out)
+                pos = self._copy(data, pos, out)
         if pos < len(data) and not self._finished:
             self._decode(self._parser.feed(data[pos:] if pos else data), out)
         return b"".join(out)
@@ -160,20 +155,24 @@ class GenerationCodec(Counted):
         goes event by event (_copy).
 
         The texts are cut out at a short mark around each event boundary (the end of a tail and the
-        start of the next prefix: cheap to search) and checked exactly: joined with tail + prefix they
-        must give back the events. They are copied as the JSON strings they are, so they must be plain
-        string contents: none empty, none with a raw newline or NUL, a quote that is not escaped, an
-        escaped backslash (so every backslash starts an escape) or a backslash at its end.
+        start of the next prefix: cheap to search) and checked exactly: joined with tail + prefix, in
+        the first prefix and the last tail, they must give back the events. They are copied as the
+        JSON strings they are, so they must be plain string contents: none empty, none with a raw
+        newline or NUL, a quote that is not escaped, an escaped backslash (so every backslash starts
+        an escape) or a backslash at its end.
         """
         prefix, tail = self._prefix, self._tail
         if not (events.startswith(prefix) and events.endswith(tail)):
             return False
-        mark, cut, start, stop, _ = self._mark
-        pieces = (mark[:cut] + events + mark[cut:]).split(
-            mark
-        )  # ["", prefix end + text + tail start, ..., ""]
-        texts = [piece[start:stop] for piece in pieces[1:-1]]
-        if (tail + prefix).join(texts) != events[len(prefix) : -len(tail)]:
+        mark, start, stop, _ = self._mark
+        pieces = events.split(mark)  # [prefix + text + tail start, prefix end + text + tail start, ...]
+        texts = [piece[start:stop] for piece in pieces]
+        texts[0] = pieces[0][len(prefix) : stop]
+        texts[-1] = pieces[-1][start : -len(tail)]
+        rebuilt = (tail + prefix).join(texts)
+        if len(prefix) + len(rebuilt) + len(tail) != len(events) or not events.startswith(
+            rebuilt, len(prefix)
+        ):
             return False
         joined = b"\x00".join(texts)
         if (
@@ -192,13 +191,22 @@ class GenerationCodec(Counted):
         return True
 
     def _copy(self, data: bytes, pos: int, out: list[bytes]) -> int:
-        """Complete events from `pos` on: text chunks copied, others decoded; where the rest begins."""
+        """Complete events from `pos` on: text chunks copied (a run of them at once when it is long
+        enough, see _run), others decoded; where the rest begins."""
         parser = self._parser
         assert parser is not None
         stamp = None
         prefix = self._prefix
-        while not self._finished:
+        size = len(data)
+        run = True  # a run of text events is looked for once per read, where the first one starts
+        while pos < size and not self._finished:
             if data.startswith(prefix, pos):  # the head every text event of this stream repeats
+                if run:
+                    run = False
+                    last = data.rfind(self._tail, pos) + len(self._tail)  # the last such event's end
+                    if last - pos >= self._mark[3] and self._run(data[pos:last], out):
+                        pos = last
+                        continue
                 match = _TEXT_AFTER_HEAD.match(data, pos + len(prefix))
             else:
                 match = _TEXT_EVENT.match(data, pos)
@@ -207,7 +215,7 @@ class GenerationCodec(Counted):
                     tail = self._tail = data[match.end(1) : match.end()]
                     cut = min(_MARK, len(prefix) - 1, len(tail) - 1)
                     least = _RUN_LEAST * (len(prefix) + len(tail))
-                    self._mark = (tail[-cut:] + prefix[:cut], cut, len(prefix) - cut, cut - len(tail), least)
+                    self._mark = (tail[-cut:] + prefix[:cut], len(prefix) - cut, cut - len(tail), least)
             if match is None:
                 end = data.find(b"\n\n", pos)
                 if end < 0:
