@@ -1,6 +1,6 @@
 """Acceptance targets and smoke gates: which summaries pass, which fail, and why."""
 
-from bench.gates import IDLE, SLOW, SMALL, UPLOAD, acceptance, smoke_failures
+from bench.gates import IDLE, SLOW, SMALL, TRANSLATED, TRANSLATED_SLOW, UPLOAD, acceptance, smoke_failures
 
 
 def healthy() -> dict:
@@ -13,6 +13,11 @@ def healthy() -> dict:
         SLOW: {"direct": {"ttft_p99_ms": 50.0}, "fortress": {"ttft_p99_ms": 51.0}},
         IDLE: {"fortress": {"rss_per_conn_kib": 10.0, "errors": 0}},
         UPLOAD: {"fortress": {"peak_rss_mib": 40.0, "rss_growth_mib": 2.0, "errors": 0}},
+        TRANSLATED: {"raw": {"cpu_s_per_100k_chunks": 0.05}, "translated": {"cpu_s_per_100k_chunks": 0.12}},
+        TRANSLATED_SLOW: {
+            "raw": {"cpu_s_per_100k_chunks": 3.0},
+            "translated": {"cpu_s_per_100k_chunks": 4.0},
+        },
     }
 
 
@@ -51,6 +56,15 @@ def test_smoke_fails_on_gross_regressions() -> None:
     s[UPLOAD]["fortress"]["rss_growth_mib"] = 64.0
     problems = smoke_failures(s, 64)
     assert [p.split(" ")[0] for p in problems] == ["W1", "W4", "W5"]
+
+
+def test_translation_is_held_to_3x_the_raw_relay_and_smoke_fails_past_6x() -> None:
+    s = healthy()
+    s[TRANSLATED]["translated"]["cpu_s_per_100k_chunks"] = 0.2  # 4x: a missed target, no gross regression
+    assert {c.name: c.met for c in acceptance(s)}["W2t translated CPU per chunk / raw"] is False
+    assert smoke_failures(s, 64) == []
+    s[TRANSLATED]["translated"]["cpu_s_per_100k_chunks"] = 0.35
+    assert [p.split(" ")[0] for p in smoke_failures(s, 64)] == ["W2t"]
 
 
 def test_smoke_gates_skip_workloads_fortress_did_not_run() -> None:

@@ -31,3 +31,16 @@ def test_markdown_has_the_command_a_table_row_per_figure_and_the_ratio() -> None
 def test_json_has_no_nan() -> None:
     doc = jsonable({"a": [math.nan, 1.0], "b": {"c": math.nan}})
     assert json.loads(json.dumps(doc, allow_nan=False)) == {"a": [None, 1.0], "b": {"c": None}}
+
+
+def test_the_translate_tables_compare_translated_with_raw() -> None:
+    summary = {
+        "w2t_fast_stream": {
+            "raw": {"cpu_s_per_100k_chunks": 0.05},
+            "translated": {"cpu_s_per_100k_chunks": 0.1},
+        }
+    }
+    text = markdown(META, summary, acceptance(summary))
+    assert "| figure | raw | translated | translated / raw |" in text
+    assert "| cpu_s_per_100k_chunks | 0.05 | 0.1 | 2 |" in text
+    assert "| W2t translated CPU per chunk / raw | 2 | <= 3 | met |" in text
