@@ -49,6 +49,10 @@ class OpenAIKind:
         route = req.route
         provider = req.target.name
         name = model or req.model or ""
+        if name == req.model and name[: len(provider) + 1].lower() == f"{provider}/".lower():
+            name = name[
+                len(provider) + 1 :
+            ]  # the client's P/M, passed on as it is when X-Fortress-Backend chose P
         public = f"{provider}/{name}"
         if route.name in ROUTES:
             return _translated(req, provider, name)

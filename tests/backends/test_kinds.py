@@ -75,6 +75,10 @@ def test_openai_kind_renames_the_model_and_drops_the_v1_its_url_carries() -> Non
     assert rw is not None and (rw.method, rw.path) == (b"POST", b"/chat/completions")
     assert rw.body == b'{"model":"gpt","messages":[]}' and rw.codec is not None
     assert doc["model"] == "prov/gpt"  # the client's body stays as it came, for a retry elsewhere
+    named = kind.rewrite(Request("/v1/chat/completions", b"{...}", doc, "Prov/gpt"), "Prov/gpt")
+    assert named is not None and b'"model":"gpt"' in (named.body or b"")  # an admin's X-Fortress-Backend
+    own = kind.rewrite(Request("/v1/chat/completions", b"{...}", doc, "prov/prov/auto"), "prov/auto")
+    assert own is not None and b'"model":"prov/auto"' in (own.body or b"")  # a provider's own "P/..." name
     with pytest.raises(Refused, match="/api/pull is not available") as refused:
         kind.rewrite(Request("/api/pull", b"{}", {}, "prov/gpt"), "gpt")
     assert refused.value.status == 400
