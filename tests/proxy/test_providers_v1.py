@@ -166,6 +166,10 @@ def test_anthropic_messages_under_the_key_s_policy_with_anthropic_s_errors(stack
         ant(stack).messages.create(model="no-such-model", max_tokens=5, messages=HI)
     with pytest.raises(anthropic.BadRequestError, match="provider prov"):
         ant(stack).messages.create(model=CHAT, max_tokens=5, messages=HI)
+    stack.clear()
+    twice = b'{"model":"llama3.2","Model":"qwen2.5:0.5b","max_tokens":5,"messages":[]}'  # Go reads the last
+    recased = httpx.post(f"{stack.fortress.url}/v1/messages", content=twice, headers=stack.auth)
+    assert recased.status_code == 400 and recased.json()["type"] == "error" and stack.seen(stack.local) == []
     capped = ant(stack, stack.fortress.key("dave", "--max-num-predict", "3"))
     assert capped.messages.create(model="llama3.2", max_tokens=50, messages=HI).usage.output_tokens == 3
 
