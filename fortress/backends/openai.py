@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 _RELAYED = frozenset(("/v1/chat/completions", "/v1/completions", "/v1/embeddings"))
 # the translated request is Fortress's own JSON: the client's body headers do not describe it
-_TRANSLATED_DROP = (*CODEC_DROP, b"content-type:", b"content-encoding:")
+_TRANSLATED_DROP = (*CODEC_DROP, b"accept:", b"content-type:", b"content-encoding:")
 _JSON = b"Content-Type: application/json\r\n"
 
 

@@ -84,6 +84,7 @@ def test_chat_stream_with_an_image_counts_what_the_provider_counted(stack: Stack
     assert stack.key not in json.dumps(seen)  # never the client's key
     # the codec reads the answer, so it must come uncompressed whatever the client accepts
     assert "accept-encoding" not in headers and headers["content-type"] == "application/json"
+    assert "accept" not in headers  # what the Ollama client accepts says nothing of the provider's answer
     sent = json.loads(seen["body"])
     assert sent["max_tokens"] == 5 and sent["stream_options"] == {"include_usage": True}
     assert sent["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
