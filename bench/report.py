@@ -107,10 +107,15 @@ def markdown(meta: dict[str, Any], summary: Summary, checks: list[Check]) -> str
         "| target | measured | goal | verdict |",
         "|---|---|---|---|",
     ]
-    lines += [
-        f"| {c.name} | {_fmt(c.measured)} | {c.goal} | {'met' if c.met else 'MISSED'} |" for c in checks
-    ]
+    lines += [f"| {c.name} | {_fmt(c.measured)} | {c.goal} | {_verdict(c)} |" for c in checks]
     return "\n".join([*lines, "", ""])
+
+
+def _verdict(check: Check) -> str:
+    """met, MISSED, or "not run" when this run did not measure it (a subset of the workloads)."""
+    if check.met:
+        return "met"
+    return "not run" if math.isnan(check.measured) else "MISSED"
 
 
 def jsonable(value: Any) -> Any:
