@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,8 +52,11 @@ class Stack:
         self.local.clear()
 
     def seen(self, sim: Sim | None = None) -> list[dict]:
-        """What a backend (the provider by default) received, probes left out."""
-        return [r for r in (sim or self.provider).requests() if r["method"] == "POST"]
+        """What a backend (the provider by default) received, the poller's probes and /api/show (the
+        capabilities it learns) left out."""
+        return [
+            r for r in (sim or self.provider).requests() if r["method"] == "POST" and r["path"] != "/api/show"
+        ]
 
 
 @contextmanager
@@ -77,18 +78,6 @@ def running(tmp: Path, tables: Callable[[Sim], str], *local_flags: str) -> Itera
     finally:
         stop(provider.proc)
         stop(local.proc)
-
-
-def usage(f: Fortress, where: str, want: int = 1, limit: float = 5.0) -> list[sqlite3.Row]:
-    """Usage rows matching `where`, once at least `want` landed (the writer batches)."""
-    end = time.monotonic() + limit
-    while True:
-        with sqlite3.connect(f.db) as db:
-            db.row_factory = sqlite3.Row
-            rows = db.execute(f"SELECT * FROM usage WHERE {where} ORDER BY id").fetchall()
-        if len(rows) >= want or time.monotonic() > end:
-            return rows
-        time.sleep(0.05)
 
 
 def provider_usage(provider: Sim, seen: dict) -> dict:

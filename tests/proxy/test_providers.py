@@ -21,11 +21,11 @@ from tests.proxy.providers import (
     provider_block,
     provider_usage,
     running,
-    usage,
 )
 from tests.translate.conftest import CITY, PNG, WEATHER
 
 CHAT = f"prov/{CHAT_MODEL}"
+ROW = "model, backend, status, stream, prompt_eval_count, eval_count"  # the usage columns checked
 EMBED = f"prov/{EMBED_MODEL}"
 
 
@@ -43,8 +43,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield s
 
 
-def client(stack: Stack) -> ollama.Client:
-    return ollama.Client(host=stack.fortress.url, headers=stack.auth)
+def client(stack: Stack, request_id: str = "") -> ollama.Client:
+    """The official client with the key; `request_id`: sent as X-Request-ID, which Fortress keeps."""
+    named = {"X-Request-ID": request_id} if request_id else {}
+    return ollama.Client(host=stack.fortress.url, headers={**stack.auth, **named})
 
 
 def test_list_show_and_ps_name_provider_models_p_m(stack: Stack) -> None:
@@ -76,7 +78,11 @@ def test_a_key_sees_and_uses_only_the_provider_models_it_may(stack: Stack) -> No
 def test_chat_stream_with_an_image_counts_what_the_provider_counted(stack: Stack) -> None:
     stack.clear()
     message = {"role": "user", "content": "What is in this picture?", "images": [PNG]}
-    parts = list(client(stack).chat(model=CHAT, messages=[message], stream=True, options={"num_predict": 5}))
+    parts = list(
+        client(stack, "chat-image").chat(
+            model=CHAT, messages=[message], stream=True, options={"num_predict": 5}
+        )
+    )
     (seen,) = stack.seen()
     assert seen["path"] == "/v1/chat/completions" and seen["model"] == CHAT_MODEL  # its own name
     headers = {name.lower(): value for name, value in seen["headers"]}
@@ -96,11 +102,8 @@ def test_chat_stream_with_an_image_counts_what_the_provider_counted(stack: Stack
         counted["prompt_tokens"],
         counted["completion_tokens"],
     )
-    (row,) = usage(
-        stack.fortress, "path = '/api/chat' AND model = 'prov/gpt-4o-mini' AND prompt_eval_count > 80"
-    )
-    assert (row["backend"], row["status"], row["stream"]) == ("prov", 200, 1)
-    assert (row["prompt_eval_count"], row["eval_count"]) == (final.prompt_eval_count, final.eval_count)
+    row = stack.fortress.usage({"chat-image"}, ROW)["chat-image"]
+    assert row == (CHAT, "prov", 200, 1, final.prompt_eval_count, final.eval_count)
 
 
 def test_chat_with_tools_both_ways_stream_and_not(stack: Stack) -> None:
@@ -130,23 +133,21 @@ def test_generate_stream_and_not_and_embeddings(stack: Stack) -> None:
     assert whole.done and whole.model == CHAT and whole.eval_count == 12
     assert "".join(p.response for p in parts) == whole.response and parts[-1].eval_count == 12
     assert parts[-1].prompt_eval_count == whole.prompt_eval_count > 0
-    embedded = c.embed(model=EMBED, input=["a", "bb"])
+    embedded = client(stack, "embed-two").embed(model=EMBED, input=["a", "bb"])
     assert embedded.model == EMBED and len(embedded.embeddings) == 2 and embedded.prompt_eval_count == 2
     legacy = c.embeddings(model=EMBED, prompt="a")
     assert legacy.embedding == embedded.embeddings[0]
-    rows = usage(stack.fortress, f"path = '/api/embed' AND model = '{EMBED}'")
-    assert [(r["prompt_eval_count"], r["eval_count"], r["backend"]) for r in rows] == [(2, 0, "prov")]
+    assert stack.fortress.usage({"embed-two"}, ROW)["embed-two"] == (EMBED, "prov", 200, 0, 2, 0)
 
 
 def test_loads_unloads_and_empty_inputs_are_answered_without_the_provider(stack: Stack) -> None:
     c = client(stack)
     stack.clear()
     assert c.chat(model=CHAT, messages=[]).done_reason == "load"
-    assert c.generate(model=CHAT, keep_alive=0).done_reason == "unload"
+    assert client(stack, "unload").generate(model=CHAT, keep_alive=0).done_reason == "unload"
     assert c.embed(model=EMBED, input=[]).embeddings == []
     assert stack.seen() == []
-    rows = usage(stack.fortress, "path = '/api/generate' AND error IS NULL AND eval_count IS NULL", 1)
-    assert rows and rows[-1]["status"] == 200 and rows[-1]["backend"] == "prov"
+    assert stack.fortress.usage({"unload"}, ROW)["unload"] == (CHAT, "prov", 200, 0, None, None)
 
 
 def test_provider_errors_come_back_in_ollama_s_shape(stack: Stack) -> None:

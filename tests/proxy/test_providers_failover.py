@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import Sim
-from tests.proxy.providers import Stack, provider_block, running, usage
+from tests.proxy.providers import Stack, provider_block, running
 
 MODEL = "cloud/m1"
 
@@ -64,13 +64,13 @@ def test_a_provider_failing_before_the_first_byte_is_retried_on_another_backend(
     fallback: tuple[Stack, Resetter],
 ) -> None:
     stack, resetter = fallback
-    c = ollama.Client(host=stack.fortress.url, headers=stack.auth)
+    c = ollama.Client(host=stack.fortress.url, headers={**stack.auth, "X-Request-ID": "fallback"})
     parts = list(c.chat(model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True))
     assert resetter.accepted == 1  # the provider was tried first
     assert parts[-1].done and parts[-1].eval_count == 12 and "".join(p.message.content for p in parts)
     assert [r["path"] for r in stack.seen(stack.local)] == ["/api/chat"]  # sent on as it came: raw
-    (row,) = usage(stack.fortress, "path = '/api/chat'")
-    assert (row["backend"], row["status"], row["model"], row["eval_count"]) == ("local", 200, MODEL, 12)
+    row = stack.fortress.usage({"fallback"}, "backend, status, model, eval_count")["fallback"]
+    assert row == ("local", 200, MODEL, 12)
     answer = openai.OpenAI(base_url=f"{stack.fortress.url}/v1", api_key=stack.key, max_retries=0)
     done = answer.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert done.choices[0].message.content and done.model == MODEL

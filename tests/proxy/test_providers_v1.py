@@ -16,11 +16,12 @@ import openai
 import pytest
 
 from tests.conftest import Sim
-from tests.proxy.providers import CHAT_MODEL, EMBED_MODEL, Stack, provider_block, running, usage
+from tests.proxy.providers import CHAT_MODEL, EMBED_MODEL, Stack, provider_block, running
 
 CHAT = f"prov/{CHAT_MODEL}"
 EMBED = f"prov/{EMBED_MODEL}"
 HI = [{"role": "user", "content": "hi"}]
+ROW = "model, backend, status, stream, prompt_eval_count, eval_count"  # the usage columns checked
 _VARYING = re.compile(rb'"(id|created)":("[^"]*"|\d+)')  # differ from one answer to the next
 
 
@@ -34,6 +35,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield s
 
 
+def rid(request_id: str) -> dict[str, str]:
+    """An X-Request-ID Fortress keeps, so the request's usage row can be found."""
+    return {"X-Request-ID": request_id}
+
+
 def oai(stack: Stack, base: str = "/v1", key: str | None = None) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.fortress.url + base, api_key=key or stack.key, max_retries=0)
 
@@ -43,15 +49,17 @@ def test_openai_client_on_a_provider_model_sees_p_m_and_the_provider_s_usage(sta
     done = c.chat.completions.create(model=CHAT, messages=HI)
     assert done.model == CHAT and done.usage is not None and done.usage.completion_tokens == 12
     stack.clear()
-    chunks = list(c.chat.completions.create(model=CHAT, messages=HI, stream=True))
+    chunks = list(
+        c.chat.completions.create(model=CHAT, messages=HI, stream=True, extra_headers=rid("v1-hidden"))
+    )
     assert {ch.model for ch in chunks} == {CHAT} and all(ch.usage is None for ch in chunks)
     assert all(ch.choices for ch in chunks)  # the usage chunk Fortress asked for is not shown
     (seen,) = stack.seen()
     assert (
         json.loads(seen["body"])["stream_options"] == {"include_usage": True} and seen["model"] == CHAT_MODEL
     )
-    (row,) = usage(stack.fortress, f"path = '/v1/chat/completions' AND model = '{CHAT}' AND stream = 1")
-    assert (row["prompt_eval_count"], row["eval_count"]) == (done.usage.prompt_tokens, 12)
+    row = stack.fortress.usage({"v1-hidden"}, ROW)["v1-hidden"]
+    assert row == (CHAT, "prov", 200, 1, done.usage.prompt_tokens, 12)
     asked = list(
         c.chat.completions.create(
             model=CHAT, messages=HI, stream=True, stream_options={"include_usage": True}
@@ -69,7 +77,7 @@ def test_aliases_without_v1_behave_as_their_v1_routes(stack: Stack) -> None:
     assert [m.id for m in alias.models.list()] == [m.id for m in v1.models.list()]
     assert alias.models.retrieve(CHAT).owned_by == "prov"
     stack.clear()
-    local = alias.chat.completions.create(model="llama3.2", messages=HI)
+    local = alias.chat.completions.create(model="llama3.2", messages=HI, extra_headers=rid("alias-local"))
     assert local.choices[0].message.content and local.model == "llama3.2"
     streamed = list(alias.completions.create(model="llama3.2", prompt="Say", stream=True))
     assert "".join(ch.choices[0].text for ch in streamed if ch.choices)
@@ -79,14 +87,16 @@ def test_aliases_without_v1_behave_as_their_v1_routes(stack: Stack) -> None:
         "/v1/completions",
         "/v1/embeddings",
     ]
-    assert alias.chat.completions.create(model=CHAT, messages=HI).model == CHAT
+    assert (
+        alias.chat.completions.create(model=CHAT, messages=HI, extra_headers=rid("alias-prov")).model == CHAT
+    )
     assert [r["path"] for r in stack.seen()] == ["/v1/chat/completions"]
     with pytest.raises(openai.AuthenticationError) as bad:
         oai(stack, "", "fk_nothere1_" + "x" * 40).models.list()
     assert isinstance(bad.value.body, dict) and bad.value.body["type"] == "authentication_error"
-    rows = usage(stack.fortress, "path = '/chat/completions'", 2)
-    assert {(r["backend"], r["status"]) for r in rows} == {("local", 200), ("prov", 200)}
-    assert all(r["eval_count"] for r in rows)
+    rows = stack.fortress.usage({"alias-local", "alias-prov"}, "path, backend, status, eval_count")
+    assert rows["alias-local"][:3] == ("/chat/completions", "local", 200) and rows["alias-local"][3]
+    assert rows["alias-prov"] == ("/chat/completions", "prov", 200, 12)
 
 
 def _normal(body: bytes) -> bytes:
@@ -101,14 +111,15 @@ def test_streamed_v1_chat_to_ollama_is_charged_and_looks_as_ollama_sends_it(stac
         direct.chat.completions.create(model="llama3.2", messages=HI, stream=True, extra_headers=tokens)
     )
     c = oai(stack, key=key)
-    got = list(c.chat.completions.create(model="llama3.2", messages=HI, stream=True, extra_headers=tokens))
+    named = {**tokens, **rid("budget-stream")}
+    got = list(c.chat.completions.create(model="llama3.2", messages=HI, stream=True, extra_headers=named))
 
     def seen(chunks: list) -> list[dict]:
         return [ch.model_dump(exclude={"id", "created"}) for ch in chunks]
 
     assert seen(got) == seen(want) and len(got) == 7 and all(ch.usage is None for ch in got)
-    (row,) = usage(stack.fortress, f"key_id = '{key.split('_')[1]}' AND path = '/v1/chat/completions'")
-    assert row["eval_count"] == 6 and row["prompt_eval_count"] > 0 and row["stream"] == 1
+    row = stack.fortress.usage({"budget-stream"}, ROW)["budget-stream"]
+    assert row[:5] == ("llama3.2", "local", 200, 1, row[4]) and row[4] > 0 and row[5] == 6
     with pytest.raises(openai.RateLimitError, match="token limit exceeded"):  # the budget was charged
         c.chat.completions.create(model="llama3.2", messages=HI, stream=True)
     # byte for byte, once the per-answer id and time stamp are set aside
@@ -134,19 +145,21 @@ def ant(stack: Stack, key: str | None = None) -> anthropic.Anthropic:
 def test_anthropic_messages_reach_ollama_with_usage_stream_and_not(stack: Stack) -> None:
     c = ant(stack)  # the key goes in x-api-key, as Anthropic's clients send it
     stack.clear()
-    whole = c.messages.create(model="llama3.2", max_tokens=5, messages=HI)
+    whole = c.messages.create(model="llama3.2", max_tokens=5, messages=HI, extra_headers=rid("ant-whole"))
     assert whole.content[0].type == "text" and whole.stop_reason == "max_tokens"
-    with c.messages.stream(model="llama3.2", max_tokens=7, messages=HI) as stream:
+    with c.messages.stream(
+        model="llama3.2", max_tokens=7, messages=HI, extra_headers=rid("ant-stream")
+    ) as stream:
         final = stream.get_final_message()
     assert final.usage.output_tokens == 7 and final.content[0].text
     sent = stack.seen(stack.local)
     assert [r["path"] for r in sent] == ["/v1/messages"] * 2
     assert stack.key not in json.dumps(sent)  # x-api-key is the client's: never forwarded
-    rows = usage(stack.fortress, "path = '/v1/messages'", 2)
-    assert [(r["prompt_eval_count"], r["eval_count"], r["stream"]) for r in rows] == [
-        (whole.usage.input_tokens, 5, 0),
-        (final.usage.input_tokens, 7, 1),
-    ]
+    rows = stack.fortress.usage({"ant-whole", "ant-stream"}, "stream, prompt_eval_count, eval_count")
+    assert rows == {
+        "ant-whole": (0, whole.usage.input_tokens, 5),
+        "ant-stream": (1, final.usage.input_tokens, 7),
+    }
 
 
 def test_anthropic_messages_under_the_key_s_policy_with_anthropic_s_errors(stack: Stack) -> None:
