@@ -143,6 +143,10 @@ class Gate:
     ) -> None:
         self.limiter: Limiter = limiter or LocalLimiter()
         self.auto = auto
+        # the proxy's metrics (fortress/metrics/), None while [metrics] is off: a 429 of the limits stage by
+        # kind ("rate", "tokens", "concurrency"), and the /metrics answer for (client address, key scope)
+        self.refused: Callable[[str], None] | None = None
+        self.metrics: Callable[[str, str | None], LocalReply] | None = None
         self.swap(compiled)
 
     def swap(self, compiled: Compiled) -> None:
@@ -170,6 +174,8 @@ class Gate:
             if method not in route.methods:
                 return error_reply(405, "method not allowed")
             return OK_ROOT if route.name == "/" else OK_HEALTH
+        if route.kind is Kind.METRICS:
+            return self._metrics(route, method, path, query, authorization, x_api_key, client_ip, now)
         if route.kind is Kind.UNKNOWN or (route.kind is Kind.SEARCH and not c.search):
             return error_reply(404, f"path {path} not found", openai)
         if route.kind is Kind.NEVER:
@@ -179,12 +185,7 @@ class Gate:
 
         locked = self.failures.locked(client_ip, now)
         if locked:
-            return error_reply(
-                429,
-                "too many failed authentication attempts; try again later",
-                openai,
-                headers=((b"Retry-After", str(int(locked) + 1).encode()),),
-            )
+            return _locked_out(locked, openai)
         token = _presented_key(authorization, x_api_key, query, c.policy.security.key_in_query)
         if token is None:
             return error_reply(401, "missing API key: send Authorization: Bearer <key>", openai)
@@ -203,6 +204,33 @@ class Gate:
             if not isinstance(digest, str):
                 return error_reply(digest.status, digest.message, openai)
         return self._limit(route, key, openai, now)
+
+    def _metrics(
+        self,
+        route: Route,
+        method: bytes,
+        path: str,
+        query: str,
+        authorization: bytes | None,
+        x_api_key: bytes | None,
+        client_ip: str,
+        now: float,
+    ) -> LocalReply:
+        """GET /metrics: a key, when one is presented, is checked as on any route, but no limit is charged
+        (a scrape must not use up a key's rate); who may read is the hook's decision on address and scope."""
+        serve = self.metrics
+        if serve is None:
+            return error_reply(404, f"path {path} not found")
+        if method not in route.methods:
+            return error_reply(405, "method not allowed")
+        token = _presented_key(authorization, x_api_key, query, self.c.policy.security.key_in_query)
+        if token is None:
+            return serve(client_ip, None)
+        locked = self.failures.locked(client_ip, now)
+        if locked:
+            return _locked_out(locked, False)
+        key = self._authenticate(token, client_ip, now, False)
+        return key if isinstance(key, LocalReply) else serve(client_ip, key.scope)
 
     def _authenticate(self, token: str, client_ip: str, now: float, openai: bool) -> KeyRecord | LocalReply:
         parts = keys.split(token)
@@ -225,6 +253,8 @@ class Gate:
         if tokens is not None:
             d = self.limiter.peek(f"t:{key.id}", tokens[0], tokens[1], now)
             if not d.allowed:
+                if self.refused is not None:
+                    self.refused("tokens")
                 return error_reply(
                     429, "token limit exceeded for this key", openai, headers=_retry(d.retry_after_s)
                 )
@@ -233,6 +263,8 @@ class Gate:
         if cap:
             slot = f"c:{key.id}"
             if not self.limiter.acquire_slot(slot, cap):
+                if self.refused is not None:
+                    self.refused("concurrency")
                 return error_reply(
                     429, f"too many concurrent requests for this key (max {cap})", openai, headers=_retry(1.0)
                 )
@@ -248,6 +280,8 @@ class Gate:
             if not d.allowed:
                 if slot is not None:
                     self.limiter.release_slot(slot)
+                if self.refused is not None:
+                    self.refused("rate")
                 headers += _retry(d.retry_after_s)
                 return error_reply(429, "rate limit exceeded for this key", openai, headers=headers)
         return Admit(route, key, headers, slot=slot)
@@ -311,6 +345,15 @@ class Gate:
         streaming = stream is not False if admit.route.kind is Kind.OLLAMA else stream is True
         admit.model = model
         return Forward(json.dumps(body).encode() if changed else raw, model, streaming, body)
+
+
+def _locked_out(locked: float, openai: bool) -> LocalReply:
+    return error_reply(
+        429,
+        "too many failed authentication attempts; try again later",
+        openai,
+        headers=((b"Retry-After", str(int(locked) + 1).encode()),),
+    )
 
 
 def _all(_name: str) -> bool:

@@ -15,6 +15,7 @@ from fortress.http.replies import Shape
 
 class Kind(Enum):
     PUBLIC = "public"  # answered by Fortress without a key
+    METRICS = "metrics"  # answered by Fortress: an admin-scope key, or an address in [metrics] allow
     OLLAMA = "ollama"
     OPENAI = "openai"
     ANTHROPIC = "anthropic"  # the Messages API, which Ollama serves too
@@ -52,6 +53,7 @@ _EXACT: dict[str, Route] = {
     for r in (
         _r("/", Kind.PUBLIC, "GET HEAD"),
         _r("/health", Kind.PUBLIC, "GET HEAD"),
+        _r("/metrics", Kind.METRICS, "GET HEAD"),
         _r("/api/version", Kind.OLLAMA, "GET HEAD", federated=True),
         _r("/api/tags", Kind.OLLAMA, "GET HEAD", federated=True),
         _r("/api/ps", Kind.OLLAMA, "GET", federated=True),

@@ -113,9 +113,9 @@ def test_tokens_by_model_capped_with_unknown_and_other(owned: tuple[MetricsTable
 
 def test_refusals_by_kind(owned: tuple[MetricsTable, Recorder]) -> None:
     table, m = owned
-    m.refused(L.RATE)
-    m.refused(L.RATE)
-    m.refused(L.CONCURRENCY)
+    m.refused("rate")
+    m.refused("rate")
+    m.refused("concurrency")
     s = scrape(table)
     got = {dict(k[1])["kind"]: v for k, v in s.items() if k[0] == "fortress_limit_refusals_total"}
     assert got == {"rate": 2, "tokens": 0, "concurrency": 1}
