@@ -55,7 +55,7 @@ def acceptance(summary: Summary) -> list[Check]:
     idle = _get(summary, IDLE, fx, "rss_per_conn_kib")
     peak = _get(summary, UPLOAD, fx, "peak_rss_mib")
     fast, slow = translated_ratio(summary, TRANSLATED), translated_ratio(summary, TRANSLATED_SLOW)
-    return [
+    checks = [
         _check("W1 c32 requests/s, Fortress / nginx", rps, ">= 0.8", rps >= 0.8),
         _check("W1 c32 CPU per request, Fortress / nginx", cpu, "<= 2", cpu <= 2),
         _check("W1 c32 p99 latency, Fortress / nginx", p99, "<= 1.5", p99 <= 1.5),
@@ -65,6 +65,11 @@ def acceptance(summary: Summary) -> list[Check]:
         _check("W2t translated CPU per chunk / raw", fast, "<= 3", fast <= 3),
         _check("W3t translated CPU per chunk / raw", slow, "<= 3", slow <= 3),
     ]
+    off = _get(summary, SMALL, "fortress-nometrics", "cpu_s_per_10k")
+    if not math.isnan(off):  # issue 15: counting must not show on W1
+        on = ratio(_get(summary, SMALL, fx, "cpu_s_per_10k"), off)
+        checks.append(_check("W1 c32 CPU per request, metrics on / off", on, "< 1.05", on < 1.05))
+    return checks
 
 
 def translated_ratio(summary: Summary, workload: str) -> float:
@@ -85,7 +90,7 @@ def smoke_failures(summary: Summary, upload_mib: int) -> list[str]:
         if figures.get("errors", 0) > 0
     ]
     ran = {w for w, by_target in summary.items() if "fortress" in by_target or "translated" in by_target}
-    if SMALL in ran:
+    if SMALL in ran and "nginx" in summary[SMALL]:
         rps = ratio(_get(summary, SMALL, "fortress", "rps"), _get(summary, SMALL, "nginx", "rps"))
         if not rps >= MIN_RPS_VS_NGINX:
             problems.append(f"W1 Fortress requests/s is {rps:.3f}x nginx's (floor {MIN_RPS_VS_NGINX})")

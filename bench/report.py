@@ -66,26 +66,38 @@ def _fmt(value: float) -> str:
 def workload_table(name: str, by_target: dict[str, dict[str, float]]) -> list[str]:
     """One table per workload: a column per target and the ratio that matters (Fortress over nginx,
     or on the translate stack translated over raw)."""
-    order, (top, bottom) = (
-        (ROUTES, ROUTES[::-1]) if ROUTES[0] in by_target else (TARGETS, ("fortress", "nginx"))
-    )
+    order = ROUTES if ROUTES[0] in by_target else TARGETS
     present = [t for t in order if t in by_target]
     metrics = list(next(iter(by_target.values())).keys())
+    # ratio columns: Fortress against nginx, Fortress against itself without metrics (when it ran), and on
+    # the translate stack translated over raw
+    pairs = [(label, a, b) for label, a, b in _RATIOS if a in by_target and b in by_target] or _RATIOS[:1]
     lines = [
         f"#### {TITLES.get(name, name)}",
         "",
-        "| figure | " + " | ".join(present) + f" | {top} / {bottom} |",
-        "|---" * (len(present) + 2) + "|",
+        "| figure | " + " | ".join(present) + "".join(f" | {label}" for label, _, _ in pairs) + " |",
+        "|---" * (len(present) + len(pairs) + 1) + "|",
     ]
     for m in metrics:
         values = [by_target[t].get(m, math.nan) for t in present]
-        rel = ratio(by_target.get(top, {}).get(m, math.nan), by_target.get(bottom, {}).get(m, math.nan))
-        lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in values) + f" | {_fmt(rel)} |")
+        rels = [
+            ratio(by_target.get(a, {}).get(m, math.nan), by_target.get(b, {}).get(m, math.nan))
+            for _, a, b in pairs
+        ]
+        lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in [*values, *rels]) + " |")
     return [*lines, ""]
+
+
+_RATIOS = (
+    ("fortress / nginx", "fortress", "nginx"),
+    ("metrics on / off", "fortress", "fortress-nometrics"),
+    ("translated / raw", "translated", "raw"),
+)
 
 
 def markdown(meta: dict[str, Any], summary: Summary, checks: list[Check]) -> str:
     m = meta["machine"]
+    ran = [t for t in (*TARGETS, *ROUTES) if any(t in by_target for by_target in summary.values())]
     lines = [
         f"### Run {meta['date']} ({meta['mode']})",
         "",
@@ -95,7 +107,7 @@ def markdown(meta: dict[str, Any], summary: Summary, checks: list[Check]) -> str
         f"- Command: `{meta['command']}`",
         f"- Pinning: {meta['pinning']}",
         f"- Load average: {meta['load_average']}",
-        f"- Rounds: {meta['rounds']}, targets in alternation ({' '.join(TARGETS)} per workload per round); "
+        f"- Rounds: {meta['rounds']}, targets in alternation ({' '.join(ran)} per workload per round); "
         "medians shown, errors summed. For direct, CPU and RSS figures are the upstream's own.",
         "",
     ]

@@ -25,7 +25,7 @@ from bench import workloads as w
 from bench.gates import acceptance, smoke_failures
 from bench.procs import OtherWork, own_cpu_seconds, raise_nofile
 from bench.report import commit, jsonable, machine, markdown
-from bench.stack import TARGETS, Cpus, Stack, Target, open_stack
+from bench.stack import DEFAULT_TARGETS, TARGETS, Cpus, Stack, Target, open_stack
 from bench.stats import Rounds, summarize
 from bench.wrkload import ensure_wrk, run_wrk
 
@@ -40,7 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     p.add_argument("--smoke", action="store_true", help="short run with gross-regression gates (exit 1)")
     p.add_argument("--rounds", type=int, help="override the number of rounds")
-    p.add_argument("--targets", default=",".join(TARGETS), help="comma list of direct,nginx,fortress")
+    p.add_argument("--seconds", type=int, help="override the length of each W1 run")
+    p.add_argument(
+        "--targets",
+        default=",".join(DEFAULT_TARGETS),
+        help="comma list of direct,nginx,fortress, and fortress-nometrics (Fortress with [metrics] off)",
+    )
     p.add_argument(
         "--workloads",
         default="w1,w2,w3,w4,w5,w2t,w3t",
@@ -182,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = w.SMOKE if args.smoke else w.FULL
     if args.rounds:
         plan = dataclasses.replace(plan, rounds=args.rounds)
+    if args.seconds:
+        plan = dataclasses.replace(plan, small_seconds=args.seconds)
     names = tuple(t for t in TARGETS if t in args.targets.split(","))
     chosen = set(args.workloads.split(","))
     cpus = Cpus(proxy=args.proxy_cpu or None, load=args.load_cpu or None)

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import nginx
-from bench.fortress_proc import Keys, prepare, start_fortress
+from bench.fortress_proc import METRICS, Keys, prepare, start_fortress, twin
 from bench.procs import Meter, Service, free_port, start
 
-TARGETS = ("direct", "nginx", "fortress")
+TARGETS = ("direct", "nginx", "fortress", "fortress-nometrics")  # the last only when asked for
+DEFAULT_TARGETS = TARGETS[:3]
 ROUTES = ("raw", "translated")  # the translate stack's targets
 PROVIDER = "prov"
 
@@ -91,12 +92,17 @@ def open_stack(kind: str, names: tuple[str, ...], cpus: Cpus, workdir: Path, nof
             )
             services.append(px)
             stack.targets.append(Target("nginx", port, px))
-        if "fortress" in names:
+        first: Path | None = None
+        for name in (n for n in names if n in METRICS):
             port = free_port()
-            config, stack.keys = prepare(workdir, port, up_port)
-            fx = start_fortress(config, port, cpus.proxy, workdir)
+            if first is None:
+                config, stack.keys = prepare(workdir, port, up_port, name=name)
+                first = config
+            else:
+                config = twin(first, name, port, up_port)
+            fx = start_fortress(config, port, cpus.proxy, workdir, name)
             services.append(fx)
-            stack.targets.append(Target("fortress", port, fx))
+            stack.targets.append(Target(name, port, fx))
         return stack
     except BaseException:
         for s in reversed(services):

@@ -70,3 +70,19 @@ def test_translation_is_held_to_3x_the_raw_relay_and_smoke_fails_past_6x() -> No
 def test_smoke_gates_skip_workloads_fortress_did_not_run() -> None:
     s = {SMALL: {"direct": {"rps": 1.0, "errors": 0}, "nginx": {"rps": 1.0, "errors": 0}}}
     assert smoke_failures(s, 64) == []
+
+
+def test_metrics_on_vs_off_is_checked_when_both_ran() -> None:
+    s = healthy()
+    assert "metrics on / off" not in " ".join(c.name for c in acceptance(s))
+    s[SMALL]["fortress-nometrics"] = {"rps": 84.0, "cpu_s_per_10k": 0.145, "errors": 0}
+    check = acceptance(s)[-1]
+    assert check.name == "W1 c32 CPU per request, metrics on / off" and check.met
+    assert round(check.measured, 3) == round(0.15 / 0.145, 3)
+    s[SMALL]["fortress-nometrics"]["cpu_s_per_10k"] = 0.14  # 7% more with metrics
+    assert not acceptance(s)[-1].met
+
+
+def test_smoke_without_nginx_skips_the_rps_floor() -> None:
+    s = {SMALL: {"fortress": {"rps": 80.0, "errors": 0}, "fortress-nometrics": {"rps": 81.0, "errors": 0}}}
+    assert smoke_failures(s, upload_mib=64) == []

@@ -44,3 +44,11 @@ def test_the_translate_tables_compare_translated_with_raw() -> None:
     assert "| figure | raw | translated | translated / raw |" in text
     assert "| cpu_s_per_100k_chunks | 0.05 | 0.1 | 2 |" in text
     assert "| W2t translated CPU per chunk / raw | 2 | <= 3 | met |" in text
+
+
+def test_metrics_on_off_column_when_fortress_ran_both_ways() -> None:
+    summary = {"w1_small_c32": {"fortress": {"rps": 100.0}, "fortress-nometrics": {"rps": 104.0}}}
+    text = markdown(META, summary, acceptance(summary))
+    assert "| figure | fortress | fortress-nometrics | metrics on / off |" in text
+    assert "| rps | 100 | 104 | 0.962 |" in text
+    assert "targets in alternation (fortress fortress-nometrics per workload" in text
