@@ -311,7 +311,7 @@ class Worker:
                 self.active_keys.discard(key_id)  # an empty window needs no more reporting
         return out
 
-    # -- metrics (fortress/metrics/, docs/architecture.md "Metrics") -----------------------------------------
+    # -- metrics (docs/architecture.md, "Metrics") ----------------------------------------------------------
     def count_with(self, recorder: Recorder) -> None:
         """Metrics on: accounting counts into this worker's slot, the gate answers /metrics."""
         self.metrics = recorder
