@@ -9,7 +9,7 @@ import pytest
 
 from fortress.metrics import layout as L
 from fortress.metrics.recorder import BackendState, Recorder, UsageCounts
-from fortress.metrics.table import MetricsTable
+from fortress.metrics.table import MetricsTable, read_totals
 
 from .conftest import scrape
 
@@ -198,6 +198,20 @@ def test_create_starts_from_zero_and_a_foreign_file_is_refused(table_path: str, 
     other.write_bytes(b"FRTLIM01" + bytes(8000))
     with pytest.raises(ValueError, match="not a Fortress metrics table"):
         MetricsTable(str(other))
+
+
+def test_another_process_reads_the_totals_or_none(
+    owned: tuple[MetricsTable, Recorder], tmp_path: Path
+) -> None:
+    """The admin's dashboard reads the table without a slot; no table (or a foreign file) is None."""
+    table, m = owned
+    m.tokens("llama3.2", 3, 5)
+    totals = read_totals(table.path)
+    assert totals is not None and totals.models["llama3.2"][: L.MODEL_STRIDE] == [3, 5]
+    assert read_totals(str(tmp_path / "missing.shm")) is None
+    for content in (b"", b"FRTMET01", b"FRTLIM01" + bytes(8000)):
+        (tmp_path / "bad.shm").write_bytes(content)
+        assert read_totals(str(tmp_path / "bad.shm")) is None
 
 
 def test_a_process_claims_one_slot_only(owned: tuple[MetricsTable, Recorder]) -> None:
