@@ -175,7 +175,8 @@ class Gate:
                 return error_reply(405, "method not allowed")
             return OK_ROOT if route.name == "/" else OK_HEALTH
         if route.kind is Kind.METRICS:
-            return self._metrics(route, method, path, query, authorization, x_api_key, client_ip, now)
+            token = _presented_key(authorization, x_api_key, query, c.policy.security.key_in_query)
+            return self._metrics(route, method, path, token, client_ip, now)
         if route.kind is Kind.UNKNOWN or (route.kind is Kind.SEARCH and not c.search):
             return error_reply(404, f"path {path} not found", openai)
         if route.kind is Kind.NEVER:
@@ -206,15 +207,7 @@ class Gate:
         return self._limit(route, key, openai, now)
 
     def _metrics(
-        self,
-        route: Route,
-        method: bytes,
-        path: str,
-        query: str,
-        authorization: bytes | None,
-        x_api_key: bytes | None,
-        client_ip: str,
-        now: float,
+        self, route: Route, method: bytes, path: str, token: str | None, client_ip: str, now: float
     ) -> LocalReply:
         """GET /metrics: a key, when one is presented, is checked as on any route, but no limit is charged
         (a scrape must not use up a key's rate); who may read is the hook's decision on address and scope."""
@@ -223,7 +216,6 @@ class Gate:
             return error_reply(404, f"path {path} not found")
         if method not in route.methods:
             return error_reply(405, "method not allowed")
-        token = _presented_key(authorization, x_api_key, query, self.c.policy.security.key_in_query)
         if token is None:
             return serve(client_ip, None)
         locked = self.failures.locked(client_ip, now)
