@@ -82,8 +82,10 @@ def test_a_scrape_after_n_requests_across_two_workers_counts_all_n(tmp_path: Pat
             assert s[("fortress_backend_up", (("backend", "local"),))] == 1
             assert key_id not in text and "alice" not in text and "nope" not in text
         assert scraped_by == served_by
+        time.sleep(1.2)  # a periodic publish by each worker, with the scrapes' own in between
     finally:
-        f.stop()
+        out = f.stop()
+    assert "draining" in out and "failed" not in out and "Traceback" not in out, out  # no worker failure
 
 
 def test_labels_stay_bounded_whatever_paths_and_models_clients_send(fortress: Fortress) -> None:
