@@ -31,6 +31,8 @@ from bench.wrkload import ensure_wrk, run_wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC_WORKLOADS = ("w1", "w4")  # upstream: static nginx
+SETTLE_S = 5.0  # longest wait for the targets to fall idle before a measurement
+IDLE_CPU_SHARE = 0.05  # of one core, all targets together: idle enough (pollers and stats writers run)
 SIM_WORKLOADS = ("w2", "w3", "w5")  # upstream: the simulator
 TRANSLATE_WORKLOADS = ("w2t", "w3t")  # Fortress alone: raw from Ollama vs translated from a provider
 PHASES = (("static", STATIC_WORKLOADS), ("sim", SIM_WORKLOADS), ("translate", TRANSLATE_WORKLOADS))
@@ -64,6 +66,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def alternate(targets: list[Target], round_index: int) -> list[Target]:
+    """A B C in even rounds, C B A in odd ones: a target never always runs first or last in a round."""
+    return targets if round_index % 2 == 0 else targets[::-1]
+
+
 class Bench:
     """Runs rounds of workloads over a stack's targets and collects one figure dict per run."""
 
@@ -79,6 +86,7 @@ class Bench:
         self, name: str, stack: Stack, target: Target, measure: Callable[[], dict[str, float]]
     ) -> None:
         """Run one measurement, noting how much of each core other work took meanwhile."""
+        self.settle(stack)
         meter = target.proxy
         upstream = stack.upstream
         on_proxy = OtherWork(self.cpus.proxy, meter.cpu_seconds if meter else lambda: 0.0)
@@ -94,6 +102,20 @@ class Bench:
         self.rounds.setdefault(name, {}).setdefault(target.name, []).append(figures)
         shown = ", ".join(f"{k}={v:.4g}" for k, v in figures.items())
         print(f"  {name:<16} {target.name:<9} {shown}", flush=True)
+
+    @staticmethod
+    def settle(stack: Stack) -> None:
+        """Wait until no target is still busy from the previous measurement (a usage writer storing the
+        last run's rows), so that work does not share the core with the next measurement."""
+        meters = [t.proxy for t in stack.targets if t.proxy is not None]
+        end = time.monotonic() + SETTLE_S
+        before = sum(m.cpu_seconds() for m in meters)
+        while time.monotonic() < end:
+            time.sleep(0.2)
+            now = sum(m.cpu_seconds() for m in meters)
+            if now - before < 0.2 * IDLE_CPU_SHARE:
+                return
+            before = now
 
     def warm(self, stack: Stack, target: Target) -> None:
         """One second of W1 load: pools, caches and lazily built state exist before anything is measured."""
@@ -130,7 +152,7 @@ class Bench:
             print(f"round {r + 1}/{self.plan.rounds} (static upstream)", flush=True)
             if "w1" in chosen:
                 for conns in self.plan.small_connections:
-                    for t in stack.targets:
+                    for t in alternate(stack.targets, r):
                         self.record(
                             f"w1_small_c{conns}",
                             stack,
@@ -140,7 +162,7 @@ class Bench:
                             ),
                         )
             if "w4" in chosen:
-                for t in stack.targets:
+                for t in alternate(stack.targets, r):
                     self.fresh(stack, t)
                     self.record(
                         "w4_idle",
@@ -178,7 +200,7 @@ class Bench:
                     )
                 )
             for name, job in jobs:
-                for t in stack.targets:
+                for t in alternate(stack.targets, r):
                     self.record(name, stack, t, lambda t=t, job=job: self.runner.run(job(t)))
 
 
