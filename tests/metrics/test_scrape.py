@@ -85,7 +85,8 @@ def test_a_scrape_after_n_requests_across_two_workers_counts_all_n(tmp_path: Pat
         time.sleep(1.2)  # a periodic publish by each worker, with the scrapes' own in between
     finally:
         out = f.stop()
-    assert "draining" in out and "failed" not in out and "Traceback" not in out, out  # no worker failure
+    assert "draining" in out, out
+    assert "metrics publish failed" not in out and "Traceback" not in out, out
 
 
 def test_labels_stay_bounded_whatever_paths_and_models_clients_send(fortress: Fortress) -> None:
