@@ -54,10 +54,11 @@ def test_metrics_on_off_column_when_fortress_ran_both_ways() -> None:
     assert "targets in alternation (fortress fortress-nometrics per workload" in text
 
 
-def test_targets_that_did_not_run_are_left_out() -> None:
+def test_targets_that_did_not_run_say_so() -> None:
     summary = {
         "w1_small_c32": {"fortress": {"cpu_s_per_10k": 1.0}, "fortress-nometrics": {"cpu_s_per_10k": 0.98}}
     }
     text = markdown(META, summary, acceptance(summary))
     assert "| W1 c32 CPU per request, metrics on / off | 1.02 | < 1.05 | met |" in text
-    assert "nginx" not in text.split("#### Targets")[1] and "W5" not in text
+    assert "| W5 upload peak RSS (MiB) | n/a | < 64 | not run |" in text
+    assert "MISSED" not in text
