@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deletes Fortress's state, after asking: the database (and its WAL), the secrets next to it
-# (credential key, admin session secret), the limiter's shared table, certificates uploaded in the
-# admin, and .venv. Keeps config.toml and your own certificate files.
+# (credential key, admin session secret), the limiter's and the metrics' shared tables, certificates
+# uploaded in the admin, and .venv. Keeps config.toml and your own certificate files.
 #   ./reset.sh                asks first (needs a terminal)
 #   ./reset.sh --yes          deletes without asking, for scripts
 #   ./reset.sh --keep-venv    leaves .venv alone

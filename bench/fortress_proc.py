@@ -1,13 +1,20 @@
-"""Fortress for the benchmarks: a fresh database, a real user key and admin key, one worker."""
+"""Fortress for the benchmarks: a fresh database, a real user key and admin key, one worker.
+
+Two Fortress targets can run side by side (`fortress`, and `fortress-nometrics` with `[metrics]
+enabled = false`): each gets its own home with a copy of one database, so both accept the same keys and
+neither writes into the other's usage tables.
+"""
 
 from __future__ import annotations
 
 import secrets
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.nginx import MODEL
 from bench.procs import Service, start
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,8 +26,25 @@ class Keys:
     admin: str  # admin scope: needed for /api/blobs uploads
 
 
-def config_text(port: int, upstream_port: int, db: Path) -> str:
-    """One worker, default policy (usage recording included); body and idle limits sized for the workloads."""
+METRICS = {"fortress": True, "fortress-nometrics": False}  # target name -> [metrics] enabled
+
+
+def config_text(port: int, upstream_port: int, db: Path, provider_port: int = 0, metrics: bool = True) -> str:
+    """One worker, default policy (usage recording included); body and idle limits sized for the workloads.
+
+    With `provider_port`, an OpenAI-compatible provider "prov" serving the upstream's model there too.
+    """
+    provider = (
+        f"""
+[[backends]]
+name = "prov"
+url = "http://127.0.0.1:{provider_port}/v1"
+type = "openai"
+models = ["{MODEL}"]
+"""
+        if provider_port
+        else ""
+    )
     return f"""[proxy]
 listen = "127.0.0.1:{port}"
 workers = 1
@@ -34,6 +58,9 @@ path = "{db}"
 name = "bench-upstream"
 url = "http://127.0.0.1:{upstream_port}"
 type = "ollama"
+{provider}
+[metrics]
+enabled = {str(metrics).lower()}
 """
 
 
@@ -51,12 +78,14 @@ def _cli(config: Path, *args: str, stdin: str = "") -> str:
     return done.stdout
 
 
-def prepare(workdir: Path, port: int, upstream_port: int) -> tuple[Path, Keys]:
+def prepare(
+    workdir: Path, port: int, upstream_port: int, provider_port: int = 0, name: str = "fortress"
+) -> tuple[Path, Keys]:
     """Write config.toml, create the database, a user and its two keys."""
-    home = workdir / "fortress"
+    home = workdir / name
     home.mkdir(parents=True, exist_ok=True)
     config = home / "config.toml"
-    config.write_text(config_text(port, upstream_port, home / "fortress.db"))
+    config.write_text(config_text(port, upstream_port, home / "fortress.db", provider_port, METRICS[name]))
     _cli(
         config, "init", "--admin-user", "a", "--admin-password-stdin", stdin=secrets.token_urlsafe(16) + "\n"
     )
@@ -66,7 +95,19 @@ def prepare(workdir: Path, port: int, upstream_port: int) -> tuple[Path, Keys]:
     return config, Keys(user=user, admin=admin)
 
 
-def start_fortress(config: Path, port: int, cpu: str | None, workdir: Path) -> Service:
+def twin(config: Path, name: str, port: int, upstream_port: int) -> Path:
+    """Another Fortress home beside `config`'s, with a copy of its database (the same keys)."""
+    home = config.parent.parent / name
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(config.parent / "fortress.db", home / "fortress.db")
+    twin_config = home / "config.toml"
+    twin_config.write_text(config_text(port, upstream_port, home / "fortress.db", metrics=METRICS[name]))
+    return twin_config
+
+
+def start_fortress(
+    config: Path, port: int, cpu: str | None, workdir: Path, name: str = "fortress"
+) -> Service:
     return start(
-        "fortress", [sys.executable, "-m", "fortress", "serve", "--config", str(config)], port, cpu, workdir
+        name, [sys.executable, "-m", "fortress", "serve", "--config", str(config)], port, cpu, workdir
     )

@@ -15,11 +15,14 @@ SMALL = "w1_small_c32"
 SLOW = "w3_slow_streams"
 IDLE = "w4_idle"
 UPLOAD = "w5_upload"
+TRANSLATED = "w2t_fast_stream"
+TRANSLATED_SLOW = "w3t_slow_streams"
 
 # Smoke gates. The rps floor is relative to nginx on the same machine and run; see bench/README.md.
 MIN_RPS_VS_NGINX = 0.10
 MAX_IDLE_KIB = 50.0
 MAX_UPLOAD_GROWTH_SHARE = 0.5  # RSS growth above half the upload size means the body is being held
+MAX_TRANSLATED_CPU_RATIO = 6.0  # twice the target: translation doing something per byte, not per event
 
 
 @dataclass(frozen=True)
@@ -51,14 +54,28 @@ def acceptance(summary: Summary) -> list[Check]:
     ttft = _get(summary, SLOW, fx, "ttft_p99_ms") - _get(summary, SLOW, "direct", "ttft_p99_ms")
     idle = _get(summary, IDLE, fx, "rss_per_conn_kib")
     peak = _get(summary, UPLOAD, fx, "peak_rss_mib")
-    return [
+    fast, slow = translated_ratio(summary, TRANSLATED), translated_ratio(summary, TRANSLATED_SLOW)
+    checks = [
         _check("W1 c32 requests/s, Fortress / nginx", rps, ">= 0.8", rps >= 0.8),
         _check("W1 c32 CPU per request, Fortress / nginx", cpu, "<= 2", cpu <= 2),
         _check("W1 c32 p99 latency, Fortress / nginx", p99, "<= 1.5", p99 <= 1.5),
         _check("W3 TTFT p99 added by Fortress (ms)", ttft, "<= 2", ttft <= 2),
         _check("W4 RSS per idle connection (KiB)", idle, "<= 20", idle <= 20),
         _check("W5 upload peak RSS (MiB)", peak, "< 64", peak < 64),
+        _check("W2t translated CPU per chunk / raw", fast, "<= 3", fast <= 3),
+        _check("W3t translated CPU per chunk / raw", slow, "<= 3", slow <= 3),
     ]
+    off = _get(summary, SMALL, "fortress-nometrics", "cpu_s_per_10k")
+    if not math.isnan(off):  # issue 15: counting must not show on W1
+        on = ratio(_get(summary, SMALL, fx, "cpu_s_per_10k"), off)
+        checks.append(_check("W1 c32 CPU per request, metrics on / off", on, "< 1.05", on < 1.05))
+    return checks
+
+
+def translated_ratio(summary: Summary, workload: str) -> float:
+    """Fortress's CPU per relayed chunk for a provider's translated stream over a raw Ollama stream."""
+    metric = "cpu_s_per_100k_chunks"
+    return ratio(_get(summary, workload, "translated", metric), _get(summary, workload, "raw", metric))
 
 
 def smoke_failures(summary: Summary, upload_mib: int) -> list[str]:
@@ -72,8 +89,8 @@ def smoke_failures(summary: Summary, upload_mib: int) -> list[str]:
         for t, figures in by_target.items()
         if figures.get("errors", 0) > 0
     ]
-    ran = {w for w, by_target in summary.items() if "fortress" in by_target}
-    if SMALL in ran:
+    ran = {w for w, by_target in summary.items() if "fortress" in by_target or "translated" in by_target}
+    if SMALL in ran and "nginx" in summary[SMALL]:
         rps = ratio(_get(summary, SMALL, "fortress", "rps"), _get(summary, SMALL, "nginx", "rps"))
         if not rps >= MIN_RPS_VS_NGINX:
             problems.append(f"W1 Fortress requests/s is {rps:.3f}x nginx's (floor {MIN_RPS_VS_NGINX})")
@@ -85,4 +102,11 @@ def smoke_failures(summary: Summary, upload_mib: int) -> list[str]:
         growth = _get(summary, UPLOAD, "fortress", "rss_growth_mib")
         if not growth <= upload_mib * MAX_UPLOAD_GROWTH_SHARE:
             problems.append(f"W5 Fortress RSS grew {growth:.1f} MiB during a {upload_mib} MiB upload")
+    if TRANSLATED in ran:
+        cost = translated_ratio(summary, TRANSLATED)
+        if not cost <= MAX_TRANSLATED_CPU_RATIO:
+            problems.append(
+                f"W2t translated stream costs {cost:.2f}x the raw relay's CPU per chunk"
+                f" (ceiling {MAX_TRANSLATED_CPU_RATIO})"
+            )
     return problems

@@ -133,16 +133,17 @@ class OtherWork:
 
 
 class Meter:
-    """CPU seconds and RSS of a process and its children (a supervisor's workers count too)."""
+    """CPU seconds and RSS of processes and their children (a supervisor's workers count too)."""
 
-    def __init__(self, pid: int) -> None:
-        self.root = psutil.Process(pid)
+    def __init__(self, *pids: int) -> None:
+        self.roots = [psutil.Process(pid) for pid in pids]
 
     def _tree(self) -> list[psutil.Process]:
-        try:
-            return [self.root, *self.root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        tree = []
+        for root in self.roots:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                tree += [root, *root.children(recursive=True)]
+        return tree
 
     def cpu_seconds(self) -> float:
         total = 0.0

@@ -59,7 +59,12 @@ def table(counts: Counter[str], total: int, top: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
-    p.add_argument("--workload", choices=("small", "stream"), default="small")
+    p.add_argument(
+        "--workload",
+        choices=("small", "stream", "translated"),
+        default="small",
+        help="W1 load, W2 streams, or W2 streams of a provider's model translated (the W2t stack)",
+    )
     p.add_argument("--seconds", type=int, default=15)
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--top", type=int, default=25)
@@ -70,14 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {int(cpus.load or 0)})
     workdir = Path(tempfile.mkdtemp(prefix="fortress-profile-"))
     raw = args.out or workdir / "profile.txt"
-    kind = "static" if args.workload == "small" else "sim"
+    kind = {"small": "static", "stream": "sim", "translated": "translate"}[args.workload]
     stack = open_stack(kind, ("fortress",), cpus, workdir / kind, nofile)
     try:
-        target = stack.targets[0]
+        target = stack.targets[-1]
         assert target.proxy is not None
         spy = subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-r", "200", "-f", "raw",
-             "-d", str(args.seconds), "-o", str(raw), "-p", str(target.proxy.root.pid), "-s"],
+             "-d", str(args.seconds), "-o", str(raw), "-p", str(target.proxy.roots[0].pid), "-s"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         if kind == "static":

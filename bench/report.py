@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 
 from bench.gates import Check
-from bench.stack import TARGETS
+from bench.stack import ROUTES, TARGETS
 from bench.stats import Summary, ratio
 
 TITLES = {
@@ -21,6 +21,9 @@ TITLES = {
     "w3_slow_streams": "W3 many slow streams (concurrent /api/generate at a steady token rate)",
     "w4_idle": "W4 idle keep-alive connections",
     "w5_upload": "W5 large upload pass-through (POST /api/blobs, admin-scope key)",
+    "w2t_fast_stream": "W2t fast stream through Fortress: raw from Ollama vs translated from a provider's "
+    "OpenAI stream (1,000 chunks per response)",
+    "w3t_slow_streams": "W3t many slow streams through Fortress: raw from Ollama vs translated (provider)",
 }
 
 
@@ -61,25 +64,40 @@ def _fmt(value: float) -> str:
 
 
 def workload_table(name: str, by_target: dict[str, dict[str, float]]) -> list[str]:
-    present = [t for t in TARGETS if t in by_target]
+    """One table per workload: a column per target and the ratio that matters (Fortress over nginx,
+    or on the translate stack translated over raw)."""
+    order = ROUTES if ROUTES[0] in by_target else TARGETS
+    present = [t for t in order if t in by_target]
     metrics = list(next(iter(by_target.values())).keys())
+    # ratio columns: Fortress against nginx, Fortress against itself without metrics (when it ran), and on
+    # the translate stack translated over raw
+    pairs = [(label, a, b) for label, a, b in _RATIOS if a in by_target and b in by_target] or _RATIOS[:1]
     lines = [
         f"#### {TITLES.get(name, name)}",
         "",
-        "| figure | " + " | ".join(present) + " | fortress / nginx |",
-        "|---" * (len(present) + 2) + "|",
+        "| figure | " + " | ".join(present) + "".join(f" | {label}" for label, _, _ in pairs) + " |",
+        "|---" * (len(present) + len(pairs) + 1) + "|",
     ]
     for m in metrics:
         values = [by_target[t].get(m, math.nan) for t in present]
-        rel = ratio(
-            by_target.get("fortress", {}).get(m, math.nan), by_target.get("nginx", {}).get(m, math.nan)
-        )
-        lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in values) + f" | {_fmt(rel)} |")
+        rels = [
+            ratio(by_target.get(a, {}).get(m, math.nan), by_target.get(b, {}).get(m, math.nan))
+            for _, a, b in pairs
+        ]
+        lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in [*values, *rels]) + " |")
     return [*lines, ""]
+
+
+_RATIOS = (
+    ("fortress / nginx", "fortress", "nginx"),
+    ("metrics on / off", "fortress", "fortress-nometrics"),
+    ("translated / raw", "translated", "raw"),
+)
 
 
 def markdown(meta: dict[str, Any], summary: Summary, checks: list[Check]) -> str:
     m = meta["machine"]
+    ran = [t for t in (*TARGETS, *ROUTES) if any(t in by_target for by_target in summary.values())]
     lines = [
         f"### Run {meta['date']} ({meta['mode']})",
         "",
@@ -89,7 +107,7 @@ def markdown(meta: dict[str, Any], summary: Summary, checks: list[Check]) -> str
         f"- Command: `{meta['command']}`",
         f"- Pinning: {meta['pinning']}",
         f"- Load average: {meta['load_average']}",
-        f"- Rounds: {meta['rounds']}, targets in alternation ({' '.join(TARGETS)} per workload per round); "
+        f"- Rounds: {meta['rounds']}, targets in alternation ({' '.join(ran)} per workload per round); "
         "medians shown, errors summed. For direct, CPU and RSS figures are the upstream's own.",
         "",
     ]
@@ -101,10 +119,15 @@ def markdown(meta: dict[str, Any], summary: Summary, checks: list[Check]) -> str
         "| target | measured | goal | verdict |",
         "|---|---|---|---|",
     ]
-    lines += [
-        f"| {c.name} | {_fmt(c.measured)} | {c.goal} | {'met' if c.met else 'MISSED'} |" for c in checks
-    ]
+    lines += [f"| {c.name} | {_fmt(c.measured)} | {c.goal} | {_verdict(c)} |" for c in checks]
     return "\n".join([*lines, "", ""])
+
+
+def _verdict(check: Check) -> str:
+    """met, MISSED, or "not run" when this run did not measure it (a subset of the workloads)."""
+    if check.met:
+        return "met"
+    return "not run" if math.isnan(check.measured) else "MISSED"
 
 
 def jsonable(value: Any) -> Any:

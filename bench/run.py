@@ -25,21 +25,34 @@ from bench import workloads as w
 from bench.gates import acceptance, smoke_failures
 from bench.procs import OtherWork, own_cpu_seconds, raise_nofile
 from bench.report import commit, jsonable, machine, markdown
-from bench.stack import TARGETS, Cpus, Stack, Target, open_stack
+from bench.stack import DEFAULT_TARGETS, TARGETS, Cpus, Stack, Target, open_stack
 from bench.stats import Rounds, summarize
 from bench.wrkload import ensure_wrk, run_wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC_WORKLOADS = ("w1", "w4")  # upstream: static nginx
+SETTLE_S = 5.0  # longest wait for the targets to fall idle before a measurement
+IDLE_CPU_SHARE = 0.05  # of one core, all targets together: idle enough (pollers and stats writers run)
 SIM_WORKLOADS = ("w2", "w3", "w5")  # upstream: the simulator
+TRANSLATE_WORKLOADS = ("w2t", "w3t")  # Fortress alone: raw from Ollama vs translated from a provider
+PHASES = (("static", STATIC_WORKLOADS), ("sim", SIM_WORKLOADS), ("translate", TRANSLATE_WORKLOADS))
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     p.add_argument("--smoke", action="store_true", help="short run with gross-regression gates (exit 1)")
     p.add_argument("--rounds", type=int, help="override the number of rounds")
-    p.add_argument("--targets", default=",".join(TARGETS), help="comma list of direct,nginx,fortress")
-    p.add_argument("--workloads", default="w1,w2,w3,w4,w5", help="comma list of w1..w5")
+    p.add_argument("--seconds", type=int, help="override the length of each W1 run")
+    p.add_argument(
+        "--targets",
+        default=",".join(DEFAULT_TARGETS),
+        help="comma list of direct,nginx,fortress, and fortress-nometrics (Fortress with [metrics] off)",
+    )
+    p.add_argument(
+        "--workloads",
+        default="w1,w2,w3,w4,w5,w2t,w3t",
+        help="comma list of w1..w5, w2t, w3t (W2 and W3 through Fortress: raw vs translated)",
+    )
     p.add_argument("--proxy-cpu", default="1", help="CPU list for the proxy under test ('' = no pinning)")
     p.add_argument("--load-cpu", default="0", help="CPU list for the load client and the upstream")
     p.add_argument(
@@ -51,6 +64,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, help="Markdown file to append to (full run: bench/RESULTS.md)")
     p.add_argument("--json", type=Path, help="JSON file to write (full run: bench/results.json)")
     return p.parse_args(argv)
+
+
+def alternate(targets: list[Target], round_index: int) -> list[Target]:
+    """A B C in even rounds, C B A in odd ones: a target never always runs first or last in a round."""
+    return targets if round_index % 2 == 0 else targets[::-1]
 
 
 class Bench:
@@ -68,6 +86,7 @@ class Bench:
         self, name: str, stack: Stack, target: Target, measure: Callable[[], dict[str, float]]
     ) -> None:
         """Run one measurement, noting how much of each core other work took meanwhile."""
+        self.settle(stack)
         meter = target.proxy
         upstream = stack.upstream
         on_proxy = OtherWork(self.cpus.proxy, meter.cpu_seconds if meter else lambda: 0.0)
@@ -83,6 +102,20 @@ class Bench:
         self.rounds.setdefault(name, {}).setdefault(target.name, []).append(figures)
         shown = ", ".join(f"{k}={v:.4g}" for k, v in figures.items())
         print(f"  {name:<16} {target.name:<9} {shown}", flush=True)
+
+    @staticmethod
+    def settle(stack: Stack) -> None:
+        """Wait until no target is still busy from the previous measurement (a usage writer storing the
+        last run's rows), so that work does not share the core with the next measurement."""
+        meters = [t.proxy for t in stack.targets if t.proxy is not None]
+        end = time.monotonic() + SETTLE_S
+        before = sum(m.cpu_seconds() for m in meters)
+        while time.monotonic() < end:
+            time.sleep(0.2)
+            now = sum(m.cpu_seconds() for m in meters)
+            if now - before < 0.2 * IDLE_CPU_SHARE:
+                return
+            before = now
 
     def warm(self, stack: Stack, target: Target) -> None:
         """One second of W1 load: pools, caches and lazily built state exist before anything is measured."""
@@ -119,7 +152,7 @@ class Bench:
             print(f"round {r + 1}/{self.plan.rounds} (static upstream)", flush=True)
             if "w1" in chosen:
                 for conns in self.plan.small_connections:
-                    for t in stack.targets:
+                    for t in alternate(stack.targets, r):
                         self.record(
                             f"w1_small_c{conns}",
                             stack,
@@ -129,7 +162,7 @@ class Bench:
                             ),
                         )
             if "w4" in chosen:
-                for t in stack.targets:
+                for t in alternate(stack.targets, r):
                     self.fresh(stack, t)
                     self.record(
                         "w4_idle",
@@ -138,23 +171,28 @@ class Bench:
                         lambda t=t: self.runner.run(w.idle_connections(t, stack, self.plan)),
                     )
 
-    def sim_phase(self, stack: Stack, chosen: set[str]) -> None:
+    def sim_phase(self, stack: Stack, chosen: set[str], suffix: str = "") -> None:
+        """W2, W3, W5 over the simulator; with suffix "t", W2t and W3t on the translate stack."""
+        w2, w3 = "w2" + suffix, "w3" + suffix
         # First contact with as many connections as W3 opens costs heap growth and pool set-up in
         # every process involved; pay it here, not in round 1's TTFT tail.
         warm = dataclasses.replace(self.plan, fast_seconds=0.5, slow_seconds=0.5)
         for t in stack.targets:
             self.ready(f"http://127.0.0.1:{t.port}/api/show", stack.keys.user)
             self.runner.run(w.fast_stream(t, stack, warm))
-            if "w3" in chosen:
+            if w3 in chosen:
                 self.runner.run(w.slow_streams(t, stack, warm))
         for r in range(self.plan.rounds):
-            print(f"round {r + 1}/{self.plan.rounds} (simulator upstream)", flush=True)
+            print(
+                f"round {r + 1}/{self.plan.rounds} ({'translate' if suffix else 'simulator'} upstream)",
+                flush=True,
+            )
             jobs: list[tuple[str, Callable[..., Any]]] = []
-            if "w2" in chosen:
-                jobs.append(("w2_fast_stream", lambda t: w.fast_stream(t, stack, self.plan)))
-            if "w3" in chosen:
-                jobs.append(("w3_slow_streams", lambda t: w.slow_streams(t, stack, self.plan)))
-            if "w5" in chosen:
+            if w2 in chosen:
+                jobs.append((f"{w2}_fast_stream", lambda t: w.fast_stream(t, stack, self.plan)))
+            if w3 in chosen:
+                jobs.append((f"{w3}_slow_streams", lambda t: w.slow_streams(t, stack, self.plan)))
+            if "w5" in chosen and not suffix:
                 jobs.append(
                     (
                         "w5_upload",
@@ -162,7 +200,7 @@ class Bench:
                     )
                 )
             for name, job in jobs:
-                for t in stack.targets:
+                for t in alternate(stack.targets, r):
                     self.record(name, stack, t, lambda t=t, job=job: self.runner.run(job(t)))
 
 
@@ -171,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = w.SMOKE if args.smoke else w.FULL
     if args.rounds:
         plan = dataclasses.replace(plan, rounds=args.rounds)
+    if args.seconds:
+        plan = dataclasses.replace(plan, small_seconds=args.seconds)
     names = tuple(t for t in TARGETS if t in args.targets.split(","))
     chosen = set(args.workloads.split(","))
     cpus = Cpus(proxy=args.proxy_cpu or None, load=args.load_cpu or None)
@@ -185,11 +225,14 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(plan, cpus, workdir)
     print(f"work directory {workdir}; open-files limit {nofile}", flush=True)
     try:
-        for kind, group in (("static", STATIC_WORKLOADS), ("sim", SIM_WORKLOADS)):
+        for kind, group in PHASES:
             if chosen & set(group):
                 stack = open_stack(kind, names, cpus, workdir / kind, nofile)
                 try:
-                    (bench.static_phase if kind == "static" else bench.sim_phase)(stack, chosen)
+                    if kind == "static":
+                        bench.static_phase(stack, chosen)
+                    else:
+                        bench.sim_phase(stack, chosen, "t" if kind == "translate" else "")
                 finally:
                     stack.close()
     finally:

@@ -1,4 +1,9 @@
-"""The targets side by side: one upstream, then direct, nginx and Fortress in front of it."""
+"""The targets side by side: one upstream, then direct, nginx and Fortress in front of it.
+
+The "translate" stack compares two routes through one Fortress instead: "raw", a model of an Ollama
+upstream (the simulator), relayed as it comes, and "translated", a provider's model `prov/<model>`
+(a second simulator, in provider mode) whose OpenAI stream Fortress turns into Ollama's NDJSON.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import nginx
-from bench.fortress_proc import Keys, prepare, start_fortress
+from bench.fortress_proc import METRICS, Keys, prepare, start_fortress, twin
 from bench.procs import Meter, Service, free_port, start
 
-TARGETS = ("direct", "nginx", "fortress")
+TARGETS = ("direct", "nginx", "fortress", "fortress-nometrics")  # the last only when asked for
+DEFAULT_TARGETS = TARGETS[:3]
+ROUTES = ("raw", "translated")  # the translate stack's targets
+PROVIDER = "prov"
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,7 @@ class Target:
     name: str
     port: int
     service: Service | None  # the proxy process we measure; None when going direct
+    model: str = nginx.MODEL  # the model the streaming workloads ask for
 
     @property
     def proxy(self) -> Meter | None:
@@ -44,6 +53,11 @@ class Stack:
             s.stop()
 
 
+def _sim(name: str, port: int, cpus: Cpus, workdir: Path, *flags: str) -> Service:
+    argv = [sys.executable, "-m", "fortress.sim", "--port", str(port), "--models", nginx.MODEL, *flags]
+    return start(name, argv, port, cpus.load, workdir)
+
+
 def _start_upstream(kind: str, port: int, cpus: Cpus, workdir: Path, nofile: int) -> Service:
     if kind == "static":
         return nginx.start_nginx(
@@ -53,12 +67,12 @@ def _start_upstream(kind: str, port: int, cpus: Cpus, workdir: Path, nofile: int
             cpus.load,
             workdir,
         )
-    argv = [sys.executable, "-m", "fortress.sim", "--port", str(port), "--models", nginx.MODEL]
-    return start("sim", argv, port, cpus.load, workdir)
+    return _sim("sim", port, cpus, workdir)
 
 
 def open_stack(kind: str, names: tuple[str, ...], cpus: Cpus, workdir: Path, nofile: int) -> Stack:
-    """Start the upstream ("static" nginx or "sim") and the proxies in names; close() stops them all."""
+    """Start the upstream ("static" nginx, "sim", or "translate": two simulators) and the proxies in
+    names (for "translate": Fortress alone, as both targets); close() stops them all."""
     workdir.mkdir(parents=True, exist_ok=True)
     services: list[Service] = []
     try:
@@ -66,6 +80,9 @@ def open_stack(kind: str, names: tuple[str, ...], cpus: Cpus, workdir: Path, nof
         up = _start_upstream(kind, up_port, cpus, workdir, nofile)
         services.append(up)
         stack = Stack(upstream=Meter(up.proc.pid), keys=Keys("", ""), services=services)
+        if kind == "translate":
+            _translate_targets(stack, up, cpus, workdir)
+            return stack
         if "direct" in names:
             stack.targets.append(Target("direct", up_port, None))
         if "nginx" in names:
@@ -75,14 +92,31 @@ def open_stack(kind: str, names: tuple[str, ...], cpus: Cpus, workdir: Path, nof
             )
             services.append(px)
             stack.targets.append(Target("nginx", port, px))
-        if "fortress" in names:
+        first: Path | None = None
+        for name in (n for n in names if n in METRICS):
             port = free_port()
-            config, stack.keys = prepare(workdir, port, up_port)
-            fx = start_fortress(config, port, cpus.proxy, workdir)
+            if first is None:
+                config, stack.keys = prepare(workdir, port, up_port, name=name)
+                first = config
+            else:
+                config = twin(first, name, port, up_port)
+            fx = start_fortress(config, port, cpus.proxy, workdir, name)
             services.append(fx)
-            stack.targets.append(Target("fortress", port, fx))
+            stack.targets.append(Target(name, port, fx))
         return stack
     except BaseException:
         for s in reversed(services):
             s.stop()
         raise
+
+
+def _translate_targets(stack: Stack, up: Service, cpus: Cpus, workdir: Path) -> None:
+    """A provider-mode simulator beside the Ollama one, and Fortress in front of both."""
+    provider = _sim("provider", free_port(), cpus, workdir, "--provider")
+    stack.services.append(provider)
+    stack.upstream = Meter(up.proc.pid, provider.proc.pid)
+    port = free_port()
+    config, stack.keys = prepare(workdir, port, up.port, provider_port=provider.port)
+    fx = start_fortress(config, port, cpus.proxy, workdir)
+    stack.services.append(fx)
+    stack.targets += [Target("raw", port, fx), Target("translated", port, fx, f"{PROVIDER}/{nginx.MODEL}")]

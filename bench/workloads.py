@@ -1,4 +1,7 @@
-"""The five workloads; each runs against one target and returns flat figures for one round.
+"""The workloads; each runs against one target and returns flat figures for one round.
+
+W2 and W3 also run on the translate stack (W2t, W3t): the same streams through one Fortress, "raw"
+from an Ollama upstream and "translated" from a provider's OpenAI stream (see stack.py).
 
 "server" below is the process the client talks to: the proxy for nginx and Fortress, the upstream
 itself for direct (so every column has a figure, and the direct column is the floor).
@@ -26,7 +29,6 @@ from bench.wrkload import run_wrk
 
 MIB = 1024 * 1024
 SHOW_BODY = json.dumps({"model": MODEL}).encode()
-GENERATE_BODY = json.dumps({"model": MODEL, "prompt": "benchmark"}).encode()
 
 
 @dataclass(frozen=True)
@@ -84,22 +86,23 @@ def small_requests(
     }
 
 
-def _generate_request(port: int, key: str, tokens: int, rate: float) -> bytes:
+def _generate_request(target: Target, key: str, tokens: int, rate: float) -> bytes:
+    body = json.dumps({"model": target.model, "prompt": "benchmark"}).encode()
     head = request_head(
         "POST",
         "/api/generate",
-        port,
+        target.port,
         key,
-        len(GENERATE_BODY),
+        len(body),
         {"X-Sim-Tokens": str(tokens), "X-Sim-Rate": f"{rate:g}"},
     )
-    return head + GENERATE_BODY
+    return head + body
 
 
 async def fast_stream(target: Target, stack: Stack, plan: Plan) -> dict[str, float]:
     """Workload 2: /api/generate streams of fast_chunks chunks each, back to back on a few connections."""
     meter = server_meter(target, stack)
-    request = _generate_request(target.port, stack.keys.user, plan.fast_chunks, 0)
+    request = _generate_request(target, stack.keys.user, plan.fast_chunks, 0)
     conns = [await connect(target.port) for _ in range(plan.fast_streams)]
     errors = 0
     chunks = 0
@@ -136,7 +139,7 @@ async def slow_streams(target: Target, stack: Stack, plan: Plan) -> dict[str, fl
     """Workload 3: many concurrent streams at a steady token rate; TTFT, gaps, CPU and RSS."""
     meter = server_meter(target, stack)
     tokens = int(plan.slow_rate * plan.slow_seconds)
-    request = _generate_request(target.port, stack.keys.user, tokens, plan.slow_rate)
+    request = _generate_request(target, stack.keys.user, tokens, plan.slow_rate)
 
     async def one(i: int) -> Response:
         await asyncio.sleep(i * plan.slow_ramp_seconds / plan.slow_streams)
@@ -168,6 +171,7 @@ async def slow_streams(target: Target, stack: Stack, plan: Plan) -> dict[str, fl
         "gap_p50_ms": percentile(gaps, 50),
         "gap_p99_ms": percentile(gaps, 99),
         "cpu_pct": cpu / elapsed * 100,
+        "cpu_s_per_100k_chunks": cpu / chunks * 1e5 if (chunks := sum(r.lines for r in ok)) else math.nan,
         "peak_rss_mib": rss.peak / MIB,
         "errors": len(results) - len(ok),
     }

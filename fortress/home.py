@@ -27,8 +27,9 @@ def database_files(cfg: Config) -> list[Path]:
 
 
 def state_files(cfg: Config) -> list[Path]:
-    """The database with its WAL, the secrets (credential key, session secret), the limiter's shared
-    table and the certificates uploaded in the admin. Not config.toml, not your own certificates."""
+    """The database with its WAL, the secrets (credential key, session secret), the limiter's and the
+    metrics' shared tables and the certificates uploaded in the admin. Not config.toml, not your own
+    certificates."""
     from admin.secret import secret_path
     from fortress.state.secretbox import key_file_for
 
@@ -37,6 +38,7 @@ def state_files(cfg: Config) -> list[Path]:
         key_file_for(cfg),
         secret_path(cfg),
         cfg.data_dir / "limits.shm",
+        cfg.data_dir / "metrics.shm",
         *sorted(tls_dir(cfg).glob("uploaded-*.pem")),
     ]
 

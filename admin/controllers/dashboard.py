@@ -2,13 +2,15 @@
 the addresses trusted through IP trust sessions (POST /auth).
 
 The page polls /dashboard/live every 2 s (htmx) and swaps one fragment. The proxy's figures come
-from proxy_stats (one row per worker, refreshed each second), so the admin never asks the proxy.
+from proxy_stats (one row per worker, refreshed each second) and, for tokens and limit refusals, from
+the proxy's metrics table (the figures of GET /metrics), so the admin never asks the proxy.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 from litestar import Controller, Request, get
@@ -17,6 +19,8 @@ from litestar.response import Redirect, Template
 from admin import inventory, queries
 from admin.controllers import welcome
 from admin.web import cfg, db, page
+from fortress.metrics import layout
+from fortress.metrics.table import read_totals
 from fortress.state import trust
 from fortress.state.repo import get_settings
 from fortress.state.snapshot import Policy
@@ -35,6 +39,19 @@ def rates(prev: tuple[float, int, int] | None, now: tuple[float, int, int]) -> R
     done = now[1] - prev[1]
     failed = max(0, now[2] - prev[2])
     return Rates(done / (now[0] - prev[0]), 100.0 * failed / done if done else 0.0)
+
+
+def counted(data_dir: Path) -> dict[str, int] | None:
+    """Tokens and limit refusals since the proxy started, summed over its workers; None while it does not
+    count (not running, or [metrics] off)."""
+    t = read_totals(str(data_dir / "metrics.shm"))
+    if t is None or not t.workers:
+        return None
+    return {
+        "prompt": int(sum(row[layout.M_PROMPT] for row in t.models.values())),
+        "completion": int(sum(row[layout.M_COMPLETION] for row in t.models.values())),
+        "refused": sum(t.refused),
+    }
 
 
 async def live_context(request: Request) -> dict:
@@ -60,6 +77,7 @@ async def live_context(request: Request) -> dict:
         "targets": targets,
         "busy": await queries.busiest_keys(db(request)),
         "fill": fill,
+        "counted": counted(cfg(request).data_dir),
         "now": time.time(),
     }
 

@@ -144,6 +144,9 @@ async def _first_model(request: Request) -> tuple[backend_client.Target | None, 
     if not rows:
         return None, ""
     target = await inventory.target(db(request), cfg(request), rows[0].name)
+    if target.kind.static_models:  # a provider's configured models, offered as "<backend>/<model>"
+        configured = [m for m in rows[0].models.split(",") if m]
+        return target, f"{target.name}/{configured[0]}" if configured else ""
     probe = (await request.app.state.inventory.probe_all([target]))[target.name]
     return target, probe.installed[0]["name"] if probe.ok and probe.installed else ""
 

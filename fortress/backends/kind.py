@@ -17,10 +17,14 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from fortress.backends.client import BackendClient
     from fortress.backends.codec import Codec
+    from fortress.backends.target import Target
     from fortress.pipeline.routes import Route
 
-_COUNT = re.compile(rb'"(prompt_eval_count|eval_count|prompt_tokens|completion_tokens)":\s*(\d+)')
-_PROMPT = {b"prompt_eval_count", b"prompt_tokens"}
+# Ollama's final object, OpenAI's usage, Anthropic's usage (its final message_delta event or object)
+_COUNT = re.compile(
+    rb'"(prompt_eval_count|eval_count|prompt_tokens|completion_tokens|input_tokens|output_tokens)":\s*(\d+)'
+)
+_PROMPT = {b"prompt_eval_count", b"prompt_tokens", b"input_tokens"}
 
 
 class Refused(Exception):
@@ -41,12 +45,16 @@ class Outgoing(Protocol):
     body: bytes | None  # None: the body streams through and cannot be rewritten
     doc: dict | None  # the parsed JSON body, when the body stage read it
     model: str | None  # the model name the client asked for (a provider's as "P/M")
+    target: Target  # the backend this attempt goes to
 
 
 class Rewrite:
-    """A request as one backend must receive it, and the codec for its answer (None: raw relay)."""
+    """A request as one backend must receive it, and the codec for its answer (None: raw relay).
 
-    __slots__ = ("body", "codec", "headers", "method", "path")
+    `local` set: the kind answers itself (200, application/json, that body) and no request is sent.
+    """
+
+    __slots__ = ("body", "codec", "drop", "headers", "local", "method", "path")
 
     def __init__(
         self,
@@ -55,12 +63,16 @@ class Rewrite:
         body: bytes | None,
         headers: bytes = b"",
         codec: Codec | None = None,
+        drop: tuple[bytes, ...] = (),
+        local: bytes | None = None,
     ) -> None:
         self.method = method
         self.path = path  # below the backend URL's own path (Target.prefix is prepended)
         self.body = body
         self.headers = headers  # extra header lines, "Name: value\r\n" each
         self.codec = codec
+        self.drop = drop  # client header lines not forwarded: lower-case "name:" prefixes
+        self.local = local
 
 
 @dataclass(slots=True)
@@ -108,7 +120,9 @@ def counts_from_tail(tail: list[bytes]) -> tuple[int | None, int | None, bool]:
     """Token counts from the final object of a response (its last few pieces), without parsing JSON.
 
     Ollama's final NDJSON object carries prompt_eval_count/eval_count, OpenAI's usage object
-    prompt_tokens/completion_tokens; a last line that is an error object marks a failed stream.
+    prompt_tokens/completion_tokens, Anthropic's input_tokens/output_tokens (in a stream, the final
+    message_delta; Ollama versions whose message_delta lacks input_tokens leave the prompt uncounted);
+    a last line that is an error object (or an SSE error event) marks a failed stream.
     """
     data = b"".join(tail)[-8192:]
     prompt = completion = None
@@ -118,7 +132,7 @@ def counts_from_tail(tail: list[bytes]) -> tuple[int | None, int | None, bool]:
         else:
             completion = int(value)
     last = data.rstrip().rpartition(b"\n")[2]
-    failed = last.startswith((b'{"error"', b'data: {"error"'))
+    failed = last.startswith((b'{"error"', b'data: {"error"', b'data: {"type":"error"'))
     return prompt, completion, failed
 
 

@@ -1,7 +1,11 @@
 """The `ollama` kind: an Ollama server, which speaks every route Fortress forwards.
 
-Requests go as the client sent them and answers are relayed raw (no codec): the fast path. Health is
-GET /api/version; the inventory is /api/tags (installed) and /api/ps (loaded).
+Requests go as the client sent them and answers are relayed raw (no codec): the fast path. Two
+exceptions, both on OpenAI routes: an alias without `/v1` (`/chat/completions`) is sent to its `/v1`
+path, and a streamed `/v1` chat or completions request whose client did not ask for usage is sent
+asking for it (`stream_options.include_usage`) with the OpenAIRelay codec hiding that extra chunk, so
+the key's token budget is charged exactly (DESIGN §6.3). Health is GET /api/version; the inventory is
+/api/tags (installed) and /api/ps (loaded).
 """
 
 from __future__ import annotations
@@ -9,11 +13,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fortress.backends.kind import Probe, Rewrite, bearer_or_basic, counts_from_tail, register
+from fortress.translate.base import dumps
+from fortress.translate.relay import OpenAIRelay, ask_for_usage
 
 if TYPE_CHECKING:
     from fortress.backends.client import BackendClient
     from fortress.backends.kind import Outgoing
     from fortress.pipeline.routes import Route
+
+# /v1 routes whose streams carry usage only when asked for it
+STREAMS_WITH_USAGE = frozenset(("/v1/chat/completions", "/v1/completions"))
+# a codec reads the answer: it must come as plain bytes, whatever encodings the client accepts
+CODEC_DROP = (b"accept-encoding:",)
 
 
 class OllamaKind:
@@ -28,7 +39,20 @@ class OllamaKind:
         return True
 
     def rewrite(self, req: Outgoing, model: str | None) -> Rewrite | None:
-        return None
+        route = req.route
+        if not route.openai:
+            return None  # the fast path: Ollama's own routes and /v1/messages, raw
+        path = req.target_url
+        alias = not path.startswith(b"/v1/")
+        if alias:
+            path = b"/v1" + path
+        doc = req.doc
+        if route.name in STREAMS_WITH_USAGE and doc is not None and doc.get("stream") is True:
+            asking = dict(doc)  # the client's own stays as it came, for a retry elsewhere
+            if not ask_for_usage(asking):
+                relay = OpenAIRelay(client_wants_usage=False)
+                return Rewrite(req.method, path, dumps(asking), codec=relay, drop=CODEC_DROP)
+        return Rewrite(req.method, path, req.body) if alias else None
 
     def usage(self, tail: list[bytes]) -> tuple[int | None, int | None, bool]:
         return counts_from_tail(tail)

@@ -12,6 +12,7 @@ import json
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
+from enum import IntEnum
 from http import HTTPStatus
 
 Headers = tuple[tuple[bytes, bytes], ...]
@@ -56,6 +57,15 @@ def date_line() -> bytes:
     return _date_line
 
 
+class Shape(IntEnum):
+    """The client API a route speaks, so the error shape its answers take. False and True, which older
+    callers pass, mean OLLAMA and OPENAI."""
+
+    OLLAMA = 0
+    OPENAI = 1
+    ANTHROPIC = 2
+
+
 def status_line(status: int) -> bytes:
     line = STATUS_LINE.get(status)
     return line if line is not None else f"HTTP/1.1 {status} Unknown\r\n".encode()
@@ -86,15 +96,18 @@ def anthropic_error_body(status: int, message: str) -> bytes:
     return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
 
 
-def error_body(status: int, message: str, openai: bool) -> bytes:
-    """Ollama routes: {"error": msg}; /v1 routes: OpenAI's {"error": {message, type, code}}."""
+def error_body(status: int, message: str, openai: int) -> bytes:
+    """In the route's Shape (`openai`): Ollama {"error": msg}, OpenAI {"error": {message, type, code}},
+    Anthropic {"type": "error", "error": {type, message}}."""
+    if openai == Shape.ANTHROPIC:
+        return anthropic_error_body(status, message)
     return openai_error_body(status, message) if openai else ollama_error_body(message)
 
 
 def error_reply(
     status: int,
     message: str,
-    openai: bool = False,
+    openai: int = Shape.OLLAMA,
     headers: Headers = (),
     close: bool = False,
 ) -> LocalReply:
@@ -142,8 +155,11 @@ def chunk(data: bytes) -> bytes:
 LAST_CHUNK = b"0\r\n\r\n"
 
 
-def stream_error_line(message: str, openai: bool) -> bytes:
-    """The last line of a stream cut mid-way: an NDJSON error object or an SSE error event."""
+def stream_error_line(message: str, openai: int) -> bytes:
+    """The last line of a stream cut mid-way, in the route's Shape: an NDJSON error object, or an SSE
+    error event (Anthropic's names its type, as its clients expect)."""
+    if openai == Shape.ANTHROPIC:
+        return b"event: error\ndata: " + anthropic_error_body(502, message) + b"\n\n"
     if openai:
         return b"data: " + openai_error_body(502, message) + b"\n\n"
     return ollama_error_body(message) + b"\n"

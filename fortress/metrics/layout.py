@@ -42,8 +42,7 @@ OTHER_STATUS = NSTATUS - 1
 BOUNDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 NB = len(BOUNDS) + 1  # one more bucket for +Inf
 
-REFUSALS = ("rate", "tokens", "concurrency")  # why the limits stage answered 429
-RATE, TOKENS, CONCURRENCY = range(len(REFUSALS))
+REFUSALS = ("rate", "tokens", "concurrency")  # why the limits stage answered 429 (the Gate's names)
 BREAKER_STATES = ("closed", "half_open", "open")
 OTHER = "other"  # the row every name beyond a table's capacity is counted in
 UNKNOWN_MODEL = "unknown"  # tokens without a model name

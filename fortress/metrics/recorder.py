@@ -5,7 +5,7 @@ Hot path (each a few array updates in shared memory: no lock, no object, no form
   locally or relayed; `route` is a route-table name (never a raw path), `ttfb_s` None when no backend
   answered;
 - `tokens(model, prompt, completion)`: a metered answer's token counts;
-- `refused(kind)`: the limits stage answered 429 (`layout.RATE`, `TOKENS`, `CONCURRENCY`).
+- `refused(kind)`: the limits stage answered 429 (`kind` one of `layout.REFUSALS`: the Gate's hook).
 Off the hot path, `publish(...)` writes the figures that are states rather than events (requests in
 flight, backends, usage pipe, snapshot, process CPU and memory) under the slot's seqlock: from a periodic
 task, and by the scraping worker right before it collects, so its own figures are current and its
@@ -35,7 +35,7 @@ _R_TTFB = L.R_TTFB
 _R_TTFB_SUM = L.R_TTFB_SUM
 _R_BYTES_IN = L.R_BYTES_IN
 _R_BYTES_OUT = L.R_BYTES_OUT
-_H_REFUSED = L.H_REFUSED
+_REFUSED = {kind: L.H_REFUSED + i for i, kind in enumerate(L.REFUSALS)}
 
 
 class BackendState(NamedTuple):
@@ -107,8 +107,8 @@ class Recorder:
         q[row] += prompt
         q[row + 1] += completion
 
-    def refused(self, kind: int) -> None:
-        self._q[_H_REFUSED + kind] += 1
+    def refused(self, kind: str) -> None:
+        self._q[_REFUSED[kind]] += 1
 
     # -- states, once a second and before a scrape -------------------------------------------------------
     def publish(

@@ -178,6 +178,8 @@ class MetricsTable:
         self._fd = os.open(path, os.O_RDWR)
         try:
             size = os.fstat(self._fd).st_size
+            if size < _FILE_HEADER_BYTES:
+                raise ValueError(f"{path}: not a Fortress metrics table (too short)")
             self.mm = mmap.mmap(self._fd, size)
         except (OSError, ValueError):
             os.close(self._fd)
@@ -349,3 +351,16 @@ class MetricsTable:
         for reading in sorted(live, key=lambda r: r.header[L.H_PUBLISHED_AT]):
             totals.add_gauges(reading)
         return totals
+
+
+def read_totals(path: str) -> Totals | None:
+    """Every slot summed, for a process that owns none (the admin's dashboard): None without a table.
+    Never call it from a worker: its close would drop that process's slot lock (see above)."""
+    try:
+        table = MetricsTable(path)
+    except (OSError, ValueError):
+        return None
+    try:
+        return table.collect()
+    finally:
+        table.close()

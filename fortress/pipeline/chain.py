@@ -146,6 +146,10 @@ class Gate:
     ) -> None:
         self.limiter: Limiter = limiter or LocalLimiter()
         self.auto = auto
+        # the proxy's metrics (fortress/metrics/), None while [metrics] is off: a 429 of the limits stage by
+        # kind ("rate", "tokens", "concurrency"), and the /metrics answer for (client address, key scope)
+        self.refused: Callable[[str], None] | None = None
+        self.metrics: Callable[[str, str | None], LocalReply] | None = None
         self.swap(compiled)
 
     def swap(self, compiled: Compiled) -> None:
@@ -168,13 +172,16 @@ class Gate:
         route = self._route(path, client_ip)
         if isinstance(route, LocalReply):
             return route
-        openai = route.openai or path.startswith("/v1/")
+        openai = route.shape or path.startswith("/v1/")  # the error shape (replies.Shape)
         c = self.c
         if route.kind is Kind.PUBLIC:
             if method not in route.methods:
                 return error_reply(405, "method not allowed")
             if route is not routes.HEALTH:
                 return OK_ROOT
+        elif route.kind is Kind.METRICS:
+            token = presented_key(authorization, x_api_key, query, c.policy.security.key_in_query)
+            return self._metrics(route, method, path, token, client_ip, now, settled)
         elif method not in route.methods:
             return error_reply(405, "method not allowed", openai)
         elif route is routes.AUTH and not c.policy.security.ip_trust_ttl_s:
@@ -188,12 +195,7 @@ class Gate:
             return Admit(route, usable if isinstance(usable, KeyRecord) else None)
         locked = self.failures.locked(client_ip, now)
         if locked:
-            return error_reply(
-                429,
-                "too many failed authentication attempts; try again later",
-                openai,
-                headers=((b"Retry-After", str(int(locked) + 1).encode()),),
-            )
+            return _locked_out(locked, openai)
         if token is not None:
             key = self._authenticate(token, client_ip, now, openai, settled)
         elif sec.key_in_body and route.inspect:
@@ -222,6 +224,31 @@ class Gate:
             if not isinstance(digest, str):
                 return error_reply(digest.status, digest.message, openai)
         return self._limit(route, key, openai, now)
+
+    def _metrics(
+        self,
+        route: Route,
+        method: bytes,
+        path: str,
+        token: str | None,
+        client_ip: str,
+        now: float,
+        settled: bool,
+    ) -> LocalReply | Recheck:
+        """GET /metrics: a key, when one is presented, is checked as on any route, but no limit is charged
+        (a scrape must not use up a key's rate); who may read is the hook's decision on address and scope."""
+        serve = self.metrics
+        if serve is None:
+            return error_reply(404, f"path {path} not found")
+        if method not in route.methods:
+            return error_reply(405, "method not allowed")
+        if token is None:
+            return serve(client_ip, None)
+        locked = self.failures.locked(client_ip, now)
+        if locked:
+            return _locked_out(locked, False)
+        key = self._authenticate(token, client_ip, now, False, settled)
+        return serve(client_ip, key.scope) if isinstance(key, KeyRecord) else key
 
     def _authenticate(
         self, token: str, client_ip: str, now: float, openai: bool, settled: bool
@@ -273,7 +300,7 @@ class Gate:
         """Authentication deferred to the body (`key_in_body`, no key in the head): its `api_key` field,
         else the address's trust session, else 401; then key policy and limits as in head()."""
         route = admit.route
-        openai = route.openai
+        openai = route.shape
         try:
             doc = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -309,14 +336,13 @@ class Gate:
         """Stages 3-4: the IP policy, then the route class; a refusal for unknown and never-forwarded
         routes."""
         route = routes.classify(path)
+        shape = route.shape or path.startswith("/v1/")
         if not self.c.ip.allows(client_ip):
-            openai = route.openai or path.startswith("/v1/")
-            return error_reply(403, "forbidden: your address is not allowed", openai, close=True)
+            return error_reply(403, "forbidden: your address is not allowed", shape, close=True)
         if route.kind is Kind.UNKNOWN or (route.kind is Kind.SEARCH and not self.c.search):
-            return error_reply(404, f"path {path} not found", path.startswith("/v1/"))
+            return error_reply(404, f"path {path} not found", shape)
         if route.kind is Kind.NEVER:
-            message = f"forbidden: {route.name} is not available through this gateway"
-            return error_reply(403, message, route.openai or path.startswith("/v1/"))
+            return error_reply(403, f"forbidden: {route.name} is not available through this gateway", shape)
         return route
 
     def _limit(self, route: Route, key: KeyRecord, openai: bool, now: float) -> LocalReply | Admit:
@@ -326,6 +352,8 @@ class Gate:
         if tokens is not None:
             d = self.limiter.peek(f"t:{key.id}", tokens[0], tokens[1], now)
             if not d.allowed:
+                if self.refused is not None:
+                    self.refused("tokens")
                 return error_reply(
                     429, "token limit exceeded for this key", openai, headers=_retry(d.retry_after_s)
                 )
@@ -334,6 +362,8 @@ class Gate:
         if cap:
             slot = f"c:{key.id}"
             if not self.limiter.acquire_slot(slot, cap):
+                if self.refused is not None:
+                    self.refused("concurrency")
                 return error_reply(
                     429, f"too many concurrent requests for this key (max {cap})", openai, headers=_retry(1.0)
                 )
@@ -349,6 +379,8 @@ class Gate:
             if not d.allowed:
                 if slot is not None:
                     self.limiter.release_slot(slot)
+                if self.refused is not None:
+                    self.refused("rate")
                 headers += _retry(d.retry_after_s)
                 return error_reply(429, "rate limit exceeded for this key", openai, headers=headers)
         return Admit(route, key, headers, slot=slot)
@@ -367,7 +399,7 @@ class Gate:
     def body(self, admit: Admit, raw: bytes) -> LocalReply | Forward:
         """Stage 8 for JSON routes: parse once (as Ollama will), validate, resolve "auto" or check the
         model, clamp."""
-        openai = admit.route.openai
+        openai = admit.route.shape
         body = jsonbody.parse(raw)
         if isinstance(body, Reject):
             return error_reply(body.status, body.message, openai)
@@ -412,6 +444,15 @@ class Gate:
         streaming = stream is not False if admit.route.kind is Kind.OLLAMA else stream is True
         admit.model = model
         return Forward(json.dumps(body).encode() if changed else raw, model, streaming, body)
+
+
+def _locked_out(locked: float, openai: bool) -> LocalReply:
+    return error_reply(
+        429,
+        "too many failed authentication attempts; try again later",
+        openai,
+        headers=((b"Retry-After", str(int(locked) + 1).encode()),),
+    )
 
 
 def _all(_name: str) -> bool:

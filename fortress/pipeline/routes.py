@@ -1,7 +1,8 @@
 """Route classes (docs/architecture.md, stage 4): which paths exist, what each needs, what is never forwarded.
 
 A pure table lookup on (method, path). Unknown /api/ paths are refused rather than forwarded, so a new
-Ollama route is closed until someone decides it is safe.
+Ollama route is closed until someone decides it is safe. OpenAI's paths without `/v1` (`/models`,
+`/chat/completions`, ...) are aliases: the same Route as their `/v1` twin (the backend gets `/v1/...`).
 """
 
 from __future__ import annotations
@@ -9,11 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from fortress.http.replies import Shape
+
 
 class Kind(Enum):
     PUBLIC = "public"  # answered by Fortress without a key
+    METRICS = "metrics"  # answered by Fortress: an admin-scope key, or an address in [metrics] allow
     OLLAMA = "ollama"
     OPENAI = "openai"
+    ANTHROPIC = "anthropic"  # the Messages API, which Ollama serves too
     NEVER = "never"  # account and cloud routes: never forwarded
     SEARCH = "search"  # web search, answered by Fortress itself (proxy/websearch.py); 404 until configured
     UNKNOWN = "unknown"
@@ -28,14 +33,19 @@ class Route:
     model_admin: bool = False  # model management: pull, push, create, copy, delete, blobs
     federated: bool = False  # answered by the worker itself: lists from every backend, /health, /auth
     metered: bool = False  # answers carry token counts (generation, embeddings) worth accounting
+    shape: Shape = Shape.OLLAMA  # the error shape of answers Fortress gives on this route
 
     @property
     def openai(self) -> bool:
         return self.kind is Kind.OPENAI
 
 
+_SHAPES = {Kind.OPENAI: Shape.OPENAI, Kind.ANTHROPIC: Shape.ANTHROPIC}
+
+
 def _r(name: str, kind: Kind, methods: str, **flags: bool) -> Route:
-    return Route(name, kind, frozenset(m.encode() for m in methods.split()), **flags)
+    shape = _SHAPES.get(kind, Shape.OLLAMA)
+    return Route(name, kind, frozenset(m.encode() for m in methods.split()), **flags, shape=shape)
 
 
 HEALTH = _r("/health", Kind.PUBLIC, "GET HEAD", federated=True)  # public; detail for admin-scope keys
@@ -46,6 +56,7 @@ _EXACT: dict[str, Route] = {
         _r("/", Kind.PUBLIC, "GET HEAD"),
         HEALTH,
         AUTH,
+        _r("/metrics", Kind.METRICS, "GET HEAD"),
         _r("/api/version", Kind.OLLAMA, "GET HEAD", federated=True),
         _r("/api/tags", Kind.OLLAMA, "GET HEAD", federated=True),
         _r("/api/ps", Kind.OLLAMA, "GET", federated=True),
@@ -69,8 +80,12 @@ _EXACT: dict[str, Route] = {
         _r("/v1/embeddings", Kind.OPENAI, "POST", inspect=True, metered=True),
         _r("/v1/responses", Kind.OPENAI, "POST", inspect=True, metered=True),
         _r("/v1/models", Kind.OPENAI, "GET", federated=True),
+        _r("/v1/messages", Kind.ANTHROPIC, "POST", inspect=True, metered=True),
     )
 }
+ALIASES = ("/models", "/chat/completions", "/completions", "/embeddings")  # OpenAI's paths without /v1
+_EXACT.update({alias: _EXACT["/v1" + alias] for alias in ALIASES})
+SHOW = _EXACT["/api/show"]
 BLOBS = _r("/api/blobs/*", Kind.OLLAMA, "HEAD POST", model_admin=True)
 V1_MODEL = _r("/v1/models/*", Kind.OPENAI, "GET", federated=True)
 _NEVER_PREFIX = _r("/api/user/*", Kind.NEVER, "GET POST DELETE")
@@ -95,4 +110,6 @@ def classify(path: str) -> Route:
         return UNKNOWN_API
     if path.startswith("/v1/"):
         return V1_MODEL if path.startswith("/v1/models/") and len(path) > 11 else UNKNOWN_V1
+    if path.startswith("/models/") and len(path) > 8:
+        return V1_MODEL
     return UNKNOWN

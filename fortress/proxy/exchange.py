@@ -283,6 +283,9 @@ class Exchange:
         except Refused as exc:
             self.fail(exc.status, exc.message)
             return
+        if rewrite is not None and rewrite.local is not None:
+            self._answered(rewrite.local)
+            return
         self.codec = rewrite.codec if rewrite is not None else None
         conn = self.w.pool.acquire(name)
         if conn is not None:
@@ -321,12 +324,15 @@ class Exchange:
     def request_bytes(self, target: Target) -> bytes:
         """The request head (and a buffered body) as this backend must receive it."""
         rw = self.rewrite
+        fwd = self.fwd_headers
         if rw is None:
             method, path, body, extra = self.method, self.target_url, self.body, b""
         else:
             method, path, body, extra = rw.method, rw.path, rw.body, rw.headers
+            if rw.drop:
+                fwd = [line for line in fwd if not line.lower().startswith(rw.drop)]
         parts = [method, b" ", target.prefix, path, b" HTTP/1.1\r\nHost: ", target.host_header, b"\r\n"]
-        parts += self.fwd_headers
+        parts += fwd
         parts += (b"X-Request-ID: ", self.request_id, b"\r\n", target.auth_lines, extra)
         if body is not None:
             if body or method == b"POST":
@@ -527,10 +533,10 @@ class Exchange:
         else:
             framed = self.raw and up.chunked and not up.in_chunk
             if framed:
-                line = replies.stream_error_line(message, self.route.openai)
+                line = replies.stream_error_line(message, self.route.shape)
                 self._write(replies.chunk(line) + replies.LAST_CHUNK)
             elif not self.raw:
-                self._write(replies.stream_error_line(message, self.route.openai))
+                self._write(replies.stream_error_line(message, self.route.shape))
             prompt, completion, _ = self.target.kind.usage(up.tail)
         self._release_backend(ok=False, error=message)
         self._end(prompt, completion, framed and self.keep_alive)
@@ -561,11 +567,22 @@ class Exchange:
         headers = self.admit.rate_headers
         if retry_after:
             headers = ((b"Retry-After", str(retry_after).encode()), *headers)
-        reply = replies.error_reply(status, message, self.route.openai, headers=headers)
+        reply = replies.error_reply(status, message, self.route.shape, headers=headers)
         keep = self.keep_alive and not self.streaming_body
         self._write(
             replies.render(reply, self.request_id, keep, head_only=self.method == b"HEAD", cors=self.cors)
         )
+        self._end(None, None, keep)
+
+    def _answered(self, body: bytes) -> None:
+        """The backend's kind answered itself (a provider model's load or unload): 200, nothing sent."""
+        self._to(Event.ANSWERED)
+        self.ttfb = time.monotonic()
+        self.status = 200
+        self._release_backend(ok=True)
+        keep = self.keep_alive and not self.w.draining
+        reply = replies.LocalReply(200, body)
+        self._write(replies.render(reply, self.request_id, keep, self.admit.rate_headers))
         self._end(None, None, keep)
 
     def client_lost(self) -> None:

@@ -37,7 +37,7 @@ class Pool:
         self.idle_expiry_s = idle_expiry_s
         self._connect = connect or self._open_socket
         self._idle: dict[str, deque[UpstreamProtocol]] = {}
-        self.active = 0  # connections handed out and not yet given back
+        self._active: dict[str, int] = {}  # per backend: connections handed out, not yet given back
         self.created = 0
         self.reused = 0
         self.expired = 0
@@ -51,13 +51,13 @@ class Pool:
             conn = idle.pop()
             if conn.reusable:
                 self.reused += 1
-                self.active += 1
+                self._active[backend] += 1
                 return conn
         return None
 
     def release(self, conn: UpstreamProtocol) -> None:
         """A connection whose response is fully framed: idle again if it may be reused, else closed."""
-        self.active -= 1
+        self._active[conn.backend] -= 1
         idle = self._idle.get(conn.backend)
         if idle is None:
             idle = self._idle[conn.backend] = deque()
@@ -69,7 +69,7 @@ class Pool:
 
     def discard(self, conn: UpstreamProtocol) -> None:
         """A connection that failed or was abandoned mid-response: closed, never reused."""
-        self.active -= 1
+        self._active[conn.backend] -= 1
         conn.close()
 
     # -- I/O -------------------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ class Pool:
         """A new connection (TLS included); OSError or TimeoutError when it cannot be made in time."""
         conn = await asyncio.wait_for(self._connect(target), timeout_s)
         self.created += 1
-        self.active += 1
+        self._active[target.name] = self._active.get(target.name, 0) + 1
         return conn
 
     async def _open_socket(self, target: Target) -> UpstreamProtocol:
@@ -103,11 +103,22 @@ class Pool:
         """Close the idle connections of a backend that changed or went away."""
         for conn in self._idle.pop(backend, ()):
             conn.close()
+        if not self._active.get(backend):
+            self._active.pop(backend, None)  # none in flight either: forget the name
 
     def close_all(self) -> None:
         for idle in self._idle.values():
             while idle:
                 idle.pop().close()
+
+    @property
+    def active(self) -> int:
+        return sum(self._active.values())
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Per backend (idle, active): the metrics' pool gauges."""
+        names = self._idle.keys() | self._active.keys()
+        return {name: (len(self._idle.get(name, ())), self._active.get(name, 0)) for name in names}
 
     def __repr__(self) -> str:
         idle = sum(len(d) for d in self._idle.values())

@@ -389,7 +389,7 @@ class ClientProtocol(asyncio.Protocol):
         if req.content_length is not None and req.content_length > self._body_limit(result):
             self._local(
                 req,
-                replies.error_reply(413, "request body too large", route.openai, close=True),
+                replies.error_reply(413, "request body too large", route.shape, close=True),
                 path,
                 client_ip,
             )
@@ -475,6 +475,11 @@ class ClientProtocol(asyncio.Protocol):
         if isinstance(outcome, replies.LocalReply):
             self._local(req, outcome, path, client_ip)
             return
+        if admit.route is routes.SHOW and outcome.model:
+            shown = self.w.provider_show(outcome.model)
+            if shown is not None:
+                self._local(req, shown, path, client_ip)
+                return
         req.mode = Mode.SENT
         self._start(req, outcome.body, False, path, client_ip, outcome.doc)
 

@@ -20,6 +20,8 @@ import uvloop
 from fortress import logs
 from fortress.addr import parse_listen
 from fortress.config import Config
+from fortress.metrics.recorder import Recorder
+from fortress.metrics.table import MetricsTable
 from fortress.pipeline.limits import Limiter, open_limiter
 from fortress.proxy.freshness import Freshness
 from fortress.proxy.protocol import ClientProtocol
@@ -53,7 +55,7 @@ async def _every(interval: float, step, name: str) -> None:  # type: ignore[no-u
             log.warning("%s failed: %s", name, exc)
 
 
-async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
+async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_path: str = "") -> None:
     loop = asyncio.get_running_loop()
     limiter: Limiter = open_limiter(cfg.cluster.redis_url, shm_path)
     db = await connect(cfg.database.path)  # reads: the snapshot (never waits behind a blocked write)
@@ -63,6 +65,11 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
     usage = UsagePipe(cfg.database.path, cfg.logging)
     await usage.start()
     worker = Worker(cfg, snapshot, loop, usage, limiter)
+    recorder = None
+    if metrics_path:
+        table = MetricsTable(metrics_path)  # one per process: closing any copy drops its locks (table.py)
+        recorder = Recorder(table, table.claim())
+        worker.count_with(recorder)
     worker.start_polling()
     await worker.poller.ready(cfg.routing.connect_timeout_s)
     host, port = parse_listen(cfg.proxy.listen)
@@ -93,6 +100,9 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
     async def sweep() -> None:
         worker.sweep()
 
+    async def publish() -> None:
+        worker.publish_metrics()
+
     async def stats() -> None:
         detail = {
             "backends": worker.router.export(),
@@ -119,6 +129,9 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
         loop.create_task(_every(SWEEP_INTERVAL_S, sweep, "timeout sweep")),
         loop.create_task(_every(STATS_INTERVAL_S, stats, "stats write")),
     ]
+    if recorder is not None:
+        worker.publish_metrics()
+        tasks.append(loop.create_task(_every(STATS_INTERVAL_S, publish, "metrics publish")))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -138,6 +151,9 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "") -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.gather(*tasks, return_exceptions=True)
     await usage.close()
+    if recorder is not None:
+        recorder.close()
+        recorder.table.close()  # the slot is folded into the retired totals by the next claim
     await db.close()
     await writes.close()
     log.info("proxy worker %d stopped (%d usage events handed to the writer)", os.getpid(), usage.sent)
@@ -154,12 +170,22 @@ def _shm_path(cfg: Config) -> str:
     return path
 
 
+def _metrics_path(cfg: Config) -> str:
+    """A fresh metrics table before any worker starts (a restart begins at zero, as any exporter does)."""
+    if not cfg.metrics.enabled:
+        return ""
+    path = str(cfg.data_dir / "metrics.shm")
+    MetricsTable.create(path, cfg.proxy.workers)
+    return path
+
+
 def serve(cfg: Config, ready: str = "") -> int:
     """Run the proxy until SIGTERM/SIGINT; returns the exit code."""
     logs.configure(cfg.logging)
     shm_path = _shm_path(cfg)
+    metrics_path = _metrics_path(cfg)
     if cfg.proxy.workers == 1:
-        uvloop.run(run_worker(cfg, shm_path, ready))
+        uvloop.run(run_worker(cfg, shm_path, ready, metrics_path))
         return 0
     children: list[int] = []
     for _ in range(cfg.proxy.workers):
@@ -167,7 +193,7 @@ def serve(cfg: Config, ready: str = "") -> int:
         if pid == 0:  # child: its own loop, same port through SO_REUSEPORT
             code = 0
             try:
-                uvloop.run(run_worker(cfg, shm_path, ready))
+                uvloop.run(run_worker(cfg, shm_path, ready, metrics_path))
             except Exception:
                 log.exception("worker failed")
                 code = 1

@@ -6,7 +6,7 @@ a quiet double answer. docs/architecture.md draws the same table.
 
     CHOOSING   asking the router for a backend (also between retries)
     WAITING    every backend with the model is at its cap: parked in the fair queue
-    CONNECTING taking a pooled connection or opening one
+    CONNECTING taking a pooled connection or opening one (or the backend's kind answers itself)
     SENT       the request went upstream; no response byte has reached the client
     RELAYING   the response head went to the client; its body is flowing
     DONE       the response ended normally                       (final)
@@ -42,6 +42,7 @@ class Event(IntEnum):
     GRANTED = auto()  # a slot freed up for this waiter
     FANNED_OUT = auto()  # a task of Fortress's own answers: a fan-out to every backend, a web search
     SENT = auto()  # the request is on a connection
+    ANSWERED = auto()  # the backend's kind answered itself (a provider model's load): nothing sent
     HEAD = auto()  # the response head reached the client
     RETRY = auto()  # failed before any response byte: choose again
     COMPLETE = auto()  # the response is fully framed
@@ -75,7 +76,13 @@ _TABLE: dict[State, dict[Event, State]] = {
         E.CLIENT_GONE: S.GONE,
     },
     S.WAITING: {E.GRANTED: S.CONNECTING, E.FAIL: S.FAILED, E.CLIENT_GONE: S.GONE},
-    S.CONNECTING: {E.SENT: S.SENT, E.RETRY: S.CHOOSING, E.FAIL: S.FAILED, E.CLIENT_GONE: S.GONE},
+    S.CONNECTING: {
+        E.SENT: S.SENT,
+        E.ANSWERED: S.DONE,
+        E.RETRY: S.CHOOSING,
+        E.FAIL: S.FAILED,
+        E.CLIENT_GONE: S.GONE,
+    },
     S.SENT: {E.HEAD: S.RELAYING, E.RETRY: S.CHOOSING, E.FAIL: S.FAILED, E.CLIENT_GONE: S.GONE},
     S.RELAYING: {E.COMPLETE: S.DONE, E.BROKEN: S.CUT, E.CLIENT_GONE: S.GONE},
     S.DONE: {},

@@ -67,6 +67,8 @@ class UpstreamProtocol(asyncio.Protocol):
         "left",
         "overrun",
         "parser",
+        "parsers",
+        "pieces",
         "seen",
         "sent_at",
         "stalled_since",
@@ -81,7 +83,9 @@ class UpstreamProtocol(asyncio.Protocol):
         self.flow: FlowControl | None = None
         self.ex: Receiver | None = None
         self.closed = False
-        self.parser: httptools.HttpResponseParser | None = None
+        self.parser: httptools.HttpResponseParser | None = None  # this response's: one of `parsers`
+        self.parsers: list[httptools.HttpResponseParser | None] = [None, None]  # raw mode, decoded mode
+        self.pieces: list[bytes] = []  # decoded mode: the body pieces of the read being parsed
         self.activity = 0  # bumped per read; deadline() compares it to find stalled streams
         self.seen = 0
         self.sent_at = 0.0
@@ -104,6 +108,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.left = -1  # body bytes still due under Content-Length; -1: not length-delimited
         self.overrun = False  # the backend sent more than it declared: never reuse the connection
         self.tail: list[bytes] = []
+        self.pieces.clear()
 
     # -- pool predicates -------------------------------------------------------------------------
     @property
@@ -124,8 +129,12 @@ class UpstreamProtocol(asyncio.Protocol):
         self.head_only = head_only
         self.sent_at = time.monotonic()
         self._reset()
-        if self.parser is None:
-            self.parser = httptools.HttpResponseParser(self)
+        parser = self.parsers[decoded]
+        if parser is None:
+            parser = self.parsers[decoded] = httptools.HttpResponseParser(
+                _Decoding(self) if decoded else self
+            )
+        self.parser = parser
         assert self.transport is not None
         self.transport.write(data)
 
@@ -133,7 +142,7 @@ class UpstreamProtocol(asyncio.Protocol):
         """The exchange is done with this connection (the pool decides what happens to it next)."""
         self.ex = None
         if self.head_only:
-            self.parser = None  # a HEAD response leaves the parser expecting a body
+            self.parsers[self.decoded] = None  # a HEAD response leaves the parser expecting a body
         flow = self.flow
         if flow is not None and flow.read_paused:
             flow.resume_reading()  # an idle connection must see its close
@@ -224,15 +233,30 @@ class UpstreamProtocol(asyncio.Protocol):
             self._finish(ex)
 
     def _parse(self, ex: Receiver, data: bytes) -> bool:
-        """Feed body bytes to the parser; False (and the exchange told) when they break the protocol."""
+        """Feed body bytes to the parser; False (and the exchange told) when they break the protocol.
+
+        In decoded mode the body pieces of one read (a fast backend's read holds many chunks) reach the
+        exchange joined, once: a codec then handles a batch of events per call, not one call per event.
+        """
         in_chunk = self.in_chunk
         try:
             self.parser.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserError:
             self.in_chunk = in_chunk  # nothing of this read went out: the framing is where it was
+            self._decoded(ex)
             self._broken(ex, "backend sent a malformed response")
             return False
+        if self.pieces:
+            self._decoded(ex)
         return True
+
+    def _decoded(self, ex: Receiver) -> None:
+        pieces = self.pieces
+        if pieces:
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            self.tail = (self.tail + pieces)[-3:]
+            pieces.clear()
+            ex.decoded(data)
 
     def _finish(self, ex: Receiver) -> None:
         if not self.keep_alive or self.overrun:
@@ -297,12 +321,26 @@ class UpstreamProtocol(asyncio.Protocol):
         self.in_chunk = False
 
     def on_body(self, body: bytes) -> None:
+        """Raw mode (decoded mode collects pieces, see _Decoding)."""
         tail = self.tail  # the last pieces, where the usage of a raw answer is read from
         tail.append(body)
         if len(tail) > 3:
             del tail[0]
-        if self.decoded:
-            self.ex.decoded(body)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         self.done = True
+
+
+class _Decoding:
+    """The parser callbacks of decoded mode: the connection's own, except that body pieces go straight
+    into its list (a C call, no Python frame per chunk) and chunk boundaries are not tracked (Fortress
+    frames what it sends itself). httptools binds the callbacks an object has when the parser is made."""
+
+    __slots__ = ("on_body", "on_header", "on_headers_complete", "on_message_begin", "on_message_complete")
+
+    def __init__(self, up: UpstreamProtocol) -> None:
+        self.on_message_begin = up.on_message_begin
+        self.on_header = up.on_header
+        self.on_headers_complete = up.on_headers_complete
+        self.on_body = up.pieces.append  # handed over once the read is parsed (_parse)
+        self.on_message_complete = up.on_message_complete

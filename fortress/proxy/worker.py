@@ -21,10 +21,15 @@ from urllib.parse import unquote
 from fortress.backends.target import Target
 from fortress.config import Config
 from fortress.http.replies import LocalReply, error_reply
+from fortress.metrics.access import MetricsAccess
+from fortress.metrics.exposition import CONTENT_TYPE, render
+from fortress.metrics.families import families
+from fortress.metrics.recorder import BackendState, Recorder, UsageCounts
 from fortress.pipeline import routes
 from fortress.pipeline.chain import Admit, Compiled, Gate
 from fortress.pipeline.ip_policy import client_ip as resolve_client_ip
 from fortress.pipeline.limits import Limiter
+from fortress.pipeline.routes import classify
 from fortress.proxy.pool import Pool
 from fortress.proxy.usage_pipe import UsagePipe
 from fortress.routing import federation
@@ -44,7 +49,7 @@ log = logging.getLogger("fortress.proxy")
 SWEEP_INTERVAL_S = 0.5
 LIST_MAX_AGE_S = 1.0  # /api/tags, /api/ps and /v1/models older than this are asked of the backends first
 FRESH_WAIT_S = 1.0  # how long a list or an unknown model waits for that (then: the view at hand)
-_PROBES = ("/", "/health")
+_PROBES = ("/", "/health", "/metrics")
 _LIVE_LISTS = frozenset(("/api/tags", "/api/ps", "/v1/models"))
 _UNLOADS = frozenset(("0", "0s", "0m", "0h", "0ms"))  # keep_alive durations that unload the model
 DEFAULT_KEEP_ALIVE_S = 300  # Ollama keeps a model loaded this long after a request by default
@@ -114,6 +119,10 @@ class Worker:
         self.active_keys: set[str] = set()  # keys whose rate window may hold requests
         self.fresh: Freshness | None = None  # set by server.py: snapshot checks on demand
         self.trust_store: TrustStore | None = None  # set by server.py: POST/DELETE /auth write there
+        self.metrics: Recorder | None = None  # counting on: see count_with()
+        self.metrics_access = MetricsAccess(config.metrics)
+        self.snapshot_version = 0
+        self.loaded_at = 0.0  # when the snapshot in use was taken (unix time)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(4).hex().encode()
         self.swap(snapshot)
@@ -122,6 +131,8 @@ class Worker:
     def swap(self, snapshot: Snapshot) -> None:
         """Take a new snapshot: one reference swap for the gate, targets rebuilt where they changed."""
         self.gate.swap(self._compile(snapshot))
+        self.snapshot_version = snapshot.version
+        self.loaded_at = time.time()
         assert snapshot.policy is not None
         self.routing = snapshot.policy.routing
         self.auto.configure(self.routing.auto_models)
@@ -212,13 +223,13 @@ class Worker:
         if name == "/api/tags":
             return LocalReply(200, federation.tags(router.inventory, healthy, allow))
         if name == "/api/ps":
-            return LocalReply(200, federation.ps(router.inventory, healthy, allow))
+            return LocalReply(200, federation.ps(router.inventory, healthy, allow, time.time()))
         if name == "/api/version":
             body = federation.version(router.inventory, healthy)
             return LocalReply(200, body) if body else error_reply(503, "no healthy backend is available")
         if name == "/v1/models":
             return LocalReply(200, federation.openai_models(router.inventory, healthy, allow))
-        model = unquote(path[len("/v1/models/") :])
+        model = unquote(path.partition("/models/")[2])  # /v1/models/{id} or its alias /models/{id}
         body = federation.openai_model(router.inventory, healthy, model, allow)
         return LocalReply(200, body) if body else error_reply(404, f"model '{model}' not found", openai=True)
 
@@ -273,6 +284,12 @@ class Worker:
         if not self.recheck(lambda: done(reply)):
             done(reply)
 
+    def provider_show(self, model: str) -> LocalReply | None:
+        """/api/show of a provider's model P/M, answered from its configuration (a provider has no
+        /api/show); None for every other model, which goes to a backend as usual."""
+        body = federation.show(self.router.inventory, self.router.healthy(), model)
+        return LocalReply(200, body) if body is not None else None
+
     # -- connections -----------------------------------------------------------------------------------
     def connection_opened(self, conn: Connection) -> bool:
         limit = self.cfg.max_connections_per_ip
@@ -316,6 +333,19 @@ class Worker:
     # -- accounting (stage 12) ---------------------------------------------------------------------------
     def account(self, ex: Exchange, prompt: int | None, completion: int | None) -> None:
         now = time.monotonic()
+        m = self.metrics
+        if m is not None:
+            ttfb = ex.ttfb
+            m.request(
+                ex.route.name,
+                ex.status,
+                now - ex.t0,
+                ttfb - ex.t0 if ttfb else None,
+                ex.bytes_in,
+                ex.bytes_out,
+            )
+            if prompt or completion:
+                m.tokens(ex.model, prompt or 0, completion or 0)
         self.requests += 1
         if ex.status >= 500 or ex.error:
             self.errors += 1
@@ -351,14 +381,18 @@ class Worker:
         )
 
     def account_local(self, req: Request, status: int, path: str, client_ip: str, reply: LocalReply) -> None:
-        """Rejections are usage too (analytics shows error codes); public probes are not."""
+        """Rejections are usage too (analytics shows error codes); public probes and scrapes are not."""
         self.requests += 1
+        now = time.monotonic()
+        m = self.metrics
+        if m is not None:
+            route = req.admit.route.name if req.admit is not None else classify(path).name
+            m.request(route, status, now - req.t0, None, req.body_size, len(reply.body))
         key = req.admit.key if req.admit is not None else None
         if key is not None:
             self.active_keys.add(key.id)
         if self.usage is None or (status == 200 and path in _PROBES) or req.method == b"OPTIONS":
             return  # probes and CORS preflights are not usage
-        now = time.monotonic()
         self.usage.record(
             (
                 time.time() - (now - req.t0),
@@ -399,6 +433,44 @@ class Worker:
             if not used:
                 self.active_keys.discard(key_id)  # an empty window needs no more reporting
         return out
+
+    # -- metrics (docs/architecture.md, "Metrics") ----------------------------------------------------------
+    def count_with(self, recorder: Recorder) -> None:
+        """Metrics on: accounting counts into this worker's slot, the gate answers /metrics."""
+        self.metrics = recorder
+        self.gate.refused = recorder.refused
+        self.gate.metrics = self.scrape
+
+    def publish_metrics(self) -> None:
+        """The figures that are states, not events: once a second, and before this worker answers a scrape."""
+        m = self.metrics
+        if m is None:
+            return
+        pool = self.pool.counts()
+        backends = [
+            BackendState(
+                b["name"], b["state"] != "open", b["state"], b["outstanding"], *pool.get(b["name"], (0, 0))
+            )
+            for b in self.router.export()
+        ]
+        u = self.usage
+        usage = (
+            UsageCounts(u.acknowledged, u.dropped, u.unacknowledged, u.restarts)
+            if u
+            else UsageCounts(0, 0, 0, 0)
+        )
+        m.publish(self.in_flight(), backends, usage, self.snapshot_version, self.loaded_at)
+
+    def scrape(self, client_ip: str, scope: str | None) -> LocalReply:
+        """GET /metrics: every worker's slot summed, whichever worker the scrape landed on."""
+        verdict = self.metrics_access.decide(client_ip, scope)
+        if verdict.status != 200:
+            return error_reply(verdict.status, verdict.message)
+        m = self.metrics
+        assert m is not None  # the gate asks only once count_with() ran
+        self.publish_metrics()
+        body = render(families(m.table.collect(), time.time()))
+        return LocalReply(200, body, content_type=CONTENT_TYPE)
 
     # -- timeouts ------------------------------------------------------------------------------------------
     def sweep(self) -> None:

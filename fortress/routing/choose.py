@@ -144,7 +144,7 @@ class Router:
                 slot.outstanding = previous.outstanding
             self._slots[record.name] = slot
             if slot.static:
-                self.inventory.set_static(record.name, record.models)
+                self.inventory.set_static(record.name, record.models, record.capabilities)
             else:
                 entry = self.inventory.get(record.name)
                 if entry is None or entry.static or moved:
@@ -175,6 +175,7 @@ class Router:
         upstream = model
         if slot.static and key is not None:
             upstream = self.inventory.served_name(slot.name, key)
+            self.inventory.used(slot.name, key)
         elif key is not None and not loaded:
             self.inventory.mark_loaded(slot.name, key)
         return Choice(slot.record, upstream, loaded)

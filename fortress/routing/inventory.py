@@ -8,6 +8,7 @@ times a second). Model objects are kept exactly as the backend sent them, for fe
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -69,6 +70,7 @@ class BackendInventory:
     version: str | None = None
     refreshed_at: float | None = None
     static: bool = False  # an OpenAI-type provider: models come from configuration, not polling
+    used: dict[str, float] = field(default_factory=dict)  # provider models: key -> last request (epoch s)
 
 
 class Inventory:
@@ -115,14 +117,30 @@ class Inventory:
             self._backends[name] = BackendInventory(name)
             self._changed()
 
-    def set_static(self, name: str, models: Iterable[str]) -> None:
-        """An OpenAI-type provider answers for its configured models as "<provider>/<model>"."""
+    def set_static(self, name: str, models: Iterable[str], capabilities: Iterable[str] = ()) -> None:
+        """An OpenAI-type provider answers for its configured models as "<provider>/<model>".
+
+        Entries keep the configured capabilities; `modified` is when this list was adopted (a provider
+        says nothing of its models' age), kept across reloads that leave the list as it was.
+        """
         listed: dict[str, dict[str, Any]] = {}
         for model in models:
             public = f"{name}/{model}"
-            listed[model_key(public)] = {"name": public, "model": model}
-        self._backends[name] = BackendInventory(name, models=listed, refreshed_at=0.0, static=True)
+            listed[model_key(public)] = {"name": public, "model": model, "capabilities": list(capabilities)}
+        old = self._backends.get(name)
+        if old is not None and old.static and old.models == listed:
+            return
+        adopted = dict.fromkeys(listed, time.time())
+        self._backends[name] = BackendInventory(
+            name, models=listed, modified=adopted, refreshed_at=0.0, static=True
+        )
         self._changed()
+
+    def used(self, name: str, key: str) -> None:
+        """A request for a provider's model went out: /api/ps shows it as loaded for a while."""
+        entry = self._backends.get(name)
+        if entry is not None:
+            entry.used[key] = time.time()
 
     def set_tags(self, name: str, payload: Any, now: float) -> None:
         """Apply a parsed /api/tags answer; ValueError if its shape is wrong."""

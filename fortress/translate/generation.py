@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from json.encoder import encode_basestring
 
 from fortress.translate.base import JSON, NDJSON, Clock, Counted, Headers, Stamps, dumps, is_event_stream
@@ -39,6 +40,10 @@ _TEXT_REST = (
 )
 _TEXT_EVENT = re.compile(_TEXT_HEAD + _TEXT_REST)
 _TEXT_AFTER_HEAD = re.compile(_TEXT_REST)  # once a stream's head is known, the rest of each event
+# Within one stream every such event repeats the same head (up to the text) and tail (after it), so a
+# read holding nothing else is prefix + text + tail, again and again: see GenerationCodec._run.
+_MARK = 16  # bytes on each side of an event boundary that find it
+_RUN_LEAST = 4  # events in a read below which going event by event costs less
 
 
 def _quoted(text: str) -> bytes:
@@ -65,6 +70,7 @@ class GenerationCodec(Counted):
         "_finished",
         "_first_ns",
         "_head_ns",
+        "_mark",
         "_model",
         "_open",
         "_parser",
@@ -73,6 +79,7 @@ class GenerationCodec(Counted):
         "_stamps",
         "_started_ns",
         "_stream",
+        "_tail",
         "_text_close",
         "_text_key",
         "_text_open",
@@ -97,6 +104,10 @@ class GenerationCodec(Counted):
         self._text_close = b'"' + self._close
         self._read: tuple[int, bytes] | None = None  # the clock reading of the current read
         self._prefix = b"\x00"  # the head of this stream's text events, up to the text, once seen
+        self._tail = b""  # and what follows their text, up to the blank line that ends them
+        # see _run: a tail's end + a prefix's start, where texts are in what it splits, the least run
+        # worth it
+        self._mark = (b"", 0, 0, sys.maxsize)
         self._parser: SSEParser | None = None
         self._body: list[bytes] = []  # a JSON answer or an error body, until end()
         self._error_status = 0
@@ -138,19 +149,73 @@ class GenerationCodec(Counted):
             self._decode(self._parser.feed(data[pos:] if pos else data), out)
         return b"".join(out)
 
+    def _run(self, events: bytes, out: list[bytes]) -> bool:
+        """Complete events that are all this stream's text events (prefix + text + tail each), turned into
+        Ollama's lines without a pass per event; False (nothing done) for anything else, which then
+        goes event by event (_copy).
+
+        The texts are cut out at a short mark around each event boundary (the end of a tail and the
+        start of the next prefix: cheap to search) and checked exactly: joined with tail + prefix, in
+        the first prefix and the last tail, they must give back the events. They are copied as the
+        JSON strings they are, so they must be plain string contents: none empty, none with a raw
+        newline or NUL, a quote that is not escaped, an escaped backslash (so every backslash starts
+        an escape) or a backslash at its end.
+        """
+        prefix, tail = self._prefix, self._tail
+        if not (events.startswith(prefix) and events.endswith(tail)):
+            return False
+        mark, start, stop, _ = self._mark
+        pieces = events.split(mark)  # [prefix + text + tail start, prefix end + text + tail start, ...]
+        texts = [piece[start:stop] for piece in pieces]
+        texts[0] = pieces[0][len(prefix) : stop]
+        texts[-1] = pieces[-1][start : -len(tail)]
+        rebuilt = (tail + prefix).join(texts)
+        if len(prefix) + len(rebuilt) + len(tail) != len(events) or not events.startswith(
+            rebuilt, len(prefix)
+        ):
+            return False
+        joined = b"\x00".join(texts)
+        if (
+            b"\n" in joined
+            or joined.count(b'"') != joined.count(b'\\"')
+            or b"\\\\" in joined
+            or b"\\\x00" in joined
+            or joined.endswith(b"\\")
+            or b"" in texts
+            or joined.count(b"\x00") != len(texts) - 1
+        ):
+            return False
+        stamp = self._now()[1]
+        between = b"".join((self._text_close, self._open, stamp, self._text_open))
+        out += (self._open, stamp, self._text_open, between.join(texts), self._text_close)
+        return True
+
     def _copy(self, data: bytes, pos: int, out: list[bytes]) -> int:
-        """Complete events from `pos` on: text chunks copied, others decoded; where the rest begins."""
+        """Complete events from `pos` on: text chunks copied (a run of them at once when it is long
+        enough, see _run), others decoded; where the rest begins."""
         parser = self._parser
         assert parser is not None
         stamp = None
         prefix = self._prefix
-        while not self._finished:
+        size = len(data)
+        run = True  # a run of text events is looked for once per read, where the first one starts
+        while pos < size and not self._finished:
             if data.startswith(prefix, pos):  # the head every text event of this stream repeats
+                if run:
+                    run = False
+                    last = data.rfind(self._tail, pos) + len(self._tail)  # the last such event's end
+                    if last - pos >= self._mark[3] and self._run(data[pos:last], out):
+                        pos = last
+                        continue
                 match = _TEXT_AFTER_HEAD.match(data, pos + len(prefix))
             else:
                 match = _TEXT_EVENT.match(data, pos)
-                if match is not None:
+                if match is not None and match.end(1) > match.start(1):
                     prefix = self._prefix = data[pos : match.start(1)]
+                    tail = self._tail = data[match.end(1) : match.end()]
+                    cut = min(_MARK, len(prefix) - 1, len(tail) - 1)
+                    least = _RUN_LEAST * (len(prefix) + len(tail))
+                    self._mark = (tail[-cut:] + prefix[:cut], len(prefix) - cut, cut - len(tail), least)
             if match is None:
                 end = data.find(b"\n\n", pos)
                 if end < 0:

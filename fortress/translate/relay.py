@@ -114,7 +114,11 @@ class OpenAIRelay(Counted):
         if not parser.pending and b"\r" not in data:  # whole events first, in one go when possible
             cut = data.rfind(b"\n\n") + 2
             if cut > 1:
-                whole = self._whole(data[:cut] if cut < len(data) else data)
+                block = data[:cut] if cut < len(data) else data
+                whole = self._whole(block)
+                if whole is None:  # a stream's end carries the usage: the events before it, in one go
+                    cut = block.rfind(b"\n\n", 0, max(block.rfind(b'"usage":{'), 0)) + 2
+                    whole = self._whole(block[:cut]) if cut > 1 else None
                 if whole is not None:
                     return whole + self.feed(data[cut:]) if cut < len(data) else whole
         out = [self._event(event) for event in parser.feed(data)]

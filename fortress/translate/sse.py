@@ -35,16 +35,12 @@ def _parse(block: bytes) -> Event:
 class SSEParser:
     """Splits a growing buffer at blank lines; only the unfinished tail is kept between reads."""
 
-    __slots__ = ("_buffer", "_held_cr")
+    __slots__ = ("_buffer", "_held_cr", "pending")
 
     def __init__(self) -> None:
         self._buffer = b""
         self._held_cr = False  # a read ended with CR: it may be the first half of a CRLF
-
-    @property
-    def pending(self) -> bool:
-        """An event has begun and not ended (so the next bytes continue it)."""
-        return bool(self._buffer) or self._held_cr
+        self.pending = False  # an event has begun and not ended (so the next bytes continue it)
 
     def feed(self, data: bytes) -> list[Event]:
         if self._held_cr:
@@ -72,6 +68,7 @@ class SSEParser:
             while buffer[start : start + 1] == b"\n":
                 start += 1
         self._buffer = buffer[start:] if start else buffer
+        self.pending = bool(self._buffer) or self._held_cr
         return events
 
     def close(self) -> list[Event]:
@@ -82,6 +79,7 @@ class SSEParser:
         """
         events = self.feed(b"\n") if self._held_cr else []
         tail, self._buffer = self._buffer, b""
+        self.pending = False
         if tail.endswith(b"\n"):
             events.append(_parse(tail.rstrip(b"\n")))
         return events

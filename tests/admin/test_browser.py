@@ -82,6 +82,11 @@ def test_dashboard_updates_without_reload(
         while float(tile.locator(".big").inner_text()) < 2 and time.monotonic() < deadline:
             page.wait_for_timeout(250)
         assert float(tile.locator(".big").inner_text()) >= 2
+        tokens = page.locator("#tokens")  # from the proxy's metrics table
+        expect(page.locator("#refused")).to_have_text("0 refused by key limits")
+        while tokens.inner_text().startswith("0 ") and time.monotonic() < deadline + 10:
+            page.wait_for_timeout(250)
+        assert int(tokens.inner_text().split()[0].replace(",", "")) > 0
         shot(page, "dashboard")
 
 

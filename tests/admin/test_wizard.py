@@ -35,7 +35,8 @@ def test_the_curl_line_is_one_shell_line_with_a_json_body() -> None:
         "messages": [{"role": "user", "content": "Hello!"}],
         "stream": False,
     }
-    assert "/v1/chat/completions" in curl_line("https://gw:443", "k", "openai", "gpt-4o-mini")
+    # a provider's model answers Ollama's /api/chat too (translated), under its public name
+    assert "gw:443/api/chat" in curl_line("https://gw:443", "k", "openai", "prov/gpt-4o-mini")
 
 
 def test_no_wizard_where_a_backend_exists_and_none_without_a_session(admin: Admin) -> None:

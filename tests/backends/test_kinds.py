@@ -21,6 +21,7 @@ class Request:
         self.body = body
         self.doc = doc
         self.model = model
+        self.target = Target.from_record(BackendRecord("prov", "http://127.0.0.1:9/v1", type="openai"))
 
 
 def test_registry_knows_the_kinds_and_names_the_known_ones() -> None:
@@ -60,21 +61,26 @@ def test_endpoint_changes_only_with_what_reaches_the_backend() -> None:
 
 def test_ollama_kind_relays_everything_raw() -> None:
     kind = kind_named("ollama")
-    for path in ("/api/chat", "/v1/chat/completions", "/api/pull"):
+    for path in ("/api/chat", "/v1/chat/completions", "/api/pull", "/v1/messages"):
         assert kind.serves(routes.classify(path))
         assert kind.rewrite(Request(path, b"{}", {}, "llama3"), "llama3") is None
+    streamed = {"model": "llama3", "stream": True, "stream_options": {"include_usage": True}}
+    assert kind.rewrite(Request("/v1/chat/completions", b"{...}", streamed, "llama3"), "llama3") is None
 
 
 def test_openai_kind_renames_the_model_and_drops_the_v1_its_url_carries() -> None:
     kind = kind_named("openai")
     doc = {"model": "prov/gpt", "messages": []}
     rw = kind.rewrite(Request("/v1/chat/completions", b"{...}", doc, "prov/gpt"), "gpt")
-    assert rw is not None and (rw.method, rw.path, rw.codec) == (b"POST", b"/chat/completions", None)
-    assert rw.body == b'{"model": "gpt", "messages": []}'
-    same = kind.rewrite(Request("/v1/embeddings", b"{}", {}, "gpt"), "gpt")
-    assert same is not None and same.body == b"{}"
-    with pytest.raises(Refused, match="use the /v1 API") as refused:
-        kind.rewrite(Request("/api/chat", b"{}", {}, "prov/gpt"), "gpt")
+    assert rw is not None and (rw.method, rw.path) == (b"POST", b"/chat/completions")
+    assert rw.body == b'{"model":"gpt","messages":[]}' and rw.codec is not None
+    assert doc["model"] == "prov/gpt"  # the client's body stays as it came, for a retry elsewhere
+    named = kind.rewrite(Request("/v1/chat/completions", b"{...}", doc, "Prov/gpt"), "Prov/gpt")
+    assert named is not None and b'"model":"gpt"' in (named.body or b"")  # an admin's X-Fortress-Backend
+    own = kind.rewrite(Request("/v1/chat/completions", b"{...}", doc, "prov/prov/auto"), "prov/auto")
+    assert own is not None and b'"model":"prov/auto"' in (own.body or b"")  # a provider's own "P/..." name
+    with pytest.raises(Refused, match="/api/pull is not available") as refused:
+        kind.rewrite(Request("/api/pull", b"{}", {}, "prov/gpt"), "gpt")
     assert refused.value.status == 400
 
 
@@ -84,3 +90,5 @@ def test_usage_from_the_tail_of_either_api() -> None:
     sse = [b'data: {"usage":{"prompt_tokens":5,"completion_tokens":7}}\n\n', b"data: [DONE]\n\n"]
     assert counts_from_tail(sse) == (5, 7, False)
     assert counts_from_tail([b'{"done":false}\n{"error":"model crashed"}\n']) == (None, None, True)
+    delta = b'event: message_delta\ndata: {"usage":{"input_tokens":9,"output_tokens":4}}'
+    assert counts_from_tail([b"data: {}\n\n", delta + b"\n\n", b"event: message_stop\n"]) == (9, 4, False)

@@ -1,6 +1,6 @@
 """Acceptance targets and smoke gates: which summaries pass, which fail, and why."""
 
-from bench.gates import IDLE, SLOW, SMALL, UPLOAD, acceptance, smoke_failures
+from bench.gates import IDLE, SLOW, SMALL, TRANSLATED, TRANSLATED_SLOW, UPLOAD, acceptance, smoke_failures
 
 
 def healthy() -> dict:
@@ -13,6 +13,11 @@ def healthy() -> dict:
         SLOW: {"direct": {"ttft_p99_ms": 50.0}, "fortress": {"ttft_p99_ms": 51.0}},
         IDLE: {"fortress": {"rss_per_conn_kib": 10.0, "errors": 0}},
         UPLOAD: {"fortress": {"peak_rss_mib": 40.0, "rss_growth_mib": 2.0, "errors": 0}},
+        TRANSLATED: {"raw": {"cpu_s_per_100k_chunks": 0.05}, "translated": {"cpu_s_per_100k_chunks": 0.12}},
+        TRANSLATED_SLOW: {
+            "raw": {"cpu_s_per_100k_chunks": 3.0},
+            "translated": {"cpu_s_per_100k_chunks": 4.0},
+        },
     }
 
 
@@ -53,6 +58,31 @@ def test_smoke_fails_on_gross_regressions() -> None:
     assert [p.split(" ")[0] for p in problems] == ["W1", "W4", "W5"]
 
 
+def test_translation_is_held_to_3x_the_raw_relay_and_smoke_fails_past_6x() -> None:
+    s = healthy()
+    s[TRANSLATED]["translated"]["cpu_s_per_100k_chunks"] = 0.2  # 4x: a missed target, no gross regression
+    assert {c.name: c.met for c in acceptance(s)}["W2t translated CPU per chunk / raw"] is False
+    assert smoke_failures(s, 64) == []
+    s[TRANSLATED]["translated"]["cpu_s_per_100k_chunks"] = 0.35
+    assert [p.split(" ")[0] for p in smoke_failures(s, 64)] == ["W2t"]
+
+
 def test_smoke_gates_skip_workloads_fortress_did_not_run() -> None:
     s = {SMALL: {"direct": {"rps": 1.0, "errors": 0}, "nginx": {"rps": 1.0, "errors": 0}}}
     assert smoke_failures(s, 64) == []
+
+
+def test_metrics_on_vs_off_is_checked_when_both_ran() -> None:
+    s = healthy()
+    assert "metrics on / off" not in " ".join(c.name for c in acceptance(s))
+    s[SMALL]["fortress-nometrics"] = {"rps": 84.0, "cpu_s_per_10k": 0.145, "errors": 0}
+    check = acceptance(s)[-1]
+    assert check.name == "W1 c32 CPU per request, metrics on / off" and check.met
+    assert round(check.measured, 3) == round(0.15 / 0.145, 3)
+    s[SMALL]["fortress-nometrics"]["cpu_s_per_10k"] = 0.14  # 7% more with metrics
+    assert not acceptance(s)[-1].met
+
+
+def test_smoke_without_nginx_skips_the_rps_floor() -> None:
+    s = {SMALL: {"fortress": {"rps": 80.0, "errors": 0}, "fortress-nometrics": {"rps": 81.0, "errors": 0}}}
+    assert smoke_failures(s, upload_mib=64) == []

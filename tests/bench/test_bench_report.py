@@ -31,3 +31,34 @@ def test_markdown_has_the_command_a_table_row_per_figure_and_the_ratio() -> None
 def test_json_has_no_nan() -> None:
     doc = jsonable({"a": [math.nan, 1.0], "b": {"c": math.nan}})
     assert json.loads(json.dumps(doc, allow_nan=False)) == {"a": [None, 1.0], "b": {"c": None}}
+
+
+def test_the_translate_tables_compare_translated_with_raw() -> None:
+    summary = {
+        "w2t_fast_stream": {
+            "raw": {"cpu_s_per_100k_chunks": 0.05},
+            "translated": {"cpu_s_per_100k_chunks": 0.1},
+        }
+    }
+    text = markdown(META, summary, acceptance(summary))
+    assert "| figure | raw | translated | translated / raw |" in text
+    assert "| cpu_s_per_100k_chunks | 0.05 | 0.1 | 2 |" in text
+    assert "| W2t translated CPU per chunk / raw | 2 | <= 3 | met |" in text
+
+
+def test_metrics_on_off_column_when_fortress_ran_both_ways() -> None:
+    summary = {"w1_small_c32": {"fortress": {"rps": 100.0}, "fortress-nometrics": {"rps": 104.0}}}
+    text = markdown(META, summary, acceptance(summary))
+    assert "| figure | fortress | fortress-nometrics | metrics on / off |" in text
+    assert "| rps | 100 | 104 | 0.962 |" in text
+    assert "targets in alternation (fortress fortress-nometrics per workload" in text
+
+
+def test_targets_that_did_not_run_say_so() -> None:
+    summary = {
+        "w1_small_c32": {"fortress": {"cpu_s_per_10k": 1.0}, "fortress-nometrics": {"cpu_s_per_10k": 0.98}}
+    }
+    text = markdown(META, summary, acceptance(summary))
+    assert "| W1 c32 CPU per request, metrics on / off | 1.02 | < 1.05 | met |" in text
+    assert "| W5 upload peak RSS (MiB) | n/a | < 64 | not run |" in text
+    assert "MISSED" not in text

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from admin.secret import load_or_create
+from fortress.metrics.table import MetricsTable
 from tests.conftest import ROOT, Fortress, make_fortress
 
 
@@ -26,6 +27,7 @@ def checkout(tmp_path: Path) -> Fortress:
     f = make_fortress(tmp_path, [], '[security]\nsecrets_key_file = "data/secrets.key"\n')
     f.cli("backend", "add", "remote", "http://127.0.0.1:9", "--credential-env", "HOME")  # makes secrets.key
     load_or_create(tmp_path / "data" / "admin-session.secret")  # as the admin's first start does
+    MetricsTable.create(str(tmp_path / "data" / "metrics.shm"))  # as `fortress serve` does
     (tmp_path / "data" / "tls").mkdir()
     (tmp_path / "data" / "tls" / "uploaded-abc-cert.pem").write_text("cert")
     (tmp_path / "data" / "tls" / "cert.pem").write_text("mine")  # the user's own: kept
@@ -34,6 +36,7 @@ def checkout(tmp_path: Path) -> Fortress:
 
 def state(f: Fortress) -> list[str]:
     files = [f.db, f.home / "data" / "secrets.key", f.home / "data" / "admin-session.secret"]
+    files.append(f.home / "data" / "metrics.shm")
     files += [f.home / "data" / "tls" / "uploaded-abc-cert.pem", f.home / ".venv"]
     return [str(p) for p in files if p.exists()]
 
@@ -52,7 +55,7 @@ def reset(
 
 def test_without_a_terminal_and_without_yes_nothing_is_deleted(checkout: Fortress) -> None:
     before = state(checkout)
-    assert len(before) == 5, before
+    assert len(before) == 6, before
     r = reset(checkout)
     assert r.returncode == 1
     assert "no terminal to ask on, so nothing was deleted" in r.stderr

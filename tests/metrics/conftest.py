@@ -17,14 +17,18 @@ from fortress.metrics.table import MetricsTable
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(table: MetricsTable) -> Samples:
-    """Collect, render, and parse the text back: (sample name, sorted labels) -> value."""
-    body = render(families(table.collect(), time.time()))
+def parse(text: str) -> Samples:
+    """The exposition read back by prometheus_client's parser: (sample name, sorted labels) -> value."""
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
-        for f in text_string_to_metric_families(body.decode())
+        for f in text_string_to_metric_families(text)
         for s in f.samples
     }
+
+
+def scrape(table: MetricsTable) -> Samples:
+    """Collect, render, and parse the text back."""
+    return parse(render(families(table.collect(), time.time())).decode())
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def main() -> None:
             ("request() relayed (with ttfb)", "m.request('/api/chat', 200, 0.0123, 0.004, 120, 4000)"),
             ("request() local reply", "m.request('/api/show', 401, 0.00004, None, 0, 60)"),
             ("tokens()", "m.tokens('llama3.2:3b', 31, 220)"),
-            ("refused()", "m.refused(0)"),
+            ("refused()", "m.refused('rate')"),
         ]
         figures = {label: _best(stmt, names) for label, stmt in rows}
         for label, ns in figures.items():

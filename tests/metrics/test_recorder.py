@@ -9,7 +9,7 @@ import pytest
 
 from fortress.metrics import layout as L
 from fortress.metrics.recorder import BackendState, Recorder, UsageCounts
-from fortress.metrics.table import MetricsTable
+from fortress.metrics.table import MetricsTable, read_totals
 
 from .conftest import scrape
 
@@ -113,9 +113,9 @@ def test_tokens_by_model_capped_with_unknown_and_other(owned: tuple[MetricsTable
 
 def test_refusals_by_kind(owned: tuple[MetricsTable, Recorder]) -> None:
     table, m = owned
-    m.refused(L.RATE)
-    m.refused(L.RATE)
-    m.refused(L.CONCURRENCY)
+    m.refused("rate")
+    m.refused("rate")
+    m.refused("concurrency")
     s = scrape(table)
     got = {dict(k[1])["kind"]: v for k, v in s.items() if k[0] == "fortress_limit_refusals_total"}
     assert got == {"rate": 2, "tokens": 0, "concurrency": 1}
@@ -198,6 +198,20 @@ def test_create_starts_from_zero_and_a_foreign_file_is_refused(table_path: str, 
     other.write_bytes(b"FRTLIM01" + bytes(8000))
     with pytest.raises(ValueError, match="not a Fortress metrics table"):
         MetricsTable(str(other))
+
+
+def test_another_process_reads_the_totals_or_none(
+    owned: tuple[MetricsTable, Recorder], tmp_path: Path
+) -> None:
+    """The admin's dashboard reads the table without a slot; no table (or a foreign file) is None."""
+    table, m = owned
+    m.tokens("llama3.2", 3, 5)
+    totals = read_totals(table.path)
+    assert totals is not None and totals.models["llama3.2"][: L.MODEL_STRIDE] == [3, 5]
+    assert read_totals(str(tmp_path / "missing.shm")) is None
+    for content in (b"", b"FRTMET01", b"FRTLIM01" + bytes(8000)):
+        (tmp_path / "bad.shm").write_bytes(content)
+        assert read_totals(str(tmp_path / "bad.shm")) is None
 
 
 def test_a_process_claims_one_slot_only(owned: tuple[MetricsTable, Recorder]) -> None:

@@ -32,7 +32,7 @@ def _worker(path: str, n: int, version: int, out: Any, release: Any) -> None:
     for _ in range(n):
         m.request("/api/chat", 200, 0.02, 0.01, 10, 100)
     m.tokens("llama3.2:3b", n, 2 * n)
-    m.refused(L.TOKENS)
+    m.refused("tokens")
     m.publish(
         1, [BackendState("local", True, "closed", 1, 3, 1)], UsageCounts(n, 0, 2, 0), version, time.time()
     )

@@ -280,7 +280,7 @@ async def test_the_codec_hook_decodes_frames_and_accounts(world: Setup) -> None:
     up.data_received(chunk(LINE[10:]) + chunk(LAST) + b"0\r\n\r\n")
     upper = b'{"response": "HI", "done": false}\n'
     last = b'{"response": "", "done": true, "prompt_eval_count": 3, "eval_count": 5}\n'
-    assert client.out.endswith(chunk(upper) + chunk(last) + b"0\r\n\r\n")
+    assert client.out.endswith(chunk(upper + last) + b"0\r\n\r\n")  # what one read held: one call, one chunk
     assert ex.state is State.DONE and client.ended is True
     assert (ex.codec.prompt_tokens, ex.codec.completion_tokens) == (3, 5)  # type: ignore[union-attr]
 

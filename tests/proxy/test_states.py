@@ -42,6 +42,12 @@ def test_first_byte_timeout_and_local_errors_end_in_failed() -> None:
         step(State.RELAYING, Event.FAIL)  # no error reply after a response head
 
 
+def test_a_kind_that_answers_itself_ends_done_without_sending() -> None:
+    assert walk(Event.CHOSEN, Event.ANSWERED)[-1] is State.DONE  # a provider model's load or unload
+    with pytest.raises(IllegalTransition, match="answered in state sent"):
+        step(State.SENT, Event.ANSWERED)  # once the request went out, the backend answers
+
+
 def test_waiting_for_a_slot_and_fanning_out() -> None:
     assert walk(Event.QUEUED, Event.GRANTED, Event.SENT)[-1] is State.SENT
     assert walk(Event.FANNED_OUT, Event.HEAD, Event.COMPLETE)[-1] is State.DONE

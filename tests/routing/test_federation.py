@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 from fortress.routing import federation
-from fortress.routing.inventory import Inventory
+from fortress.routing.inventory import Inventory, model_key, parse_time
+from fortress.translate.models import ps_entry, tag_entry
 
 from .helpers import ps, tag
 
@@ -29,15 +31,46 @@ HEALTHY = frozenset({"a", "b", "oai"})
 
 
 def test_tags_dedup_newest_wins_and_unhealthy_hidden() -> None:
-    body = json.loads(federation.tags(inventory(), HEALTHY))
+    body = json.loads(federation.tags(inventory(), HEALTHY - {"oai"}))
     assert [m["name"] for m in body["models"]] == ["llama3:latest", "qwen:7b"]
     assert body["models"][0]["digest"] == "b" * 64  # b's copy is newer
 
 
-def test_tags_filtered_by_allow_predicate() -> None:
-    body = json.loads(federation.tags(inventory(), HEALTHY, allow=lambda name: name.startswith("qwen")))
-    assert [m["name"] for m in body["models"]] == ["qwen:7b"]
-    assert json.loads(federation.tags(Inventory(), HEALTHY)) == {"models": []}
+def test_tags_list_a_provider_s_models_as_ollama_entries_dated_when_adopted() -> None:
+    before = time.time()
+    inv = inventory()
+    provider = json.loads(federation.tags(inv, HEALTHY))["models"][0]  # adopted now: the newest
+    adopted = inv.get("oai").modified[model_key("oai/gpt-4o")]
+    assert provider == tag_entry("oai", "gpt-4o", adopted) and adopted >= before
+    assert provider["name"] == "oai/gpt-4o" and parse_time(provider["modified_at"]) >= before - 1
+    inv.set_static("oai", ["gpt-4o"])  # a reload that changes nothing keeps the date
+    assert json.loads(federation.tags(inv, HEALTHY))["models"][0] == provider
+    hidden = json.loads(federation.tags(inv, HEALTHY, allow=lambda name: "/" not in name))["models"]
+    assert "oai/gpt-4o" not in [m["name"] for m in hidden]
+
+
+def test_ps_lists_a_provider_model_for_five_minutes_after_its_last_use() -> None:
+    inv = inventory()
+    assert "oai/gpt-4o" not in [m["name"] for m in json.loads(federation.ps(inv, HEALTHY))["models"]]
+    inv.used("oai", model_key("oai/gpt-4o"))
+    used = inv.get("oai").used[model_key("oai/gpt-4o")]
+    soon = json.loads(federation.ps(inv, HEALTHY, now=used + 1))["models"]
+    assert [m["name"] for m in soon] == ["llama3:latest", "oai/gpt-4o"]  # by expiry, latest first
+    assert soon[1] == ps_entry("oai", "gpt-4o", used + federation.KEEP_ALIVE_S)
+    later = json.loads(federation.ps(inv, HEALTHY, now=used + federation.KEEP_ALIVE_S + 1))["models"]
+    assert [m["name"] for m in later] == ["llama3:latest"]
+    assert json.loads(federation.ps(inv, HEALTHY - {"oai"}, now=used))["models"] == later
+
+
+def test_show_of_a_provider_model_comes_from_its_configuration() -> None:
+    inv = inventory()
+    inv.set_static("emb", ["text-embed"], ["embedding"])
+    shown = json.loads(federation.show(inv, HEALTHY | {"emb"}, "EMB/text-embed") or b"")
+    assert shown["capabilities"] == ["embedding"] and "emb/text-embed" in shown["modelfile"]
+    default = json.loads(federation.show(inv, HEALTHY, "oai/gpt-4o") or b"")
+    assert default["capabilities"] == ["completion", "tools"]  # nothing configured: a chat model's
+    assert federation.show(inv, HEALTHY, "llama3") is None  # an Ollama model: its backend answers
+    assert federation.show(inv, HEALTHY, "emb/text-embed") is None  # its provider is not healthy
 
 
 def test_ps_merges_loaded_latest_expiry() -> None:

@@ -342,3 +342,37 @@ def test_any_resplitting_of_the_provider_stream_gives_the_same_ndjson(stream: by
     pieces = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)], strict=True)]
     # A stopped clock: stamps and durations depend on how often it is read, content must not.
     assert run(pieces, chat=chat, step=0)[2] == run(stream, chat=chat, step=0)[2]
+
+
+def _three_reads(stream: bytes) -> list[bytes]:
+    """The role chunk and first text, the texts between, then the finish, usage and [DONE] events."""
+    events = events_of(stream)
+    return [b"".join(events[:2]), b"".join(events[2:-3]), b"".join(events[-3:])]
+
+
+@settings(max_examples=300, deadline=None)  # timing says nothing here; the machine is shared
+@given(st.lists(st.text(min_size=1, max_size=12), min_size=6, max_size=30))
+def test_a_read_of_text_events_only_gives_what_event_by_event_gives(texts: list[str]) -> None:
+    stream = text_stream(texts)
+    whole = run(_three_reads(stream), step=0)[2]
+    assert whole == run(events_of(stream), step=0)[2]
+    assert [o["message"]["content"] for o in lines(whole)[:-1]] == texts
+
+
+def test_runs_of_text_events_are_turned_in_one_go_and_anything_else_is_left_alone() -> None:
+    codec = GenerationCodec(MODEL, chat=True, stream=True, clock=ticking())
+    codec.head(200, SSE_HEADERS)
+    first, middle, _ = _three_reads(text_stream(["a", "b", "c", "d", "e", "f"]))
+    codec.feed(first)  # learns the stream's prefix and tail
+    out: list[bytes] = []
+    assert codec._run(middle, out) and [o["message"]["content"] for o in lines(b"".join(out))] == list(
+        "bcdef"
+    )
+    for texts in (['say "hi"', "x", "y", "z"], ["\u00e9\u2028", "\n", "\t", "\u0001"]):
+        quoted = _three_reads(text_stream(["a", *texts, "f"]))[1]
+        assert codec._run(quoted, out)  # escapes are copied as they are
+    for texts in (["C:\\dir", "x", "y", "z"], ["ends \\", "x", "y", "z"]):
+        assert not codec._run(_three_reads(text_stream(["a", *texts, "f"]))[1], out)  # escaped backslashes
+    finish = chunk({}, "stop", usage=None)
+    assert not codec._run(middle + finish, out) and not codec._run(finish + middle, out)
+    assert not codec._run(middle.replace(b'"usage":null}', b'"usage":null,"x":1}', 1), out)
