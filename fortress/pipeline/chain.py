@@ -69,6 +69,13 @@ class Admit:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused(LocalReply):
+    """A refusal once the key is known (key policy, limits): usage and analytics charge it to that key."""
+
+    key: KeyRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Forward:
     """The outcome of the body stage: what to send upstream."""
 
@@ -211,7 +218,15 @@ class Gate:
     def _key_policy(
         self, route: Route, key: KeyRecord, path: str, openai: bool, now: float
     ) -> LocalReply | Admit:
-        """Key policy (stage 6), then rate limits (stage 7)."""
+        """Key policy (stage 6), then rate limits (stage 7); a refusal names the key (Refused)."""
+        done = self._key_rules(route, key, path, openai, now)
+        if isinstance(done, Admit):
+            return done
+        return Refused(done.status, done.body, done.content_type, done.headers, done.close, key)
+
+    def _key_rules(
+        self, route: Route, key: KeyRecord, path: str, openai: bool, now: float
+    ) -> LocalReply | Admit:
         c = self.c
         if route.model_admin and key.scope != "admin" and c.blocked(route.name):
             return error_reply(403, f"forbidden: {route.name} needs a key with the admin scope", openai)

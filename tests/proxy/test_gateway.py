@@ -173,3 +173,25 @@ def test_proxy_stats_row_reports_live_figures_and_window_fill(fortress: Fortress
     assert row is not None and row[0] >= 3 and row[1] == 0
     assert detail["keys"][key_id] == {"used": 4, "limit": 100, "window_s": 60}  # 3 + the key's warm-up
     assert detail["backends"][0]["name"] == "local" and detail["backends"][0]["state"] == "closed"
+
+
+def test_refusals_after_a_valid_key_are_charged_to_that_key(fortress: Fortress) -> None:
+    """A 403 (blocked path, model not allowed) or 429 (rate) once the key is known: its usage row names the
+    key and its user, so analytics shows who was refused."""
+    plain = fortress.key("carol")
+    narrow = fortress.key("dave", "--models", "other*")
+    spent = fortress.key("erin", "--rate", "1/1h")  # the warm-up request in fortress.key() used it up
+    calls = {
+        "refused-blocked": ("POST", "/api/pull", {"model": "llama3.2"}, plain, 403, "carol"),
+        "refused-model": ("POST", "/api/generate", {"model": "llama3.2"}, narrow, 403, "dave"),
+        "refused-rate": ("GET", "/api/tags", None, spent, 429, "erin"),
+    }
+    for rid, (method, path, body, key, status, _user) in calls.items():
+        r = httpx.request(
+            method, f"{fortress.url}{path}", json=body, headers={**auth(key), "X-Request-ID": rid}
+        )
+        assert r.status_code == status, r.text
+    rows = fortress.usage(set(calls), "key_id, user_name, status")
+    assert rows == {
+        rid: (key.split("_")[1], user, status) for rid, (_m, _p, _b, key, status, user) in calls.items()
+    }
