@@ -31,7 +31,7 @@ from fortress.pipeline.bruteforce import Lockout
 from fortress.pipeline.cors import Cors
 from fortress.pipeline.ip_policy import IpPolicy
 from fortress.pipeline.keysource import presented_key
-from fortress.pipeline.limits import Limiter, LocalLimiter
+from fortress.pipeline.limits import Decision, Limiter, LocalLimiter
 from fortress.pipeline.routes import Kind, Route
 from fortress.pipeline.validate import (
     Reject,
@@ -40,7 +40,7 @@ from fortress.pipeline.validate import (
     drop_insecure,
     validate_body,
 )
-from fortress.state.snapshot import KeyRecord, Policy, Snapshot
+from fortress.state.snapshot import KeyRecord, Policy, Rate, Snapshot
 
 OK_ROOT = LocalReply(200, b"Ollama is running", content_type=b"text/plain; charset=utf-8")
 SEARCH_SCOPES = ("search", "admin")  # key scopes that may use /api/web_search and /api/web_fetch
@@ -363,14 +363,15 @@ class Gate:
     def _limit(self, route: Route, key: KeyRecord, openai: bool, now: float) -> LocalReply | Admit:
         """Tokens, concurrency, then the request rate, so only admitted requests count against the rate."""
         policy = self.c.policy
+        rate = key.rate or policy.default_rate
         tokens = key.tokens or policy.default_tokens
         if tokens is not None:
             d = self.limiter.peek(f"t:{key.id}", tokens[0], tokens[1], now)
             if not d.allowed:
                 if self.refused is not None:
                     self.refused("tokens")
-                return error_reply(
-                    429, "token limit exceeded for this key", openai, headers=_retry(d.retry_after_s)
+                return self._over(
+                    rate, key, "token limit exceeded for this key", openai, d.retry_after_s, now
                 )
         slot = None
         cap = key.max_concurrent or policy.limits.max_concurrent
@@ -379,18 +380,12 @@ class Gate:
             if not self.limiter.acquire_slot(slot, cap):
                 if self.refused is not None:
                     self.refused("concurrency")
-                return error_reply(
-                    429, f"too many concurrent requests for this key (max {cap})", openai, headers=_retry(1.0)
-                )
+                message = f"too many concurrent requests for this key (max {cap})"
+                return self._over(rate, key, message, openai, 1.0, now)
         headers: Headers = ()
-        rate = key.rate or policy.default_rate
         if rate is not None:
             d = self.limiter.hit(f"r:{key.id}", rate[0], rate[1], now)
-            headers = (
-                (b"X-RateLimit-Limit", str(d.limit).encode()),
-                (b"X-RateLimit-Remaining", str(d.remaining).encode()),
-                (b"X-RateLimit-Reset", str(max(1, math.ceil(d.reset_s))).encode()),
-            )
+            headers = _rate_headers(d)
             if not d.allowed:
                 if slot is not None:
                     self.limiter.release_slot(slot)
@@ -399,6 +394,20 @@ class Gate:
                 headers += _retry(d.retry_after_s)
                 return error_reply(429, "rate limit exceeded for this key", openai, headers=headers)
         return Admit(route, key, headers, slot=slot)
+
+    def _over(
+        self,
+        rate: Rate | None,
+        key: KeyRecord,
+        message: str,
+        openai: bool,
+        retry_s: float,
+        now: float,
+    ) -> LocalReply:
+        """A 429 of the token or concurrency limit: with the rate's state, read but not charged, as every
+        answer of a rate-limited key carries it."""
+        headers = _rate_headers(self.limiter.peek(f"r:{key.id}", rate[0], rate[1], now)) if rate else ()
+        return error_reply(429, message, openai, headers=headers + _retry(retry_s))
 
     def finish(self, admit: Admit, tokens: int, now: float) -> None:
         """After a request: free its concurrency slot and charge its tokens."""
@@ -472,6 +481,14 @@ def _locked_out(locked: float, openai: bool) -> LocalReply:
 
 def _all(_name: str) -> bool:
     return True
+
+
+def _rate_headers(d: Decision) -> Headers:
+    return (
+        (b"X-RateLimit-Limit", str(d.limit).encode()),
+        (b"X-RateLimit-Remaining", str(d.remaining).encode()),
+        (b"X-RateLimit-Reset", str(max(1, math.ceil(d.reset_s))).encode()),
+    )
 
 
 def _retry(seconds: float) -> Headers:

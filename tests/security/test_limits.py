@@ -108,6 +108,30 @@ def test_max_concurrent_is_enforced(limited: Fortress) -> None:
         time.sleep(0.05)
 
 
+def test_token_and_concurrency_429s_carry_the_rate_state_uncharged(limited: Fortress) -> None:
+    """A key with a rate gets X-RateLimit-* on every answer, its token and concurrency 429s included; those
+    refusals read the rate without spending it."""
+    key = quiet_key(limited, "both", "--rate", "10/60s", "--tokens", "20/60s", "--max-concurrent", "1")
+    assert generate(limited, key, tokens=30).status_code == 200  # spends the token budget at once
+    for _ in range(2):
+        r = generate(limited, key)
+        assert r.status_code == 429 and "token limit" in r.json()["error"]
+        assert (r.headers["X-RateLimit-Limit"], r.headers["X-RateLimit-Remaining"]) == ("10", "9")
+        assert 0 < int(r.headers["X-RateLimit-Reset"]) <= 60 and int(r.headers["Retry-After"]) >= 1
+
+    key = quiet_key(limited, "single", "--rate", "10/60s", "--max-concurrent", "1")
+    slow = {**auth(key), "X-Sim-Tokens": "40", "X-Sim-Rate": "10"}  # 4 s per stream
+    with httpx.Client(timeout=10) as client:
+        body = {"model": "llama3.2", "prompt": "hi"}
+        with client.stream("POST", f"{limited.url}/api/generate", json=body, headers=slow) as held:
+            assert held.status_code == 200 and held.headers["X-RateLimit-Remaining"] == "9"
+            for _ in range(2):
+                r = generate(limited, key)
+                assert r.status_code == 429 and "concurrent" in r.json()["error"]
+                assert (r.headers["X-RateLimit-Limit"], r.headers["X-RateLimit-Remaining"]) == ("10", "9")
+                assert 0 < int(r.headers["X-RateLimit-Reset"]) <= 60
+
+
 def test_rate_is_exact_across_two_workers(tmp_path: Path, sim: Sim) -> None:
     f = make_fortress(tmp_path, [("local", sim.url)], "[proxy]\nworkers = 2\n")
     f.serve()
