@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from fortress.backends.client import BackendClient, BackendError, Response
 from fortress.http import replies
+from fortress.routing.health import answered
 
 if TYPE_CHECKING:
     from fortress.backends.target import Target
@@ -35,11 +36,13 @@ _MAX_LINE = 1 << 20  # a progress line is ~200 bytes; anything this long is not 
 # -- pure: what goes to the client -------------------------------------------------------------------
 @dataclass(slots=True)
 class Outcome:
-    """One backend's answer: HTTP status (502/504 when unreachable) and its last JSON object."""
+    """One backend's answer: HTTP status (502/504 when unreachable), its last JSON object, and that line
+    as the backend sent it (`tail`, for the breaker's rule: routing/health.answered)."""
 
     backend: str
     code: int = 0
     last: dict[str, Any] = field(default_factory=dict)
+    tail: bytes = b""
 
     @property
     def failed(self) -> bool:
@@ -140,19 +143,22 @@ class FanOut:
         )
         headers = _pairs(ex.fwd_headers)
         headers.append((b"X-Request-ID", ex.request_id))
+        works = True  # what the breaker hears: only a backend failing as a server counts against it
         try:
             async with client.stream(
                 ex.method.decode(), ex.target_url.decode("latin-1"), ex.body, headers, routing.idle_timeout_s
             ) as response:
                 outcome.code = response.status
                 await self._read(response, outcome)
+            works = answered(outcome.code, (outcome.tail,))
         except BackendError as exc:
+            works = False
             outcome.code = outcome.code or (504 if exc.timeout else 502)
             reason = "did not answer in time" if exc.timeout else f"failed: {exc.reason}"
             self._line(outcome, {"error": f"backend {target.name} {reason}"})
         finally:
             await client.aclose()
-            ex.w.finished(target.name, outcome.code < 500, outcome.last.get("error", ""))
+            ex.w.finished(target.name, works, outcome.last.get("error", ""))
         return outcome
 
     async def _read(self, response: Response, outcome: Outcome) -> None:
@@ -164,8 +170,10 @@ class FanOut:
                 raise BackendError(response.what, "sent an overlong line")
             for line in lines:
                 if line.strip():
+                    outcome.tail = line
                     self._line(outcome, parse_line(line))
         if rest.strip() or not outcome.last:
+            outcome.tail = rest
             self._line(outcome, parse_line(rest) if rest.strip() else {})
 
     def _line(self, outcome: Outcome, obj: dict[str, Any]) -> None:

@@ -77,6 +77,16 @@ def test_a_failing_pull_is_reported_per_backend_and_at_the_end(three: Three) -> 
     assert flat.status_code == 500 and [row["code"] for row in flat.json()["backends"]] == [500] * 3
 
 
+def test_pulls_refused_for_a_bad_model_do_not_trip_the_breakers(three: Three) -> None:
+    """Ollama's 500 {"error": ...} for a model it cannot pull is the request's answer, not the backend
+    failing: like the hot path (routing/health.answered), fan-out counts it as the backend working."""
+    f = three.fortress
+    for _ in range(4):  # above the default threshold of 3 consecutive failures
+        assert pull(three, "doesnotexist:1b", "*", stream=False).status_code == 500
+    detail = httpx.get(f"{f.url}/health", headers=auth(three.admin)).json()["backends"]
+    assert {b["name"]: b["breaker"] for b in detail} == {"a": "closed", "b": "closed", "c": "closed"}
+
+
 def test_delete_everywhere_then_again(three: Three) -> None:
     f = three.fortress
     headers = {**auth(three.admin), "X-Fortress-Backend": "*"}
