@@ -5,8 +5,9 @@ the I/O. Per backend one LIFO deque of idle connections: acquire and release are
 recently used connection (the one least likely to have been closed by the backend) goes out first, and
 idle ones older than `idle_expiry_s` are closed by `sweep()`. A connection comes back only through
 `release()` once its response is fully framed, or `discard()` when it failed; the exchange does exactly
-one of the two for every connection it got. Its repr doubles as a test oracle. See
-docs/architecture.md, "The pool".
+one of the two for every connection it got. When a backend's endpoint changes or it goes away (`drop()`),
+its connections in flight are retired: they are closed when they come back, never pooled again. Its
+repr doubles as a test oracle. See docs/architecture.md, "The pool".
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class Pool:
         self.idle_expiry_s = idle_expiry_s
         self._connect = connect or self._open_socket
         self._idle: dict[str, deque[UpstreamProtocol]] = {}
-        self._active: dict[str, int] = {}  # per backend: connections handed out, not yet given back
+        # per backend: connections handed out, not yet given back (a retired one is in none of these)
+        self._active: dict[str, set[UpstreamProtocol]] = {}
         self.created = 0
         self.reused = 0
         self.expired = 0
@@ -51,13 +53,18 @@ class Pool:
             conn = idle.pop()
             if conn.reusable:
                 self.reused += 1
-                self._active[backend] += 1
+                self._active[backend].add(conn)
                 return conn
         return None
 
     def release(self, conn: UpstreamProtocol) -> None:
-        """A connection whose response is fully framed: idle again if it may be reused, else closed."""
-        self._active[conn.backend] -= 1
+        """A connection whose response is fully framed: idle again if it may be reused, else closed (as is
+        one whose backend changed or went away while it was out: it leads to the old endpoint)."""
+        active = self._active.get(conn.backend)
+        if active is None or conn not in active:
+            conn.close()  # retired by drop()
+            return
+        active.remove(conn)
         idle = self._idle.get(conn.backend)
         if idle is None:
             idle = self._idle[conn.backend] = deque()
@@ -69,7 +76,9 @@ class Pool:
 
     def discard(self, conn: UpstreamProtocol) -> None:
         """A connection that failed or was abandoned mid-response: closed, never reused."""
-        self._active[conn.backend] -= 1
+        active = self._active.get(conn.backend)
+        if active is not None:
+            active.discard(conn)
         conn.close()
 
     # -- I/O -------------------------------------------------------------------------------------------
@@ -77,7 +86,10 @@ class Pool:
         """A new connection (TLS included); OSError or TimeoutError when it cannot be made in time."""
         conn = await asyncio.wait_for(self._connect(target), timeout_s)
         self.created += 1
-        self._active[target.name] = self._active.get(target.name, 0) + 1
+        active = self._active.get(target.name)
+        if active is None:
+            active = self._active[target.name] = set()
+        active.add(conn)
         return conn
 
     async def _open_socket(self, target: Target) -> UpstreamProtocol:
@@ -100,11 +112,10 @@ class Pool:
                 self.expired += 1
 
     def drop(self, backend: str) -> None:
-        """Close the idle connections of a backend that changed or went away."""
+        """Close the idle connections of a backend that changed or went away, and retire those in flight."""
         for conn in self._idle.pop(backend, ()):
             conn.close()
-        if not self._active.get(backend):
-            self._active.pop(backend, None)  # none in flight either: forget the name
+        self._active.pop(backend, None)
 
     def close_all(self) -> None:
         for idle in self._idle.values():
@@ -113,12 +124,12 @@ class Pool:
 
     @property
     def active(self) -> int:
-        return sum(self._active.values())
+        return sum(map(len, self._active.values()))
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """Per backend (idle, active): the metrics' pool gauges."""
         names = self._idle.keys() | self._active.keys()
-        return {name: (len(self._idle.get(name, ())), self._active.get(name, 0)) for name in names}
+        return {name: (len(self._idle.get(name, ())), len(self._active.get(name, ()))) for name in names}
 
     def __repr__(self) -> str:
         idle = sum(len(d) for d in self._idle.values())

@@ -152,6 +152,54 @@ def test_an_edited_url_reaches_the_running_proxy_within_a_second(tmp_path: Path,
         stop(moved_to.proc)
 
 
+def test_a_connection_out_when_the_url_changes_is_closed_not_pooled_again(tmp_path: Path, sim: Sim) -> None:
+    """A stream to the old URL that ends after the edit: its connection is closed when it comes back, so
+    no later request goes to the old server (fortress/proxy/pool.py retires it)."""
+    moved_to = start_sim(name="moved-to")
+    home = make_fortress(tmp_path, [])
+    home.serve()
+    admin = start_admin(home)
+    try:
+        c, token = admin.login()
+        assert (
+            c.post("/backends", data={"name": "gpu1", "url": sim.url, "_csrf_token": token}).status_code
+            == 303
+        )
+        key = home.key("alice")
+        body = {"model": "llama3.2:latest", "prompt": "hi"}
+
+        def generate() -> None:
+            r = httpx.post(
+                f"{home.url}/api/generate", json={**body, "stream": False}, headers={"X-API-Key": key}
+            )
+            assert r.status_code == 200, r.text
+
+        def generated(on: Sim) -> int:
+            return sum(r["path"] == "/api/generate" for r in on.requests())
+
+        slow = {"X-API-Key": key, "X-Sim-Tokens": "80", "X-Sim-Rate": "10"}  # an 8 s stream
+        with (
+            httpx.Client(timeout=30) as client,
+            client.stream("POST", f"{home.url}/api/generate", json=body, headers=slow) as held,
+        ):
+            lines = held.iter_lines()
+            assert held.status_code == 200 and json.loads(next(lines))["done"] is False
+            assert _edit(c, token, url=moved_to.url).status_code == 303
+            saved = time.monotonic()
+            while not generated(moved_to):  # the proxy took the edit while the stream is still going
+                assert time.monotonic() - saved < 5, "the proxy still sends to the old URL"
+                generate()
+            sim.clear()
+            assert json.loads(list(lines)[-1])["done"] is True  # the stream ends well on the old server
+        for _ in range(3):
+            generate()
+        assert (generated(sim), generated(moved_to)) == (0, 4)
+    finally:
+        stop(admin.proc)
+        home.stop()
+        stop(moved_to.proc)
+
+
 @pytest.mark.browser
 def test_edit_in_a_browser_by_labels(admin: Admin, gpu1: None) -> None:
     """Headless Chromium: open the Edit section, fill fields found by their labels, save, see the notice."""
