@@ -31,6 +31,7 @@ from fortress.backends.client import probe
 from fortress.backends.target import Target
 from fortress.config import Config, ConfigError
 from fortress.passwords import generate_password
+from fortress.proxy.tls import SETTING, effective_files
 from fortress.state import db as dbmod
 from fortress.state import repo
 from fortress.state.load import load_snapshot
@@ -526,23 +527,27 @@ def _tls_check(cert_path: str, key_path: str) -> tuple[bool, str]:
     return True, f"{cert_path} matches its key, valid until {expires:%Y-%m-%d}"
 
 
-async def _doctor_db(cfg: Config, report: Callable[[bool, str], None]) -> tuple[BackendRecord, ...]:
+async def _doctor_db(
+    cfg: Config, report: Callable[[bool, str], None]
+) -> tuple[tuple[BackendRecord, ...], dict[str, str]]:
+    """The database's checks; the backends and the settings rows (the admin's TLS pair among them)."""
     path = Path(cfg.database.path)
     try:
         db = await _open_db(cfg)
     except (CliError, sqlite3.Error) as exc:
         report(False, f"database: {exc}")
-        return tuple(BackendRecord(b.name, b.url, b.type) for b in cfg.backends)
+        return tuple(BackendRecord(b.name, b.url, b.type) for b in cfg.backends), {}
     try:
         report(True, f"database: {path} (schema version {await dbmod.schema_version(db)})")
         async with db.execute("PRAGMA journal_mode") as cur:
             mode = (await cur.fetchone())[0]  # type: ignore[index]
         report(mode == "wal", f"database journal mode: {mode}" + ("" if mode == "wal" else " (expected wal)"))
+        settings = await repo.get_settings(db)
         try:
-            return (await load_snapshot(db, cfg)).backends
+            return (await load_snapshot(db, cfg)).backends, settings
         except SecretBoxError as exc:
             report(False, f"secrets: {exc}")
-            return ()
+            return (), settings
     finally:
         await db.close()
 
@@ -561,15 +566,18 @@ def _doctor(args: argparse.Namespace) -> int:
         report(False, f"config: {exc}")
         return 1
     report(True, f"config: {cfg.source or 'built-in defaults (no config file)'}")
-    backends = asyncio.run(_doctor_db(cfg, report))
+    backends, settings = asyncio.run(_doctor_db(cfg, report))
     if not backends:
         report(False, "backends: none configured")
     for b, ok, detail in asyncio.run(_check_backends(backends)):
         report(ok, f"backend {b.name} ({redact_url(b.url)}): {detail}")
-    if cfg.proxy.tls_cert:
-        report(*_tls_check(cfg.proxy.tls_cert, cfg.proxy.tls_key))
-    else:
+    files = effective_files(cfg, settings)  # the pair the proxy starts with, as it chooses it
+    if files is None:
         print("info  TLS: off (proxy.tls_cert not set; put Fortress behind a TLS terminator or run cert)")
+    else:
+        ok, detail = _tls_check(files.cert, files.key)
+        source = "config.toml" if SETTING not in settings else "the admin's /settings"
+        report(ok, f"TLS (from {source}): {detail}")
     return 1 if failures else 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pty
 import re
@@ -11,7 +12,11 @@ import stat
 import sys
 import time
 
+import aiosqlite
+
+from admin import certstore
 from fortress.passwords import verify_password
+from fortress.proxy.tls import TlsFiles
 
 from .conftest import FakeOllama, Fortress
 
@@ -206,6 +211,34 @@ def test_doctor_and_cert(fortress: Fortress) -> None:
     fortress.configure('tls_cert = "tls/cert.pem"\ntls_key = "tls2/key.pem"')
     res = fortress.run("doctor")
     assert res.returncode == 1 and re.search(r"^fail .*does not match", res.stdout, re.M)
+
+
+def test_doctor_checks_the_tls_pair_chosen_in_the_admin(fortress: Fortress) -> None:
+    """The admin's /settings pair wins over config.toml's for the proxy (proxy/tls.py): doctor checks that
+    one and says where it comes from."""
+    fortress.ok("init")
+    fortress.ok("cert", "--host", "localhost", "--out", "tls")
+    fortress.ok("cert", "--host", "127.0.0.1", "--out", "tls2")
+    assert "info  TLS: off" in fortress.ok("doctor")  # config.toml sets no pair
+
+    def choose_in_admin(cert: str, key: str) -> None:  # what the admin's certificate form stores
+        async def write() -> None:
+            db = await aiosqlite.connect(fortress.db_path)
+            try:
+                files = TlsFiles(str(fortress.root / cert), str(fortress.root / key))
+                await certstore.apply(db, files, actor="admin", ip="127.0.0.1", detail="test")
+            finally:
+                await db.close()
+
+        asyncio.run(write())
+
+    choose_in_admin("tls/cert.pem", "tls/key.pem")
+    out = fortress.ok("doctor")
+    assert re.search(r"^ok\s+TLS \(from the admin's /settings\): .*tls/cert.pem matches its key", out, re.M)
+    choose_in_admin("tls/cert.pem", "tls2/key.pem")
+    res = fortress.run("doctor")
+    assert res.returncode == 1
+    assert re.search(r"^fail\s+TLS \(from the admin's /settings\): .*does not match", res.stdout, re.M)
 
 
 def test_interactive_init_asks_on_a_terminal(fortress: Fortress) -> None:
