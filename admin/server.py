@@ -11,6 +11,8 @@ setting, but it takes a protocol class (`http=`), so this one adds, per connecti
   waited longest without sending a complete request head (idle keep-alive or dribbling attacker),
   never one whose request is being served, so a browser keeps getting in during a flood.
 The decision of whom to evict is ConnectionGuard's (pure, tested without sockets).
+On stop, a connection with nothing left to send is dropped at once: a TLS close waits for the client's
+close_notify (asyncio: up to 30 s), which a browser holding an idle connection never sends.
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.phase = Phase.HEAD
         self.head_bytes = 0
         self.deadline: asyncio.TimerHandle | None = None
+        self.stopping = False
 
     @classmethod
     def configured(cls, guard: ConnectionGuard, head_timeout_s: float, body_timeout_s: float) -> type[Any]:
@@ -162,8 +165,25 @@ class GuardedProtocol(HttpToolsProtocol):
             self.phase = Phase.SERVING
             self._disarm()
 
+    def shutdown(self) -> None:
+        """The server stops: drop the connection now if idle, else once its response is sent."""
+        self.stopping = True
+        if self.cycle is None or self.cycle.response_complete:
+            self._drop()
+        else:
+            super().shutdown()
+
+    def _drop(self) -> None:
+        if self.transport.get_write_buffer_size():
+            self.transport.close()  # the answer's last bytes go first
+        else:
+            self.transport.abort()  # nothing to say: no goodbye to wait for
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if self.stopping:
+            self._drop()
+            return
         # a body still arriving stays under its deadline; on_message_complete goes idle after it
         if self.phase is not Phase.BODY and not self.pipeline and not self.transport.is_closing():
             self._idle()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -19,6 +20,7 @@ from playwright.sync_api import Browser, expect
 
 from admin.requestcheck import problem
 from admin.server import ConnectionGuard, connection_cap
+from fortress.cli import self_signed
 from tests.admin.conftest import Admin, sign_in, start_admin
 from tests.conftest import make_fortress, stop
 
@@ -116,6 +118,30 @@ def test_the_soft_fd_limit_is_raised_to_the_hard_limit(quick: Admin) -> None:
 
 
 # ---- the pure parts -----------------------------------------------------------------------------------
+
+
+def test_https_admin_stops_promptly_with_idle_tls_connections(tmp_path: Path) -> None:
+    """A browser's idle TLS connections (one never used, one after a request) do not hold up SIGTERM: a
+    TLS close would wait for their close_notify (asyncio allows 30 s); the admin drops them instead."""
+    cert_pem, key_pem = self_signed("localhost")
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    (tmp_path / "key.pem").write_bytes(key_pem)
+    tls = f'[proxy]\ntls_cert = "{tmp_path}/cert.pem"\ntls_key = "{tmp_path}/key.pem"\n'
+    a = start_admin(make_fortress(tmp_path, [], tls))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    conns = [context.wrap_socket(connect(a), server_hostname="localhost") for _ in range(2)]
+    try:
+        conns[1].sendall(b"GET /login HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert conns[1].recv(100).startswith(b"HTTP/1.1 200")  # served, then idle on keep-alive
+        t0 = time.monotonic()
+        a.proc.terminate()
+        a.proc.wait(60)
+        assert time.monotonic() - t0 < 5, "the admin waited on idle TLS connections"
+    finally:
+        for c in conns:
+            c.close()
+        stop(a.proc)
 
 
 def test_guard_evicts_the_longest_waiting_connection_never_a_busy_one() -> None:
