@@ -33,6 +33,7 @@ from admin.requestcheck import request_check
 from admin.web import is_htmx
 from fortress import logs
 from fortress.addr import parse_listen
+from fortress.backends.kind import kind_names
 from fortress.config import Config
 from fortress.proxy.tls import LiveTls
 from fortress.state.db import connect, migrate
@@ -96,6 +97,8 @@ def _size(value: float | None) -> str:
 
 def _engine(engine: JinjaTemplateEngine) -> None:
     engine.engine.filters.update(ts=_ts, clock=_clock, num=_num, size=_size)
+    # the backend types the forms offer: every registered kind, so a new kind needs no template edit
+    engine.engine.globals["backend_kinds"] = kind_names()
 
 
 def create_app(

@@ -28,6 +28,7 @@ from fortress import backup, logs
 from fortress import config as config_mod
 from fortress.addr import redact_url
 from fortress.backends.client import probe
+from fortress.backends.kind import kind_names
 from fortress.backends.target import Target
 from fortress.config import Config, ConfigError
 from fortress.passwords import generate_password
@@ -728,7 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(backends, "add", _backend_add, "add a backend to the database")
     p.add_argument("name")
     p.add_argument("url")
-    p.add_argument("--type", default="ollama", choices=repo.BACKEND_TYPES)
+    p.add_argument("--type", default="ollama", choices=kind_names())
     p.add_argument("--weight", type=int, default=1)
     p.add_argument("--credential-env", default="", metavar="VAR", help="env var holding the credential")
     p.add_argument("--models", default="", metavar="A,B", help="served models (openai type)")

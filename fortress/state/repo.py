@@ -77,7 +77,6 @@ class BackendRow:
 
 KEY_STATES = ("active", "disabled", "revoked")
 SCOPES = ("user", "search", "admin")  # search: user, plus /api/web_search and /api/web_fetch
-BACKEND_TYPES = kind_names()
 ADMIN_ROLES = ("admin", "viewer")
 _USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 _BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -162,8 +161,9 @@ def check_backend_url(url: str) -> str:
 
 
 def check_backend_type(type: str) -> str:
-    if type not in BACKEND_TYPES:
-        raise RepoError(f"invalid backend type {type!r} (use {' or '.join(BACKEND_TYPES)})")
+    known = kind_names()  # asked each time: every kind registered, whenever its module was imported
+    if type not in known:
+        raise RepoError(f"invalid backend type {type!r} (use {' or '.join(known)})")
     return type
 
 

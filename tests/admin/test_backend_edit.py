@@ -7,6 +7,7 @@ import json
 import re
 import sqlite3
 import time
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -15,7 +16,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.admin.conftest import ADMIN_PASSWORD, ADMIN_USER, Admin, start_admin
 from tests.admin.test_browser import CHROMIUM_ARGS
-from tests.conftest import Sim, make_fortress, start_sim, stop
+from tests.conftest import PY, Sim, make_fortress, start, start_sim, stop, wait_port
 
 SECRET = "sk-backend-credential-123"
 
@@ -198,6 +199,48 @@ def test_a_connection_out_when_the_url_changes_is_closed_not_pooled_again(tmp_pa
         stop(admin.proc)
         home.stop()
         stop(moved_to.proc)
+
+
+# `fortress admin` with one more backend kind registered, as a new kind module does on import
+WITH_EXTRA_KIND = """
+import sys
+from fortress.backends.kind import register
+from fortress.backends.openai import OpenAIKind
+class Extra(OpenAIKind):
+    name = "extra"
+register(Extra())
+from fortress.cli import main
+raise SystemExit(main())
+"""
+TYPE_OPTIONS = re.compile(r'<select id="(?:b|w|e)-type[^"]*" name="type">(.*?)</select>', re.S)
+OPTION = re.compile(r'<option value="([^"]+)"( selected)?')
+
+
+def test_backend_type_choices_are_the_registered_kinds(tmp_path: Path) -> None:
+    """Every form that asks for a backend type offers each registered kind: a new kind shows up with no
+    template edit (here one registered at start-up), and the edit form selects the backend's own."""
+    home = make_fortress(tmp_path, [])
+    proc = start([PY, "-c", WITH_EXTRA_KIND, "admin", "--config", str(home.config)])
+    listen = tomllib.loads(home.config.read_text())["admin"]["listen"]
+    admin = Admin(int(listen.rsplit(":", 1)[1]), proc, home)
+    wait_port(admin.port, proc)
+    try:
+        c, token = admin.login()
+
+        def choices(path: str) -> list[list[tuple[str, bool]]]:
+            page = c.get(path)
+            assert page.status_code == 200, page.text
+            return [[(v, bool(sel)) for v, sel in OPTION.findall(s)] for s in TYPE_OPTIONS.findall(page.text)]
+
+        assert choices("/welcome") == [[("ollama", True), ("openai", False), ("extra", False)]]
+        data = {"name": "gpu1", "url": "http://127.0.0.1:9", "type": "openai", "models": "m1"}
+        r = c.post("/backends", data={**data, "_csrf_token": token})
+        assert r.status_code == 303, r.text[-2000:]
+        edit, add = choices("/backends")  # the edit form comes first, under its backend
+        assert add == [("ollama", True), ("openai", False), ("extra", False)]
+        assert edit == [("ollama", False), ("openai", True), ("extra", False)]
+    finally:
+        stop(proc)
 
 
 @pytest.mark.browser
