@@ -162,12 +162,15 @@ def test_proxy_stats_row_reports_live_figures_and_window_fill(fortress: Fortress
     for _ in range(3):
         assert httpx.get(f"{fortress.url}/api/tags", headers=auth(key)).status_code == 200
     key_id = key.split("_")[1]
-    deadline = time.monotonic() + 3
+    # the row is rewritten periodically: one written while these requests ran shows part of them, so wait
+    # for one written after them all (generously: a busy machine writes it late)
+    deadline = time.monotonic() + 30
     while True:
         with sqlite3.connect(fortress.db) as db:
             row = db.execute("SELECT requests, in_flight, detail FROM proxy_stats").fetchone()
         detail = json.loads(row[2]) if row else {}
-        if key_id in detail.get("keys", {}) or time.monotonic() > deadline:
+        used = detail.get("keys", {}).get(key_id, {}).get("used")
+        if (used == 4 and row[0] >= 3 and row[1] == 0) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert row is not None and row[0] >= 3 and row[1] == 0
