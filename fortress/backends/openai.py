@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from fortress.backends.kind import Outgoing
     from fortress.pipeline.routes import Route
 
-_RELAYED = frozenset(("/v1/chat/completions", "/v1/completions", "/v1/embeddings"))
+# answers relayed through OpenAIRelay: the model renamed to the client's P/M, usage read
+_RELAYED = frozenset(("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"))
 # the translated request is Fortress's own JSON: the client's body headers do not describe it
 _TRANSLATED_DROP = (*CODEC_DROP, b"accept:", b"content-type:", b"content-encoding:")
 _JSON = b"Content-Type: application/json\r\n"
@@ -66,7 +67,7 @@ class OpenAIKind:
         if path.startswith(b"/v1/"):
             path = path[3:]  # the provider's base URL carries its own /v1
         doc = req.doc
-        if doc is None or route.name not in _RELAYED:  # e.g. /v1/responses: renamed and relayed raw
+        if doc is None or route.name not in _RELAYED:  # the request renamed, the answer relayed raw
             body = dumps({**doc, "model": name}) if doc is not None and name != req.model else req.body
             return Rewrite(req.method, path, body)
         doc = {**doc, "model": name}

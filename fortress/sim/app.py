@@ -55,6 +55,7 @@ ROUTES: dict[str, Route] = {
     "/v1/chat/completions": Route({"POST": openai.chat_completions}, "openai"),
     "/v1/completions": Route({"POST": openai.completions}, "openai"),
     "/v1/embeddings": Route({"POST": openai.embeddings}, "openai"),
+    "/v1/responses": Route({"POST": openai.responses}, "openai"),
     "/v1/models": Route({"GET": openai.models}, "openai"),
     "/v1/messages": Route({"POST": anthropic.messages}, "anthropic"),
     "/_sim/requests": Route({"GET": probes.journal, "DELETE": probes.clear_journal}, "sim"),

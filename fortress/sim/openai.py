@@ -366,3 +366,64 @@ def model(sim: Simulator, req: Request) -> Full:
         raise Refusal(404, f"model '{req.param}' not found")
     entry = _provider_entry(found) if sim.settings.provider else found.openai_entry()
     return Full(200, dumps({**entry, "id": req.param}))
+
+
+RESPONSES_FIELDS = {
+    "model": "string",
+    "input": "json.RawMessage",
+    "instructions": "string",
+    "stream": "bool",
+    "max_output_tokens": "*int",
+    "temperature": "*float64",
+    "top_p": "*float64",
+}
+
+
+def responses(sim: Simulator, req: Request) -> Reply:
+    """POST /v1/responses, text in and out (Ollama serves it too, in the same shape): one `response`
+    object, or its SSE events (created, one output_text.delta per piece, completed with usage)."""
+    body = gojson.decode_struct(req.body, "openai.ResponsesRequest", RESPONSES_FIELDS)
+    note(req.entry, body.get("model"))
+    given = body.get("input")
+    if not isinstance(given, str | list) or not given:
+        raise Refusal(400, "missing or invalid 'input'")
+    prompt = given if isinstance(given, str) else dumps(given).decode()
+    model = _find(sim, body.get("model"), "chat")
+    was_loaded = sim.catalog.touch(model, DEFAULT_KEEP_ALIVE_S)
+    prompt_tokens = text.count_tokens(prompt + str(body.get("instructions") or "")) + text.TEMPLATE_OVERHEAD
+    plan = Plan.make(req.knobs, body.get("max_output_tokens"), prompt_tokens, was_loaded)
+    rid, mid = _random_id("resp_", 24), _random_id("msg_", 24)
+    usage = {
+        "input_tokens": plan.prompt_tokens,
+        "output_tokens": plan.count,
+        "total_tokens": plan.prompt_tokens + plan.count,
+    }
+
+    def response(status: str, output: list[dict], used: dict | None) -> dict:
+        return {
+            "id": rid,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "model": body["model"],
+            "output": output,
+            "usage": used,
+        }
+
+    words = text.plain_text(plan.count)
+    part = {"type": "output_text", "text": words, "annotations": []}
+    done = [{"type": "message", "id": mid, "status": "completed", "role": "assistant", "content": [part]}]
+    if not body.get("stream"):
+        return Full(200, dumps(response("completed", done, usage)), delay_s=plan.generation_s)
+
+    def event(kind: str, value: dict) -> bytes:
+        return b"event: " + kind.encode() + b"\ndata: " + dumps({"type": kind, **value}) + b"\n\n"
+
+    first = event("response.created", {"response": response("in_progress", [], None)})
+    prefix = (
+        b"event: response.output_text.delta\ndata: "
+        + dumps({"type": "response.output_text.delta", "item_id": mid, "output_index": 0})[:-1]
+        + b',"content_index":0,"delta":"'
+    )
+    tail = [event("response.completed", {"response": response("completed", done, usage)})]
+    return Stream(SSE, chain((first,), _sse(prefix, b'"}\n\n', plan, tail)), plan.interval_s)

@@ -84,9 +84,11 @@ class Counted:
         self.completion_tokens: int | None = None
 
     def _count(self, usage: object) -> None:
-        """Take OpenAI's `usage` object; the last one seen wins (some servers zero it on every chunk)."""
+        """Take OpenAI's `usage` object (the Responses API names its counts input_tokens and output_tokens);
+        the last one seen wins (some servers zero it on every chunk)."""
         if isinstance(usage, dict):
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+            completion = usage.get("completion_tokens", usage.get("output_tokens"))
             if isinstance(prompt, int):
                 self.prompt_tokens = prompt
             if isinstance(completion, int):

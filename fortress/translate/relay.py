@@ -80,7 +80,8 @@ def rename_model(data: bytes, quoted: bytes) -> bytes:
 
 
 class OpenAIRelay(Counted):
-    """Codec for `/v1` chat, completions and embeddings answers (SSE or JSON) relayed to an OpenAI client."""
+    """Codec for `/v1` chat, completions, embeddings and responses answers (SSE or JSON) relayed to an
+    OpenAI client."""
 
     __slots__ = ("_body", "_content_type", "_error_status", "_hide", "_model", "_parser", "_renamed", "_seen")
 
@@ -165,6 +166,8 @@ class OpenAIRelay(Counted):
                 self._count(chunk["usage"])
                 if self._hide and not chunk.get("choices"):
                     return b""
+            elif isinstance(chunk, dict) and isinstance(chunk.get("response"), dict):
+                self._count(chunk["response"].get("usage"))  # /v1/responses: its response.completed event
         if self._model is None:
             return raw
         if self._seen not in raw:  # a name not seen before: learn where it is

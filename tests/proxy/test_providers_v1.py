@@ -205,3 +205,24 @@ def test_an_anthropic_stream_cut_mid_way_ends_with_an_error_event(stack: Stack) 
         and sum(e.startswith("event: error") for e in events) == 1
     )
     assert json.loads(events[-1].split("data: ", 1)[1])["error"]["type"] == "api_error"
+
+
+def test_responses_api_on_a_provider_model_names_it_p_m_like_chat(stack: Stack) -> None:
+    """/v1/responses for P/M: the provider gets its own model name, the client sees P/M in the answer and in
+    every streamed event that names a model, and the usage row carries the provider's counts."""
+    c = oai(stack)
+    stack.clear()
+    whole = c.responses.create(model=CHAT, input="hi", extra_headers=rid("resp-whole"))
+    assert whole.model == CHAT and whole.output_text and whole.usage is not None
+    assert whole.usage.output_tokens == 12
+    events = list(c.responses.create(model=CHAT, input="hi", stream=True, extra_headers=rid("resp-stream")))
+    named = [e.response.model for e in events if hasattr(e, "response")]
+    assert named == [CHAT, CHAT] and events[-1].type == "response.completed"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == whole.output_text
+    assert [json.loads(s["body"])["model"] for s in stack.seen()] == [CHAT_MODEL, CHAT_MODEL]
+    rows = stack.fortress.usage({"resp-whole", "resp-stream"}, ROW)
+    prompt = whole.usage.input_tokens
+    assert rows == {
+        "resp-whole": (CHAT, "prov", 200, 0, prompt, 12),
+        "resp-stream": (CHAT, "prov", 200, 1, prompt, 12),
+    }
