@@ -8,6 +8,8 @@ import re
 import sqlite3
 import time
 import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -16,7 +18,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from tests.admin.conftest import ADMIN_PASSWORD, ADMIN_USER, Admin, start_admin
 from tests.admin.test_browser import CHROMIUM_ARGS
-from tests.conftest import PY, Sim, make_fortress, start, start_sim, stop, wait_port
+from tests.conftest import PY, Fortress, Sim, make_fortress, start, start_sim, stop, wait_port
 
 SECRET = "sk-backend-credential-123"
 
@@ -117,8 +119,37 @@ def test_viewer_and_missing_csrf_are_refused_and_change_nothing(admin: Admin, gp
     assert _row(admin) == before
 
 
-def test_an_edited_url_reaches_the_running_proxy_within_a_second(tmp_path: Path, sim: Sim) -> None:
-    """Moving a backend from one healthy server to another: the next requests go to the new one."""
+GENERATE = {"model": "llama3.2:latest", "prompt": "hi"}
+
+
+def generated(on: Sim) -> int:
+    return sum(r["path"] == "/api/generate" for r in on.requests())
+
+
+@dataclass
+class Move:
+    """A running proxy and admin, database backend gpu1 on the `sim` server, and a server to move it to."""
+
+    home: Fortress
+    admin: httpx.Client
+    token: str
+    key: str
+    moved_to: Sim
+
+    def generate(self) -> None:
+        r = httpx.post(
+            f"{self.home.url}/api/generate",
+            json={**GENERATE, "stream": False},
+            headers={"X-API-Key": self.key},
+        )
+        assert r.status_code == 200, r.text
+
+    def edit_url(self) -> None:
+        assert _edit(self.admin, self.token, url=self.moved_to.url).status_code == 303
+
+
+@pytest.fixture
+def move(tmp_path: Path, sim: Sim) -> Iterator[Move]:
     moved_to = start_sim(name="moved-to")
     home = make_fortress(tmp_path, [])
     home.serve()
@@ -129,76 +160,45 @@ def test_an_edited_url_reaches_the_running_proxy_within_a_second(tmp_path: Path,
             c.post("/backends", data={"name": "gpu1", "url": sim.url, "_csrf_token": token}).status_code
             == 303
         )
-        key = home.key("alice")
-        body = {"model": "llama3.2:latest", "prompt": "hi", "stream": False}
-
-        def generate() -> None:
-            r = httpx.post(f"{home.url}/api/generate", json=body, headers={"X-API-Key": key})
-            assert r.status_code == 200, r.text
-
-        def generated_on_new_server() -> bool:
-            return any(r["path"] == "/api/generate" for r in moved_to.requests())
-
-        generate()
-        assert not generated_on_new_server()
-        assert _edit(c, token, url=moved_to.url).status_code == 303
-        saved = time.monotonic()
-        while not generated_on_new_server():
-            assert time.monotonic() - saved < 1.5, "the proxy still sends to the old URL"
-            generate()
-            time.sleep(0.05)
+        yield Move(home, c, token, home.key("alice"), moved_to)
     finally:
         stop(admin.proc)
         home.stop()
         stop(moved_to.proc)
 
 
-def test_a_connection_out_when_the_url_changes_is_closed_not_pooled_again(tmp_path: Path, sim: Sim) -> None:
+def test_an_edited_url_reaches_the_running_proxy_within_a_second(move: Move) -> None:
+    """Moving a backend from one healthy server to another: the next requests go to the new one."""
+    move.generate()
+    assert not generated(move.moved_to)
+    move.edit_url()
+    saved = time.monotonic()
+    while not generated(move.moved_to):
+        assert time.monotonic() - saved < 1.5, "the proxy still sends to the old URL"
+        move.generate()
+        time.sleep(0.05)
+
+
+def test_a_connection_out_when_the_url_changes_is_closed_not_pooled_again(move: Move, sim: Sim) -> None:
     """A stream to the old URL that ends after the edit: its connection is closed when it comes back, so
     no later request goes to the old server (fortress/proxy/pool.py retires it)."""
-    moved_to = start_sim(name="moved-to")
-    home = make_fortress(tmp_path, [])
-    home.serve()
-    admin = start_admin(home)
-    try:
-        c, token = admin.login()
-        assert (
-            c.post("/backends", data={"name": "gpu1", "url": sim.url, "_csrf_token": token}).status_code
-            == 303
-        )
-        key = home.key("alice")
-        body = {"model": "llama3.2:latest", "prompt": "hi"}
-
-        def generate() -> None:
-            r = httpx.post(
-                f"{home.url}/api/generate", json={**body, "stream": False}, headers={"X-API-Key": key}
-            )
-            assert r.status_code == 200, r.text
-
-        def generated(on: Sim) -> int:
-            return sum(r["path"] == "/api/generate" for r in on.requests())
-
-        slow = {"X-API-Key": key, "X-Sim-Tokens": "80", "X-Sim-Rate": "10"}  # an 8 s stream
-        with (
-            httpx.Client(timeout=30) as client,
-            client.stream("POST", f"{home.url}/api/generate", json=body, headers=slow) as held,
-        ):
-            lines = held.iter_lines()
-            assert held.status_code == 200 and json.loads(next(lines))["done"] is False
-            assert _edit(c, token, url=moved_to.url).status_code == 303
-            saved = time.monotonic()
-            while not generated(moved_to):  # the proxy took the edit while the stream is still going
-                assert time.monotonic() - saved < 5, "the proxy still sends to the old URL"
-                generate()
-            sim.clear()
-            assert json.loads(list(lines)[-1])["done"] is True  # the stream ends well on the old server
-        for _ in range(3):
-            generate()
-        assert (generated(sim), generated(moved_to)) == (0, 4)
-    finally:
-        stop(admin.proc)
-        home.stop()
-        stop(moved_to.proc)
+    slow = {"X-API-Key": move.key, "X-Sim-Tokens": "80", "X-Sim-Rate": "10"}  # an 8 s stream
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", f"{move.home.url}/api/generate", json=GENERATE, headers=slow) as held,
+    ):
+        lines = held.iter_lines()
+        assert held.status_code == 200 and json.loads(next(lines))["done"] is False
+        move.edit_url()
+        saved = time.monotonic()
+        while not generated(move.moved_to):  # the proxy took the edit while the stream is still going
+            assert time.monotonic() - saved < 5, "the proxy still sends to the old URL"
+            move.generate()
+        sim.clear()
+        assert json.loads(list(lines)[-1])["done"] is True  # the stream ends well on the old server
+    for _ in range(3):
+        move.generate()
+    assert (generated(sim), generated(move.moved_to)) == (0, 4)
 
 
 # `fortress admin` with one more backend kind registered, as a new kind module does on import
