@@ -218,7 +218,7 @@ OPTION = re.compile(r'<option value="([^"]+)"( selected)?')
 
 def test_backend_type_choices_are_the_registered_kinds(tmp_path: Path) -> None:
     """Every form that asks for a backend type offers each registered kind: a new kind shows up with no
-    template edit (here one registered at start-up), and the edit form selects the backend's own."""
+    template or schema edit (here one registered at start-up), and the edit form selects the backend's own."""
     home = make_fortress(tmp_path, [])
     proc = start([PY, "-c", WITH_EXTRA_KIND, "admin", "--config", str(home.config)])
     listen = tomllib.loads(home.config.read_text())["admin"]["listen"]
@@ -233,12 +233,12 @@ def test_backend_type_choices_are_the_registered_kinds(tmp_path: Path) -> None:
             return [[(v, bool(sel)) for v, sel in OPTION.findall(s)] for s in TYPE_OPTIONS.findall(page.text)]
 
         assert choices("/welcome") == [[("ollama", True), ("openai", False), ("extra", False)]]
-        data = {"name": "gpu1", "url": "http://127.0.0.1:9", "type": "openai", "models": "m1"}
+        data = {"name": "gpu1", "url": "http://127.0.0.1:9", "type": "extra", "models": "m1"}
         r = c.post("/backends", data={**data, "_csrf_token": token})
         assert r.status_code == 303, r.text[-2000:]
         edit, add = choices("/backends")  # the edit form comes first, under its backend
         assert add == [("ollama", True), ("openai", False), ("extra", False)]
-        assert edit == [("ollama", False), ("openai", True), ("extra", False)]
+        assert edit == [("ollama", False), ("openai", False), ("extra", True)]
     finally:
         stop(proc)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import stat
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,39 @@ CREATE TRIGGER tr AFTER INSERT ON t BEGIN
     assert out[1].startswith("CREATE TRIGGER") and out[1].endswith("END;")
     with pytest.raises(ValueError, match="incomplete"):
         dbmod.statements("CREATE TABLE x (a")
+
+
+async def test_backend_types_are_the_registry_s_to_check_and_rows_survive_migration_10(
+    tmp_path: Path,
+) -> None:
+    """Migration 10 drops the fixed list of backend types: a database made before it keeps its backends and
+    their config_version triggers, and takes a type that only the kinds registry knows."""
+    path = tmp_path / "fortress.db"
+    with sqlite3.connect(path) as conn:  # the schema as it was at version 9
+        for version, file in dbmod.migrations()[:9]:
+            for stmt in dbmod.statements(file.read_text()):
+                conn.execute(stmt)
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(version),),
+            )
+        conn.execute(
+            "INSERT INTO backends (name, url, type, models, credential_enc, created_at)"
+            " VALUES ('prov', 'https://api.example.com/v1', 'openai', 'gpt-4o', x'0102', 1.5)"
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute("INSERT INTO backends (name, url, type, created_at) VALUES ('x', 'u', 'other', 0)")
+    assert await dbmod.migrate(path) == dbmod.latest_version() >= 10
+    with closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute(
+            "SELECT name, url, type, models, credential_enc, created_at FROM backends"
+        ).fetchall()
+        assert rows == [("prov", "https://api.example.com/v1", "openai", "gpt-4o", b"\x01\x02", 1.5)]
+        before = int(conn.execute("SELECT value FROM meta WHERE key = 'config_version'").fetchone()[0])
+        with conn:
+            conn.execute("INSERT INTO backends (name, url, type, created_at) VALUES ('x', 'u', 'other', 0)")
+            conn.execute("UPDATE backends SET weight = 2 WHERE name = 'x'")
+            conn.execute("DELETE FROM backends WHERE name = 'x'")
+        after = int(conn.execute("SELECT value FROM meta WHERE key = 'config_version'").fetchone()[0])
+        assert after == before + 3
