@@ -69,7 +69,7 @@ class Admit:
 
 
 @dataclass(frozen=True, slots=True)
-class Refused(LocalReply):
+class KeyRefusal(LocalReply):
     """A refusal once the key is known (key policy, limits): usage and analytics charge it to that key."""
 
     key: KeyRecord | None = None
@@ -218,11 +218,11 @@ class Gate:
     def _key_policy(
         self, route: Route, key: KeyRecord, path: str, openai: bool, now: float
     ) -> LocalReply | Admit:
-        """Key policy (stage 6), then rate limits (stage 7); a refusal names the key (Refused)."""
+        """Key policy (stage 6), then rate limits (stage 7); a refusal names the key (KeyRefusal)."""
         done = self._key_rules(route, key, path, openai, now)
         if isinstance(done, Admit):
             return done
-        return Refused(done.status, done.body, done.content_type, done.headers, done.close, key)
+        return KeyRefusal(done.status, done.body, done.content_type, done.headers, done.close, key)
 
     def _key_rules(
         self, route: Route, key: KeyRecord, path: str, openai: bool, now: float

@@ -26,7 +26,7 @@ from fortress.metrics.exposition import CONTENT_TYPE, render
 from fortress.metrics.families import families
 from fortress.metrics.recorder import BackendState, Recorder, UsageCounts
 from fortress.pipeline import routes
-from fortress.pipeline.chain import Admit, Compiled, Gate, Refused
+from fortress.pipeline.chain import Admit, Compiled, Gate, KeyRefusal
 from fortress.pipeline.ip_policy import client_ip as resolve_client_ip
 from fortress.pipeline.limits import Limiter
 from fortress.pipeline.routes import classify
@@ -388,7 +388,7 @@ class Worker:
         if m is not None:
             route = req.admit.route.name if req.admit is not None else classify(path).name
             m.request(route, status, now - req.t0, None, req.body_size, len(reply.body))
-        key = reply.key if isinstance(reply, Refused) else req.admit.key if req.admit is not None else None
+        key = reply.key if isinstance(reply, KeyRefusal) else req.admit.key if req.admit is not None else None
         if key is not None:
             self.active_keys.add(key.id)
         if self.usage is None or (status == 200 and path in _PROBES) or req.method == b"OPTIONS":
