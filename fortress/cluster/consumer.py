@@ -36,7 +36,7 @@ import redis
 
 from fortress.cluster.link import USAGE_GROUP, USAGE_STREAM, Reachability
 from fortress.state.sink import MALFORMED
-from fortress.state.usage import _INSERT, _ROLLUP, COLUMNS, _hourly, storable
+from fortress.state.usage import COLUMNS, insert, storable
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -95,8 +95,7 @@ def store_batches(conn: sqlite3.Connection, batches: list[Batch], now: float) ->
             if b.batch not in seen and b.batch not in fresh:
                 fresh[b.batch] = b
         rows = [row for b in fresh.values() for row in b.rows]
-        conn.executemany(_INSERT, rows)
-        conn.executemany(_ROLLUP, _hourly(rows))
+        insert(conn, rows)
         conn.executemany(
             "INSERT INTO usage_batches (batch, stored_at) VALUES (?, ?)", [(i, now) for i in fresh]
         )

@@ -29,7 +29,6 @@ import logging
 import marshal
 import os
 import select
-import signal
 import socket
 import sys
 import time
@@ -38,9 +37,9 @@ from collections import deque
 import redis
 
 from fortress.cluster.link import USAGE_STREAM, Reachability, sync_client
-from fortress.config import LOG_LEVELS, LoggingConfig, load
-from fortress.logs import AccessLog, configure
-from fortress.state.sink import ACK, ALL_REJECTED, HEAD
+from fortress.config import load
+from fortress.logs import AccessLog
+from fortress.state.sink import ACK, ALL_REJECTED, HEAD, writer_options, writer_setup
 
 log = logging.getLogger("fortress.usage")
 RETRY_S = 1.0
@@ -182,28 +181,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m fortress.cluster.producer", description="usage rows to Redis"
     )
     ap.add_argument("--config", required=True, help="config.toml with [cluster] redis_url")
-    ap.add_argument("--stream", default="", help="the proxy worker's stream id (part of each batch id)")
-    ap.add_argument("--ack-fd", type=int, default=None, help="file descriptor acknowledgements go to")
-    ap.add_argument("--log-level", choices=LOG_LEVELS, default="info")
-    ap.add_argument("--log-format", choices=("text", "json"), default="text")
-    ap.add_argument("--access-log", choices=("off", "json"), default="off")
-    ap.add_argument("--access-log-path", default="", help='"" = stdout')
+    writer_options(ap)
     args = ap.parse_args(argv)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    configure(LoggingConfig(level=args.log_level, format=args.log_format))
+    access = writer_setup(args)
     cluster = load(args.config).cluster
     if not cluster.redis_url:
         log.error("usage producer: [cluster] redis_url is not set in %s", args.config)
         return 2
     stream = args.stream or f"{socket.gethostname()}:{os.getpid()}:{time.time_ns() // 1_000_000}"
     producer = Producer(sync_client(cluster.redis_url), cluster.name, stream, cluster.usage_stream_maxlen)
-    access = None
-    if args.access_log == "json":
-        try:
-            access = AccessLog(args.access_log_path)
-        except OSError as exc:  # usage matters more than the access log: send it all the same
-            log.error("access log %s cannot be opened, no access log: %s", args.access_log_path, exc)
     return serve(sys.stdin.fileno(), producer, args.ack_fd, access)
 
 

@@ -5,8 +5,8 @@ answers the same question without counting; `add` counts unconditionally (tokens
 response); `acquire_slot`/`release_slot` bound requests in flight; `auth_failure`/`auth_locked` count
 failed keys per address for `fortress.pipeline.bruteforce`, so the lockout is shared exactly like the
 limits. Callers pass the clock (`now`, seconds since the epoch: every worker and node must agree). No
-method raises on request input; a store failure lets the request through (limits guard capacity, not
-identity) and is counted in `errors`.
+method raises on request input; a store failure is counted in `errors` and never refuses by itself
+(RedisLimiter then counts in this process until Redis answers again).
 
 Algorithm: a sliding log. A bucket keeps the times (and amounts) of what it counted; an amount leaves the
 window `window_s` after it was counted, and `hit` admits when what is still in the window plus `cost`
@@ -187,6 +187,9 @@ class LocalLimiter:
         self._slots[bucket] = held + 1
         return True
 
+    def holds_slot(self, bucket: str) -> bool:
+        return bucket in self._slots
+
     def release_slot(self, bucket: str) -> None:
         held = self._slots.get(bucket, 0)
         if held <= 1:
@@ -307,6 +310,12 @@ class RedisLimiter:
     request. Failed keys are counted in Redis exactly; each node reads the set of locked addresses at
     most every `locks_every_s`, so a lockout reaches every node within that time (at once on the node
     that counted the failure that locked it).
+
+    While Redis is unreachable every decision is made by a LocalLimiter in this process: limits keep
+    holding, per process instead of across the cluster (a client spreading requests over N processes
+    gets up to N times its limit until Redis is back), and `shared` says so for /health and /metrics.
+    What was counted locally stays local: Redis's logs resume where they were, and a slot taken locally
+    is given back locally.
     """
 
     def __init__(
@@ -329,6 +338,8 @@ class RedisLimiter:
         self._locks: dict[str, float] = {}  # address -> locked until, as last read from Redis
         self._locks_every_s = locks_every_s
         self._locks_read = -locks_every_s
+        self._local = LocalLimiter()
+        self.shared = True  # False from a failed call until one succeeds: decisions are local meanwhile
         self.errors = 0
 
     def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
@@ -341,18 +352,28 @@ class RedisLimiter:
         try:
             reply = script(keys=keys, args=args)
         except redis.RedisError:
-            self.errors += 1
-            self._down_until = time.monotonic() + self._down_s
+            self._failed()
             return None
         self._down_until = 0.0
+        self.shared = True
         return reply
+
+    def _failed(self) -> None:
+        self.errors += 1
+        self.shared = False
+        self._down_until = time.monotonic() + self._down_s
 
     def _decision(self, mode: str, bucket: str, limit: int, window_s: int, now: float, cost: int) -> Decision:
         window_s = max(1, window_s)
         key = f"{self._prefix}rl:{{{bucket}}}"  # one hash slot for both keys in a Redis cluster
         reply = self._call(self._log, [key, key + ":log"], [mode, limit, window_s, repr(now), cost, RING])
-        if reply is None:  # Redis unreachable: let the request through, counted in `errors`
-            return Decision(True, limit, limit, float(window_s), 0.0)
+        if reply is None:  # Redis unreachable: this process decides alone
+            local = self._local
+            return (
+                local.hit(bucket, limit, window_s, now, cost)
+                if mode == "hit"
+                else local.peek(bucket, limit, window_s, now, cost)
+            )
         total = int(reply[1])
         oldest = float(reply[2]) if reply[2] else None
         log = [(float(t), int(a)) for t, a in (e.split() for e in reply[3:])]
@@ -369,22 +390,27 @@ class RedisLimiter:
 
     def add(self, bucket: str, amount: int, window_s: int, now: float) -> None:
         key = f"{self._prefix}rl:{{{bucket}}}"
-        self._call(self._log, [key, key + ":log"], ["add", 0, max(1, window_s), repr(now), amount, RING])
+        args = ["add", 0, max(1, window_s), repr(now), amount, RING]
+        if self._call(self._log, [key, key + ":log"], args) is None:
+            self._local.add(bucket, amount, window_s, now)
 
     def acquire_slot(self, bucket: str, max_concurrent: int) -> bool:
         reply = self._call(
             self._acquire, [f"{self._prefix}slot:{bucket}"], [max_concurrent, self._slot_ttl_s]
         )
-        return reply is None or bool(reply)
+        return self._local.acquire_slot(bucket, max_concurrent) if reply is None else bool(reply)
 
     def release_slot(self, bucket: str) -> None:
-        self._call(self._release, [f"{self._prefix}slot:{bucket}"], [])
+        if self._local.holds_slot(bucket):  # taken while Redis was away: Redis never counted it
+            self._local.release_slot(bucket)
+        else:
+            self._call(self._release, [f"{self._prefix}slot:{bucket}"], [])
 
     def auth_failure(self, ip: str, limit: int, window_s: float, lockout_s: float, now: float) -> float:
         keys = [f"{self._prefix}af:{ip}", f"{self._prefix}locked"]
         reply = self._call(self._auth, keys, [limit, window_s, lockout_s, repr(now), ip])
         if reply is None:
-            return 0.0
+            return self._local.auth_failure(ip, limit, window_s, lockout_s, now)
         until = float(reply)
         if until > now:
             self._locks[ip] = until
@@ -394,7 +420,7 @@ class RedisLimiter:
         if now - self._locks_read >= self._locks_every_s:
             self._read_locks(now)
         until = self._locks.get(ip, 0.0)
-        return until - now if until > now else 0.0
+        return max(until - now, self._local.auth_locked(ip, now), 0.0)
 
     def _read_locks(self, now: float) -> None:
         """Adopt the cluster's current lockouts (at most 10,000: a flood of addresses stays bounded)."""
@@ -406,9 +432,9 @@ class RedisLimiter:
         try:
             rows = self._client.zrangebyscore(f"{self._prefix}locked", f"({now!r}", "+inf", 0, 10_000, True)
         except redis.RedisError:
-            self.errors += 1
-            self._down_until = time.monotonic() + self._down_s
+            self._failed()
             return
+        self.shared = True
         self._locks = {(m.decode() if isinstance(m, bytes) else m): float(score) for m, score in rows}
 
 

@@ -169,25 +169,37 @@ def serve(db_path: str, stream: str, source: BinaryIO, ack_fd: int | None, acces
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fortress.state.sink", description="Fortress usage writer")
-    ap.add_argument("db_path")
+def writer_options(ap: argparse.ArgumentParser) -> None:
+    """The options the proxy's usage pipe passes to its writer: this one, or fortress.cluster.producer."""
     ap.add_argument("--stream", default="", help="the proxy worker's stream id (exactly-once bookkeeping)")
     ap.add_argument("--ack-fd", type=int, default=None, help="file descriptor acknowledgements go to")
     ap.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     ap.add_argument("--log-format", choices=("text", "json"), default="text")
     ap.add_argument("--access-log", choices=("off", "json"), default="off")
     ap.add_argument("--access-log-path", default="", help='"" = stdout')
-    args = ap.parse_args(argv)
+
+
+def writer_setup(args: argparse.Namespace) -> AccessLog | None:
+    """A writer's start: it outlives the proxy's stop signals (the proxy closes the pipe last, so a
+    graceful stop loses nothing), logs as told, and opens the access log if asked (None: none)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure(LoggingConfig(level=args.log_level, format=args.log_format))
-    access = None
-    if args.access_log == "json":
-        try:
-            access = AccessLog(args.access_log_path)
-        except OSError as exc:  # usage matters more than the access log: store it all the same
-            log.error("access log %s cannot be opened, no access log: %s", args.access_log_path, exc)
+    if args.access_log != "json":
+        return None
+    try:
+        return AccessLog(args.access_log_path)
+    except OSError as exc:  # usage matters more than the access log: store it all the same
+        log.error("access log %s cannot be opened, no access log: %s", args.access_log_path, exc)
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m fortress.state.sink", description="Fortress usage writer")
+    ap.add_argument("db_path")
+    writer_options(ap)
+    args = ap.parse_args(argv)
+    access = writer_setup(args)
     return serve(args.db_path, args.stream, sys.stdin.buffer, args.ack_fd, access)
 
 

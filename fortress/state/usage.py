@@ -120,14 +120,19 @@ def _hourly(rows: list[tuple]) -> list[tuple]:
     return [(*k, *v) for k, v in rollup(rows).items()]
 
 
+def insert(conn: sqlite3.Connection, rows: list[tuple]) -> None:
+    """Raw rows and their hourly roll-up, inside the caller's transaction (the local writer's, or the
+    cluster consumer's, which commits its batch ids with them)."""
+    conn.executemany(_INSERT, rows)
+    conn.executemany(_ROLLUP, _hourly(rows))
+
+
 def store(conn: sqlite3.Connection, rows: list[tuple], stream: str = "", seq: int = 0) -> None:
     """Raw rows, their roll-up and (with a stream) the batch's sequence number in one transaction:
     all land, or nothing does (autocommit connection)."""
-    hourly = _hourly(rows)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany(_INSERT, rows)
-        conn.executemany(_ROLLUP, hourly)
+        insert(conn, rows)
         if stream:
             conn.execute(_STREAM, (stream, seq, time.time()))
         conn.execute("COMMIT")
