@@ -181,15 +181,22 @@ def _require_db(cfg: Config) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    _require_db(cfg)
+    if cfg.cluster.role != "node":  # a cluster node has no database: its configuration comes from Redis
+        _require_db(cfg)
     try:
         from fortress.proxy.server import serve
     except ModuleNotFoundError as exc:
         if exc.name == "fortress.proxy.server":
             raise CliError("the proxy is not built yet") from None
         raise
+    if cfg.cluster.role != "node":
+        return int(serve(cfg) or 0)
+    from fortress.cluster.subscriber import NoSnapshot
 
-    return int(serve(cfg) or 0)
+    try:
+        return int(serve(cfg) or 0)
+    except NoSnapshot as exc:
+        raise CliError(f"this node cannot start: {exc}") from None
 
 
 def _admin(args: argparse.Namespace) -> int:
@@ -215,7 +222,7 @@ def _sim(argv: list[str]) -> int:
 
 
 class Supervisor:
-    """Keeps `fortress serve` and `fortress admin` running as child processes.
+    """Keeps `fortress serve` and `fortress admin` (and a control node's cluster process) running.
 
     A child that exits is restarted after a delay that doubles while it keeps dying young (1 s up to
     30 s); SIGTERM/SIGINT is forwarded to the children, which get drain_s to stop before SIGKILL.
@@ -279,7 +286,9 @@ class Supervisor:
                 await asyncio.wait_for(self.stopping.wait(), delay)
 
     async def _audit_restart(self, name: str, code: int | None) -> None:
-        """Leave a trace in the audit log the admin shows; best effort, never fatal."""
+        """Leave a trace in the audit log the admin shows; best effort, never fatal (a node has none)."""
+        if not self.db_path:
+            return
         try:
             db = await dbmod.connect(self.db_path)
             try:
@@ -291,13 +300,20 @@ class Supervisor:
 
 
 def _run(args: argparse.Namespace) -> int:
+    """The proxy and the admin; with [cluster] redis_url, the control node's cluster process too (a node
+    runs only its proxy: the control node holds the database and the admin)."""
     cfg = _config(args)
-    _require_db(cfg)
     base = [sys.executable, "-m", "fortress"]
     extra = ["--config", cfg.source] if cfg.source else []
-    commands = {"serve": [*base, "serve", *extra], "admin": [*base, "admin", *extra]}
+    commands = {"serve": [*base, "serve", *extra]}
+    if cfg.cluster.role != "node":
+        _require_db(cfg)
+        commands["admin"] = [*base, "admin", *extra]
+    if cfg.cluster.redis_url and cfg.cluster.role == "control":
+        commands["cluster"] = [sys.executable, "-m", "fortress.cluster.control", *extra]
     logs.configure(cfg.logging)
-    sup = Supervisor(commands, cfg.proxy.drain_timeout_s + 5.0, cfg.database.path)
+    db_path = cfg.database.path if cfg.cluster.role != "node" else ""
+    sup = Supervisor(commands, cfg.proxy.drain_timeout_s + 5.0, db_path)
     return asyncio.run(sup.run())
 
 

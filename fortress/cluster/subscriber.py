@@ -141,6 +141,12 @@ class Subscriber:
                 return False
             return self._take(tag.decode(), blob)
 
+    async def check(self) -> None:
+        """refresh() for the proxy's own configuration checks: an outage is noted (and logged once by
+        `link`), never raised, so a node serves on its last snapshot."""
+        with contextlib.suppress(*ERRORS):
+            await self._refresh_checked()
+
     async def _refresh_checked(self) -> None:
         try:
             await self.refresh()

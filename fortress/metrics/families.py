@@ -38,6 +38,16 @@ def _counts(routes: dict[str, list[float]]) -> tuple[list, list, list, list, lis
     return requests, duration, ttfb, bytes_in, bytes_out
 
 
+def redis_family(up: bool) -> Family:
+    """Whether this node reaches Redis (only with [cluster] redis_url): 0 = last snapshot, local limits."""
+    return Family(
+        "fortress_cluster_redis_up",
+        "gauge",
+        "1 while Redis answers; 0: serving on the last configuration snapshot with limits counted locally.",
+        [((), int(up))],
+    )
+
+
 def families(t: Totals, now: float) -> list[Family]:
     requests, duration, ttfb, bytes_in, bytes_out = _counts(t.routes)
     tokens: list[tuple[Labels, float]] = []

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import socket
+from typing import TYPE_CHECKING
 
 import uvloop
 
@@ -33,6 +34,9 @@ from fortress.state.load import load_snapshot, read_config_version
 from fortress.state.repo import get_settings
 from fortress.state.trust import TrustTable
 from fortress.state.usage import write_proxy_stats
+
+if TYPE_CHECKING:
+    from fortress.cluster.node import Member, Shared
 
 log = logging.getLogger("fortress.proxy")
 RELOAD_INTERVAL_S = 0.25
@@ -58,13 +62,29 @@ async def _every(interval: float, step, name: str) -> None:  # type: ignore[no-u
 async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_path: str = "") -> None:
     loop = asyncio.get_running_loop()
     limiter: Limiter = open_limiter(cfg.cluster.redis_url, shm_path)
-    db = await connect(cfg.database.path)  # reads: the snapshot (never waits behind a blocked write)
-    writes = await connect(cfg.database.path)  # the stats row and IP trust sessions
-    version = await read_config_version(db)
-    snapshot = await load_snapshot(db, cfg)
-    usage = UsagePipe(cfg.database.path, cfg.logging)
+    member: Member | None = None  # a cluster node: no database; snapshot, usage, figures through Redis
+    cluster: Shared | None = None
+    if cfg.cluster.redis_url:  # redis-py is an optional dependency: imported only when configured
+        from fortress.cluster.node import Member, Shared
+
+        member = Member(cfg, limiter) if cfg.cluster.role == "node" else None
+        cluster = member or Shared(cfg, limiter)
+    if member is None:
+        db = await connect(cfg.database.path)  # reads: the snapshot (never waits behind a blocked write)
+        writes = await connect(cfg.database.path)  # the stats row and IP trust sessions
+        version = await read_config_version(db)
+        snapshot = await load_snapshot(db, cfg)
+        settings = await get_settings(db)
+        usage = UsagePipe(cfg.database.path, cfg.logging)
+    else:
+        snapshot = await member.join()
+        settings = {}  # TLS from this node's own config.toml: the control's settings name its files
+        usage = UsagePipe(cfg.database.path, cfg.logging, writer=member.usage_writer)
     await usage.start()
     worker = Worker(cfg, snapshot, loop, usage, limiter)
+    worker.cluster = cluster
+    if member is not None:
+        member.follow(worker)
     recorder = None
     if metrics_path:
         table = MetricsTable(metrics_path)  # one per process: closing any copy drops its locks (table.py)
@@ -73,7 +93,7 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_p
     worker.start_polling()
     await worker.poller.ready(cfg.routing.connect_timeout_s)
     host, port = parse_listen(cfg.proxy.listen)
-    tls = LiveTls.start(cfg, await get_settings(db))
+    tls = LiveTls.start(cfg, settings)
     server = await loop.create_server(
         lambda: ClientProtocol(worker),
         host,
@@ -87,8 +107,9 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_p
 
     async def reload() -> None:
         nonlocal version
-        current = await read_config_version(db)
-        if current != version:
+        if member is not None:
+            await member.check()  # the published snapshot, taken by the member's subscriber
+        elif (current := await read_config_version(db)) != version:
             worker.swap(await load_snapshot(db, cfg))
             worker.poller.sync()  # new or changed backends are polled at once; a new key costs no probe
             version = current
@@ -112,6 +133,9 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_p
             "usage": usage.counters(),
             "tls": tls.fingerprint if tls else "",
         }
+        if member is not None:
+            await member.beat(detail)
+            return
         await write_proxy_stats(
             writes,
             name,
@@ -119,11 +143,11 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_p
             worker.requests,
             worker.errors,
             len(worker.connections),
-            json.dumps(detail),
+            cluster.stats_detail(worker, detail) if cluster else json.dumps(detail),
         )
 
     worker.fresh = Freshness(reload, RELOAD_INTERVAL_S, RECHECK_FLOOR_S)
-    worker.trust_store = TrustTable(writes)
+    worker.trust_store = member.trust if member else TrustTable(writes)
     tasks = [
         loop.create_task(worker.fresh.run()),
         loop.create_task(_every(SWEEP_INTERVAL_S, sweep, "timeout sweep")),
@@ -154,8 +178,11 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_p
     if recorder is not None:
         recorder.close()
         recorder.table.close()  # the slot is folded into the retired totals by the next claim
-    await db.close()
-    await writes.close()
+    if member is not None:
+        await member.aclose()
+    else:
+        await db.close()
+        await writes.close()
     log.info("proxy worker %d stopped (%d usage events handed to the writer)", os.getpid(), usage.sent)
 
 

@@ -49,8 +49,12 @@ class UsagePipe:
         interval_s: float = 0.25,
         max_pending: int = MAX_PENDING,
         max_unacked_bytes: int = MAX_UNACKED_BYTES,
+        writer: tuple[str, ...] = (),
     ) -> None:
         self.db_path = db_path
+        # the writer process's module and first arguments: on a cluster node, fortress.cluster.producer
+        # --config PATH (the same protocol, into Redis); otherwise the SQLite writer
+        self.writer = writer or ("fortress.state.sink", db_path)
         self.logs = logs or LoggingConfig()
         self.interval_s = interval_s
         self.max_pending = max_pending
@@ -116,7 +120,7 @@ class UsagePipe:
         read_fd, write_fd = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "fortress.state.sink", self.db_path,
+                sys.executable, "-m", *self.writer,
                 "--stream", self.stream, "--ack-fd", str(write_fd),
                 "--log-level", s.level, "--log-format", s.format,
                 "--access-log", s.access_log, "--access-log-path", s.access_log_path,

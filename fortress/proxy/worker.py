@@ -23,7 +23,7 @@ from fortress.config import Config
 from fortress.http.replies import LocalReply, error_reply
 from fortress.metrics.access import MetricsAccess
 from fortress.metrics.exposition import CONTENT_TYPE, render
-from fortress.metrics.families import families
+from fortress.metrics.families import families, redis_family
 from fortress.metrics.recorder import BackendState, Recorder, UsageCounts
 from fortress.pipeline import routes
 from fortress.pipeline.chain import Admit, Compiled, Gate, KeyRefusal
@@ -84,6 +84,14 @@ class TrustStore(Protocol):
     async def end(self, ip: str, key_id: str) -> bool: ...
 
 
+class ClusterView(Protocol):
+    """Redis as this worker sees it (fortress.cluster.node), when [cluster] redis_url is set."""
+
+    def redis_up(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 Reply = Callable[[LocalReply], None]
 
 
@@ -119,6 +127,7 @@ class Worker:
         self.active_keys: set[str] = set()  # keys whose rate window may hold requests
         self.fresh: Freshness | None = None  # set by server.py: snapshot checks on demand
         self.trust_store: TrustStore | None = None  # set by server.py: POST/DELETE /auth write there
+        self.cluster: ClusterView | None = None  # set by server.py with [cluster] redis_url
         self.metrics: Recorder | None = None  # counting on: see count_with()
         self.metrics_access = MetricsAccess(config.metrics)
         self.snapshot_version = 0
@@ -243,6 +252,9 @@ class Worker:
             "backends_healthy": len(healthy),
             "backends_total": len(backends),
         }
+        if self.cluster is not None:  # stays 200 while Redis is away: the node serves on its last snapshot
+            body["redis"] = "up" if self.cluster.redis_up() else "down"
+            body["config_version"] = self.snapshot_version
         if admit.key is not None and admit.key.scope == "admin":
             checked = self.poller.checked()
             now = self.loop.time()
@@ -259,6 +271,8 @@ class Worker:
                 }
                 for b in backends
             ]
+            if self.cluster is not None:
+                body["cluster"] = self.cluster.status()
         return LocalReply(200 if healthy else 503, json.dumps(body).encode())
 
     async def _auth(self, admit: Admit, method: bytes, client_ip: str, done: Reply) -> None:
@@ -469,7 +483,10 @@ class Worker:
         m = self.metrics
         assert m is not None  # the gate asks only once count_with() ran
         self.publish_metrics()
-        body = render(families(m.table.collect(), time.time()))
+        found = families(m.table.collect(), time.time())
+        if self.cluster is not None:
+            found.append(redis_family(self.cluster.redis_up()))
+        body = render(found)
         return LocalReply(200, body, content_type=CONTENT_TYPE)
 
     # -- timeouts ------------------------------------------------------------------------------------------
