@@ -181,8 +181,10 @@ def _require_db(cfg: Config) -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    if cfg.cluster.role != "node":  # a cluster node has no database: its configuration comes from Redis
+    if cfg.cluster.role != "node":
         _require_db(cfg)
+    else:  # no database: the configuration comes from Redis; the data directory keeps its cache and tables
+        cfg.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         from fortress.proxy.server import serve
     except ModuleNotFoundError as exc:

@@ -5,9 +5,10 @@ holding the database; `fortress run` starts it there beside the proxy and the ad
 process so that a crash or a SIGKILL costs only a restart: the publisher republishes on start, the
 consumer re-reads its pending entries, and nothing the proxy or the admin does waits on it.
 
-Tasks: the lease (fortress.cluster.lease) is kept every second and gates publishing and consuming;
-the publisher steps every POLL_S; the consumer reads the usage stream; heartbeats are folded into
-proxy_stats every second. Redis outages are logged once each and retried; the process never exits
+Tasks: the lease (fortress.cluster.lease) is kept every second and gates publishing, consuming and
+trust sessions; the publisher steps every POLL_S; the consumer reads the usage stream; heartbeats are
+folded into proxy_stats every second; nodes' IP trust sessions are stored and published on arrival
+(fortress.cluster.trust). Redis outages are logged once each and retried; the process never exits
 because Redis is away. SIGTERM/SIGINT stop it after the batch in hand is stored and acknowledged.
 """
 
@@ -27,6 +28,7 @@ from fortress.cluster.lease import Lease
 from fortress.cluster.link import TIMEOUT_S, Reachability, async_client, stop_tasks
 from fortress.cluster.nodes import fold
 from fortress.cluster.publisher import POLL_S, Publisher
+from fortress.cluster.trust import serve_one
 from fortress.config import Config, ConfigError, load
 from fortress.state.db import connect
 from fortress.state.secretbox import for_config
@@ -54,6 +56,13 @@ async def run(cfg: Config, stop: asyncio.Event, claim_idle_s: float = CLAIM_IDLE
     async def fold_beats() -> None:
         await fold(client, db)
 
+    async def trust_sessions() -> None:  # IP trust sessions asked for by nodes (fortress.cluster.trust)
+        if not lease.held:
+            await asyncio.sleep(LEASE_EVERY_S)
+            return
+        while not stop.is_set() and await serve_one(client, reader, db, publish, BLOCK_MS / 1000):
+            pass
+
     with contextlib.suppress(*ERRORS):  # take the lease before the consumer first looks at it
         await lease.keep()
     loop = asyncio.get_running_loop()
@@ -61,6 +70,7 @@ async def run(cfg: Config, stop: asyncio.Event, claim_idle_s: float = CLAIM_IDLE
         loop.create_task(_every(LEASE_EVERY_S, lease.keep, "control lease", stop), name="lease"),
         loop.create_task(_every(POLL_S, publish, "snapshot publisher", stop), name="publish"),
         loop.create_task(_every(FOLD_EVERY_S, fold_beats, "node registry", stop), name="fold"),
+        loop.create_task(_every(0.1, trust_sessions, "trust sessions", stop), name="trust"),
     ]
     try:
         await consumer.run(stop, lease)

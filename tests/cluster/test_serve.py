@@ -1,0 +1,347 @@
+"""Issue 16 for real: three `fortress serve` nodes (`role = "node"`, no database) on loopback ports, one
+control node (its database, `python -m fortress.cluster.control`), one redis-server, the simulator as the
+backend; driven with httpx as any client would.
+
+Keys created or revoked on the control node reach every node through the published snapshot; limits
+and IP trust sessions hold across nodes; usage rows of every completed request land once in the
+control node's database, whatever gets SIGKILLed; a Redis restart costs nothing but shared state for
+its duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fortress.cluster.link import SNAPSHOT_TAG
+from fortress.cluster.nodes import list_nodes
+from fortress.state import db as dbmod
+from tests.conftest import PY, Fortress, Sim, free_port, make_fortress, start, stop, wait_port
+
+from .conftest import RedisServer, wait_until
+from .test_processes import start_control
+
+GEN = {"model": "llama3.2", "prompt": "hi", "stream": False}
+
+
+@dataclass
+class Node:
+    name: str
+    config: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def serve(self) -> Node:
+        self.proc = start([PY, "-m", "fortress", "serve", "--config", str(self.config)])
+        wait_port(self.port, self.proc)
+        return self
+
+    def stop(self) -> str:
+        return stop(self.proc) if self.proc else ""
+
+    def producer(self) -> int:
+        """The pid of this node's usage producer (the proxy's child process)."""
+        assert self.proc is not None
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        for pid in children:
+            if "fortress.cluster.producer" in Path(f"/proc/{pid}/cmdline").read_text():
+                return int(pid)
+        raise AssertionError("no usage producer under the node")
+
+
+def new_node(home: Path, redis_url: str, name: str) -> Node:
+    """A node's whole config.toml: its own listen address, Redis for everything else."""
+    node = Node(name, home / f"{name}.toml")
+    node.config.write_text(
+        f'[proxy]\nlisten = "127.0.0.1:{node.port}"\n[database]\npath = "{name}/fortress.db"\n'
+        f'[cluster]\nredis_url = "{redis_url}"\nrole = "node"\nnode_name = "{name}"\n'
+    )
+    return node
+
+
+@dataclass
+class Cluster:
+    redis: RedisServer
+    control: Fortress
+    control_proc: subprocess.Popen
+    nodes: list[Node]
+
+    def key(self, *flags: str, user: str = "alice") -> str:
+        """A key made on the control node; returns once it is published (Redis holds its version)."""
+        if user not in self.control.cli("user", "list").stdout.split():
+            self.control.cli("user", "add", user)
+        key = self.control.cli("key", "create", "--user", user, *flags).stdout.splitlines()[0].strip()
+        self.published()
+        return key
+
+    def published(self) -> None:
+        with contextlib.closing(sqlite3.connect(self.control.db)) as conn:
+            version = int(conn.execute("SELECT value FROM meta WHERE key = 'config_version'").fetchone()[0])
+
+        def there() -> bool:
+            with contextlib.suppress(Exception):
+                tag = self.redis.client().get(SNAPSHOT_TAG)
+                return tag is not None and int(tag.split(b".")[0]) >= version
+            return False
+
+        asyncio.run(wait_until(there, what=f"version {version} published"))
+
+    def restart_control(self) -> None:
+        self.control_proc.kill()
+        self.control_proc.wait(10)
+        self.control_proc = start_control(self.control)
+
+    def usage(self) -> list[str]:
+        with contextlib.closing(sqlite3.connect(self.control.db)) as conn:
+            return [r[0] for r in conn.execute("SELECT request_id FROM usage WHERE path = '/api/generate'")]
+
+
+@contextlib.contextmanager
+def cluster(home: Path, redis: RedisServer, backend: Sim, nodes: int = 3) -> Iterator[Cluster]:
+    """Redis (given), a control node with `backend`, and `nodes` nodes serving; all stopped on the way out."""
+    control = make_fortress(
+        home,
+        [("local", backend.url)],
+        extra=f'[cluster]\nredis_url = "{redis.url}"\nnode_name = "control"\n[security]\nip_trust_ttl_s = 600\n',
+    )
+    c = Cluster(redis, control, start_control(control), [])
+    try:
+        c.nodes = [new_node(home, redis.url, f"node{i + 1}").serve() for i in range(nodes)]
+        yield c
+    finally:
+        for node in c.nodes:
+            node.stop()
+        if c.control_proc.poll() is None:
+            c.control_proc.terminate()
+            c.control_proc.wait(30)
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory: pytest.TempPathFactory, sim: Sim) -> Iterator[Cluster]:
+    home = tmp_path_factory.mktemp("three")
+    (home / "redis").mkdir()
+    redis = RedisServer(home / "redis").start()
+    try:
+        with cluster(home, redis, sim) as c:
+            yield c
+    finally:
+        redis.stop()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_a_key_created_on_the_control_node_works_on_every_node_at_once(three: Cluster) -> None:
+    key = three.key()
+    for node in three.nodes:  # the first request to each node, no retry
+        r = httpx.post(f"{node.url}/api/generate", json=GEN, headers=bearer(key), timeout=10)
+        assert r.status_code == 200, (node.name, r.text)
+    assert httpx.get(f"{three.nodes[0].url}/api/tags").status_code == 401  # and no key is no entry
+
+
+def test_a_revoked_key_is_refused_by_every_node_within_a_second(three: Cluster) -> None:
+    key = three.key()
+    for node in three.nodes:
+        assert httpx.get(f"{node.url}/api/tags", headers=bearer(key)).status_code == 200
+    three.control.cli("key", "revoke", key.split("_")[1])
+    revoked = time.monotonic()
+    refused: dict[str, float] = {}
+    while len(refused) < len(three.nodes) and time.monotonic() - revoked < 10:
+        for node in three.nodes:
+            if node.name not in refused:
+                if httpx.get(f"{node.url}/api/tags", headers=bearer(key)).status_code == 401:
+                    refused[node.name] = time.monotonic() - revoked
+        time.sleep(0.01)
+    assert len(refused) == len(three.nodes), refused
+    assert max(refused.values()) < 1.0, refused
+
+
+def test_a_rate_limit_holds_across_three_nodes(three: Cluster) -> None:
+    """`5/10s` and 30 requests spread over three nodes at once: at most 5 in any 10 s, and the first 5."""
+    key = three.key("--rate", "5/10s")
+    answers: list[tuple[float, int]] = []
+
+    def client(node: Node) -> None:
+        with httpx.Client(headers=bearer(key), timeout=10) as http:
+            for _ in range(10):
+                status = http.get(f"{node.url}/api/tags").status_code
+                answers.append((time.monotonic(), status))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in three.nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {s for _, s in answers} <= {200, 429}
+    admitted = sorted(t for t, s in answers if s == 200)
+    assert len(admitted) >= 5  # the first five fit whatever the order
+    # the bound, over any window of 10 s (a slow machine may spread the 30 over more than one window)
+    assert all(sum(1 for u in admitted if t <= u < t + 10) <= 5 for t in admitted), admitted
+    if answers[-1][0] - min(t for t, _ in answers) < 10:
+        assert len(admitted) == 5
+
+
+def test_an_ip_trust_session_started_on_one_node_serves_on_every_node(three: Cluster) -> None:
+    key = three.key(user="trusty")
+    first, *others = three.nodes
+    r = httpx.post(f"{first.url}/auth", headers=bearer(key), timeout=10)
+    assert r.status_code == 200 and r.json()["ip"] == "127.0.0.1", r.text
+    for node in three.nodes:  # keyless, from the trusted address
+        assert httpx.get(f"{node.url}/api/tags").status_code == 200, node.name
+    with contextlib.closing(sqlite3.connect(three.control.db)) as conn:  # the control node's database
+        assert conn.execute("SELECT key_id FROM ip_trust").fetchall() == [(key.split("_")[1],)]
+    r = httpx.request("DELETE", f"{others[0].url}/auth", headers=bearer(key), timeout=10)
+    assert r.json() == {"status": "ok", "ip": "127.0.0.1"}
+    for node in three.nodes:
+        assert httpx.get(f"{node.url}/api/tags").status_code == 401, node.name
+
+
+def test_health_and_metrics_say_redis_is_up_and_the_dashboard_lists_every_node(three: Cluster) -> None:
+    admin = three.key("--scope", "admin", user="ops")
+    for node in three.nodes:
+        health = httpx.get(f"{node.url}/health").json()
+        assert health["redis"] == "up" and health["config_version"] > 0
+        detail = httpx.get(f"{node.url}/health", headers=bearer(admin)).json()["cluster"]
+        assert detail["limits"] == "shared" and detail["notices"] == "up" and detail["error"] == ""
+        metrics = httpx.get(f"{node.url}/metrics", headers=bearer(admin)).text
+        assert "\nfortress_cluster_redis_up 1\n" in metrics
+
+    async def listed() -> list:
+        db = await dbmod.connect(str(three.control.db))
+        try:
+            end = time.monotonic() + 15
+            while True:
+                found = await list_nodes(db)
+                if {n.name for n in found} >= {n.name for n in three.nodes} or time.monotonic() > end:
+                    return found
+                await asyncio.sleep(0.2)
+        finally:
+            await db.close()
+
+    found = {n.name: n for n in asyncio.run(listed())}
+    for node in three.nodes:
+        assert found[node.name].workers == 1 and found[node.name].version
+        assert found[node.name].config_version > 0
+
+
+class Load:
+    """Sequential generate requests spread over the nodes in a thread; remembers the ids of those answered."""
+
+    def __init__(self, nodes: list[Node], key: str) -> None:
+        self.nodes = nodes
+        self.key = key
+        self.done: list[str] = []
+        self.failed: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(headers=bearer(self.key), timeout=10) as http:
+            i = 0
+            while not self._stop.is_set():
+                node = self.nodes[i % len(self.nodes)]
+                i += 1
+                try:
+                    r = http.post(f"{node.url}/api/generate", json=GEN)
+                except httpx.HTTPError as exc:
+                    self.failed.append(f"{node.name}: {exc!r}")
+                    continue
+                if r.status_code == 200:
+                    self.done.append(r.headers["X-Request-ID"])
+                else:
+                    self.failed.append(f"{node.name}: {r.status_code} {r.text[:200]}")
+
+    def until(self, count: int) -> None:
+        asyncio.run(wait_until(lambda: len(self.done) >= count, timeout=60, what=f"{count} requests"))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def test_sigkill_of_a_nodes_producer_or_of_the_control_node_loses_no_usage_row(
+    tmp_path: Path, redis_server: RedisServer, sim: Sim
+) -> None:
+    with cluster(tmp_path, redis_server, sim, nodes=2) as c:
+        load = Load(c.nodes, c.key("--rate", "100000/1h"))
+        try:
+            load.until(50)
+            for node in c.nodes:  # SIGKILL of each node's usage writer (the producer), restarted by the node
+                os.kill(node.producer(), signal.SIGKILL)
+            load.until(150)
+            c.restart_control()  # SIGKILL of the writer (the consumer), and a new one
+            load.until(250)
+            c.restart_control()
+            load.until(350)
+        finally:
+            load.stop()
+        for node in c.nodes:  # a graceful stop flushes what each node holds
+            node.stop()
+        c.nodes = []
+        assert load.failed == []
+        done = set(load.done)
+        asyncio.run(wait_until(lambda: set(c.usage()) >= done, timeout=60, what="every usage row stored"))
+        time.sleep(1.0)  # a row stored twice would show now
+        stored = c.usage()
+        assert len(stored) == len(set(stored)) == len(done)
+
+
+def test_redis_restarted_mid_load_serving_continues_and_shared_state_resumes(
+    tmp_path: Path, redis_server: RedisServer, sim: Sim
+) -> None:
+    with cluster(tmp_path, redis_server, sim, nodes=2) as c:
+        admin = c.key("--scope", "admin", user="ops")
+        load = Load(c.nodes, c.key("--rate", "100000/1h"))
+        try:
+            load.until(30)
+            redis_server.stop(kill=True)
+            during = len(load.done)
+            for node in c.nodes:
+                asyncio.run(
+                    wait_until(
+                        lambda n=node: httpx.get(f"{n.url}/health").json()["redis"] == "down",
+                        what=f"{node.name} to notice",
+                    )
+                )
+                health = httpx.get(f"{node.url}/health", headers=bearer(admin))
+                assert health.status_code == 200 and health.json()["cluster"]["limits"] == "local"
+                metrics = httpx.get(f"{node.url}/metrics", headers=bearer(admin)).text
+                assert "\nfortress_cluster_redis_up 0\n" in metrics
+            load.until(during + 30)  # served on the last snapshot while Redis is away
+            redis_server.start()
+            for node in c.nodes:
+                asyncio.run(
+                    wait_until(
+                        lambda n=node: httpx.get(f"{n.url}/health").json()["redis"] == "up",
+                        timeout=30,
+                        what=f"{node.name} back on Redis",
+                    )
+                )
+            load.until(len(load.done) + 30)
+        finally:
+            load.stop()
+        assert load.failed == []
+        # shared state again: a key made now (published to the empty Redis) and a limit across nodes
+        key = c.key("--rate", "2/1h")
+        statuses = [httpx.get(f"{n.url}/api/tags", headers=bearer(key)).status_code for n in c.nodes * 2]
+        assert statuses.count(200) == 2 and statuses.count(429) == 2, statuses
+        done = set(load.done)
+        asyncio.run(wait_until(lambda: set(c.usage()) >= done, timeout=60, what="every usage row stored"))
