@@ -19,9 +19,11 @@ from litestar.response import Redirect, Template
 from admin import inventory, queries
 from admin.controllers import welcome
 from admin.web import cfg, db, page
+from fortress.cluster.nodes import list_nodes
 from fortress.metrics import layout
 from fortress.metrics.table import read_totals
 from fortress.state import trust
+from fortress.state.load import read_config_version
 from fortress.state.repo import get_settings
 from fortress.state.snapshot import Policy
 
@@ -79,6 +81,10 @@ async def live_context(request: Request) -> dict:
         "fill": fill,
         "counted": counted(cfg(request).data_dir),
         "now": time.time(),
+        # every gateway node (issue 16): shown with [cluster] redis_url, or when more than one reports
+        "nodes": await list_nodes(db(request)),
+        "cluster": cfg(request).cluster.enabled,
+        "config_version": await read_config_version(db(request)),
     }
 
 

@@ -28,11 +28,13 @@ import pytest
 from fortress.cluster.link import SNAPSHOT_TAG
 from fortress.cluster.nodes import list_nodes
 from fortress.state import db as dbmod
+from tests.admin.conftest import start_admin
 from tests.conftest import PY, Fortress, Sim, free_port, make_fortress, start, stop, wait_port
 
 from .conftest import RedisServer, wait_until
 from .test_processes import start_control
 
+TRUST = "[security]\nip_trust_ttl_s = 600\n"
 GEN = {"model": "llama3.2", "prompt": "hi", "stream": False}
 
 
@@ -118,7 +120,7 @@ def cluster(home: Path, redis: RedisServer, backend: Sim, nodes: int = 3) -> Ite
     control = make_fortress(
         home,
         [("local", backend.url)],
-        extra=f'[cluster]\nredis_url = "{redis.url}"\nnode_name = "control"\n[security]\nip_trust_ttl_s = 600\n',
+        extra=f'[cluster]\nredis_url = "{redis.url}"\nnode_name = "control"\n' + TRUST,
     )
     c = Cluster(redis, control, start_control(control), [])
     try:
@@ -165,9 +167,10 @@ def test_a_revoked_key_is_refused_by_every_node_within_a_second(three: Cluster) 
     refused: dict[str, float] = {}
     while len(refused) < len(three.nodes) and time.monotonic() - revoked < 10:
         for node in three.nodes:
-            if node.name not in refused:
-                if httpx.get(f"{node.url}/api/tags", headers=bearer(key)).status_code == 401:
-                    refused[node.name] = time.monotonic() - revoked
+            if node.name in refused:
+                continue
+            if httpx.get(f"{node.url}/api/tags", headers=bearer(key)).status_code == 401:
+                refused[node.name] = time.monotonic() - revoked
         time.sleep(0.01)
     assert len(refused) == len(three.nodes), refused
     assert max(refused.values()) < 1.0, refused
@@ -239,6 +242,17 @@ def test_health_and_metrics_say_redis_is_up_and_the_dashboard_lists_every_node(t
     for node in three.nodes:
         assert found[node.name].workers == 1 and found[node.name].version
         assert found[node.name].config_version > 0
+    admin = start_admin(three.control)  # the admin's dashboard, as the operator sees it
+    try:
+        http, _ = admin.login()
+        page = http.get("/dashboard/live").text
+        http.close()
+        table = page.partition('<table id="nodes">')[2].partition("</table>")[0]
+        for node in three.nodes:
+            assert f"<td>{node.name}</td>" in table
+        assert "current" in table
+    finally:
+        stop(admin.proc)
 
 
 class Load:
