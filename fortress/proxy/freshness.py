@@ -1,7 +1,8 @@
 """Keeps a worker's snapshot current: a check every `interval_s`, and one on demand before a refusal.
 
 A check is one indexed read of the database's config_version, and a reload when it moved (the
-`check` coroutine server.py passes in). A request that would be refused for something a newer
+`check` coroutine server.py passes in); on a cluster node, one GET of the version published in Redis
+and the snapshot when it moved (fortress.cluster.node). A request that would be refused for something a newer
 snapshot may know (a key id it has not seen, a disabled key, a keyless request from an address that
 may just have been trusted) is parked with `after_next_check(callback)` and decided again once a
 check that *started after it was parked* has finished: a key printed by `fortress key create` works

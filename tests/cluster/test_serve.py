@@ -359,3 +359,26 @@ def test_redis_restarted_mid_load_serving_continues_and_shared_state_resumes(
         assert statuses.count(200) == 2 and statuses.count(429) == 2, statuses
         done = set(load.done)
         asyncio.run(wait_until(lambda: set(c.usage()) >= done, timeout=60, what="every usage row stored"))
+
+
+def test_fortress_run_on_the_control_node_adds_the_cluster_process(
+    tmp_path: Path, redis_server: RedisServer, sim: Sim
+) -> None:
+    control = make_fortress(
+        tmp_path,
+        [("local", sim.url)],
+        extra=f'[cluster]\nredis_url = "{redis_server.url}"\nnode_name = "c"\n',
+    )
+    user = control.cli("user", "add", "alice") and "alice"
+    key = control.cli("key", "create", "--user", user).stdout.splitlines()[0].strip()
+    run = start([PY, "-m", "fortress", "run", "--config", str(control.config)])
+    node = new_node(tmp_path, redis_server.url, "n1")
+    try:
+        asyncio.run(wait_until(lambda: redis_server.client().get(SNAPSHOT_TAG), what="a publication"))
+        node.serve()  # it starts on what the control process published
+        assert httpx.get(f"{node.url}/api/tags", headers=bearer(key)).status_code == 200
+        assert httpx.get(f"{control.url}/api/tags", headers=bearer(key)).status_code == 200  # its own proxy
+    finally:
+        node.stop()
+        out = stop(run, timeout=60)
+    assert "cluster started" in out and "serve started" in out and "admin started" in out
