@@ -216,6 +216,22 @@ def test_an_ip_trust_session_started_on_one_node_serves_on_every_node(three: Clu
         assert httpx.get(f"{node.url}/api/tags").status_code == 401, node.name
 
 
+def test_a_trust_session_the_control_node_cannot_store_is_a_clear_503(three: Cluster) -> None:
+    key = three.key(user="waits")
+    three.control_proc.kill()  # the control process is what stores sessions
+    three.control_proc.wait(10)
+    try:
+        r = httpx.post(f"{three.nodes[1].url}/auth", headers=bearer(key), timeout=30)
+        assert r.status_code == 503 and "try again" in r.json()["error"], r.text
+        assert httpx.get(f"{three.nodes[1].url}/api/tags").status_code == 401  # nothing half made
+    finally:
+        three.restart_control()
+    r = httpx.post(f"{three.nodes[1].url}/auth", headers=bearer(key), timeout=30)
+    assert r.status_code == 200, r.text
+    r = httpx.request("DELETE", f"{three.nodes[1].url}/auth", headers=bearer(key), timeout=30)
+    assert r.status_code == 200, r.text
+
+
 def test_health_and_metrics_say_redis_is_up_and_the_dashboard_lists_every_node(three: Cluster) -> None:
     admin = three.key("--scope", "admin", user="ops")
     for node in three.nodes:
