@@ -45,6 +45,7 @@ async def run(cfg: Config, stop: asyncio.Event, claim_idle_s: float = CLAIM_IDLE
     client = async_client(url)
     reader = async_client(url, timeout_s=BLOCK_MS / 1000 + TIMEOUT_S)  # its reads block for BLOCK_MS
     db = await connect(cfg.database.path)
+    sessions = await connect(cfg.database.path)  # trust sessions: the publisher reads only what committed
     lease = Lease(client, cfg.cluster.name)
     publisher = Publisher(db, cfg, client, for_config(cfg))
     consumer = UsageConsumer(reader, cfg.database.path, cfg.cluster.name, claim_idle_s)
@@ -60,7 +61,7 @@ async def run(cfg: Config, stop: asyncio.Event, claim_idle_s: float = CLAIM_IDLE
         if not lease.held:
             await asyncio.sleep(LEASE_EVERY_S)
             return
-        while not stop.is_set() and await serve_one(client, reader, db, publish, BLOCK_MS / 1000):
+        while not stop.is_set() and await serve_one(client, reader, sessions, publish, BLOCK_MS / 1000):
             pass
 
     with contextlib.suppress(*ERRORS):  # take the lease before the consumer first looks at it
@@ -78,6 +79,7 @@ async def run(cfg: Config, stop: asyncio.Event, claim_idle_s: float = CLAIM_IDLE
         stop.set()
         await stop_tasks(tasks)
         await db.close()
+        await sessions.close()
         await client.aclose()
         await reader.aclose()
         log.info(
