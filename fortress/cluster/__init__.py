@@ -28,7 +28,7 @@ How the rest of Fortress uses them
 - `fortress run` on the control node adds `python -m fortress.cluster.control` as a third supervised
   child; on a node it runs only the proxy.
 - `/health` stays 200 and adds `"redis"` and `"config_version"` (admin detail: `"cluster"`), `/metrics`
-  adds `fortress_cluster_redis_up`; while Redis is away the limiter counts in each process
+  adds `fortress_cluster_redis_up`; while Redis is away the limiter counts on each machine
   (fortress.pipeline.limits.RedisLimiter).
 - The admin never talks to Redis: its dashboard lists `nodes.list_nodes(db)`, which the control
   process keeps current by folding heartbeats into proxy_stats.

@@ -8,7 +8,7 @@ proxy works from SQLite as a single gateway does and shares only limits through 
 
 Both answer the worker's `ClusterView`: `redis_up()` for /health and the gauge
 `fortress_cluster_redis_up`, `status()` for the detail admin-scope keys see. Redis "down" means the
-node serves on its last snapshot with limits counted in its own process (fortress.pipeline.limits).
+node serves on its last snapshot with limits counted on this machine alone (fortress.pipeline.limits).
 """
 
 from __future__ import annotations

@@ -187,9 +187,6 @@ class LocalLimiter:
         self._slots[bucket] = held + 1
         return True
 
-    def holds_slot(self, bucket: str) -> bool:
-        return bucket in self._slots
-
     def release_slot(self, bucket: str) -> None:
         held = self._slots.get(bucket, 0)
         if held <= 1:
@@ -311,11 +308,11 @@ class RedisLimiter:
     most every `locks_every_s`, so a lockout reaches every node within that time (at once on the node
     that counted the failure that locked it).
 
-    While Redis is unreachable every decision is made by a LocalLimiter in this process: limits keep
-    holding, per process instead of across the cluster (a client spreading requests over N processes
-    gets up to N times its limit until Redis is back), and `shared` says so for /health and /metrics.
-    What was counted locally stays local: Redis's logs resume where they were, and a slot taken locally
-    is given back locally.
+    While Redis is unreachable every decision is made by `fallback`: the machine's shared table when
+    the proxy runs several workers, else a LocalLimiter. Limits keep holding, per machine instead of
+    across the cluster (a client spreading requests over N nodes gets up to N times its limit until
+    Redis is back), and `shared` says so for /health and /metrics. What was counted locally stays
+    local: Redis's logs resume where they were, and a slot taken locally is given back locally.
     """
 
     def __init__(
@@ -325,6 +322,7 @@ class RedisLimiter:
         slot_ttl_s: int = 3600,
         down_s: float = 2.0,
         locks_every_s: float = 1.0,
+        fallback: Limiter | None = None,
     ) -> None:
         self._prefix = prefix
         self._slot_ttl_s = slot_ttl_s
@@ -338,7 +336,8 @@ class RedisLimiter:
         self._locks: dict[str, float] = {}  # address -> locked until, as last read from Redis
         self._locks_every_s = locks_every_s
         self._locks_read = -locks_every_s
-        self._local = LocalLimiter()
+        self._local: Limiter = fallback if fallback is not None else LocalLimiter()
+        self._local_slots: dict[str, int] = {}  # slots this process took from the fallback
         self.shared = True  # False from a failed call until one succeeds: decisions are local meanwhile
         self.errors = 0
 
@@ -398,10 +397,20 @@ class RedisLimiter:
         reply = self._call(
             self._acquire, [f"{self._prefix}slot:{bucket}"], [max_concurrent, self._slot_ttl_s]
         )
-        return self._local.acquire_slot(bucket, max_concurrent) if reply is None else bool(reply)
+        if reply is not None:
+            return bool(reply)
+        if not self._local.acquire_slot(bucket, max_concurrent):
+            return False
+        self._local_slots[bucket] = self._local_slots.get(bucket, 0) + 1
+        return True
 
     def release_slot(self, bucket: str) -> None:
-        if self._local.holds_slot(bucket):  # taken while Redis was away: Redis never counted it
+        held = self._local_slots.get(bucket, 0)
+        if held:  # taken while Redis was away: Redis never counted it
+            if held == 1:
+                del self._local_slots[bucket]
+            else:
+                self._local_slots[bucket] = held - 1
             self._local.release_slot(bucket)
         else:
             self._call(self._release, [f"{self._prefix}slot:{bucket}"], [])
@@ -441,8 +450,14 @@ class RedisLimiter:
 def open_limiter(redis_url: str = "", shm_path: str = "") -> Limiter:
     """The store for this process: Redis when configured, else the shared table (workers > 1), else local.
 
-    With `shm_path`, the parent must have called `SharedLimiter.create(shm_path)` before starting workers.
+    With `shm_path`, the parent must have called `SharedLimiter.create(shm_path)` before starting workers;
+    with Redis too, the table is what the workers share while Redis is unreachable.
     """
+    shared = None
+    if shm_path:
+        from fortress.pipeline.shm import SharedLimiter
+
+        shared = SharedLimiter(shm_path)
     if redis_url:
         import redis
         from redis.backoff import NoBackoff
@@ -452,9 +467,5 @@ def open_limiter(redis_url: str = "", shm_path: str = "") -> Limiter:
         client = redis.Redis.from_url(
             redis_url, socket_timeout=0.25, socket_connect_timeout=0.25, retry=Retry(NoBackoff(), 0)
         )
-        return RedisLimiter(client)
-    if shm_path:
-        from fortress.pipeline.shm import SharedLimiter
-
-        return SharedLimiter(shm_path)
-    return LocalLimiter()
+        return RedisLimiter(client, fallback=shared)
+    return shared if shared is not None else LocalLimiter()

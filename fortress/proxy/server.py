@@ -187,8 +187,8 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_p
 
 
 def _shm_path(cfg: Config) -> str:
-    """Workers share one counter table so limits stay exact across processes."""
-    if cfg.proxy.workers == 1 or cfg.cluster.redis_url:
+    """Workers share one counter table so limits stay exact across processes (with Redis: while down)."""
+    if cfg.proxy.workers == 1:
         return ""
     from fortress.pipeline.shm import SharedLimiter
 

@@ -213,6 +213,17 @@ def test_redis_down_falls_back_to_local_limits_fast_and_counts() -> None:
     assert time.monotonic() - started < 1.0  # one timeout at most, not one per call
 
 
+def test_redis_down_with_workers_falls_back_to_the_machines_shared_table(tmp_path: Path) -> None:
+    path = str(tmp_path / "limits.shm")
+    SharedLimiter.create(path)
+    one, two = (open_limiter(redis_url="redis://127.0.0.1:1/0", shm_path=path) for _ in range(2))
+    assert one.hit("y", 2, 60, T0).allowed and two.hit("y", 2, 60, T0).allowed
+    assert not one.hit("y", 2, 60, T0).allowed and not two.hit("y", 2, 60, T0).allowed  # one count
+    assert one.acquire_slot("y", 1) and not two.acquire_slot("y", 1)
+    one.release_slot("y")
+    assert two.acquire_slot("y", 1)
+
+
 # ---- across processes ----------------------------------------------------------------------------
 
 
