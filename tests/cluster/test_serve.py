@@ -201,6 +201,31 @@ def test_a_rate_limit_holds_across_three_nodes(three: Cluster) -> None:
         assert len(admitted) == 5
 
 
+def test_token_and_concurrency_limits_hold_across_nodes(three: Cluster) -> None:
+    tokens = three.key("--tokens", "10/1h")
+    first, *others = three.nodes
+    r = httpx.post(f"{first.url}/api/generate", json=GEN, headers=bearer(tokens), timeout=10)
+    assert r.status_code == 200 and r.json()["prompt_eval_count"] + r.json()["eval_count"] > 10
+    for node in others:  # the budget was spent on another node
+        assert httpx.get(f"{node.url}/api/tags", headers=bearer(tokens)).status_code == 429, node.name
+
+    one = three.key("--max-concurrent", "1")
+    slow = {**bearer(one), "X-Sim-Delay-Ms": "2000"}
+    statuses: list[int] = []
+
+    def call(node: Node) -> None:
+        r = httpx.post(f"{node.url}/api/generate", json=GEN, headers=slow, timeout=30)
+        statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=call, args=(n,)) for n in three.nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(statuses) == [200, 429, 429], statuses
+    assert httpx.get(f"{first.url}/api/tags", headers=bearer(one)).status_code == 200  # the slot is back
+
+
 def test_an_ip_trust_session_started_on_one_node_serves_on_every_node(three: Cluster) -> None:
     key = three.key(user="trusty")
     first, *others = three.nodes
@@ -342,6 +367,7 @@ def test_redis_restarted_mid_load_serving_continues_and_shared_state_resumes(
         load = Load(c.nodes, c.key("--rate", "100000/1h"))
         try:
             load.until(30)
+            alone = c.key("--rate", "2/1h")  # never used while Redis answered
             redis_server.stop(kill=True)
             during = len(load.done)
             for node in c.nodes:
@@ -356,6 +382,10 @@ def test_redis_restarted_mid_load_serving_continues_and_shared_state_resumes(
                 metrics = httpx.get(f"{node.url}/metrics", headers=bearer(admin)).text
                 assert "\nfortress_cluster_redis_up 0\n" in metrics
             load.until(during + 30)  # served on the last snapshot while Redis is away
+            local = [
+                httpx.get(f"{c.nodes[0].url}/api/tags", headers=bearer(alone)).status_code for _ in range(3)
+            ]
+            assert local == [200, 200, 429]  # the node's own counters hold the limit meanwhile
             redis_server.start()
             for node in c.nodes:
                 asyncio.run(
