@@ -25,7 +25,7 @@ import redis
 
 from fortress.cluster.consumer import BLOCK_MS, CLAIM_IDLE_S, UsageConsumer
 from fortress.cluster.lease import Lease
-from fortress.cluster.link import TIMEOUT_S, Reachability, async_client, stop_tasks
+from fortress.cluster.link import SNAPSHOT_WANTED, TIMEOUT_S, Reachability, async_client, stop_tasks
 from fortress.cluster.nodes import fold
 from fortress.cluster.publisher import POLL_S, Publisher
 from fortress.cluster.trust import serve_one
@@ -57,6 +57,21 @@ async def run(cfg: Config, stop: asyncio.Event, claim_idle_s: float = CLAIM_IDLE
     async def fold_beats() -> None:
         await fold(client, db)
 
+    async def answer_wanted() -> None:  # nodes holding a refusal ask for the latest (Subscriber.latest)
+        pubsub = client.pubsub()
+        try:
+            await pubsub.subscribe(SNAPSHOT_WANTED)
+            while not stop.is_set():
+                if await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0) is None:
+                    continue
+                while await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.0) is not None:
+                    pass  # asks that came meanwhile are answered by the same publication
+                if lease.held:
+                    await publisher.answer()
+        finally:
+            with contextlib.suppress(*ERRORS):
+                await pubsub.aclose()
+
     async def trust_sessions() -> None:  # IP trust sessions asked for by nodes (fortress.cluster.trust)
         if not lease.held:
             await asyncio.sleep(LEASE_EVERY_S)
@@ -72,6 +87,7 @@ async def run(cfg: Config, stop: asyncio.Event, claim_idle_s: float = CLAIM_IDLE
         loop.create_task(_every(POLL_S, publish, "snapshot publisher", stop), name="publish"),
         loop.create_task(_every(FOLD_EVERY_S, fold_beats, "node registry", stop), name="fold"),
         loop.create_task(_every(0.1, trust_sessions, "trust sessions", stop), name="trust"),
+        loop.create_task(_every(0.5, answer_wanted, "snapshot requests", stop), name="wanted"),
     ]
     try:
         await consumer.run(stop, lease)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 SNAPSHOT = "fortress:snapshot"  # the sealed, compressed configuration (fortress.cluster.codec)
 SNAPSHOT_TAG = "fortress:snapshot:version"  # "<config_version>.<digest>", set with SNAPSHOT in one MULTI
 SNAPSHOT_CHANNEL = "fortress:snapshot:changed"  # pub/sub: the new tag, on every publication
+SNAPSHOT_WANTED = "fortress:snapshot:wanted"  # pub/sub: a node holds a refusal; the control node answers
 CONTROL_LEASE = "fortress:control"  # the control node's name while it publishes and consumes (a lease)
 USAGE_STREAM = "fortress:usage"  # usage batches from the nodes
 USAGE_GROUP = "writers"  # the consumer group of the control node's usage writer

@@ -28,6 +28,8 @@ from fortress.state.secretbox import for_config
 
 log = logging.getLogger("fortress.cluster")
 
+WANT_WAIT_S = 0.5  # how long a refusal waits for the control node's answer (then: what the node holds)
+
 if TYPE_CHECKING:
     from fortress.cluster.codec import Decoded
     from fortress.proxy.worker import Worker
@@ -110,6 +112,10 @@ class Member(Shared):
         """The worker's configuration check (fortress.proxy.freshness): one GET of the published tag, and
         the snapshot when it moved. An outage is noted (logged once), never raised: the node serves on."""
         await self.sub.check()
+
+    async def check_now(self) -> None:
+        """The check for requests waiting on a refusal: what the control node's database holds now."""
+        await self.sub.latest(WANT_WAIT_S)
 
     async def beat(self, detail: dict[str, Any]) -> None:
         """This worker's live figures for the admin's dashboard (fortress.cluster.nodes)."""

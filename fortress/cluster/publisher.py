@@ -53,6 +53,12 @@ class Publisher:
         await self.publish()
         return True
 
+    async def answer(self) -> None:
+        """A node holds a refusal a newer snapshot may overturn (a key just created): publish if the
+        database moved on, else announce the current tag again, so the node stops waiting at once."""
+        if not await self.step():
+            await self.client.publish(SNAPSHOT_CHANNEL, self.tag)
+
     async def publish(self) -> str:
         snapshot = await load_snapshot(self.db, self.cfg)
         blob = encode(snapshot, await get_settings(self.db), self.box)

@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from fortress.cluster.codec import Decoded, SnapshotError, decode, version_of
-from fortress.cluster.link import SNAPSHOT, SNAPSHOT_CHANNEL, SNAPSHOT_TAG, Reachability, stop_tasks
+from fortress.cluster.link import (
+    SNAPSHOT,
+    SNAPSHOT_CHANNEL,
+    SNAPSHOT_TAG,
+    SNAPSHOT_WANTED,
+    Reachability,
+    stop_tasks,
+)
 from fortress.state.secretbox import SecretBox
 
 if TYPE_CHECKING:
@@ -64,6 +71,7 @@ class Subscriber:
         self.error = ""  # why the snapshot in Redis was not taken, "" when it was
         self._rejected = ""
         self._lock = asyncio.Lock()
+        self._notice = asyncio.Event()  # set (and replaced) on every notice the listener receives
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -147,6 +155,19 @@ class Subscriber:
         with contextlib.suppress(*ERRORS):
             await self._refresh_checked()
 
+    async def latest(self, wait_s: float) -> None:
+        """check(), after asking the control node for the database's latest: a key created a moment ago
+        may not be published yet (the publisher polls). The control node answers with a notice, a new
+        snapshot or the current one again; past `wait_s` (no control node) the node decides on what it
+        holds. Only for requests waiting on a refusal: every ask costs the control node a query."""
+        notice = self._notice
+        if self.notices.connected:
+            with contextlib.suppress(*ERRORS):
+                await self.client.publish(SNAPSHOT_WANTED, "")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(notice.wait(), wait_s)
+        await self.check()
+
     async def _refresh_checked(self) -> None:
         try:
             await self.refresh()
@@ -175,6 +196,8 @@ class Subscriber:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=LISTEN_S)
                     if message is not None:
                         await self.refresh()
+                        notice, self._notice = self._notice, asyncio.Event()
+                        notice.set()
             except ERRORS as exc:
                 self.notices.failed(exc)
             except Exception:

@@ -1,8 +1,7 @@
 """Keeps a worker's snapshot current: a check every `interval_s`, and one on demand before a refusal.
 
 A check is one indexed read of the database's config_version, and a reload when it moved (the
-`check` coroutine server.py passes in); on a cluster node, one GET of the version published in Redis
-and the snapshot when it moved (fortress.cluster.node). A request that would be refused for something a newer
+`check` coroutine server.py passes in). A request that would be refused for something a newer
 snapshot may know (a key id it has not seen, a disabled key, a keyless request from an address that
 may just have been trusted) is parked with `after_next_check(callback)` and decided again once a
 check that *started after it was parked* has finished: a key printed by `fortress key create` works
@@ -10,6 +9,10 @@ on the very next request. Checks never overlap: requests parked while one runs r
 which starts at least `floor_s` after the previous one started, so a flood of bad keys costs one
 cheap query per `floor_s` whatever its size, and each bad key waits at most about that long for its
 401. Disable and revoke still reach every worker within `interval_s` through the periodic check.
+
+On a cluster node a check is one GET of the version published in Redis, and a check with requests
+parked (`on_demand`) first asks the control node to publish what its database holds, so the promise
+above holds there too (fortress.cluster.node).
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ class Freshness:
         interval_s: float,
         floor_s: float,
         clock: Callable[[], float] | None = None,
+        on_demand: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._check = check
+        self._on_demand = on_demand or check  # a check with requests waiting (a cluster node asks more)
         self.interval_s = interval_s
         self.floor_s = floor_s
         self._clock = clock
@@ -53,7 +58,7 @@ class Freshness:
             self._last = clock()
             self.checks += 1
             try:
-                await self._check()
+                await (self._on_demand if waiting else self._check)()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a failed check must never stop the proxy; waiters decide on what is

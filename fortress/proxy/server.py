@@ -146,7 +146,8 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_p
             cluster.stats_detail(worker, detail) if cluster else json.dumps(detail),
         )
 
-    worker.fresh = Freshness(reload, RELOAD_INTERVAL_S, RECHECK_FLOOR_S)
+    on_demand = member.check_now if member else None  # a node asks the control node first
+    worker.fresh = Freshness(reload, RELOAD_INTERVAL_S, RECHECK_FLOOR_S, on_demand=on_demand)
     worker.trust_store = member.trust if member else TrustTable(writes)
     tasks = [
         loop.create_task(worker.fresh.run()),

@@ -95,3 +95,16 @@ async def test_a_failing_check_still_releases_its_waiters() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_a_check_with_requests_waiting_is_the_on_demand_one() -> None:
+    periodic, demand = Checks(), Checks()
+    fresh = Freshness(periodic, interval_s=0.02, floor_s=0.0, on_demand=demand)
+    task = await settle(fresh)
+    await asyncio.sleep(0.1)
+    assert periodic.started >= 2 and demand.started == 0  # nobody waiting: the cheap check
+    seen: list[int] = []
+    fresh.after_next_check(lambda: seen.append(demand.finished))
+    await asyncio.sleep(0.05)
+    assert seen == [1]  # decided after the on-demand check (a cluster node asks the control node)
+    task.cancel()
