@@ -20,7 +20,8 @@ How the rest of Fortress uses them
 -----------------------------------
 - `fortress serve` on a node (fortress/proxy/server.py, through `node.Member`): no database; the worker's
   snapshot comes from the Subscriber (each change: `worker.swap` and an inventory re-sync), the on-demand
-  configuration check (fortress/proxy/freshness.py) asks Redis, usage goes through the usage pipe to
+  configuration check (fortress/proxy/freshness.py) asks Redis (and, with a refusal waiting,
+  the control node first: `Subscriber.latest`), usage goes through the usage pipe to
   `producer` (the same protocol as the SQLite writer), the stats task beats instead of writing
   proxy_stats, and POST/DELETE /auth are stored by the control node (`trust`). On the control node the
   proxy works from SQLite as a single gateway does, shares limits through Redis, and names itself in
