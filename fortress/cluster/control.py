@@ -37,6 +37,7 @@ log = logging.getLogger("fortress.cluster")
 ERRORS = (redis.RedisError, OSError)
 LEASE_EVERY_S = 1.0
 FOLD_EVERY_S = 1.0
+ANSWER_EVERY_S = 0.02
 
 
 async def run(cfg: Config, stop: asyncio.Event, claim_idle_s: float = CLAIM_IDLE_S) -> None:
@@ -68,6 +69,7 @@ async def run(cfg: Config, stop: asyncio.Event, claim_idle_s: float = CLAIM_IDLE
                     pass  # asks that came meanwhile are answered by the same publication
                 if lease.held:
                     await publisher.answer()
+                await asyncio.sleep(ANSWER_EVERY_S)  # a flood of asks (bad keys) costs 50 notices/s at most
         finally:
             with contextlib.suppress(*ERRORS):
                 await pubsub.aclose()
