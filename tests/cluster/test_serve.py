@@ -377,15 +377,15 @@ def test_redis_restarted_mid_load_serving_continues_and_shared_state_resumes(
             alone = c.key("--rate", "2/1h")  # never used while Redis answered
             redis_server.stop(kill=True)
             during = len(load.done)
-            for node in c.nodes:
-                asyncio.run(
-                    wait_until(
-                        lambda n=node: httpx.get(f"{n.url}/health").json()["redis"] == "down",
-                        what=f"{node.name} to notice",
-                    )
-                )
-                health = httpx.get(f"{node.url}/health", headers=bearer(admin))
-                assert health.status_code == 200 and health.json()["cluster"]["limits"] == "local"
+            for node in c.nodes:  # the snapshot's poll, and the limiter at its next decision, notice
+
+                def local(n: Node = node) -> bool:
+                    health = httpx.get(f"{n.url}/health", headers=bearer(admin))
+                    assert health.status_code == 200  # the load balancer keeps the node
+                    body = health.json()
+                    return body["redis"] == "down" and body["cluster"]["limits"] == "local"
+
+                asyncio.run(wait_until(local, timeout=30, what=f"{node.name} to notice"))
                 metrics = httpx.get(f"{node.url}/metrics", headers=bearer(admin)).text
                 assert "\nfortress_cluster_redis_up 0\n" in metrics
             load.until(during + 30)  # served on the last snapshot while Redis is away
