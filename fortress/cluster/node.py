@@ -1,9 +1,10 @@
 """A proxy worker's place in the cluster: what `fortress serve` wires in when `[cluster] redis_url` is set.
 
-`Member` is a node's (`role = "node"`): its snapshot comes from the Subscriber (no database), the
-on-demand configuration check asks Redis (fortress.proxy.freshness: a key shown on the control node
-works on its first request here once published), its live figures are heartbeats, and its IP trust
-sessions are stored by the control node (fortress.cluster.trust). `Shared` is the control node's: its
+`Member` is a node's (`role = "node"`): its snapshot comes from the Subscriber (no database), its
+configuration checks ask Redis, and those with a refusal waiting ask the control node to publish
+first (fortress.proxy.freshness: a key shown on the control node works on its first request here),
+its live figures are heartbeats, and its IP trust sessions are stored by the control node
+(fortress.cluster.trust). `Shared` is the control node's: its
 proxy works from SQLite as a single gateway does and shares only limits through Redis.
 
 Both answer the worker's `ClusterView`: `redis_up()` for /health and the gauge
@@ -44,13 +45,16 @@ class Shared:
         self.heartbeat = nodes.Heartbeat(cfg.cluster.name, os.getpid())
 
     def redis_up(self) -> bool:
-        return getattr(self.limiter, "shared", True)
+        return self._limits_shared()
 
     def status(self) -> dict[str, Any]:
         return {"redis": "up" if self.redis_up() else "down", "limits": self._limits()}
 
+    def _limits_shared(self) -> bool:
+        return getattr(self.limiter, "shared", True)  # False while a RedisLimiter decides locally
+
     def _limits(self) -> str:
-        return "shared" if self.redis_up() else "local"
+        return "shared" if self._limits_shared() else "local"
 
     def stats_detail(self, worker: Worker, detail: dict[str, Any]) -> str:
         """The proxy_stats detail of this worker, naming its node and version for the dashboard's list."""
@@ -127,7 +131,7 @@ class Member(Shared):
             self.beats.failed(exc)
 
     def redis_up(self) -> bool:
-        return self.sub.connected and super().redis_up()
+        return self.sub.connected and self._limits_shared()
 
     def status(self) -> dict[str, Any]:
         return {**self.sub.status(), "redis": "up" if self.redis_up() else "down", "limits": self._limits()}
