@@ -1,8 +1,8 @@
 """Fortress for the benchmarks: a fresh database, a real user key and admin key, one worker.
 
-Two Fortress targets can run side by side (`fortress`, and `fortress-nometrics` with `[metrics]
-enabled = false`): each gets its own home with a copy of one database, so both accept the same keys and
-neither writes into the other's usage tables.
+Several Fortress targets can run side by side (`fortress`; `fortress-nometrics` with `[metrics]
+enabled = false`; `fortress-w2` with `workers = 2`): each gets its own home with a copy of one database, so
+all accept the same keys and none writes into another's usage tables.
 """
 
 from __future__ import annotations
@@ -26,13 +26,28 @@ class Keys:
     admin: str  # admin scope: needed for /api/blobs uploads
 
 
-METRICS = {"fortress": True, "fortress-nometrics": False}  # target name -> [metrics] enabled
+@dataclass(frozen=True)
+class Variant:
+    """What sets a Fortress target apart from the others in a run."""
+
+    metrics: bool = True  # [metrics] enabled
+    workers: int = 1  # [proxy] workers
 
 
-def config_text(port: int, upstream_port: int, db: Path, provider_port: int = 0, metrics: bool = True) -> str:
-    """One worker, default policy (usage recording included); body and idle limits sized for the workloads.
+VARIANTS = {
+    "fortress": Variant(),
+    "fortress-nometrics": Variant(metrics=False),
+    "fortress-w2": Variant(workers=2),
+}
 
-    With `provider_port`, an OpenAI-compatible provider "prov" serving the upstream's model there too.
+
+def config_text(
+    port: int, upstream_port: int, db: Path, provider_port: int = 0, variant: Variant = Variant()
+) -> str:
+    """Default policy (usage recording included); body and idle limits sized for the workloads.
+
+    With `provider_port`, an OpenAI-compatible provider "prov" serving the upstream's model there too
+    (`prov/bench:latest`, translated from and to Ollama's API).
     """
     provider = (
         f"""
@@ -47,7 +62,7 @@ models = ["{MODEL}"]
     )
     return f"""[proxy]
 listen = "127.0.0.1:{port}"
-workers = 1
+workers = {variant.workers}
 max_body_bytes = {512 * 1024 * 1024}
 idle_timeout_s = 300
 
@@ -60,7 +75,7 @@ url = "http://127.0.0.1:{upstream_port}"
 type = "ollama"
 {provider}
 [metrics]
-enabled = {str(metrics).lower()}
+enabled = {str(variant.metrics).lower()}
 """
 
 
@@ -85,7 +100,7 @@ def prepare(
     home = workdir / name
     home.mkdir(parents=True, exist_ok=True)
     config = home / "config.toml"
-    config.write_text(config_text(port, upstream_port, home / "fortress.db", provider_port, METRICS[name]))
+    config.write_text(config_text(port, upstream_port, home / "fortress.db", provider_port, VARIANTS[name]))
     _cli(
         config, "init", "--admin-user", "a", "--admin-password-stdin", stdin=secrets.token_urlsafe(16) + "\n"
     )
@@ -95,13 +110,15 @@ def prepare(
     return config, Keys(user=user, admin=admin)
 
 
-def twin(config: Path, name: str, port: int, upstream_port: int) -> Path:
+def twin(config: Path, name: str, port: int, upstream_port: int, provider_port: int = 0) -> Path:
     """Another Fortress home beside `config`'s, with a copy of its database (the same keys)."""
     home = config.parent.parent / name
     home.mkdir(parents=True, exist_ok=True)
     shutil.copy(config.parent / "fortress.db", home / "fortress.db")
     twin_config = home / "config.toml"
-    twin_config.write_text(config_text(port, upstream_port, home / "fortress.db", metrics=METRICS[name]))
+    twin_config.write_text(
+        config_text(port, upstream_port, home / "fortress.db", provider_port, VARIANTS[name])
+    )
     return twin_config
 
 

@@ -43,6 +43,41 @@ SHOW = {
     "modified_at": "2026-01-01T00:00:00Z",
 }
 
+# A short non-streamed chat answer, as Ollama gives it (W1c, W1a) ...
+CHAT = {
+    "model": MODEL,
+    "created_at": "2026-01-01T00:00:00Z",
+    "message": {"role": "assistant", "content": "The quick brown fox jumps"},
+    "done": True,
+    "done_reason": "stop",
+    "total_duration": 50267149,
+    "load_duration": 48000000,
+    "prompt_eval_count": 15,
+    "prompt_eval_duration": 2250000,
+    "eval_count": 5,
+    "eval_duration": 17149,
+}
+
+# ... and as an OpenAI-compatible provider gives it (W1t: Fortress translates it into the answer above).
+# The provider's base URL is the static upstream's /v1; it lists its one model at /v1/models.
+CHAT_COMPLETION = {
+    "id": "chatcmpl-bench",
+    "object": "chat.completion",
+    "created": 1767225600,
+    "model": MODEL,
+    "system_fingerprint": "fp_bench",
+    "choices": [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "The quick brown fox jumps", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ],
+    "usage": {"prompt_tokens": 15, "completion_tokens": 5, "total_tokens": 20},
+}
+V1_MODELS = {"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0, "owned_by": "bench"}]}
+
 _COMMON = """daemon off;
 master_process off;
 worker_processes 1;
@@ -72,7 +107,8 @@ def _json_return(path: str, doc: object) -> str:
 
 
 def static_upstream_conf(prefix: Path, port: int, nofile: int) -> str:
-    """An Ollama look-alike answering from memory: faster than any proxy put in front of it."""
+    """An Ollama look-alike answering from memory, with an OpenAI-compatible provider under /v1: faster than
+    any proxy put in front of it."""
     locations = "\n".join(
         [
             '        location = / { default_type text/plain; return 200 "Ollama is running"; }',
@@ -80,6 +116,9 @@ def static_upstream_conf(prefix: Path, port: int, nofile: int) -> str:
             _json_return("/api/tags", TAGS),
             _json_return("/api/ps", {"models": []}),
             _json_return("/api/show", SHOW),
+            _json_return("/api/chat", CHAT),
+            _json_return("/v1/models", V1_MODELS),
+            _json_return("/v1/chat/completions", CHAT_COMPLETION),
         ]
     )
     body = f"""    server {{

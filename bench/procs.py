@@ -154,11 +154,31 @@ class Meter:
         return total
 
     def rss(self) -> int:
-        total = 0
+        """Resident memory of the tree with each page counted once: every process's private pages plus
+        the largest shared set. Summing RSS would count the interpreter's pages (libpython, libc,
+        libsqlite3: 8 MiB) again for every Python child, though the proxy maps the same files (a
+        Fortress and its usage writer: 59 MiB summed, 51 MiB resident). For one process this is its RSS."""
+        private, shared = 0, 0
         for p in self._tree():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += p.memory_info().rss
-        return total
+            with contextlib.suppress(psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+                own, common = resident(p.pid)
+                private += own
+                shared = max(shared, common)
+        return private + shared
+
+
+def resident(pid: int) -> tuple[int, int]:
+    """A process's resident private and shared bytes (/proc/PID/smaps_rollup; Linux 4.14+)."""
+    kib = {"Private_Clean:": 0, "Private_Dirty:": 0, "Shared_Clean:": 0, "Shared_Dirty:": 0}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            name, _, rest = line.partition(" ")
+            if name in kib:
+                kib[name] = int(rest.split()[0])
+    return (
+        (kib["Private_Clean:"] + kib["Private_Dirty:"]) * 1024,
+        (kib["Shared_Clean:"] + kib["Shared_Dirty:"]) * 1024,
+    )
 
 
 class PeakRss:

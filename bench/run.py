@@ -30,7 +30,8 @@ from bench.stats import Rounds, summarize
 from bench.wrkload import ensure_wrk, run_wrk
 
 ROOT = Path(__file__).resolve().parent.parent
-STATIC_WORKLOADS = ("w1", "w4")  # upstream: static nginx
+STATIC_WORKLOADS = ("w1", "w1c", "w1t", "w1a", "w4")  # upstream: static nginx
+W1_VARIANTS = ("w1c", "w1t", "w1a")  # Fortress alone, 32 connections: chat, translated, model "auto"
 SETTLE_S = 5.0  # longest wait for the targets to fall idle before a measurement
 IDLE_CPU_SHARE = 0.05  # of one core, all targets together: idle enough (pollers and stats writers run)
 SIM_WORKLOADS = ("w2", "w3", "w5")  # upstream: the simulator
@@ -46,12 +47,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--targets",
         default=",".join(DEFAULT_TARGETS),
-        help="comma list of direct,nginx,fortress, and fortress-nometrics (Fortress with [metrics] off)",
+        help="comma list of direct,nginx,fortress; fortress-nometrics (Fortress with [metrics] off) and "
+        "fortress-w2 (workers = 2) when asked for",
     )
     p.add_argument(
         "--workloads",
-        default="w1,w2,w3,w4,w5,w2t,w3t",
-        help="comma list of w1..w5, w2t, w3t (W2 and W3 through Fortress: raw vs translated)",
+        default="w1,w1c,w1t,w1a,w2,w3,w4,w5,w2t,w3t",
+        help="comma list of w1..w5; w1c, w1t, w1a (W1 through Fortress: /api/chat for a named, a translated "
+        "and the 'auto' model); w2t, w3t (W2 and W3 through Fortress: raw vs translated)",
     )
     p.add_argument("--proxy-cpu", default="1", help="CPU list for the proxy under test ('' = no pinning)")
     p.add_argument("--load-cpu", default="0", help="CPU list for the load client and the upstream")
@@ -117,17 +120,18 @@ class Bench:
                 return
             before = now
 
-    def warm(self, stack: Stack, target: Target) -> None:
+    def warm(self, stack: Stack, target: Target, small: w.Small = w.SMALL["w1"]) -> None:
         """One second of W1 load: pools, caches and lazily built state exist before anything is measured."""
-        url = f"http://127.0.0.1:{target.port}/api/show"
-        self.ready(url, stack.keys.user)
-        run_wrk(url, w.SHOW_BODY.decode(), stack.keys.user, 32, 1, self.cpus.load, self.workdir)
+        url = f"http://127.0.0.1:{target.port}{small.path}"
+        self.ready(url, stack.keys.user, small.body)
+        run_wrk(url, small.body.decode(), stack.keys.user, 32, 1, self.cpus.load, self.workdir)
 
     @staticmethod
-    def ready(url: str, key: str, timeout: float = 15.0) -> None:
-        """Wait until the target answers a real request (a proxy listens before it knows its backends)."""
+    def ready(url: str, key: str, body: bytes = w.SHOW_BODY, timeout: float = 15.0) -> None:
+        """Wait until the target answers a real request (a proxy listens before it knows its backends,
+        and model "auto" answers 503 until it knows what they can do)."""
         deadline = time.monotonic() + timeout
-        request = urllib.request.Request(url, w.SHOW_BODY, {"Authorization": f"Bearer {key}"})
+        request = urllib.request.Request(url, body, {"Authorization": f"Bearer {key}"})
         while True:
             try:
                 with urllib.request.urlopen(request, timeout=2) as answer:
@@ -139,8 +143,9 @@ class Bench:
             time.sleep(0.1)
 
     def fresh(self, stack: Stack, target: Target) -> None:
-        """Restart and warm a proxy before W4: a heap that held 5,000 connections keeps that memory,
-        and a second round on the same process would weigh nothing."""
+        """Restart and warm a proxy before W4 and W5: a heap that held 5,000 connections keeps that memory,
+        so a second round on the same process would weigh nothing; one that held W3's 1,000 streams
+        (about 10 MiB more for Fortress) would charge them to the upload."""
         if target.service is not None:
             target.service.restart()
             self.warm(stack, target)
@@ -161,6 +166,7 @@ class Bench:
                                 t, stack, c, self.plan.small_seconds, self.cpus, self.workdir
                             ),
                         )
+            self.w1_variants(stack, chosen, r)
             if "w4" in chosen:
                 for t in alternate(stack.targets, r):
                     self.fresh(stack, t)
@@ -170,6 +176,25 @@ class Bench:
                         t,
                         lambda t=t: self.runner.run(w.idle_connections(t, stack, self.plan)),
                     )
+
+    def w1_variants(self, stack: Stack, chosen: set[str], round_index: int) -> None:
+        """W1c, W1t, W1a on the Fortress target at 32 connections, each after one second of its own load
+        (the translated route's pool, the auto choice), in alternating order."""
+        fortress = next((t for t in stack.targets if t.name == "fortress"), None)
+        variants = [v for v in W1_VARIANTS if v in chosen]
+        if fortress is None or not variants:
+            return
+        for v in alternate(variants, round_index):
+            small = w.SMALL[v]
+            self.warm(stack, fortress, small)
+            self.record(
+                f"{v}_small_c32",
+                stack,
+                fortress,
+                lambda small=small: w.small_requests(
+                    fortress, stack, 32, self.plan.small_seconds, self.cpus, self.workdir, small
+                ),
+            )
 
     def sim_phase(self, stack: Stack, chosen: set[str], suffix: str = "") -> None:
         """W2, W3, W5 over the simulator; with suffix "t", W2t and W3t on the translate stack."""
@@ -201,6 +226,8 @@ class Bench:
                 )
             for name, job in jobs:
                 for t in alternate(stack.targets, r):
+                    if name == "w5_upload":  # weigh the upload, not the heap W3's 1,000 streams left behind
+                        self.fresh(stack, t)
                     self.record(name, stack, t, lambda t=t, job=job: self.runner.run(job(t)))
 
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import nginx
-from bench.fortress_proc import METRICS, Keys, prepare, start_fortress, twin
+from bench.fortress_proc import VARIANTS, Keys, prepare, start_fortress, twin
 from bench.procs import Meter, Service, free_port, start
 
-TARGETS = ("direct", "nginx", "fortress", "fortress-nometrics")  # the last only when asked for
+TARGETS = ("direct", "nginx", "fortress", "fortress-nometrics", "fortress-w2")  # the last two when asked
 DEFAULT_TARGETS = TARGETS[:3]
 ROUTES = ("raw", "translated")  # the translate stack's targets
 PROVIDER = "prov"
@@ -93,13 +93,14 @@ def open_stack(kind: str, names: tuple[str, ...], cpus: Cpus, workdir: Path, nof
             services.append(px)
             stack.targets.append(Target("nginx", port, px))
         first: Path | None = None
-        for name in (n for n in names if n in METRICS):
+        provider = up_port if kind == "static" else 0  # the static upstream serves a provider's /v1 too
+        for name in (n for n in names if n in VARIANTS):
             port = free_port()
             if first is None:
-                config, stack.keys = prepare(workdir, port, up_port, name=name)
+                config, stack.keys = prepare(workdir, port, up_port, provider, name)
                 first = config
             else:
-                config = twin(first, name, port, up_port)
+                config = twin(first, name, port, up_port, provider)
             fx = start_fortress(config, port, cpus.proxy, workdir, name)
             services.append(fx)
             stack.targets.append(Target(name, port, fx))

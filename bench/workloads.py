@@ -23,12 +23,36 @@ from pathlib import Path
 from bench.client import Conn, Response, connect, request_head
 from bench.nginx import MODEL
 from bench.procs import Meter, PeakRss
-from bench.stack import Cpus, Stack, Target
+from bench.stack import PROVIDER, Cpus, Stack, Target
 from bench.stats import percentile
 from bench.wrkload import run_wrk
 
 MIB = 1024 * 1024
 SHOW_BODY = json.dumps({"model": MODEL}).encode()
+
+
+def _chat(model: str) -> bytes:
+    return json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    ).encode()
+
+
+@dataclass(frozen=True)
+class Small:
+    """The request of a W1 variant: the static upstream answers each from memory."""
+
+    path: str
+    body: bytes
+
+
+# W1 and its variants (issue 14: the translated and "auto" paths cost within 1.3x of W1). W1c is the
+# reference the other two differ from by one thing: the same /api/chat relayed for a named Ollama model.
+SMALL = {
+    "w1": Small("/api/show", SHOW_BODY),
+    "w1c": Small("/api/chat", _chat(MODEL)),
+    "w1t": Small("/api/chat", _chat(f"{PROVIDER}/{MODEL}")),  # translated: OpenAI chat.completion back
+    "w1a": Small("/api/chat", _chat("auto")),  # Fortress picks bench:latest, the one model that fits
+}
 
 
 @dataclass(frozen=True)
@@ -58,14 +82,20 @@ def server_meter(target: Target, stack: Stack) -> Meter:
 
 
 def small_requests(
-    target: Target, stack: Stack, connections: int, seconds: int, cpus: Cpus, workdir: Path
+    target: Target,
+    stack: Stack,
+    connections: int,
+    seconds: int,
+    cpus: Cpus,
+    workdir: Path,
+    request: Small = SMALL["w1"],
 ) -> dict[str, float]:
-    """Workload 1: POST /api/show over keep-alive connections, driven by wrk."""
+    """Workload 1: POST /api/show (or a variant's request) over keep-alive connections, driven by wrk."""
     meter = server_meter(target, stack)
     cpu0, up0 = meter.cpu_seconds(), stack.upstream.cpu_seconds()
     r = run_wrk(
-        f"http://127.0.0.1:{target.port}/api/show",
-        SHOW_BODY.decode(),
+        f"http://127.0.0.1:{target.port}{request.path}",
+        request.body.decode(),
         stack.keys.user,
         connections,
         seconds,
