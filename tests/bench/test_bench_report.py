@@ -19,13 +19,11 @@ META = {
 
 
 def test_markdown_has_the_command_a_table_row_per_figure_and_the_ratio() -> None:
-    summary = {
-        "w1_small_c32": {"direct": {"rps": 300.0}, "nginx": {"rps": 200.0}, "fortress": {"rps": 100.0}}
-    }
+    summary = {"w1_small_c32": {"direct": {"rps": 300.0}, "nginx": {"rps": 200.0}, "fortress": {"rps": 80.0}}}
     text = markdown(META, summary, acceptance(summary))
     assert "- Command: `.venv/bin/python -m bench.run`" in text
-    assert "| rps | 300 | 200 | 100 | 0.5 |" in text
-    assert "| W1 c32 requests/s, Fortress / nginx | 0.5 | >= 0.8 | MISSED |" in text
+    assert "| rps | 300 | 200 | 80 | 0.4 |" in text
+    assert "| W1 c32 requests/s, Fortress / nginx | 0.4 | >= 0.5 | MISSED |" in text
 
 
 def test_json_has_no_nan() -> None:
@@ -60,5 +58,5 @@ def test_targets_that_did_not_run_say_so() -> None:
     }
     text = markdown(META, summary, acceptance(summary))
     assert "| W1 c32 CPU per request, metrics on / off | 1.02 | < 1.05 | met |" in text
-    assert "| W5 upload peak RSS (MiB) | n/a | < 64 | not run |" in text
+    assert "| W5 256 MiB upload peak RSS, process tree (MiB) | n/a | < 64 | not run |" in text
     assert "MISSED" not in text
