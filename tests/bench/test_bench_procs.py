@@ -2,7 +2,6 @@
 
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -20,15 +19,15 @@ def test_work_we_do_not_claim_is_other() -> None:
 
 def test_a_process_trees_memory_counts_shared_pages_once() -> None:
     """A Python parent and its Python child map the same interpreter: summed RSS counts it twice."""
+    child = "print('ready', flush=True); input()"  # its output is the parent's: read once it is settled
     parent = subprocess.Popen(
-        [sys.executable, "-c", "import subprocess, sys; subprocess.run([sys.executable, '-c', 'input()'])"],
+        [sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', {child!r}])"],
         stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     try:
+        assert parent.stdout is not None and parent.stdout.readline() == b"ready\n"
         tree = psutil.Process(parent.pid)
-        deadline = time.monotonic() + 20
-        while not tree.children() and time.monotonic() < deadline:
-            time.sleep(0.05)
         processes = [tree, *tree.children()]
         assert len(processes) == 2
         rss = [p.memory_info().rss for p in processes]
