@@ -10,13 +10,19 @@ from typing import Any
 
 import psutil
 
-from bench.gates import Check
+from bench.gates import AUTO, CHAT, SMALL, TRANSLATED_SMALL, Check
 from bench.stack import ROUTES, TARGETS
 from bench.stats import Summary, ratio
 
 TITLES = {
     "w1_small_c32": "W1 small JSON request/response (POST /api/show), 32 keep-alive connections",
     "w1_small_c256": "W1 small JSON request/response (POST /api/show), 256 keep-alive connections",
+    "w1c_small_c32": "W1c small chat through Fortress (POST /api/chat, no stream, a named Ollama model), 32 "
+    "connections",
+    "w1t_small_c32": "W1t small chat through Fortress, translated (prov/bench:latest, an OpenAI provider's "
+    "chat.completion), 32 connections",
+    "w1a_small_c32": 'W1a small chat through Fortress, model "auto" (Fortress picks bench:latest), '
+    "32 connections",
     "w2_fast_stream": "W2 fast stream (/api/generate, 1,000 chunks per response, as fast as the upstream)",
     "w3_slow_streams": "W3 many slow streams (concurrent /api/generate at a steady token rate)",
     "w4_idle": "W4 idle keep-alive connections",
@@ -63,15 +69,23 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def workload_table(name: str, by_target: dict[str, dict[str, float]]) -> list[str]:
-    """One table per workload: a column per target and the ratio that matters (Fortress over nginx,
-    or on the translate stack translated over raw)."""
+Figures = dict[str, float]
+
+
+def workload_table(name: str, by_target: dict[str, Figures], w1: Figures | None = None) -> list[str]:
+    """One table per workload: a column per target and the ratios that matter (Fortress over nginx,
+    over itself without metrics or with one worker, on the translate stack translated over raw, and for
+    W1's variants, which only Fortress runs, Fortress over its own W1 figures, `w1`)."""
     order = ROUTES if ROUTES[0] in by_target else TARGETS
     present = [t for t in order if t in by_target]
     metrics = list(next(iter(by_target.values())).keys())
-    # ratio columns: Fortress against nginx, Fortress against itself without metrics (when it ran), and on
-    # the translate stack translated over raw
-    pairs = [(label, a, b) for label, a, b in _RATIOS if a in by_target and b in by_target] or _RATIOS[:1]
+    pairs = [
+        (label, by_target[a], by_target[b]) for label, a, b in _RATIOS if a in by_target and b in by_target
+    ]
+    if w1 is not None and "fortress" in by_target:
+        pairs = [("fortress / W1's", by_target["fortress"], w1)]
+    elif not pairs:
+        pairs = [(_RATIOS[0][0], by_target.get("fortress", {}), by_target.get("nginx", {}))]
     lines = [
         f"#### {TITLES.get(name, name)}",
         "",
@@ -80,17 +94,16 @@ def workload_table(name: str, by_target: dict[str, dict[str, float]]) -> list[st
     ]
     for m in metrics:
         values = [by_target[t].get(m, math.nan) for t in present]
-        rels = [
-            ratio(by_target.get(a, {}).get(m, math.nan), by_target.get(b, {}).get(m, math.nan))
-            for _, a, b in pairs
-        ]
+        rels = [ratio(a.get(m, math.nan), b.get(m, math.nan)) for _, a, b in pairs]
         lines.append(f"| {m} | " + " | ".join(_fmt(v) for v in [*values, *rels]) + " |")
     return [*lines, ""]
 
 
+W1_VARIANTS = (CHAT, TRANSLATED_SMALL, AUTO)
 _RATIOS = (
     ("fortress / nginx", "fortress", "nginx"),
     ("metrics on / off", "fortress", "fortress-nometrics"),
+    ("workers=2 / 1", "fortress-w2", "fortress"),
     ("translated / raw", "translated", "raw"),
 )
 
@@ -111,8 +124,9 @@ def markdown(meta: dict[str, Any], summary: Summary, checks: list[Check]) -> str
         "medians shown, errors summed. For direct, CPU and RSS figures are the upstream's own.",
         "",
     ]
+    w1 = summary.get(SMALL, {}).get("fortress")
     for name, by_target in summary.items():
-        lines += workload_table(name, by_target)
+        lines += workload_table(name, by_target, w1 if name in W1_VARIANTS else None)
     lines += [
         "#### Targets (Fortress, from this run)",
         "",

@@ -60,3 +60,21 @@ def test_targets_that_did_not_run_say_so() -> None:
     assert "| W1 c32 CPU per request, metrics on / off | 1.02 | < 1.05 | met |" in text
     assert "| W5 256 MiB upload peak RSS, process tree (MiB) | n/a | < 64 | not run |" in text
     assert "MISSED" not in text
+
+
+def test_w1_variants_are_compared_with_fortresss_own_w1() -> None:
+    summary = {
+        "w1_small_c32": {"nginx": {"cpu_s_per_10k": 0.1}, "fortress": {"cpu_s_per_10k": 0.2}},
+        "w1t_small_c32": {"fortress": {"cpu_s_per_10k": 0.25}},
+    }
+    text = markdown(META, summary, acceptance(summary))
+    assert "#### W1t small chat through Fortress, translated" in text
+    assert "| figure | fortress | fortress / W1's |\n|---|---|---|\n| cpu_s_per_10k | 0.25 | 1.25 |" in text
+    assert "| W1t translated model: CPU per request / W1's | 1.25 | <= 1.3 | met |" in text
+
+
+def test_workers_2_column_when_it_ran() -> None:
+    summary = {"w1_small_c32": {"fortress": {"cpu_s_per_10k": 0.2}, "fortress-w2": {"cpu_s_per_10k": 0.21}}}
+    text = markdown(META, summary, acceptance(summary))
+    assert "| figure | fortress | fortress-w2 | workers=2 / 1 |" in text
+    assert "| W1 c32 CPU per request, workers=2 / workers=1 | 1.05 | <= 1.1 | met |" in text
