@@ -22,6 +22,7 @@ import uvloop
 
 from bench import workloads as w
 from bench.procs import raise_nofile
+from bench.run import Bench
 from bench.stack import Cpus, open_stack
 from bench.wrkload import run_wrk
 
@@ -61,9 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     p.add_argument(
         "--workload",
-        choices=("small", "stream", "translated"),
+        choices=("small", "w1c", "w1t", "w1a", "stream", "translated"),
         default="small",
-        help="W1 load, W2 streams, or W2 streams of a provider's model translated (the W2t stack)",
+        help="W1 load (or its chat variants: named, translated, 'auto'), W2 streams, or W2 streams of a "
+        "provider's model translated (the W2t stack)",
     )
     p.add_argument("--seconds", type=int, default=15)
     p.add_argument("--connections", type=int, default=32)
@@ -75,19 +77,23 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, {int(cpus.load or 0)})
     workdir = Path(tempfile.mkdtemp(prefix="fortress-profile-"))
     raw = args.out or workdir / "profile.txt"
-    kind = {"small": "static", "stream": "sim", "translated": "translate"}[args.workload]
+    kind = {"stream": "sim", "translated": "translate"}.get(args.workload, "static")
+    small = w.SMALL["w1" if args.workload == "small" else args.workload] if kind == "static" else None
     stack = open_stack(kind, ("fortress",), cpus, workdir / kind, nofile)
     try:
         target = stack.targets[-1]
         assert target.proxy is not None
+        if small is not None:  # model "auto" answers 503 until the capabilities are known
+            url = f"http://127.0.0.1:{target.port}{small.path}"
+            Bench.ready(url, stack.keys.user, small.body)
         spy = subprocess.Popen(
             [str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-r", "200", "-f", "raw",
              "-d", str(args.seconds), "-o", str(raw), "-p", str(target.proxy.roots[0].pid), "-s"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
-        if kind == "static":
-            r = run_wrk(f"http://127.0.0.1:{target.port}/api/show", w.SHOW_BODY.decode(), stack.keys.user,
-                        args.connections, args.seconds, cpus.load, workdir)  # fmt: skip
+        if small is not None:
+            r = run_wrk(url, small.body.decode(), stack.keys.user, args.connections, args.seconds, cpus.load,
+                        workdir)  # fmt: skip
             print(f"load: {r.rps:,.0f} requests/s, p99 {r.p99_ms:.2f} ms, {r.errors} errors")
         else:
             plan = dataclasses.replace(w.FULL, fast_seconds=float(args.seconds))
