@@ -1,4 +1,4 @@
-"""Fortress for the benchmarks: a fresh database, a real user key and admin key, one worker.
+"""Fortress for the benchmarks: a fresh database, a real user key and admin key, one worker by default.
 
 Several Fortress targets can run side by side (`fortress`; `fortress-nometrics` with `[metrics]
 enabled = false`; `fortress-w2` with `workers = 2`): each gets its own home with a copy of one database, so

@@ -2,7 +2,8 @@
 
 The "translate" stack compares two routes through one Fortress instead: "raw", a model of an Ollama
 upstream (the simulator), relayed as it comes, and "translated", a provider's model `prov/<model>`
-(a second simulator, in provider mode) whose OpenAI stream Fortress turns into Ollama's NDJSON.
+(a second simulator, in provider mode) whose OpenAI stream Fortress turns into Ollama's NDJSON. On the
+"static" stack Fortress has that provider too, on the static upstream's /v1 (W1t's translated chat).
 """
 
 from __future__ import annotations
