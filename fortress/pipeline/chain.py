@@ -30,7 +30,7 @@ from fortress.pipeline import jsonbody, routes
 from fortress.pipeline.bruteforce import Lockout
 from fortress.pipeline.cors import Cors
 from fortress.pipeline.ip_policy import IpPolicy
-from fortress.pipeline.keysource import presented_key
+from fortress.pipeline.keysource import bearer_key, presented_key
 from fortress.pipeline.limits import Decision, Limiter, LocalLimiter
 from fortress.pipeline.routes import Kind, Route
 from fortress.pipeline.validate import (
@@ -44,6 +44,7 @@ from fortress.state.snapshot import KeyRecord, Policy, Rate, Snapshot
 
 OK_ROOT = LocalReply(200, b"Ollama is running", content_type=b"text/plain; charset=utf-8")
 SEARCH_SCOPES = ("search", "admin")  # key scopes that may use /api/web_search and /api/web_fetch
+VERIFIED_MAX = 10_000  # Compiled.verified entries (a full cache starts afresh)
 Headers = tuple[tuple[bytes, bytes], ...]
 
 
@@ -75,7 +76,7 @@ class KeyRefusal(LocalReply):
     key: KeyRecord | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a setattr call per field
 class Forward:
     """The outcome of the body stage: what to send upstream."""
 
@@ -126,6 +127,10 @@ class Compiled:
     model_allowed: dict[str, Callable[[str], bool]] = field(default_factory=dict)
     search: bool = False  # [search] is configured: the web search routes exist
     trust: dict[str, tuple[str, float]] = field(default_factory=dict)  # ip -> (key id, expires at)
+    # Authorization values whose key this snapshot verified: a client sends the same one on every
+    # request, and the hash and split are then skipped. Only matches are kept (state and expiry are still
+    # checked each time); a reload starts afresh.
+    verified: dict[bytes, KeyRecord] = field(default_factory=dict)
 
     @classmethod
     def build(cls, snapshot: Snapshot, trusted_proxies: tuple[str, ...], search: bool = False) -> Compiled:
@@ -195,16 +200,24 @@ class Gate:
             return error_reply(404, "IP trust sessions are off on this gateway ([security] ip_trust_ttl_s)")
 
         sec = c.policy.security
-        token = presented_key(authorization, x_api_key, query, sec.key_in_query)
-        if token is None and route is routes.HEALTH:  # public, even when locked out; detail needs a key
+        verified = c.verified.get(authorization) if authorization is not None else None
+        token = presented_key(authorization, x_api_key, query, sec.key_in_query) if verified is None else None
+        # /health is public, even when locked out; detail needs a key
+        if token is None and verified is None and route is routes.HEALTH:
             record = self._trusted(client_ip, now)
             usable = self._usable(record, now, openai, settled=True) if record is not None else None
             return Admit(route, usable if isinstance(usable, KeyRecord) else None)
         locked = self.failures.locked(client_ip, now)
         if locked:
             return _locked_out(locked, openai)
-        if token is not None:
+        if verified is not None:
+            key = self._usable(verified, now, openai, settled)
+        elif token is not None:
             key = self._authenticate(token, client_ip, now, openai, settled)
+            if isinstance(key, KeyRecord) and authorization and bearer_key(authorization) == token:
+                if len(c.verified) >= VERIFIED_MAX:
+                    c.verified.clear()
+                c.verified[authorization] = key
         elif sec.key_in_body and route.inspect:
             return Admit(route, None, key_in_body=True)
         else:

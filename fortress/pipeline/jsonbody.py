@@ -17,10 +17,12 @@ a recased key there could only make "auto" pick a model without vision, so it is
 
 Cost: the standard library's own object parser (`json.decoder.JSONObject`) walks the top level in Python,
 handing every value to the C scanner, so the keys come as a list without a second parse or a per-object
-hook (about 2 us more than `json.loads` per body, whatever its size); then one pass over the keys of the
-objects Fortress reads. When Fortress starts reading another field, add it to `READ` (or `NESTED` for a
-field inside an object), or a differently cased copy of it could slip past the new check; inside a Go
-struct whose field is not a pointer, repeats would need checking too.
+hook (about 2 us more than `json.loads` per body, whatever its size); a body with no nested object (one
+`{`, the usual small request) is parsed whole by the C scanner with the pairs hook instead, at the cost of
+`json.loads`. Then one pass over the keys of the objects Fortress reads. When Fortress starts reading
+another field, add it to `READ` (or `NESTED` for a field inside an object), or a differently cased copy
+of it could slip past the new check; inside a Go struct whose field is not a pointer, repeats would need
+checking too.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ NESTED: dict[str, frozenset[str]] = {
     "reasoning": frozenset(("effort",)),
 }
 _SCAN = make_scanner(json.JSONDecoder())  # the C scanner, plain dicts below the top level
+_PAIRS = json.JSONDecoder(object_pairs_hook=list)  # a body with no nested object, parsed whole in C
 _WHITESPACE = " \t\n\r"
 _SPACE = WHITESPACE.match
 
@@ -115,6 +118,9 @@ def parse(raw: bytes) -> dict[str, Any] | Reject:
         return Reject(400, "missing request body")
     if text[start] != "{":
         return _not_an_object(text)
+    pairs = _flat_pairs(raw, text, start)
+    if pairs is not None:
+        return _checked(pairs)
     try:
         pairs, end = JSONObject((text, start + 1), True, _SCAN, None, list, {})
     except ValueError as exc:
@@ -123,6 +129,23 @@ def parse(raw: bytes) -> dict[str, Any] | Reject:
         return Reject(400, "invalid JSON in request body: nested too deeply")
     if text[end:].strip(_WHITESPACE):
         return Reject(400, f"invalid JSON in request body: extra data at character {end}")
+    return _checked(pairs)
+
+
+def _flat_pairs(raw: bytes, text: str, start: int) -> list[tuple[str, Any]] | None:
+    """The top level's pairs in one C call when no object is nested in it (one `{` in the whole body: the
+    usual small request); None when there may be one, or the body is not clean JSON (parse() then
+    walks it as above and words the refusal)."""
+    if raw.count(b"{") != 1:
+        return None
+    try:
+        pairs, end = _PAIRS.raw_decode(text, start)
+    except (ValueError, RecursionError):
+        return None
+    return None if text[end:].strip(_WHITESPACE) else pairs
+
+
+def _checked(pairs: list[tuple[str, Any]]) -> dict[str, Any] | Reject:
     body = dict(pairs)
     if len(body) != len(pairs):
         twice = next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i]))

@@ -41,6 +41,13 @@ def _from_authorization(value: bytes) -> bytes:
     return value  # bare: the whole value is the key
 
 
+def bearer_key(authorization: bytes) -> str | None:
+    """The key an Authorization value carries when it is shaped like ours (it then wins over every other
+    source), else None."""
+    token = _from_authorization(authorization)
+    return token.decode("latin-1") if token.startswith(_PREFIX) else None
+
+
 def _from_query(query: str) -> str | None:
     if "api_key=" not in query:
         return None

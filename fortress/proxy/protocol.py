@@ -94,6 +94,8 @@ class ClientProtocol(asyncio.Protocol):
         self.head_bytes = 0
         self.head_size = 0  # URL and header lines of the current request, as parsed
         self.due = 0.0  # monotonic time after which the sweeper closes this connection (0: none)
+        self.forwarded = ("", b"")  # (client address, its X-Forwarded-For/X-Real-IP/Forwarded lines)
+        self.max_head = worker.cfg.max_header_bytes
 
     # -- connection ------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -235,7 +237,7 @@ class ClientProtocol(asyncio.Protocol):
         assert req is not None
         # a head that arrives in one read is parsed whole before data_received can measure it
         self.head_size += len(name) + len(value) + 4
-        if self.head_size > self.w.cfg.max_header_bytes:
+        if self.head_size > self.max_head:
             raise BadRequest(replies.error_reply(431, "request header fields too large", close=True))
         lname = name.lower()
         if lname in _DROP:
@@ -346,12 +348,12 @@ class ClientProtocol(asyncio.Protocol):
     # -- decisions -----------------------------------------------------------------------------------
     def _admit(self, req: Request) -> None:
         w = self.w
-        url = b"".join(req.url)
+        url = req.target = b"".join(req.url)
         path_b, _, query_b = url.partition(b"?")
-        path = path_b.decode("latin-1")
+        path = req.path = path_b.decode("latin-1")
         if req.request_id is None or not _valid_request_id(req.request_id):
             req.request_id = w.next_id()
-        client_ip = w.client_ip(self.peer, req.xff)
+        client_ip = req.client_ip = w.client_ip(self.peer, req.xff)
         gate = w.gate
         if req.origin is not None:
             req.cors = gate.c.cors.allow(req.origin)
@@ -459,8 +461,7 @@ class ClientProtocol(asyncio.Protocol):
         """The whole body of an inspected request is here: run the body stage, then forward."""
         admit = req.admit
         assert admit is not None
-        path = b"".join(req.url).partition(b"?")[0].decode("latin-1")
-        client_ip = self.w.client_ip(self.peer, req.xff)
+        path, client_ip = req.path, req.client_ip
         raw = b"".join(req.body)
         gate = self.w.gate
         if admit.key_in_body:  # no key in the head: the body's api_key (or the address's trust)
@@ -495,10 +496,17 @@ class ClientProtocol(asyncio.Protocol):
         admit = req.admit
         assert admit is not None and req.request_id is not None
         w = self.w
-        ip = client_ip.encode()
-        xff = ip if req.xff is None or not w.trusts(self.peer) else req.xff + b", " + self.peer.encode()
-        # the address Fortress trusts, in the three headers backends read it from (never the client's own)
-        req.fwd.append(_FORWARDED % (xff, ip, b'"[%s]"' % ip if b":" in ip else ip))
+        # the address Fortress trusts, in the three headers backends read it from (never the client's own);
+        # without X-Forwarded-For it depends on that address alone: rendered once per connection
+        if req.xff is None and self.forwarded[0] == client_ip:
+            line = self.forwarded[1]
+        else:
+            ip = client_ip.encode()
+            xff = ip if req.xff is None or not w.trusts(self.peer) else req.xff + b", " + self.peer.encode()
+            line = _FORWARDED % (xff, ip, b'"[%s]"' % ip if b":" in ip else ip)
+            if req.xff is None:
+                self.forwarded = (client_ip, line)
+        req.fwd.append(line)
         if streaming and not req.chunked and req.content_length is not None:
             # the body follows as it arrives: without its length the backend would read it as requests
             req.fwd.append(b"Content-Length: %d\r\n" % req.content_length)
@@ -510,7 +518,7 @@ class ClientProtocol(asyncio.Protocol):
             admit,
             req.method,
             path,
-            w.strip_query_key(b"".join(req.url)),
+            w.strip_query_key(req.target),
             req.fwd,
             req.request_id,
             req.http10,

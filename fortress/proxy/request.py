@@ -28,6 +28,7 @@ class Request:
         "body",
         "body_size",
         "chunked",
+        "client_ip",
         "complete",
         "content_length",
         "cors",
@@ -40,9 +41,11 @@ class Request:
         "method",
         "mode",
         "origin",
+        "path",
         "request_id",
         "settled",
         "t0",
+        "target",
         "url",
         "x_api_key",
         "xff",
@@ -73,6 +76,10 @@ class Request:
         self.cors_headers: bytes | None = None  # Access-Control-Request-Headers of a preflight
         self.cors = b""  # the CORS header lines every answer to this request carries
         self.settled = False  # decided on a snapshot known to be current (after a recheck)
+        # worked out once from the head (protocol.py _admit), read again by the body stage and the exchange
+        self.target = b""  # the request target as sent (path and query)
+        self.path = ""  # its path, no query
+        self.client_ip = ""  # stage 2's answer
 
     def sniff(self, body: bytes) -> bytes:
         """The first 4 bytes of an upload, even when they arrive in several pieces."""

@@ -112,6 +112,7 @@ class Worker:
         assert snapshot.policy is not None
         self.routing = snapshot.policy.routing
         self.targets: dict[str, Target] = {}
+        self.providers = False
         self.router = Router.from_config(snapshot.backends, self.routing)
         self.poller = InventoryPoller.from_config(self.router, self.routing)
         candidates = CandidateCache(self.router.inventory, self.router.capabilities)
@@ -157,6 +158,7 @@ class Worker:
         for gone in self.targets.keys() - targets.keys():
             self.pool.drop(gone)
         self.targets = targets
+        self.providers = any(t.kind.static_models for t in targets.values())  # any /api/show of P/M to answer
         self.router.set_backends(snapshot.backends)
 
     def _compile(self, snapshot: Snapshot) -> Compiled:
@@ -301,6 +303,8 @@ class Worker:
     def provider_show(self, model: str) -> LocalReply | None:
         """/api/show of a provider's model P/M, answered from its configuration (a provider has no
         /api/show); None for every other model, which goes to a backend as usual."""
+        if not self.providers or "/" not in model:  # a provider's models are always named P/M
+            return None
         body = federation.show(self.router.inventory, self.router.healthy(), model)
         return LocalReply(200, body) if body is not None else None
 
@@ -346,24 +350,20 @@ class Worker:
 
     # -- accounting (stage 12) ---------------------------------------------------------------------------
     def account(self, ex: Exchange, prompt: int | None, completion: int | None) -> None:
-        now = time.monotonic()
+        t0 = ex.t0
+        elapsed = time.monotonic() - t0
+        ttfb = ex.ttfb
         m = self.metrics
         if m is not None:
-            ttfb = ex.ttfb
-            m.request(
-                ex.route.name,
-                ex.status,
-                now - ex.t0,
-                ttfb - ex.t0 if ttfb else None,
-                ex.bytes_in,
-                ex.bytes_out,
-            )
+            ttfb_s = ttfb - t0 if ttfb else None
+            m.request(ex.route.name, ex.status, elapsed, ttfb_s, ex.bytes_in, ex.bytes_out)
             if prompt or completion:
                 m.tokens(ex.model, prompt or 0, completion or 0)
         self.requests += 1
         if ex.status >= 500 or ex.error:
             self.errors += 1
-        self.gate.finish(ex.admit, (prompt or 0) + (completion or 0), time.time())
+        wall = time.time()
+        self.gate.finish(ex.admit, (prompt or 0) + (completion or 0), wall)
         key = ex.admit.key
         if key is not None:
             self.active_keys.add(key.id)
@@ -373,7 +373,7 @@ class Worker:
         # one tuple in usage column order (fortress.state.usage.COLUMNS): no object per request
         self.usage.record(
             (
-                time.time() - (now - ex.t0),
+                wall - elapsed,
                 ex.request_id.decode("latin-1"),
                 key.id if key else None,
                 key.user if key else None,
@@ -383,8 +383,8 @@ class Worker:
                 ex.model,
                 target.name if target else None,
                 ex.status,
-                (ex.ttfb - ex.t0) * 1000 if ex.ttfb else None,
-                (now - ex.t0) * 1000,
+                (ttfb - t0) * 1000 if ttfb else None,
+                elapsed * 1000,
                 ex.bytes_in,
                 ex.bytes_out,
                 prompt,

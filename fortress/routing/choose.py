@@ -33,7 +33,7 @@ from fortress.routing.inventory import Inventory, model_key
 from fortress.state.snapshot import BackendRecord
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per request, and a frozen __init__ costs a setattr call per field
 class Choice:
     backend: BackendRecord
     model: str | None  # the name to send upstream: a provider (static models) gets its own model name

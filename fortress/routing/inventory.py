@@ -19,11 +19,24 @@ _DEFAULT_NAMESPACE = "library/"
 _EXTRA_FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
+_KEYS: dict[str, str] = {}  # model_key's answers: a request asks for its model's key several times
+_KEYS_MAX = 4096
+
+
 def model_key(name: str) -> str:
     """Ollama's matching rule: case-insensitive, the default tag, host and namespace implied.
 
     "Llama3" == "llama3:latest" == "library/llama3" == "registry.ollama.ai/library/llama3:latest".
     """
+    key = _KEYS.get(name)
+    if key is None:
+        if len(_KEYS) >= _KEYS_MAX:  # names come from clients: bounded
+            _KEYS.clear()
+        key = _KEYS[name] = _model_key(name)
+    return key
+
+
+def _model_key(name: str) -> str:
     key = name.strip().lower()
     if key.rfind(":") <= key.rfind("/"):  # no tag (a colon before the last slash is a host port)
         key += ":latest"
