@@ -3,6 +3,12 @@
 Fortress runs alone on the proxy CPU against the same upstream and load as the benchmark; py-spy
 samples it (non-blocking, so the profile barely slows it) and the collapsed stacks are reduced to
 self and inclusive shares per function.
+
+`--workload inproc` measures the request path alone, in this process: the real ClientProtocol, Gate,
+Exchange, UpstreamProtocol, pool and router on in-memory transports, W1's request (POST /api/show with
+a key) and an answer shaped like the static upstream's, no sockets and no event loop turns. It prints
+the Python CPU per request (best of five runs), a figure that a shared machine barely moves, where the
+socket benchmarks' CPU per request also carries the kernel's wake-ups and other work's cache pollution.
 """
 
 from __future__ import annotations
@@ -10,23 +16,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
 import uvloop
 
 from bench import workloads as w
+from bench.nginx import SHOW, TAGS
 from bench.procs import raise_nofile
 from bench.run import Bench
 from bench.stack import Cpus, open_stack
 from bench.wrkload import run_wrk
+from fortress import keys
+from fortress.config import Config
+from fortress.pipeline.limits import LocalLimiter
+from fortress.proxy.pool import Pool
+from fortress.proxy.protocol import ClientProtocol
+from fortress.proxy.upstream import UpstreamProtocol
+from fortress.proxy.worker import Worker
+from fortress.state.snapshot import BackendRecord, KeyRecord, Policy, Snapshot
 
 _FRAME_LINE = re.compile(r":\d+\)$")
+RUNS = 5
 
 
 def frame_name(frame: str) -> str:
@@ -58,20 +76,125 @@ def table(counts: Counter[str], total: int, top: int) -> str:
     return "\n".join(f"{100 * n / total:6.1f}%  {name}" for name, n in counts.most_common(top))
 
 
+class _Wire(asyncio.Transport):
+    """An in-memory transport: what was written, nothing sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.out.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class _Rows:
+    """The usage pipe's record(), kept bounded (the rows are built as in the proxy, then dropped)."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+
+    def record(self, row: tuple) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= 4096:
+            self.rows.clear()
+
+
+async def inproc(requests: int) -> tuple[list[float], bytes]:
+    """Python CPU seconds per request of RUNS runs of W1's request through the real request path,
+    and the first answer the client got."""
+    full, key_id, secret_hash = keys.generate()
+    cfg = Config()
+    snapshot = Snapshot(
+        version=1,
+        keys={key_id: KeyRecord(id=key_id, user="bench", secret_hash=secret_hash)},
+        backends=(BackendRecord("upstream", "http://127.0.0.1:1"),),
+        policy=Policy.build(cfg, {}),
+    )
+    loop = asyncio.get_running_loop()
+    worker = Worker(cfg, snapshot, loop, usage=_Rows(), limiter=LocalLimiter())  # type: ignore[arg-type]
+    worker.router.inventory.set_tags("upstream", TAGS, now=0.0)
+    conns: list[UpstreamProtocol] = []
+
+    async def connect(target: object) -> UpstreamProtocol:
+        up = UpstreamProtocol("upstream")
+        up.connection_made(_Wire())
+        conns.append(up)
+        return up
+
+    worker.pool = Pool(loop, connect=connect)  # type: ignore[arg-type]
+    client = ClientProtocol(worker)
+    wire = _Wire()
+    client.connection_made(wire)
+    request = (
+        b"POST /api/show HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+    ) % (full.encode(), len(w.SHOW_BODY), w.SHOW_BODY)
+    body = json.dumps(SHOW).encode()
+    answer = (
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 30 Nov 2026 00:00:00 GMT\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n%s"
+    ) % (len(body), body)
+    client.data_received(request)
+    await asyncio.sleep(0.01)  # the first request opens the pooled connection; the rest reuse it
+    conns[0].data_received(answer)
+    first = b"".join(wire.out)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            client.data_received(request)
+            conns[0].data_received(answer)
+        wire.out.clear()
+        conns[0].transport.out.clear()  # type: ignore[union-attr]
+
+    run(min(requests, 2000))  # warm up
+    figures = []
+    for _ in range(RUNS):
+        start = time.process_time()
+        run(requests)
+        figures.append((time.process_time() - start) / requests)
+    if len(conns) != 1:
+        raise RuntimeError("the in-process driver lost its pooled connection")
+    return figures, first
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     p.add_argument(
         "--workload",
-        choices=("small", "w1c", "w1t", "w1a", "stream", "translated"),
+        choices=("small", "w1c", "w1t", "w1a", "stream", "translated", "inproc"),
         default="small",
-        help="W1 load (or its chat variants: named, translated, 'auto'), W2 streams, or W2 streams of a "
-        "provider's model translated (the W2t stack)",
+        help="W1 load (or its chat variants: named, translated, 'auto'), W2 streams, W2 streams of a "
+        "provider's model translated (the W2t stack), or W1's request path in this process (no sockets: "
+        "Python CPU per request)",
     )
+    p.add_argument("--requests", type=int, default=20000, help="inproc: requests per run")
     p.add_argument("--seconds", type=int, default=15)
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--out", type=Path, help="keep py-spy's raw collapsed stacks here")
     args = p.parse_args(argv)
+    if args.workload == "inproc":
+        figures, first = asyncio.run(inproc(args.requests))
+        status = first.split(b"\r\n", 1)[0].decode()
+        runs = " ".join(f"{1e6 * f:.2f}" for f in figures)
+        print(f"{status}; Python CPU per request: best {1e6 * min(figures):.2f} us (runs: {runs})")
+        return 0 if status == "HTTP/1.1 200 OK" else 1
     cpus = Cpus()
     nofile = raise_nofile()
     os.sched_setaffinity(0, {int(cpus.load or 0)})

@@ -1,6 +1,10 @@
 """Reducing py-spy's collapsed stacks to per-function shares."""
 
-from bench.profile import frame_name, shares
+import asyncio
+import json
+
+from bench.nginx import SHOW
+from bench.profile import RUNS, frame_name, inproc, shares
 
 RAW = """process 7:"fortress";<module> (f/main.py:3);run (f/server.py:10);on_body (f/protocol.py:88) 6
 <module> (f/main.py:3);run (f/server.py:11);on_body (f/protocol.py:90) 2
@@ -19,3 +23,14 @@ def test_self_and_inclusive_shares() -> None:
     assert own["run (f/server.py)"] == 2
     assert inclusive["run (f/server.py)"] == 10
     assert inclusive["<module> (f/main.py)"] == 10
+
+
+def test_inproc_driver_serves_w1_through_the_real_request_path() -> None:
+    """The in-process figure is only worth something if the request really went through: a 200 with the
+    upstream's body, Fortress's own header, and one pooled connection reused for every request."""
+    figures, first = asyncio.run(inproc(200))
+    head, _, body = first.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"\r\nX-Request-ID: " in head
+    assert json.loads(body) == SHOW
+    assert len(figures) == RUNS and all(f > 0 for f in figures)
