@@ -119,3 +119,36 @@ def test_preflight_needs_no_key_and_refuses_unknown_routes() -> None:
     assert reply.status == 204 and dict(reply.headers)[b"Access-Control-Allow-Methods"] == b"OPTIONS, POST"
     assert g.preflight("/nowhere", b"http://app.example", None, IP).status == 404
     assert g.preflight("/api/me", b"http://app.example", None, IP).status == 403
+
+
+def test_a_verified_authorization_is_remembered_only_while_it_stays_true() -> None:
+    """Compiled.verified skips the hash for an Authorization value this snapshot already matched; the key's
+    state and expiry are still checked every time, a reload forgets it, and failures are never kept."""
+    full, record = issue()
+    expiring = dataclasses.replace(record, expires_at=NOW + 10)
+    g = gate([expiring])
+    auth = f"Bearer {full}".encode()
+    assert isinstance(head(g, key=full), Admit)
+    assert g.c.verified == {auth: expiring}
+    assert isinstance(head(g, key=full), Admit)  # from the memo
+    later = g.head(b"GET", "/api/tags", "", auth, None, IP, NOW + 11, True)
+    assert status(later) == 401 and b"expired" in later.body  # type: ignore[union-attr]
+    disabled = dataclasses.replace(record, state="disabled")
+    g.swap(Compiled.build(Snapshot(version=2, keys={record.id: disabled}, policy=g.c.policy), ()))
+    assert g.c.verified == {}
+    assert status(head(g, key=full, settled=True)) == 401  # the new snapshot decides, not the memo
+    wrong = full[:-3] + "zzz"
+    assert status(head(g, key=wrong, settled=True)) == 401
+    assert g.c.verified == {}  # refusals are never remembered
+
+
+def test_the_memo_is_keyed_by_the_authorization_header_alone() -> None:
+    """A key in X-API-Key (or the query) behind a non-key Authorization value is checked, not remembered
+    under that Authorization value, which would otherwise admit it without any key."""
+    full, record = issue()
+    g = gate([record])
+    assert isinstance(
+        g.head(b"GET", "/api/tags", "", b"Basic Zm9vOmJhcg==", full.encode(), IP, NOW, True), Admit
+    )
+    assert g.c.verified == {}
+    assert status(g.head(b"GET", "/api/tags", "", b"Basic Zm9vOmJhcg==", None, IP, NOW, True)) == 401

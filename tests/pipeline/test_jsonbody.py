@@ -181,3 +181,29 @@ def test_what_parse_accepts_reads_the_same_in_go(raw: bytes) -> None:
                     assert zero((go[name] or {}).get(inner)) == zero(py[name].get(inner)), (path, name)
             else:
                 assert zero(go.get(name)) == zero(py.get(name)), (path, name)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ('{"model":"x"} junk', "invalid JSON in request body: extra data at character 13"),
+        ('{"model": }', "invalid JSON in request body: Expecting value: line 1 column 11 (char 10)"),
+        (
+            '{"model":"x",}',
+            "invalid JSON in request body: Expecting property name enclosed in double quotes",
+        ),
+        ('{"model":"x"', "invalid JSON in request body: Expecting ',' delimiter: line 1 column 13 (char 12)"),
+    ],
+)
+def test_a_flat_body_is_refused_in_the_walks_words(raw: str, message: str) -> None:
+    """Bodies with no nested object are parsed in one C call; when that fails, the walk words the refusal."""
+    assert refused(raw).startswith(message)
+
+
+def test_a_flat_body_reads_as_the_walk_reads_it() -> None:
+    assert parse(b' {"model":"llama3","stream":false,"images":["a"],"keep_alive":-1} ') == {
+        "model": "llama3",
+        "stream": False,
+        "images": ["a"],
+        "keep_alive": -1,
+    }
