@@ -120,7 +120,7 @@ def parse(raw: bytes) -> dict[str, Any] | Reject:
         return _not_an_object(text)
     pairs = _flat_pairs(raw, text, start)
     if pairs is not None:
-        return _checked(pairs)
+        return _checked(pairs, nested=False)
     try:
         pairs, end = JSONObject((text, start + 1), True, _SCAN, None, list, {})
     except ValueError as exc:
@@ -145,14 +145,15 @@ def _flat_pairs(raw: bytes, text: str, start: int) -> list[tuple[str, Any]] | No
     return None if text[end:].strip(_WHITESPACE) else pairs
 
 
-def _checked(pairs: list[tuple[str, Any]]) -> dict[str, Any] | Reject:
+def _checked(pairs: list[tuple[str, Any]], nested: bool = True) -> dict[str, Any] | Reject:
+    """The top level's pairs as the body, or the refusal; `nested`: objects may sit inside it."""
     body = dict(pairs)
     if len(body) != len(pairs):
         twice = next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i]))
         return Reject(400, f"the request body has the key {_show(twice)} twice")
     reject = check_keys(body, READ)
-    if reject is not None:
-        return reject
+    if reject is not None or not nested:
+        return reject or body
     for field, inner in NESTED.items():
         value = body.get(field)
         if isinstance(value, dict):

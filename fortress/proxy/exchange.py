@@ -479,7 +479,7 @@ class Exchange:
         if failed:
             self.error = "backend reported an error mid-stream"
         self.stream = up.chunked
-        self._release_backend(ok=answered(self.status, up.tail), error=self.error or "")
+        self._release_backend(ok=self.status < 500 or answered(self.status, up.tail), error=self.error or "")
         if self.status == 200 and self.route.metered and self.model:
             self.w.served(target.name, self.model, self.doc)  # so /api/ps lists it at once
         if self.route.model_admin:

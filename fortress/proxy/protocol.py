@@ -60,6 +60,19 @@ _DROP = frozenset(
         b"access-control-request-headers",
     )
 )
+# ... of which these are only dropped (the others are read first): Host comes with every request
+_DROP_ONLY = _DROP - {
+    b"authorization",
+    b"x-api-key",
+    b"content-length",
+    b"transfer-encoding",
+    b"x-forwarded-for",
+    b"x-request-id",
+    b"expect",
+    b"x-fortress-backend",
+    b"origin",
+    b"access-control-request-headers",
+}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _FORWARDED = b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\nForwarded: for=%s\r\n"  # for=: RFC 7239 node syntax
 _NEVER = float("inf")
@@ -241,6 +254,8 @@ class ClientProtocol(asyncio.Protocol):
             raise BadRequest(replies.error_reply(431, "request header fields too large", close=True))
         lname = name.lower()
         if lname in _DROP:
+            if lname in _DROP_ONLY:
+                return
             if lname == b"authorization":
                 req.authorization = value
             elif lname == b"x-api-key":

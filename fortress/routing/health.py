@@ -133,7 +133,8 @@ class Breaker:
         """The outcome of a request or a health check."""
         if ok:
             self.failures = 0
-            self._apply(Event.SUCCESS)
+            if self.state is not State.CLOSED:  # a success leaves a closed breaker as it is
+                self._apply(Event.SUCCESS)
             return
         self.failures += 1
         self.last_error = error
