@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.profile import MemoryTransport
 from fortress import keys
 from fortress.config import Config, ProxyConfig
 from fortress.proxy.protocol import ClientProtocol
@@ -23,33 +24,6 @@ from fortress.state.snapshot import KeyRecord, Policy, Snapshot
 
 FULL_KEY, KEY_ID, KEY_HASH = keys.generate()
 STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")
-
-
-class MemoryTransport(asyncio.Transport):
-    """Collects what the protocol writes; enough of a transport for the client side."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.out = bytearray()
-        self.closed = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.out += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
