@@ -51,8 +51,18 @@ def test_choices_always_respect_inventory_health_and_caps(ops: list[tuple], caps
                 continue
             name = choice.backend.name
             assert name in router.inventory.holders(f"{x}:latest")
-            slot = {e["name"]: e for e in router.export()}[name]
-            assert slot["state"] != State.OPEN.value
+            slots = {e["name"]: e for e in router.export()}
+            slot = slots[name]
+            if slot["state"] == State.OPEN.value:  # the last resort (routing/health.py): its check passes
+                assert slot["probe_ok"]  # and no other holder could serve
+                others = [
+                    slots[n] for n in router.inventory.holders(f"{x}:latest") if n != name and n not in y
+                ]
+                assert all(
+                    o["state"] == State.OPEN.value
+                    or (o["max_concurrent"] and o["outstanding"] >= o["max_concurrent"])
+                    for o in others
+                )
             assert not slot["max_concurrent"] or slot["outstanding"] < slot["max_concurrent"]
             router.started(name)
             running.append(name)
