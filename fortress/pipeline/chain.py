@@ -184,7 +184,7 @@ class Gate:
         route = self._route(path, client_ip)
         if isinstance(route, LocalReply):
             return route
-        openai = route.shape or path.startswith("/v1/")  # the error shape (replies.Shape)
+        openai = _shape(route, path)
         c = self.c
         if route.kind is Kind.PUBLIC:
             if method not in route.methods:
@@ -364,13 +364,13 @@ class Gate:
         """Stages 3-4: the IP policy, then the route class; a refusal for unknown and never-forwarded
         routes."""
         route = routes.classify(path)
-        shape = route.shape or path.startswith("/v1/")
         if not self.c.ip.allows(client_ip):
-            return error_reply(403, "forbidden: your address is not allowed", shape, close=True)
+            return error_reply(403, "forbidden: your address is not allowed", _shape(route, path), close=True)
         if route.kind is Kind.UNKNOWN or (route.kind is Kind.SEARCH and not self.c.search):
-            return error_reply(404, f"path {path} not found", shape)
+            return error_reply(404, f"path {path} not found", _shape(route, path))
         if route.kind is Kind.NEVER:
-            return error_reply(403, f"forbidden: {route.name} is not available through this gateway", shape)
+            message = f"forbidden: {route.name} is not available through this gateway"
+            return error_reply(403, message, _shape(route, path))
         return route
 
     def _limit(self, route: Route, key: KeyRecord, openai: bool, now: float) -> LocalReply | Admit:
@@ -481,6 +481,11 @@ class Gate:
         streaming = stream is not False if admit.route.kind is Kind.OLLAMA else stream is True
         admit.model = model
         return Forward(json.dumps(body).encode() if changed else raw, model, streaming, body)
+
+
+def _shape(route: Route, path: str) -> int:
+    """The error shape of Fortress's answers (replies.Shape): the route's, else OpenAI's under /v1/."""
+    return route.shape or path.startswith("/v1/")
 
 
 def _locked_out(locked: float, openai: bool) -> LocalReply:
