@@ -133,12 +133,12 @@ async def inproc(requests: int) -> tuple[list[float], bytes]:
     conns: list[UpstreamProtocol] = []
 
     async def connect(target: object) -> UpstreamProtocol:
-        up = UpstreamProtocol("upstream")
+        up = UpstreamProtocol("upstream", worker.outbox)
         up.connection_made(MemoryTransport())
         conns.append(up)
         return up
 
-    worker.pool = Pool(loop, connect=connect)  # type: ignore[arg-type]
+    worker.pool = Pool(loop, worker.outbox, connect=connect)  # type: ignore[arg-type]
     client = ClientProtocol(worker)
     wire = MemoryTransport()
     client.connection_made(wire)
@@ -154,12 +154,14 @@ async def inproc(requests: int) -> tuple[list[float], bytes]:
     client.data_received(request)
     await asyncio.sleep(0.01)  # the first request opens the pooled connection; the rest reuse it
     conns[0].data_received(answer)
+    worker.outbox.flush()
     first = bytes(wire.out)
 
     def run(n: int) -> None:
         for _ in range(n):
             client.data_received(request)
             conns[0].data_received(answer)
+            worker.outbox.flush()  # the end of a loop turn (one per request: more than under load)
         wire.out.clear()
         conns[0].transport.out.clear()  # type: ignore[union-attr]
 

@@ -362,7 +362,7 @@ class Exchange:
         up = self.upstream
         if up is None or up.transport is None:
             return
-        up.transport.write(replies.chunk(piece) if self.chunked_body else piece)
+        up.write(replies.chunk(piece) if self.chunked_body else piece)
 
     def backend_blocked(self, blocked: bool) -> None:
         """The backend's side of upload backpressure: stop or resume reading the client."""

@@ -18,6 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from fortress.backends.target import Target
+from fortress.proxy.outbox import Outbox
 from fortress.proxy.upstream import UpstreamProtocol
 
 IDLE_EXPIRY_S = 30.0  # below common server keep-alive timeouts (nginx 75 s, Go's none, Cloudflare 900 s)
@@ -29,11 +30,13 @@ class Pool:
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
+        out: Outbox,
         max_idle: int = 64,
         idle_expiry_s: float = IDLE_EXPIRY_S,
         connect: Connector | None = None,
     ) -> None:
         self.loop = loop
+        self.out = out
         self.max_idle = max_idle
         self.idle_expiry_s = idle_expiry_s
         self._connect = connect or self._open_socket
@@ -94,7 +97,7 @@ class Pool:
 
     async def _open_socket(self, target: Target) -> UpstreamProtocol:
         _, conn = await self.loop.create_connection(
-            lambda: UpstreamProtocol(target.name),
+            lambda: UpstreamProtocol(target.name, self.out),
             target.host,
             target.port,
             ssl=target.ssl,

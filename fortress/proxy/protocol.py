@@ -133,6 +133,7 @@ class ClientProtocol(asyncio.Protocol):
     def close(self) -> None:
         if not self.closed and self.transport is not None:
             self.closed = True
+            self.w.outbox.flush()  # what this connection was sent goes before its close
             self.transport.close()
 
     def abort(self) -> None:
@@ -603,7 +604,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
-            self.transport.write(data)
+            self.w.outbox.write(self.transport, data)
 
 
 def _valid_request_id(value: bytes) -> bool:

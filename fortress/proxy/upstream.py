@@ -18,6 +18,7 @@ from typing import Protocol
 import httptools
 
 from fortress.proxy.flow import FlowControl
+from fortress.proxy.outbox import Outbox
 
 MAX_RESPONSE_HEAD = 64 * 1024
 _HEAD_END = b"\r\n\r\n"
@@ -65,6 +66,7 @@ class UpstreamProtocol(asyncio.Protocol):
         "in_chunk",
         "keep_alive",
         "left",
+        "out",
         "overrun",
         "parser",
         "parsers",
@@ -77,8 +79,9 @@ class UpstreamProtocol(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, backend: str) -> None:
+    def __init__(self, backend: str, out: Outbox) -> None:
         self.backend = backend
+        self.out = out  # the worker's: every write of the turn goes out at its end
         self.transport: asyncio.Transport | None = None
         self.flow: FlowControl | None = None
         self.ex: Receiver | None = None
@@ -135,8 +138,11 @@ class UpstreamProtocol(asyncio.Protocol):
                 _Decoding(self) if decoded else self
             )
         self.parser = parser
+        self.write(data)
+
+    def write(self, data: bytes) -> None:
         assert self.transport is not None
-        self.transport.write(data)
+        self.out.write(self.transport, data)
 
     def detach(self) -> None:
         """The exchange is done with this connection (the pool decides what happens to it next)."""

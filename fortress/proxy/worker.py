@@ -30,6 +30,7 @@ from fortress.pipeline.chain import Admit, Compiled, Gate, KeyRefusal
 from fortress.pipeline.ip_policy import client_ip as resolve_client_ip
 from fortress.pipeline.limits import Limiter
 from fortress.pipeline.routes import classify
+from fortress.proxy.outbox import Outbox
 from fortress.proxy.pool import Pool
 from fortress.proxy.usage_pipe import UsagePipe
 from fortress.routing import federation
@@ -108,7 +109,8 @@ class Worker:
         self.cfg = config.proxy
         self.loop = loop
         self.usage = usage
-        self.pool = Pool(loop, config.routing.pool_max_idle)
+        self.outbox = Outbox(loop)  # the turn's writes, sent together (outbox.py)
+        self.pool = Pool(loop, self.outbox, config.routing.pool_max_idle)
         assert snapshot.policy is not None
         self.routing = snapshot.policy.routing
         self.targets: dict[str, Target] = {}

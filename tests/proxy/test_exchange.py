@@ -18,6 +18,7 @@ from fortress.pipeline import routes
 from fortress.pipeline.chain import Admit
 from fortress.proxy.exchange import Exchange
 from fortress.proxy.flow import FlowControl
+from fortress.proxy.outbox import Outbox
 from fortress.proxy.pool import Pool
 from fortress.proxy.states import State
 from fortress.proxy.upstream import UpstreamProtocol
@@ -88,16 +89,19 @@ class Wire(asyncio.Transport):
 class Backends:
     """The pool's connector: each new connection is an UpstreamProtocol on a Wire, kept for the test."""
 
-    def __init__(self) -> None:
+    def __init__(self, out: Outbox) -> None:
+        self.out = out
         self.conns: list[UpstreamProtocol] = []
 
     async def __call__(self, target: Target) -> UpstreamProtocol:
-        up = UpstreamProtocol(target.name)
+        up = UpstreamProtocol(target.name, self.out)
         up.connection_made(Wire(up))
         self.conns.append(up)
         return up
 
     def wire(self, i: int = -1) -> Wire:
+        """The connection's wire as it stands at the end of this loop turn (the outbox sent)."""
+        self.out.flush()
         return self.conns[i].transport  # type: ignore[return-value]
 
 
@@ -117,8 +121,8 @@ async def world() -> Setup:
     backends = (BackendRecord("a", "http://127.0.0.1:1"), BackendRecord("b", "http://127.0.0.1:2"))
     snapshot = Snapshot(version=1, keys={}, backends=backends, policy=Policy.build(cfg, {}))
     w = Worker(cfg, snapshot, asyncio.get_running_loop())
-    connector = Backends()
-    w.pool = Pool(w.loop, connect=connector)
+    connector = Backends(w.outbox)
+    w.pool = Pool(w.loop, w.outbox, connect=connector)
     return w, connector
 
 

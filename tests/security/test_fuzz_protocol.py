@@ -120,6 +120,7 @@ def test_random_and_mutated_requests_never_crash_nor_give_a_5xx(
         if transport.closed:
             break
         proto.data_received(data[last:cut])  # must never raise
+        worker.outbox.flush()  # the end of the loop turn: what it wrote goes out
         last = cut
     proto.connection_lost(None)
     out = bytes(transport.out)
