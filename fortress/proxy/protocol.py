@@ -16,6 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import httptools
@@ -114,7 +115,7 @@ class ClientProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.flow = FlowControl(transport)  # type: ignore[arg-type]
-        self.write = transport.write  # type: ignore[attr-defined]
+        self.write = partial(self.w.outbox.write, transport)  # the exchange's writes: out at the turn's end
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
         if not self.w.connection_opened(self):
@@ -604,7 +605,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
-            self.w.outbox.write(self.transport, data)
+            self.write(data)
 
 
 def _valid_request_id(value: bytes) -> bool:
