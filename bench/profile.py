@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="keep py-spy's raw collapsed stacks here")
     args = p.parse_args(argv)
     if args.workload == "inproc":
-        figures, first = asyncio.run(inproc(args.requests))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the proxy's own loop
+            figures, first = runner.run(inproc(args.requests))
         status = first.split(b"\r\n", 1)[0].decode()
         runs = " ".join(f"{1e6 * f:.2f}" for f in figures)
         print(f"{status}; Python CPU per request: best {1e6 * min(figures):.2f} us (runs: {runs})")
