@@ -10,6 +10,13 @@ The exchange sees the client only through a Downstream (write, pause, resume, do
 only through a Host; backend connections come from the pool and report through upstream.Receiver.
 A backend kind may rewrite the request and hand a response codec: then the body arrives decoded, goes
 through the codec, and Fortress frames what it returns (docs/architecture.md, "The codec hook").
+
+Every ending (`_end`) records the usage row first and only then writes the response's last bytes:
+the read that completes a response comes with `complete()` instead of being relayed, a head that
+arrives with the whole body is held until then, and errors, cuts and composed answers hand their
+last bytes to `_end`. On a cluster node the row is then already in the pipe to the usage producer
+(fortress.proxy.usage_pipe) when the client can first have its whole answer, so a SIGKILL of the
+proxy cannot lose the row of a request its client saw complete.
 """
 
 from __future__ import annotations
@@ -115,6 +122,7 @@ class Exchange:
         "down",
         "error",
         "fwd_headers",
+        "held",
         "keep_alive",
         "looked_again",
         "method",
@@ -187,6 +195,7 @@ class Exchange:
         self.ttfb: float | None = None
         self.bytes_in = len(body) if body else 0
         self.bytes_out = 0
+        self.held = b""  # a whole response's head and body, sent by _end() after the usage row
         self.error: str | None = None
         self.raw = not http10  # HTTP/1.1 client: the backend's framing passes through
         self.blocked = False  # the client is not taking our writes (its transport paused us)
@@ -398,7 +407,7 @@ class Exchange:
         if codec is not None:
             status, content_type = codec.head(status, up.headers)
             self.status = status
-            self._write(self._own_head(status, content_type))
+            self._head_out(up, self._own_head(status, content_type))
             return True
         self.status = status
         client_close = not self.keep_alive or self.w.draining or not self.raw or not up.framed
@@ -421,8 +430,16 @@ class Exchange:
         self.keep_alive = not client_close
         parts.append(_CLOSE_HEAD if client_close else b"\r\n")
         parts.append(body)
-        self._write(b"".join(parts))
+        self._head_out(up, b"".join(parts))
         return True
+
+    def _head_out(self, up: UpstreamProtocol, data: bytes) -> None:
+        """The head (and the body that came with it): out now, or after the usage row when the response
+        is already complete (complete() follows at once)."""
+        if up.done:
+            self.held = data
+        else:
+            self._write(data)
 
     def _own_head(self, status: int, content_type: bytes) -> bytes:
         """The head of a response whose body Fortress frames itself (a codec's, a fan-out's)."""
@@ -453,23 +470,29 @@ class Exchange:
 
     def _framed(self, data: bytes) -> None:
         if data:
-            self._write(replies.chunk(data) if self.raw else data)
+            self._write(self._frame(data))
+
+    def _frame(self, data: bytes) -> bytes:
+        """Body bytes Fortress frames itself, as this client gets them: a chunk (HTTP/1.1) or as they are."""
+        return (replies.chunk(data) if self.raw else data) if data else b""
 
     def _write(self, data: bytes) -> None:
         self.bytes_out += len(data)
         self.write(data)
 
-    def complete(self, up: UpstreamProtocol) -> None:
-        """The response is fully framed: the connection goes back to the pool, the usage is recorded."""
+    def complete(self, up: UpstreamProtocol, last: bytes) -> None:
+        """The response is fully framed: the connection goes back to the pool, the usage is recorded,
+        then `last` (the response's last bytes, as they came or decoded) goes out."""
         self._to(Event.COMPLETE)
         target = self.target
         assert target is not None
         self._drop_upstream(reuse=True)
         codec = self.codec
         if codec is not None:
-            self._framed(codec.end())
+            last = self._frame(codec.feed(last)) if last else b""
+            last += self._frame(codec.end())
             if self.raw:
-                self._write(replies.LAST_CHUNK)
+                last += replies.LAST_CHUNK
             prompt, completion, failed = codec.prompt_tokens, codec.completion_tokens, False
         elif self.route.metered or up.chunked:
             prompt, completion, failed = target.kind.usage(up.tail)
@@ -484,7 +507,7 @@ class Exchange:
             self.w.served(target.name, self.model, self.doc)  # so /api/ps lists it at once
         if self.route.model_admin:
             self.w.poller.poke(target.name)  # pull/delete/copy/create change what the backend holds
-        self._end(prompt, completion, self.keep_alive)
+        self._end(prompt, completion, self.keep_alive, last)
 
     def broken(self, message: str) -> None:
         """The backend's connection failed: retry if nothing reached the client, else cut the stream."""
@@ -524,22 +547,23 @@ class Exchange:
         self._drop_upstream(reuse=False)
         self.error = message
         codec = self.codec
+        last = b""
         if codec is not None:
-            self._framed(codec.cut(message))
+            last = self._frame(codec.cut(message))
             framed = self.raw
             if framed:
-                self._write(replies.LAST_CHUNK)
+                last += replies.LAST_CHUNK
             prompt, completion = codec.prompt_tokens, codec.completion_tokens
         else:
             framed = self.raw and up.chunked and not up.in_chunk
             if framed:
                 line = replies.stream_error_line(message, self.route.shape)
-                self._write(replies.chunk(line) + replies.LAST_CHUNK)
+                last = replies.chunk(line) + replies.LAST_CHUNK
             elif not self.raw:
-                self._write(replies.stream_error_line(message, self.route.shape))
+                last = replies.stream_error_line(message, self.route.shape)
             prompt, completion, _ = self.target.kind.usage(up.tail)
         self._release_backend(ok=False, error=message)
-        self._end(prompt, completion, framed and self.keep_alive)
+        self._end(prompt, completion, framed and self.keep_alive, last)
 
     def _can_retry(self, delay: float = 0.0) -> bool:
         if self.streaming_body or self.backend_hint is not None:
@@ -569,10 +593,9 @@ class Exchange:
             headers = ((b"Retry-After", str(retry_after).encode()), *headers)
         reply = replies.error_reply(status, message, self.route.shape, headers=headers)
         keep = self.keep_alive and not self.streaming_body
-        self._write(
-            replies.render(reply, self.request_id, keep, head_only=self.method == b"HEAD", cors=self.cors)
-        )
-        self._end(None, None, keep)
+        head_only = self.method == b"HEAD"
+        rendered = replies.render(reply, self.request_id, keep, head_only=head_only, cors=self.cors)
+        self._end(None, None, keep, rendered)
 
     def _answered(self, body: bytes) -> None:
         """The backend's kind answered itself (a provider model's load or unload): 200, nothing sent."""
@@ -582,8 +605,7 @@ class Exchange:
         self._release_backend(ok=True)
         keep = self.keep_alive and not self.w.draining
         reply = replies.LocalReply(200, body)
-        self._write(replies.render(reply, self.request_id, keep, self.admit.rate_headers))
-        self._end(None, None, keep)
+        self._end(None, None, keep, replies.render(reply, self.request_id, keep, self.admit.rate_headers))
 
     def client_lost(self) -> None:
         """The client went away mid-exchange: stop the backend's work and record it."""
@@ -617,8 +639,17 @@ class Exchange:
             self.w.finished(self.on_backend, ok, error)
             self.on_backend = None
 
-    def _end(self, prompt: int | None, completion: int | None, keep_alive: bool) -> None:
+    def _end(self, prompt: int | None, completion: int | None, keep_alive: bool, last: bytes = b"") -> None:
+        """Record the usage row, then send the response's last bytes (and any held) and let the client
+        side go on: see the module docstring for why in this order."""
+        held = self.held
+        if held:
+            last = held + last if last else held
+            self.held = b""
+        self.bytes_out += len(last)
         self.w.account(self, prompt, completion)
+        if last:
+            self.write(last)
         self.down.done(keep_alive)
 
     # -- a response Fortress composes itself (fan-out, web search) -------------------------------------
@@ -641,11 +672,9 @@ class Exchange:
     def finish(self, status: int, error: str | None) -> None:
         """The merged response is complete."""
         self._to(Event.COMPLETE)
-        if self.raw:
-            self._write(replies.LAST_CHUNK)
         self.status = status
         self.error = error
-        self._end(None, None, self.keep_alive)
+        self._end(None, None, self.keep_alive, replies.LAST_CHUNK if self.raw else b"")
 
     def reply(self, reply: replies.LocalReply, error: str | None) -> None:
         """A merged response sent whole."""
@@ -655,8 +684,7 @@ class Exchange:
         self.status = reply.status
         self.error = error
         keep = self.keep_alive and self.raw and not self.w.draining
-        self._write(replies.render(reply, self.request_id, keep, cors=self.cors))
-        self._end(None, None, keep)
+        self._end(None, None, keep, replies.render(reply, self.request_id, keep, cors=self.cors))
 
 
 def _reason(exc: BaseException) -> str:

@@ -581,8 +581,8 @@ class ClientProtocol(asyncio.Protocol):
         if not req.complete and (req.chunked or (req.content_length or 0) > _DISCARD_LIMIT):
             keep = False  # a body too long (or of unknown length) to skip: close instead
         extra = admit.rate_headers if admit is not None and reply.status != 429 else ()
+        self.w.account_local(req, reply.status, path, client_ip, reply)  # before the answer (exchange.py)
         self._write(replies.render(reply, rid, keep, extra, req.method == b"HEAD", req.cors))
-        self.w.account_local(req, reply.status, path, client_ip, reply)
         if not keep:
             self.close()
             return

@@ -6,7 +6,8 @@ it: the parser only tracks where the response ends and keeps its last pieces for
 decoded mode (HTTP/1.0 clients, response codecs) the exchange gets the body with the framing removed.
 Either way nothing beyond the response's own end reaches the client: a body longer than its declared
 Content-Length is cut at that length and the connection is not reused (docs/architecture.md,
-"Framing guarantees").
+"Framing guarantees"). The bytes of the read that completes a response are not relayed as they come:
+they go with `complete()`, and the exchange sends them once the response's usage row is recorded.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ class Receiver(Protocol):
     def decoded(self, data: bytes) -> None:
         """Decoded mode: body bytes with the framing removed."""
 
-    def complete(self, up: UpstreamProtocol) -> None:
-        """The response is fully framed."""
+    def complete(self, up: UpstreamProtocol, last: bytes) -> None:
+        """The response is fully framed; `last`: its last bytes (raw or decoded, as the mode's), which
+        the exchange sends only once the usage row is recorded."""
 
     def broken(self, message: str) -> None:
         """The connection failed or broke the protocol before the response was complete."""
@@ -184,10 +186,10 @@ class UpstreamProtocol(asyncio.Protocol):
             self.left = left - len(data)
         if not self._parse(ex, data):
             return
-        if not self.decoded:
-            ex.relay(data)  # checked by the parser first, then out unchanged
         if self.done:
-            self._finish(ex)
+            self._finish(ex, data)
+        elif not self.decoded:
+            ex.relay(data)  # checked by the parser first, then out unchanged
 
     def _head(self, ex: Receiver, data: bytes) -> None:
         """Bytes before the response head is complete: parse the head alone, then what follows it."""
@@ -236,7 +238,7 @@ class UpstreamProtocol(asyncio.Protocol):
                 return  # broken, or the exchange chose to retry elsewhere (and let go of this connection)
             self.head_sent = True
         if self.done:
-            self._finish(ex)
+            self._finish(ex, b"")
 
     def _parse(self, ex: Receiver, data: bytes) -> bool:
         """Feed body bytes to the parser; False (and the exchange told) when they break the protocol.
@@ -249,25 +251,29 @@ class UpstreamProtocol(asyncio.Protocol):
             self.parser.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserError:
             self.in_chunk = in_chunk  # nothing of this read went out: the framing is where it was
-            self._decoded(ex)
+            if self.pieces:
+                ex.decoded(self._take())
             self._broken(ex, "backend sent a malformed response")
             return False
-        if self.pieces:
-            self._decoded(ex)
+        if self.pieces and not self.done:  # the last pieces go with complete()
+            ex.decoded(self._take())
         return True
 
-    def _decoded(self, ex: Receiver) -> None:
+    def _take(self) -> bytes:
+        """Decoded mode: the body pieces parsed so far, joined (b"" for none)."""
         pieces = self.pieces
-        if pieces:
-            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            self.tail = (self.tail + pieces)[-3:]
-            pieces.clear()
-            ex.decoded(data)
+        if not pieces:
+            return b""
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        self.tail = (self.tail + pieces)[-3:]
+        pieces.clear()
+        return data
 
-    def _finish(self, ex: Receiver) -> None:
+    def _finish(self, ex: Receiver, data: bytes) -> None:
+        """The response is complete; `data`: raw mode's last read, not relayed yet (b"": all was)."""
         if not self.keep_alive or self.overrun:
             self.close()
-        ex.complete(self)
+        ex.complete(self, self._take() if self.decoded else data)
 
     def _broken(self, ex: Receiver, message: str) -> None:
         self.close()
@@ -279,7 +285,7 @@ class UpstreamProtocol(asyncio.Protocol):
         if ex is not None and self.head_sent and not self.framed and not self.done:
             self.done = True
             self.keep_alive = False
-            self._finish(ex)
+            self._finish(ex, b"")
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
