@@ -9,16 +9,15 @@ consumer reads its own pending entries again from id 0 before new ones, and ever
 another consumer: a control node that was renamed, or a second one that died. A crash therefore
 delays rows, never drops them; entries trimmed by MAXLEN before they were stored are reported as lost.
 
-Exactly once. Every entry carries its batch's id, `<proxy worker's stream>/<batch number>`
-(fortress.cluster.producer). `store_batches` runs in one IMMEDIATE transaction: it skips the batches
-whose id is in usage_batches, inserts the rows of the others with their hourly roll-up, and records
-their ids, then commits. A batch delivered twice (this consumer died between commit and XACK; a
-node's XADD reached Redis but its answer did not; a node's producer died before acknowledging, and the
-proxy worker sent the batch again to its successor) is therefore stored once, whatever the order of
-delivery and however many consumers race, since the check and the record are in one write
-transaction. Ids are forgotten KEEP_S after their commit; the consumer
-prunes them only after it has re-read its own pending entries, so a control node that was down longer
-than that still recognises its own half-finished work.
+Exactly once. Every entry carries its batch's id, `<proxy worker's stream>/<first>-<last frame>`
+(fortress.cluster.producer, which never adds a frame Redis holds again, even from a restarted
+producer). `store_batches` runs in one IMMEDIATE transaction: it skips the batches whose id is in
+usage_batches, inserts the rows of the others with their hourly roll-up, and records their ids, then
+commits. An entry delivered twice (this consumer died between commit and XACK, or another took it
+over) is therefore stored once, whatever the order of delivery and however many consumers race,
+since the check and the record are in one write transaction. Ids are forgotten KEEP_S after their
+commit; the consumer prunes them only after it has re-read its own pending entries, so a control node
+that was down longer than that still recognises its own half-finished work.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ SNAPSHOT_WANTED = "fortress:snapshot:wanted"  # pub/sub: a node holds a refusal;
 CONTROL_LEASE = "fortress:control"  # the control node's name while it publishes and consumes (a lease)
 USAGE_STREAM = "fortress:usage"  # usage batches from the nodes
 USAGE_GROUP = "writers"  # the consumer group of the control node's usage writer
+USAGE_SENT = "fortress:usage:sent:"  # + "<proxy worker's stream>": its last frame the stream holds
 NODES = "fortress:nodes"  # set of heartbeat keys
 NODE_PREFIX = "fortress:node:"  # + "<node>:<worker>": one hash per proxy worker, expiring
 

@@ -2,28 +2,41 @@
 
 On a node (`role = "node"`, no database) this process takes the place of the SQLite writer
 (fortress.state.sink) at the far end of a proxy worker's usage pipe and speaks the same protocol:
-numbered frames in on stdin, one acknowledgement per batch out on `--ack-fd`, the same options, plus
-`--config` for the Redis URL (it may hold a password: never on a command line). It sends with plain
-blocking calls, away from the proxy's event loop and interpreter lock.
+numbered frames in on stdin, acknowledgements out on `--ack-fd`, the same options, plus `--config`
+for the Redis URL (it may hold a password: never on a command line). It sends with plain blocking
+calls, away from the proxy's event loop and interpreter lock.
 
-Batches. Each frame becomes one stream entry, added with XADD MAXLEN ~ `maxlen` (a control node that
-stays away cannot make Redis grow without bound): `b` the batch id `<stream>/<seq>` (the proxy
-worker's stream and the frame's number), `n` the node, `r` the rows as JSON arrays in usage column
-order. Up to ENTRIES_PER_CALL entries go in one round trip, oldest first; each batch is acknowledged
-once Redis has taken it. A call that fails is made again with the same batches, and a batch the proxy
-sends again to a restarted producer keeps its id: a batch that reached Redis twice either way is
-stored once by the control node (fortress.cluster.consumer).
+Frames. The proxy worker writes each row as its own frame before its client can have the response's
+last bytes (fortress.proxy.usage_pipe), so what reached the pipe outlives a SIGKILL of the proxy:
+this process is not killed with it (no parent-death signal; SIGINT/SIGTERM are ignored, as by the
+SQLite writer, and the proxy closes the pipe last on a graceful stop), reads the pipe to its end,
+sends what it read and exits. Frames are read as they come, so the pipe never fills.
 
-While Redis is unreachable, batches wait here, and this process stops reading its input once
-READ_AHEAD_ROWS rows wait; the proxy worker keeps every unacknowledged batch up to its own bound
+Entries. The frames read are sent every LINGER_S (the cadence the proxy's own batches had): oldest
+first, as stream entries of up to ENTRY_ROWS rows each, up to ENTRIES_PER_CALL entries a round trip,
+added with XADD MAXLEN ~ `maxlen` (a control node that stays away cannot make Redis grow without
+bound). An entry holds `b` its batch id `<stream>/<first>-<last>` (the proxy worker's stream and the
+numbers of its frames), `n` the node, `r` the rows as JSON arrays in usage column order. Frames are
+then acknowledged with one write: the last one's number (acknowledgements are cumulative), preceded
+by those of frames that could not be read (acknowledged as all rejected).
+
+Exactly once. One script adds an entry and sets `fortress:usage:sent:<stream>` to its last frame's
+number, so Redis knows which frames it holds. A producer reads that number before it sends anything,
+and again after a failed call: the frames at or below it are acknowledged without being sent again
+(those the proxy sends again to the successor of a producer that died before acknowledging, or those
+of a call whose answer was lost). An entry delivered twice to the control node is stored once there
+(fortress.cluster.consumer).
+
+While Redis is unreachable, frames wait here, and this process stops reading its input once
+READ_AHEAD_ROWS rows wait; the proxy worker keeps every unacknowledged frame up to its own bound
 (fortress.proxy.usage_pipe), beyond which new rows are dropped, counted and logged there. At the end
-of input (the proxy stopped) what is held is sent for up to FINAL_S. SIGINT/SIGTERM are ignored, as by
-the SQLite writer: the proxy closes the pipe last, so a graceful stop loses nothing.
+of input (the proxy stopped or died) what is held is sent at once, and retried for up to FINAL_S.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import marshal
@@ -36,17 +49,33 @@ from collections import deque
 
 import redis
 
-from fortress.cluster.link import USAGE_STREAM, Reachability, sync_client
+from fortress.cluster.link import USAGE_SENT, USAGE_STREAM, Reachability, sync_client
 from fortress.config import load
 from fortress.logs import AccessLog
 from fortress.state.sink import ACK, ALL_REJECTED, HEAD, writer_options, writer_setup
 
 log = logging.getLogger("fortress.usage")
 RETRY_S = 1.0
+LINGER_S = 0.25
+ENTRY_ROWS = 1000
 ENTRIES_PER_CALL = 50
 READ_AHEAD_ROWS = 20_000  # about 15 MB held here; the proxy worker keeps the rest, within its own bound
 FINAL_S = 30.0
 READ_BYTES = 1 << 20
+SENT_TTL_S = 86400  # a stream's mark outlives any wait for a producer's successor
+# KEYS: the stream, the proxy worker's mark. ARGV: maxlen, the mark's ttl, the entry's last frame, its batch
+# id, the node, its rows ('' for frames without rows: only the mark moves). The mark moves only once the
+# entry is in (a script stops at its first error), and nothing else runs in between.
+_SEND_LUA = """
+if ARGV[6] ~= '' then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'b', ARGV[4], 'n', ARGV[5], 'r', ARGV[6])
+end
+redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
+return 1
+"""
+
+# a frame held: its number, its rows (None: unreadable), the rows as JSON without the outer brackets
+Frame = tuple[int, list[tuple] | None, str]
 
 
 class Producer:
@@ -55,17 +84,21 @@ class Producer:
         self.node = node
         self.stream = stream
         self.maxlen = maxlen
+        self.mark = USAGE_SENT + stream
         self.link = Reachability("usage producer", log)
-        self.queue: deque[tuple[int, list[tuple] | None, str]] = deque()  # (seq, rows, rows as JSON)
+        self.queue: deque[Frame] = deque()
         self.held = 0  # rows in `queue`
         self.sent = 0  # rows Redis took
+        self.repeated = 0  # frames Redis had from a predecessor: acknowledged, not sent again
+        self.taken: int | None = None  # the last frame of this stream Redis holds; None: ask it first
+        self._send = client.register_script(_SEND_LUA)
 
     def add(self, seq: int, rows: list[tuple] | None) -> None:
-        """Hold batch `seq` for sending; None: unreadable, acknowledged in its turn as all rejected."""
+        """Hold frame `seq` for sending; None: unreadable, acknowledged in its turn as all rejected."""
         payload = ""
         if rows is not None:
             try:
-                payload = json.dumps(rows, separators=(",", ":"))
+                payload = json.dumps(rows, separators=(",", ":"))[1:-1]
             except (TypeError, ValueError) as exc:  # a value JSON cannot carry: never expected from the proxy
                 log.error(
                     "usage batch %d: %d rows cannot be encoded and were skipped: %s", seq, len(rows), exc
@@ -75,27 +108,69 @@ class Producer:
         self.held += len(rows or ())
 
     def flush(self) -> list[tuple[int, list[tuple] | None]]:
-        """Send the batches held, oldest first, until Redis fails; returns those it took: (seq, rows)."""
+        """Send the frames held, oldest first, until Redis fails; returns those Redis holds now, as
+        (seq, rows): rows None for an unreadable frame, [] for one a predecessor had sent."""
         done: list[tuple[int, list[tuple] | None]] = []
-        while self.queue:
-            chunk = [self.queue[i] for i in range(min(ENTRIES_PER_CALL, len(self.queue)))]
-            try:
+        queue = self.queue
+        try:
+            if self.taken is None:
+                self.taken = int(self.client.get(self.mark) or 0)
+            self._skip(done)
+            while queue:
                 with self.client.pipeline(transaction=False) as pipe:
-                    for seq, rows, payload in chunk:
-                        if rows is not None:
-                            entry = {"b": f"{self.stream}/{seq}", "n": self.node, "r": payload}
-                            pipe.xadd(USAGE_STREAM, entry, maxlen=self.maxlen, approximate=True)
+                    count = self._entries(pipe)
                     pipe.execute()
-            except (redis.RedisError, OSError) as exc:
-                self.link.failed(exc)
-                return done
-            self.link.ok()
-            for _ in chunk:
-                seq, rows, _ = self.queue.popleft()
-                self.held -= len(rows or ())
-                self.sent += len(rows or ())
-                done.append((seq, rows))
+                for _ in range(count):
+                    seq, rows, _ = queue.popleft()
+                    self.held -= len(rows or ())
+                    self.sent += len(rows or ())
+                    done.append((seq, rows))
+                self.taken = done[-1][0]
+        except (redis.RedisError, OSError) as exc:
+            self.taken = None  # what the failed call did, only Redis knows: ask it before trying again
+            self.link.failed(exc)
+            return done
+        self.link.ok()
         return done
+
+    def _skip(self, done: list[tuple[int, list[tuple] | None]]) -> None:
+        """Acknowledge, without sending them again, the frames Redis holds already."""
+        queue, taken, skipped = self.queue, self.taken or 0, 0
+        while queue and queue[0][0] <= taken:
+            seq, rows, _ = queue.popleft()
+            self.held -= len(rows or ())
+            done.append((seq, None if rows is None else []))
+            skipped += 1
+        if skipped:
+            self.repeated += skipped
+            log.info("usage: %d batches were in Redis already; not sent again", skipped)
+
+    def _entries(self, pipe: redis.client.Pipeline) -> int:
+        """Up to ENTRIES_PER_CALL entries of the oldest frames held, added to `pipe`; how many frames."""
+        count = 0
+        for _ in range(ENTRIES_PER_CALL):
+            entry = self._entry(count)
+            if not entry:
+                break
+            count += len(entry)
+            first, last = entry[0][0], entry[-1][0]
+            rows = ",".join(payload for _, _, payload in entry if payload)
+            args = [self.maxlen, SENT_TTL_S, last, f"{self.stream}/{first}-{last}", self.node]
+            self._send(keys=[USAGE_STREAM, self.mark], args=[*args, f"[{rows}]" if rows else ""], client=pipe)
+        return count
+
+    def _entry(self, start: int) -> list[Frame]:
+        """The held frames from the `start`th on that make one entry: up to ENTRY_ROWS rows (one frame at
+        least)."""
+        out: list[Frame] = []
+        rows = 0
+        for item in itertools.islice(self.queue, start, None):
+            n = len(item[1] or ())
+            if out and rows + n > ENTRY_ROWS:
+                break
+            out.append(item)
+            rows += n
+        return out
 
 
 class Frames:
@@ -127,23 +202,26 @@ class Frames:
 
 
 def serve(fd: int, producer: Producer, ack_fd: int | None, access: AccessLog | None) -> int:
-    """Read frames from `fd` until it ends, sending them as they come (every RETRY_S while Redis is away)."""
+    """Read frames from `fd` until it ends; send them every LINGER_S (every RETRY_S while Redis is away),
+    and what is left at once when it ends."""
     frames = Frames()
-    retry_at = 0.0
+    due = 0.0  # when the frames held go to Redis
     while True:
-        wait = max(0.0, retry_at - time.monotonic()) if producer.queue else None
+        wait = max(0.0, due - time.monotonic()) if producer.queue else None
         if producer.held >= READ_AHEAD_ROWS:  # enough held here: the proxy keeps the rest
             time.sleep(wait or 0.0)
         elif select.select([fd], [], [], wait)[0]:
             data = os.read(fd, READ_BYTES)
             if not data:
                 break
+            if not producer.queue:
+                due = time.monotonic() + LINGER_S
             for seq, rows in frames.feed(data):
                 producer.add(seq, rows)
-        if producer.queue and time.monotonic() >= retry_at:
+        if producer.queue and time.monotonic() >= due:
             ack_fd = _answer(producer.flush(), ack_fd, access)
             if producer.queue:  # Redis failed: hold them, read on, try again in a while
-                retry_at = time.monotonic() + RETRY_S
+                due = time.monotonic() + RETRY_S
     deadline = time.monotonic() + FINAL_S
     while True:
         ack_fd = _answer(producer.flush(), ack_fd, access)
@@ -161,18 +239,24 @@ def serve(fd: int, producer: Producer, ack_fd: int | None, access: AccessLog | N
 def _answer(
     done: list[tuple[int, list[tuple] | None]], ack_fd: int | None, access: AccessLog | None
 ) -> int | None:
-    """Acknowledge the batches Redis took (and write their access lines); the ack fd, None once it broke."""
-    for seq, rows in done:
-        if access is not None and rows:
-            try:
-                access.write(rows)
-            except OSError as exc:  # a full disk must not stop usage from being sent
-                log.error("access log: %d lines lost: %s", len(rows), exc)
-        if ack_fd is not None:
-            try:
-                os.write(ack_fd, ACK.pack(seq, ALL_REJECTED if rows is None else 0))
-            except BrokenPipeError:  # the proxy is gone: send what is left in the pipe, then stop
-                ack_fd = None
+    """Acknowledge the frames Redis holds in one write (acknowledgements are cumulative: the last one,
+    after those of unreadable frames) and write the access lines of the rows sent; the ack fd, None
+    once it broke."""
+    if not done:
+        return ack_fd
+    if access is not None and (lines := [row for _, rows in done if rows for row in rows]):
+        try:
+            access.write(lines)
+        except OSError as exc:  # a full disk must not stop usage from being sent
+            log.error("access log: %d lines lost: %s", len(lines), exc)
+    if ack_fd is not None:
+        acks = [ACK.pack(seq, ALL_REJECTED) for seq, rows in done if rows is None]
+        if done[-1][1] is not None:
+            acks.append(ACK.pack(done[-1][0], 0))
+        try:
+            os.write(ack_fd, b"".join(acks))
+        except BrokenPipeError:  # the proxy is gone: send what is left in the pipe, then stop
+            ack_fd = None
     return ack_fd
 
 

@@ -79,7 +79,8 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_p
     else:
         snapshot = await member.join()
         settings = {}  # TLS from this node's own config.toml: the control's settings name its files
-        usage = UsagePipe(cfg.database.path, cfg.logging, writer=member.usage_writer)
+        # each row straight to the producer, before its response's last bytes (usage_pipe.py)
+        usage = UsagePipe(cfg.database.path, cfg.logging, writer=member.usage_writer, at_once=True)
     await usage.start()
     worker = Worker(cfg, snapshot, loop, usage, limiter)
     worker.cluster = cluster

@@ -14,13 +14,23 @@ locked database keeps its batches here); past that, new batches are dropped, cou
 most WRITE_AHEAD bytes (and one batch) wait in the pipe's buffer besides, so the bound is nearly the
 whole memory cost. `close()` sends what is left and waits for every acknowledgement: a graceful stop
 loses nothing.
+
+On a cluster node (`at_once=True`, the writer is fortress.cluster.producer) rows are not batched here:
+`record()` makes each row its own numbered frame and writes it to the pipe there and then (uvloop
+writes at once to a pipe with nothing queued), and the exchange records a row before it writes the
+response's last bytes (fortress.proxy.exchange). So by the time a client can have its whole answer,
+the row is in the kernel's pipe buffer, which outlives this process: a SIGKILL of the proxy loses no
+row of a completed request, since the producer reads the pipe to its end, sends what it read, and
+exits. The producer batches for Redis itself and acknowledges many frames at once. Frames wait in
+this process only while the producer reads nothing (Redis away and the producer's read-ahead full);
+those die with it. Stand-alone, the SQLite writer keeps the 250 ms batches: a row's cost there is a
+list append, and a kill loses at most the last quarter second (the proxy's own crash, not a stop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import math
 import os
@@ -50,6 +60,7 @@ class UsagePipe:
         max_pending: int = MAX_PENDING,
         max_unacked_bytes: int = MAX_UNACKED_BYTES,
         writer: tuple[str, ...] = (),
+        at_once: bool = False,
     ) -> None:
         self.db_path = db_path
         # the writer process's module and first arguments: on a cluster node, fortress.cluster.producer
@@ -82,6 +93,8 @@ class UsagePipe:
         self._why = ""
         self._dropped_logged = 0
         self._drop_log_at = 0.0
+        if at_once:  # a cluster node: see the module docstring
+            self.record = self._hand_over  # type: ignore[method-assign]
 
     def record(self, row: tuple) -> None:
         """Queue one row (usage columns in order); O(1), never blocks, never raises."""
@@ -89,6 +102,11 @@ class UsagePipe:
             self.dropped += 1
             return
         self.pending.append(row)
+
+    def _hand_over(self, row: tuple) -> None:
+        """`record()` with `at_once`: the row as its own frame, written to the writer's pipe now."""
+        self._enqueue([row])
+        self._pump()
 
     @property
     def unacknowledged(self) -> int:
@@ -207,12 +225,14 @@ class UsagePipe:
         transport = proc.stdin.transport
         if transport.is_closing():
             return
-        first = self.unacked[0][0]
-        for seq, _, entry in itertools.islice(self.unacked, max(0, self._written + 1 - first), None):
-            if transport.get_write_buffer_size() > WRITE_AHEAD:
-                return
+        unacked = self.unacked
+        first = unacked[0][0]
+        i = max(0, self._written + 1 - first)  # seqs are contiguous: the next one's place, found directly
+        while i < len(unacked) and transport.get_write_buffer_size() <= WRITE_AHEAD:
+            seq, _, entry = unacked[i]
             transport.write(entry)
             self._written = seq
+            i += 1
 
     def acked(self, seq: int, rejected: int) -> None:
         """The writer committed batch `seq` (and every one before it)."""

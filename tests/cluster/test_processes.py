@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -117,9 +118,10 @@ class WorkerPipe:
             while data := os.read(self.acks, 4096):
                 self._buf += data
                 end = len(self._buf) - len(self._buf) % ACK.size
-                for seq, rejected in ACK.iter_unpack(self._buf[:end]):
+                for seq, rejected in ACK.iter_unpack(self._buf[:end]):  # cumulative: all up to seq
                     self.acked.append((seq, rejected))
-                    self.unacked.pop(seq, None)
+                    for done in [n for n in self.unacked if n <= seq]:
+                        del self.unacked[done]
                 self._buf = self._buf[end:]
 
     def kill(self) -> None:
@@ -160,8 +162,13 @@ def finish(worker: WorkerPipe, f: Fortress, control: subprocess.Popen) -> None:
     time.sleep(0.5)  # anything stored twice would show now
     stop_control(f, control)
     assert counts(f.db) == (FRAMES * ROWS, FRAMES * ROWS, FRAMES * ROWS)
-    with contextlib.closing(sqlite3.connect(f.db)) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM usage_batches").fetchone()[0] == FRAMES
+    with contextlib.closing(sqlite3.connect(f.db)) as conn:  # entries of whole frames, each frame in one
+        spans = sorted(
+            tuple(map(int, batch.rpartition("/")[2].split("-")))
+            for (batch,) in conn.execute("SELECT batch FROM usage_batches")
+        )
+    assert [first for first, _ in spans] == [1] + [last + 1 for _, last in spans[:-1]]
+    assert spans[-1][1] == FRAMES
 
 
 @contextlib.contextmanager
@@ -204,10 +211,11 @@ def test_sigkill_of_a_nodes_producer_mid_stream_loses_and_repeats_nothing(
         asyncio.run(wait_until(lambda: stored(f) == 20 * ROWS, timeout=30, what="20 batches stored"))
         worker.kill()  # before the worker read a single acknowledgement: it will send all 20 again
         assert len(worker.unacked) == 20
-        worker.start()
+        worker.start()  # and the new producer knows Redis has them
         list(worker.produce(21, FRAMES))
         finish(worker, f, procs["control"])
-    assert "(20 repeated, 0 rejected, 0 lost)" in (f.home / "control.log").read_text()
+    assert "20 batches were in Redis already; not sent again" in worker.log
+    assert "(0 repeated, 0 rejected, 0 lost)" in (f.home / "control.log").read_text()
 
 
 def test_redis_killed_and_restarted_with_aof_mid_production_loses_nothing(
@@ -241,9 +249,11 @@ def test_a_control_node_killed_between_commit_and_acknowledgement_stores_nothing
             pending = lambda: raw.xpending("fortress:usage", "writers")["pending"]  # noqa: E731
             asyncio.run(wait_until(lambda: pending() > 0, timeout=30, what="entries read and pending"))
             raw.execute_command("CLIENT", "PAUSE", "20000", "WRITE")  # XACK (and further reads) will wait
-            read = pending()
+            ids = [p["message_id"] for p in raw.xpending_range("fortress:usage", "writers", "-", "+", 100)]
+            read = len(ids)
+            read_rows = sum(len(json.loads(raw.xrange("fortress:usage", i, i)[0][1][b"r"])) for i in ids)
             lock.execute("COMMIT")
-            asyncio.run(wait_until(lambda: stored(f) == read * ROWS, timeout=30, what="the rows committed"))
+            asyncio.run(wait_until(lambda: stored(f) == read_rows, timeout=30, what="the rows committed"))
             procs["control"].kill()
             procs["control"].wait(10)
             raw.execute_command("CLIENT", "UNPAUSE")
@@ -253,9 +263,9 @@ def test_a_control_node_killed_between_commit_and_acknowledgement_stores_nothing
         procs["control"] = start_control(f)
         list(worker.produce(6, FRAMES))
         finish(worker, f, procs["control"])
-    fresh = FRAMES - read  # what the restarted control node stored; the `read` entries it skipped
+    fresh = FRAMES * ROWS - read_rows  # what the restarted control node stored; the `read` entries it skipped
     log = (f.home / "control.log").read_text()
-    assert read > 0 and f"{fresh * ROWS} usage rows stored from {fresh} batches ({read} repeated" in log
+    assert read > 0 and f"{fresh} usage rows stored from " in log and f"({read} repeated" in log
 
 
 def test_fanout_from_a_separate_control_process(tmp_path: Path, redis_server: RedisServer) -> None:

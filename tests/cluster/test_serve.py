@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import random
 import signal
 import sqlite3
 import subprocess
@@ -36,6 +38,7 @@ from .test_processes import start_control
 
 TRUST = "[security]\nip_trust_ttl_s = 600\n"
 GEN = {"model": "llama3.2", "prompt": "hi", "stream": False}
+CHAT = {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
 @dataclass
@@ -111,9 +114,10 @@ class Cluster:
         self.control_proc.wait(10)
         self.control_proc = start_control(self.control)
 
-    def usage(self) -> list[str]:
+    def usage(self, paths: tuple[str, ...] = ("/api/generate",)) -> list[str]:
         with contextlib.closing(sqlite3.connect(self.control.db)) as conn:
-            return [r[0] for r in conn.execute("SELECT request_id FROM usage WHERE path = '/api/generate'")]
+            query = f"SELECT request_id FROM usage WHERE path IN ({', '.join('?' * len(paths))})"
+            return [r[0] for r in conn.execute(query, paths)]
 
 
 @contextlib.contextmanager
@@ -304,39 +308,57 @@ def test_health_and_metrics_say_redis_is_up_and_the_dashboard_lists_every_node(t
 
 
 class Load:
-    """Sequential generate requests spread over the nodes in a thread; remembers the ids of those answered."""
+    """Sequential generate requests spread over the nodes, from `clients` threads; remembers the ids of
+    those answered whole. With `streams`, every other request is a streamed chat (NDJSON, paced)."""
 
-    def __init__(self, nodes: list[Node], key: str) -> None:
+    def __init__(self, nodes: list[Node], key: str, clients: int = 1, streams: bool = False) -> None:
         self.nodes = nodes
         self.key = key
+        self.streams = streams
         self.done: list[str] = []
+        self.streamed: list[str] = []  # of `done`, the streamed chats
         self.failed: list[str] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run) for _ in range(clients)]
+        for thread in self._threads:
+            thread.start()
 
     def _run(self) -> None:
         with httpx.Client(headers=bearer(self.key), timeout=10) as http:
             i = 0
             while not self._stop.is_set():
                 node = self.nodes[i % len(self.nodes)]
+                stream = self.streams and i % 2 == 1
                 i += 1
                 try:
-                    r = http.post(f"{node.url}/api/generate", json=GEN)
-                except httpx.HTTPError as exc:
+                    r = self._chat(http, node) if stream else http.post(f"{node.url}/api/generate", json=GEN)
+                except httpx.HTTPError as exc:  # a node that is down (or went down mid-answer)
                     self.failed.append(f"{node.name}: {exc!r}")
+                    self._stop.wait(0.02)
                     continue
                 if r.status_code == 200:
                     self.done.append(r.headers["X-Request-ID"])
+                    if stream:
+                        self.streamed.append(r.headers["X-Request-ID"])
                 else:
                     self.failed.append(f"{node.name}: {r.status_code} {r.text[:200]}")
+
+    @staticmethod
+    def _chat(http: httpx.Client, node: Node) -> httpx.Response:
+        """A streamed chat read to its end: answered whole once its last line says done."""
+        with http.stream("POST", f"{node.url}/api/chat", json=CHAT, headers={"X-Sim-Rate": "400"}) as r:
+            lines = [json.loads(line) for line in r.iter_lines() if line]
+        if r.status_code == 200 and not (lines and lines[-1].get("done")):
+            raise httpx.RemoteProtocolError("the stream ended before its last line")
+        return r
 
     def until(self, count: int) -> None:
         asyncio.run(wait_until(lambda: len(self.done) >= count, timeout=60, what=f"{count} requests"))
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(30)
+        for thread in self._threads:
+            thread.join(30)
 
 
 def test_sigkill_of_a_nodes_producer_or_of_the_control_node_loses_no_usage_row(
@@ -364,6 +386,60 @@ def test_sigkill_of_a_nodes_producer_or_of_the_control_node_loses_no_usage_row(
         time.sleep(1.0)  # a row stored twice would show now
         stored = c.usage()
         assert len(stored) == len(set(stored)) == len(done)
+
+
+def listening(port: int) -> int:
+    """The pid of the process holding the socket that listens on `port` (as `ss -ltnp` finds it)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rpartition(":")[2], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{pid}/fd")):
+                return int(pid)
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def test_sigkill_of_a_nodes_proxy_loses_no_usage_row_of_a_completed_request(
+    tmp_path: Path, redis_server: RedisServer, sim: Sim
+) -> None:
+    """The proxy (with one worker, the `fortress serve` process itself) killed at random moments under
+    load, streams included, and started again at once: each request its client saw whole has one row.
+
+    A killed proxy's producer lives on: it reads what the pipe holds, sends it, and stops by itself,
+    while the new proxy and its own producer already serve (another stream, so nothing collides)."""
+    with cluster(tmp_path, redis_server, sim, nodes=1) as c:
+        (node,) = c.nodes
+        load = Load(c.nodes, c.key("--rate", "100000/1h"), clients=3, streams=True)
+        try:
+            for _ in range(5):
+                load.until(len(load.done) + 40)
+                time.sleep(random.uniform(0.0, 0.2))
+                proxy = node.proc
+                assert proxy is not None and listening(node.port) == proxy.pid  # the process serving HTTP
+                proxy.kill()
+                proxy.wait(10)
+                node.serve()
+                out = proxy.stdout.read().decode(errors="replace") if proxy.stdout else ""  # until it ends
+                assert "usage producer stopped:" in out and " rows sent, 0 not" in out, out[-3000:]
+            load.until(len(load.done) + 40)
+        finally:
+            load.stop()
+        node.stop()  # a graceful stop flushes what the last one holds
+        c.nodes = []
+        done = set(load.done)
+        assert len(done) == len(load.done) and load.streamed and load.failed  # streams, and requests cut
+        paths = ("/api/generate", "/api/chat")
+        asyncio.run(
+            wait_until(lambda: set(c.usage(paths)) >= done, timeout=60, what="every usage row stored")
+        )
+        time.sleep(1.0)  # a row stored twice would show now
+        stored = c.usage(paths)
+        assert len(stored) == len(set(stored))  # once each; rows of requests cut by a kill may be there too
+        assert set(stored) >= done
 
 
 def test_redis_restarted_mid_load_serving_continues_and_shared_state_resumes(

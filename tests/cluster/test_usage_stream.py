@@ -17,7 +17,7 @@ import pytest
 
 from fortress.cluster.consumer import Batch, UsageConsumer, store_batches
 from fortress.cluster.link import USAGE_GROUP, USAGE_STREAM, async_client, sync_client
-from fortress.cluster.producer import Frames, Producer
+from fortress.cluster.producer import ENTRY_ROWS, Frames, Producer
 from fortress.state import db as dbmod
 from fortress.state.sink import HEAD, frame
 from fortress.state.usage import UsageEvent, as_row
@@ -91,17 +91,47 @@ def producer(server: RedisServer, stream: str = "gw2:7:1") -> Producer:
     return Producer(sync_client(server.url), "n2", stream, maxlen=1000)
 
 
-async def test_a_batch_sent_twice_is_stored_once(redis_server: RedisServer, db_path: Path) -> None:
+async def test_a_successor_does_not_send_again_what_redis_holds(
+    redis_server: RedisServer, db_path: Path
+) -> None:
     first, again = producer(redis_server), producer(redis_server)  # a producer, and its successor
     first.add(1, rows(5))
     first.add(2, rows(5, 5))
-    again.add(1, rows(5))  # the proxy worker sends batch 1 again: its ack never reached it
-    assert [seq for seq, _ in first.flush() + again.flush()] == [1, 2, 1]
+    assert [seq for seq, _ in first.flush()] == [1, 2]
+    again.add(1, rows(5))  # the proxy worker sends frames 1 and 2 again: their ack never reached it
+    again.add(2, rows(5, 5))
+    again.add(3, rows(5, 10))
+    assert again.flush() == [(1, []), (2, []), (3, rows(5, 10))]  # 1 and 2 acknowledged, not sent
+    assert (again.repeated, again.sent, again.held) == (2, 5, 0)
+    entries = redis_server.client().xrange(USAGE_STREAM)
+    assert [e[1][b"b"] for e in entries] == [b"gw2:7:1/1-2", b"gw2:7:1/3-3"]  # one entry per flush
+    assert redis_server.client().get("fortress:usage:sent:gw2:7:1") == b"3"
     async with consuming(redis_server.url, db_path) as consumer:
-        await wait_until(lambda: consumer.batches + consumer.duplicates == 3, what="three entries handled")
-        assert (consumer.rows, consumer.batches, consumer.duplicates) == (10, 2, 1)
-    assert counts(db_path) == (10, 10, 10)
+        await wait_until(lambda: consumer.batches == 2, what="two entries stored")
+        assert (consumer.rows, consumer.duplicates) == (15, 0)
+    assert counts(db_path) == (15, 15, 15)
     assert redis_server.client().xlen(USAGE_STREAM) == 0  # acknowledged entries are deleted
+
+
+def test_frames_become_entries_of_at_most_entry_rows(redis_server: RedisServer) -> None:
+    node = producer(redis_server)
+    for i in range(ENTRY_ROWS * 2 + 5):  # a node's frames: one row each
+        node.add(i + 1, rows(1, i))
+    node.add(ENTRY_ROWS * 2 + 6, rows(ENTRY_ROWS + 1, 5000))  # a frame is never split
+    assert len(node.flush()) == ENTRY_ROWS * 2 + 6 and node.sent == ENTRY_ROWS * 3 + 6
+    entries = redis_server.client().xrange(USAGE_STREAM)
+    ids = [e[1][b"b"].decode().rpartition("/")[2] for e in entries]
+    last = ENTRY_ROWS * 2 + 6
+    assert ids == [
+        f"1-{ENTRY_ROWS}",
+        f"{ENTRY_ROWS + 1}-{ENTRY_ROWS * 2}",
+        f"{ENTRY_ROWS * 2 + 1}-{last - 1}",
+        f"{last}-{last}",
+    ]
+    sent = [tuple(r) for e in entries for r in json.loads(e[1][b"r"])]
+    assert sent == [
+        tuple(json.loads(json.dumps(r))) for r in rows(ENTRY_ROWS * 2 + 5) + rows(ENTRY_ROWS + 1, 5000)
+    ]
 
 
 async def test_entries_left_pending_by_a_dead_consumer_are_claimed(
@@ -109,9 +139,9 @@ async def test_entries_left_pending_by_a_dead_consumer_are_claimed(
 ) -> None:
     raw = redis_server.client()
     node = producer(redis_server)
-    for i in range(4):
+    for i in range(4):  # four flushes: four entries
         node.add(i + 1, rows(10, 10 * i))
-    assert len(node.flush()) == 4
+        assert len(node.flush()) == 1
     raw.xgroup_create(USAGE_STREAM, USAGE_GROUP, id="0")
     (_, delivered), *_ = raw.xreadgroup(USAGE_GROUP, "old-control", {USAGE_STREAM: ">"}, count=10)
     assert len(delivered) == 4  # now pending on a consumer that will never acknowledge them
@@ -167,8 +197,8 @@ def test_batches_wait_in_order_while_redis_is_away(
     assert node.flush() == [(1, rows(400)), (2, None), (3, rows(400, 400))]
     assert node.link.connected and node.sent == 800 and node.held == 0
     assert any("Redis answers again" in r.message for r in caplog.records)
-    entries = redis_server.client().xrange(USAGE_STREAM)
-    assert [e[1][b"b"] for e in entries] == [b"gw2:7:1/1", b"gw2:7:1/3"]
+    (entry,) = redis_server.client().xrange(USAGE_STREAM)
+    assert entry[1][b"b"] == b"gw2:7:1/1-3" and len(json.loads(entry[1][b"r"])) == 800
 
 
 def test_frames_arrive_in_pieces() -> None:
