@@ -353,6 +353,23 @@ async def test_past_the_bound_batches_are_dropped_and_counted(
     assert any("rows dropped" in r.getMessage() for r in caplog.records)
 
 
+async def test_at_once_each_row_is_in_the_writers_pipe_when_record_returns(
+    db: aiosqlite.Connection, db_path: Path
+) -> None:
+    """A cluster node's mode: no batching, each row its own frame, in the kernel's pipe buffer before
+    record() returns (so a proxy killed right after loses none: its writer reads on)."""
+    pipe = UsagePipe(str(db_path), interval_s=3600, at_once=True)  # no tick will send anything
+    await pipe.start()
+    assert pipe._proc is not None and pipe._proc.stdin is not None
+    for i in range(200):
+        pipe.record(_row(i))
+        assert pipe.pending == [] and pipe.sent == i + 1
+        assert pipe._proc.stdin.transport.get_write_buffer_size() == 0  # written, nothing held here
+    await _until(lambda: pipe.acknowledged == 200, "every row acknowledged")
+    await pipe.close()
+    assert sorted(_ids(db_path)) == sorted(f"r{i}" for i in range(200))
+
+
 def test_rollup_groups_per_hour_and_dimensions() -> None:
     a = UsageEvent(
         ts=7200.5,
