@@ -10,7 +10,9 @@ Frames. The proxy worker writes each row as its own frame before its client can 
 last bytes (fortress.proxy.usage_pipe), so what reached the pipe outlives a SIGKILL of the proxy:
 this process is not killed with it (no parent-death signal; SIGINT/SIGTERM are ignored, as by the
 SQLite writer, and the proxy closes the pipe last on a graceful stop), reads the pipe to its end,
-sends what it read and exits. Frames are read as they come, so the pipe never fills.
+sends what it read and exits. The pipe is made PIPE_BYTES large and read every READ_PAUSE_S, all it
+holds at once: a wake-up per request would cost both processes more than the rows themselves, and
+the pipe never fills (it would take 100 MB/s of rows), so the proxy's writes always go straight in.
 
 Entries. The frames read are sent every LINGER_S (the cadence the proxy's own batches had): oldest
 first, as stream entries of up to ENTRY_ROWS rows each, up to ENTRIES_PER_CALL entries a round trip,
@@ -36,6 +38,8 @@ of input (the proxy stopped or died) what is held is sent at once, and retried f
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import itertools
 import json
 import logging
@@ -62,6 +66,8 @@ ENTRIES_PER_CALL = 50
 READ_AHEAD_ROWS = 20_000  # about 15 MB held here; the proxy worker keeps the rest, within its own bound
 FINAL_S = 30.0
 READ_BYTES = 1 << 20
+PIPE_BYTES = 1 << 20  # Linux's default limit for an unprivileged process (/proc/sys/fs/pipe-max-size)
+READ_PAUSE_S = 0.01
 SENT_TTL_S = 86400  # a stream's mark outlives any wait for a producer's successor
 # KEYS: the stream, the proxy worker's mark. ARGV: maxlen, the mark's ttl, the entry's last frame, its batch
 # id, the node, its rows ('' for frames without rows: only the mark moves). The mark moves only once the
@@ -74,8 +80,7 @@ redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[2])
 return 1
 """
 
-# a frame held: its number, its rows (None: unreadable), the rows as JSON without the outer brackets
-Frame = tuple[int, list[tuple] | None, str]
+Frame = tuple[int, list[tuple] | None]  # a frame held: its number, its rows (None: unreadable)
 
 
 class Producer:
@@ -95,16 +100,7 @@ class Producer:
 
     def add(self, seq: int, rows: list[tuple] | None) -> None:
         """Hold frame `seq` for sending; None: unreadable, acknowledged in its turn as all rejected."""
-        payload = ""
-        if rows is not None:
-            try:
-                payload = json.dumps(rows, separators=(",", ":"))[1:-1]
-            except (TypeError, ValueError) as exc:  # a value JSON cannot carry: never expected from the proxy
-                log.error(
-                    "usage batch %d: %d rows cannot be encoded and were skipped: %s", seq, len(rows), exc
-                )
-                rows = None
-        self.queue.append((seq, rows, payload))
+        self.queue.append((seq, rows))
         self.held += len(rows or ())
 
     def flush(self) -> list[tuple[int, list[tuple] | None]]:
@@ -121,7 +117,7 @@ class Producer:
                     count = self._entries(pipe)
                     pipe.execute()
                 for _ in range(count):
-                    seq, rows, _ = queue.popleft()
+                    seq, rows = queue.popleft()
                     self.held -= len(rows or ())
                     self.sent += len(rows or ())
                     done.append((seq, rows))
@@ -137,7 +133,7 @@ class Producer:
         """Acknowledge, without sending them again, the frames Redis holds already."""
         queue, taken, skipped = self.queue, self.taken or 0, 0
         while queue and queue[0][0] <= taken:
-            seq, rows, _ = queue.popleft()
+            seq, rows = queue.popleft()
             self.held -= len(rows or ())
             done.append((seq, None if rows is None else []))
             skipped += 1
@@ -152,12 +148,33 @@ class Producer:
             entry = self._entry(count)
             if not entry:
                 break
+            rows = self._encode(count, entry)
             count += len(entry)
             first, last = entry[0][0], entry[-1][0]
-            rows = ",".join(payload for _, _, payload in entry if payload)
-            args = [self.maxlen, SENT_TTL_S, last, f"{self.stream}/{first}-{last}", self.node]
-            self._send(keys=[USAGE_STREAM, self.mark], args=[*args, f"[{rows}]" if rows else ""], client=pipe)
+            args = [self.maxlen, SENT_TTL_S, last, f"{self.stream}/{first}-{last}", self.node, rows]
+            self._send(keys=[USAGE_STREAM, self.mark], args=args, client=pipe)
         return count
+
+    def _encode(self, start: int, entry: list[Frame]) -> str:
+        """The entry's rows as one JSON array ("" for none). A frame holding a value JSON cannot carry
+        (never expected from the proxy) is logged and left out, to be acknowledged as all rejected."""
+        try:
+            return _json(entry)
+        except (TypeError, ValueError):
+            pass
+        for i, (seq, rows) in enumerate(entry):
+            try:
+                _json([(seq, rows)])
+            except (TypeError, ValueError) as exc:
+                log.error(
+                    "usage batch %d: %d rows cannot be encoded and were skipped: %s",
+                    seq,
+                    len(rows or ()),
+                    exc,
+                )
+                self.queue[start + i] = entry[i] = (seq, None)
+                self.held -= len(rows or ())
+        return _json(entry)
 
     def _entry(self, start: int) -> list[Frame]:
         """The held frames from the `start`th on that make one entry: up to ENTRY_ROWS rows (one frame at
@@ -171,6 +188,11 @@ class Producer:
             out.append(item)
             rows += n
         return out
+
+
+def _json(frames: list[Frame]) -> str:
+    rows = [row for _, frame_rows in frames if frame_rows for row in frame_rows]
+    return json.dumps(rows, separators=(",", ":")) if rows else ""
 
 
 class Frames:
@@ -206,6 +228,8 @@ def serve(fd: int, producer: Producer, ack_fd: int | None, access: AccessLog | N
     and what is left at once when it ends."""
     frames = Frames()
     due = 0.0  # when the frames held go to Redis
+    with contextlib.suppress(OSError):  # not a pipe, or a lower limit: the default size does too
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     while True:
         wait = max(0.0, due - time.monotonic()) if producer.queue else None
         if producer.held >= READ_AHEAD_ROWS:  # enough held here: the proxy keeps the rest
@@ -218,6 +242,7 @@ def serve(fd: int, producer: Producer, ack_fd: int | None, access: AccessLog | N
                 due = time.monotonic() + LINGER_S
             for seq, rows in frames.feed(data):
                 producer.add(seq, rows)
+            time.sleep(READ_PAUSE_S)  # let the next rows gather in the pipe
         if producer.queue and time.monotonic() >= due:
             ack_fd = _answer(producer.flush(), ack_fd, access)
             if producer.queue:  # Redis failed: hold them, read on, try again in a while

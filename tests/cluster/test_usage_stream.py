@@ -201,6 +201,21 @@ def test_batches_wait_in_order_while_redis_is_away(
     assert entry[1][b"b"] == b"gw2:7:1/1-3" and len(json.loads(entry[1][b"r"])) == 800
 
 
+def test_a_frame_json_cannot_carry_is_rejected_alone(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, "fortress.usage")
+    node = producer(redis_server)
+    node.add(1, rows(2))
+    node.add(2, [(*rows(1, 2)[0][:-1], b"bytes")])  # marshal carries bytes, JSON does not
+    node.add(3, rows(2, 3))
+    assert node.flush() == [(1, rows(2)), (2, None), (3, rows(2, 3))]  # 2: acknowledged as rejected
+    assert (node.sent, node.held) == (4, 0)
+    (entry,) = redis_server.client().xrange(USAGE_STREAM)
+    assert [r[1] for r in json.loads(entry[1][b"r"])] == ["n2-0", "n2-1", "n2-3", "n2-4"]
+    assert any("usage batch 2: 1 rows cannot be encoded" in r.message for r in caplog.records)
+
+
 def test_frames_arrive_in_pieces() -> None:
     junk = HEAD.pack(5, 3) + b"junk!"
     data = frame(1, rows(2)) + frame(2, rows(3, 2)) + junk + frame(4, rows(1, 5))
