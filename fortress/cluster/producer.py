@@ -20,7 +20,7 @@ added with XADD MAXLEN ~ `maxlen` (a control node that stays away cannot make Re
 bound). An entry holds `b` its batch id `<stream>/<first>-<last>` (the proxy worker's stream and the
 numbers of its frames), `n` the node, `r` the rows as JSON arrays in usage column order. Frames are
 then acknowledged with one write: the last one's number (acknowledgements are cumulative), preceded
-by those of frames that could not be read (acknowledged as all rejected).
+by those of frames that could not be read or encoded (acknowledged as all rejected).
 
 Exactly once. One script adds an entry and sets `fortress:usage:sent:<stream>` to its last frame's
 number, so Redis knows which frames it holds. A producer reads that number before it sends anything,
@@ -228,7 +228,7 @@ def serve(fd: int, producer: Producer, ack_fd: int | None, access: AccessLog | N
     and what is left at once when it ends."""
     frames = Frames()
     due = 0.0  # when the frames held go to Redis
-    with contextlib.suppress(OSError):  # not a pipe, or a lower limit: the default size does too
+    with contextlib.suppress(OSError, AttributeError):  # not a pipe, a lower limit, not Linux: 64 KiB do too
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     while True:
         wait = max(0.0, due - time.monotonic()) if producer.queue else None

@@ -23,8 +23,9 @@ the row is in the kernel's pipe buffer, which outlives this process: a SIGKILL o
 row of a completed request, since the producer reads the pipe to its end, sends what it read, and
 exits. The producer batches for Redis itself and acknowledges many frames at once. Frames wait in
 this process only while the producer reads nothing (Redis away and the producer's read-ahead full);
-those die with it. Stand-alone, the SQLite writer keeps the 250 ms batches: a row's cost there is a
-list append, and a kill loses at most the last quarter second (the proxy's own crash, not a stop).
+those die with it. Stand-alone, the SQLite writer keeps the 250 ms batches, where a row costs a list
+append: a SIGKILL of the proxy loses the rows recorded since the last batch (and any batch still
+waiting here for a busy writer).
 """
 
 from __future__ import annotations
