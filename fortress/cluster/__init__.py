@@ -22,8 +22,8 @@ How the rest of Fortress uses them
   snapshot comes from the Subscriber (each change: `worker.swap` and an inventory re-sync), the on-demand
   configuration check (fortress/proxy/freshness.py) asks Redis (and, with a refusal waiting,
   the control node first: `Subscriber.latest`), usage goes through the usage pipe to
-  `producer` (the same protocol as the SQLite writer; each row at once, before its response's last
-  bytes, so a SIGKILL of the proxy loses none), the stats task beats instead of writing
+  `producer` (the same protocol as the SQLite writer; a loop turn's rows before the turn's client
+  bytes, so a SIGKILL of the proxy loses none of a completed request), the stats task beats instead of writing
   proxy_stats, and POST/DELETE /auth are stored by the control node (`trust`). On the control node the
   proxy works from SQLite as a single gateway does, shares limits through Redis, and names itself in
   its proxy_stats rows (`node.Shared`).

@@ -6,12 +6,13 @@ numbered frames in on stdin, acknowledgements out on `--ack-fd`, the same option
 for the Redis URL (it may hold a password: never on a command line). It sends with plain blocking
 calls, away from the proxy's event loop and interpreter lock.
 
-Frames. The proxy worker writes each row as its own frame before its client can have the response's
-last bytes (fortress.proxy.usage_pipe), so what reached the pipe outlives a SIGKILL of the proxy:
+Frames. The proxy worker writes the rows of each event-loop turn as one frame before any of the
+turn's bytes reach a client (fortress.proxy.usage_pipe), so a row is in the pipe before its client can
+have the whole answer, and what reached the pipe outlives a SIGKILL of the proxy:
 this process is not killed with it (no parent-death signal; SIGINT/SIGTERM are ignored, as by the
 SQLite writer, and the proxy closes the pipe last on a graceful stop), reads the pipe to its end,
 sends what it read and exits. The pipe is made PIPE_BYTES large and read every READ_PAUSE_S, all it
-holds at once: a wake-up per request would cost both processes more than the rows themselves, and
+holds at once: a wake-up per frame would cost both processes more than the rows themselves, and
 the pipe never fills (it would take 100 MB/s of rows), so the proxy's writes always go straight in.
 
 Entries. The frames read are sent every LINGER_S (the cadence the proxy's own batches had): oldest

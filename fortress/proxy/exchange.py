@@ -14,9 +14,10 @@ through the codec, and Fortress frames what it returns (docs/architecture.md, "T
 Every ending (`_end`) records the usage row first and only then writes the response's last bytes:
 the read that completes a response comes with `complete()` instead of being relayed, a head that
 arrives with the whole body is held until then, and errors, cuts and composed answers hand their
-last bytes to `_end`. On a cluster node the row is then already in the pipe to the usage producer
-(fortress.proxy.usage_pipe) when the client can first have its whole answer, so a SIGKILL of the
-proxy cannot lose the row of a request its client saw complete.
+last bytes to `_end`. On a cluster node the worker's outbox hands the rows recorded during a loop turn
+to the usage producer before it sends the turn's writes (fortress.proxy.usage_pipe), so the row is in
+the producer's pipe when the client can first have its whole answer, and a SIGKILL of the proxy cannot
+lose the row of a request its client saw complete.
 """
 
 from __future__ import annotations

@@ -79,13 +79,13 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_p
     else:
         snapshot = await member.join()
         settings = {}  # TLS from this node's own config.toml: the control's settings name its files
-        # each row straight to the producer, before its response's last bytes (usage_pipe.py)
-        usage = UsagePipe(cfg.database.path, cfg.logging, writer=member.usage_writer, at_once=True)
+        usage = UsagePipe(cfg.database.path, cfg.logging, writer=member.usage_writer)
     await usage.start()
     worker = Worker(cfg, snapshot, loop, usage, limiter)
     worker.cluster = cluster
     if member is not None:
         member.follow(worker)
+        worker.outbox.first = usage.hand_over  # each turn's rows to the producer before its client bytes
     recorder = None
     if metrics_path:
         table = MetricsTable(metrics_path)  # one per process: closing any copy drops its locks (table.py)

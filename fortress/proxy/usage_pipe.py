@@ -15,17 +15,17 @@ most WRITE_AHEAD bytes (and one batch) wait in the pipe's buffer besides, so the
 whole memory cost. `close()` sends what is left and waits for every acknowledgement: a graceful stop
 loses nothing.
 
-On a cluster node (`at_once=True`, the writer is fortress.cluster.producer) rows are not batched here:
-`record()` makes each row its own numbered frame and writes it to the pipe there and then (uvloop
-writes at once to a pipe with nothing queued), and the exchange records a row before it writes the
+On a cluster node (the writer is fortress.cluster.producer) rows do not wait for the tick. The worker's
+outbox (fortress.proxy.outbox), which holds every byte written to clients during a loop turn and
+sends them together at its end, first calls `hand_over()`: the rows the turn recorded become one
+batch, written to the pipe there and then (uvloop writes at once to a pipe with nothing queued),
+before any of the turn's bytes reach a client; and the exchange records a row before it writes its
 response's last bytes (fortress.proxy.exchange). So by the time a client can have its whole answer,
-the row is in the kernel's pipe buffer, which outlives this process: a SIGKILL of the proxy loses no
+its row is in the kernel's pipe buffer, which outlives this process: a SIGKILL of the proxy loses no
 row of a completed request, since the producer reads the pipe to its end, sends what it read, and
-exits. The producer batches for Redis itself and acknowledges many frames at once. Frames wait in
-this process only while the producer reads nothing (Redis away and the producer's read-ahead full);
-those die with it. Stand-alone, the SQLite writer keeps the 250 ms batches, where a row costs a list
-append: a SIGKILL of the proxy loses the rows recorded since the last batch (and any batch still
-waiting here for a busy writer).
+exits. Batches wait in this process only while the producer reads nothing (Redis away and the
+producer's read-ahead full); those die with it. Stand-alone, a SIGKILL of the proxy loses the rows
+recorded since the last tick (and any batch still waiting here for a busy writer).
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ class UsagePipe:
         max_pending: int = MAX_PENDING,
         max_unacked_bytes: int = MAX_UNACKED_BYTES,
         writer: tuple[str, ...] = (),
-        at_once: bool = False,
     ) -> None:
         self.db_path = db_path
         # the writer process's module and first arguments: on a cluster node, fortress.cluster.producer
@@ -94,8 +93,6 @@ class UsagePipe:
         self._why = ""
         self._dropped_logged = 0
         self._drop_log_at = 0.0
-        if at_once:  # a cluster node: see the module docstring
-            self.record = self._hand_over  # type: ignore[method-assign]
 
     def record(self, row: tuple) -> None:
         """Queue one row (usage columns in order); O(1), never blocks, never raises."""
@@ -103,11 +100,6 @@ class UsagePipe:
             self.dropped += 1
             return
         self.pending.append(row)
-
-    def _hand_over(self, row: tuple) -> None:
-        """`record()` with `at_once`: the row as its own frame, written to the writer's pipe now."""
-        self._enqueue([row])
-        self._pump()
 
     @property
     def unacknowledged(self) -> int:
@@ -197,12 +189,18 @@ class UsagePipe:
 
     def _flush(self) -> None:
         """Make the rows recorded since the last flush one numbered batch and send it."""
-        if self.pending:
-            rows, self.pending = self.pending, []
-            self._enqueue(rows)
+        self.hand_over()
         self._settle()
         self._pump()
         self._log_drops()
+
+    def hand_over(self) -> None:
+        """The rows recorded since the last batch, as one batch written to the writer's pipe now (on a
+        cluster node, before each burst of the outbox: see the module docstring)."""
+        if self.pending:
+            rows, self.pending = self.pending, []
+            self._enqueue(rows)
+            self._pump()
 
     def _enqueue(self, rows: list[tuple]) -> None:
         try:

@@ -353,18 +353,22 @@ async def test_past_the_bound_batches_are_dropped_and_counted(
     assert any("rows dropped" in r.getMessage() for r in caplog.records)
 
 
-async def test_at_once_each_row_is_in_the_writers_pipe_when_record_returns(
+async def test_hand_over_puts_the_rows_in_the_writers_pipe_there_and_then(
     db: aiosqlite.Connection, db_path: Path
 ) -> None:
-    """A cluster node's mode: no batching, each row its own frame, in the kernel's pipe buffer before
-    record() returns (so a proxy killed right after loses none: its writer reads on)."""
-    pipe = UsagePipe(str(db_path), interval_s=3600, at_once=True)  # no tick will send anything
+    """What a cluster node's outbox calls before each burst: the rows recorded since, as one batch in
+    the kernel's pipe buffer when it returns (so a proxy killed right after loses none)."""
+    pipe = UsagePipe(str(db_path), interval_s=3600)  # no tick will send anything
     await pipe.start()
     assert pipe._proc is not None and pipe._proc.stdin is not None
-    for i in range(200):
-        pipe.record(_row(i))
-        assert pipe.pending == [] and pipe.sent == i + 1
+    for turn in range(50):
+        for i in range(4):
+            pipe.record(_row(turn * 4 + i))
+        pipe.hand_over()
+        assert pipe.pending == [] and pipe.sent == (turn + 1) * 4 and pipe._seq == turn + 1
         assert pipe._proc.stdin.transport.get_write_buffer_size() == 0  # written, nothing held here
+    pipe.hand_over()  # nothing new: no batch
+    assert pipe._seq == 50
     await _until(lambda: pipe.acknowledged == 200, "every row acknowledged")
     await pipe.close()
     assert sorted(_ids(db_path)) == sorted(f"r{i}" for i in range(200))
