@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import socket
 
-from fortress.proxy.outbox import Outbox
+from fortress.proxy.outbox import HOLD_BYTES, Outbox
 
 
 async def test_first_runs_before_any_byte_of_the_burst_leaves() -> None:
@@ -37,3 +37,52 @@ async def test_first_runs_before_any_byte_of_the_burst_leaves() -> None:
         transport.close()
         theirs.close()
         await asyncio.sleep(0)
+
+
+async def test_past_the_bound_it_sends_at_once_so_backpressure_acts_at_once() -> None:
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    paused: list[bool] = []
+
+    class Source(asyncio.Protocol):
+        def pause_writing(self) -> None:
+            paused.append(True)
+
+    transport, _ = await loop.connect_accepted_socket(Source, ours)
+    out = Outbox(loop)
+    try:
+        out.write(transport, b"x" * 1000)
+        assert not _ready(theirs)  # small: held for the turn's end
+        piece = b"y" * (HOLD_BYTES // 2)
+        out.write(transport, piece)
+        out.write(transport, piece)  # past the bound: everything queued goes now, in order
+        assert out.items == [] and out.held == 0
+        got = b""
+        while len(got) < 1000 + HOLD_BYTES:
+            await asyncio.sleep(0.01)
+            got += _drain(theirs)
+        assert got == b"x" * 1000 + piece + piece
+        for _ in range(64):  # nobody reads: the transport fills and pauses its source during write()
+            out.write(transport, b"z" * (HOLD_BYTES + 1))
+            if paused:
+                break
+        assert paused  # at once, inside write(), not at the turn's end
+    finally:
+        transport.abort()
+        theirs.close()
+        await asyncio.sleep(0)
+
+
+def _ready(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False
+
+
+def _drain(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(1 << 20)
+    except BlockingIOError:
+        return b""
