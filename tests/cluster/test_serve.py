@@ -30,6 +30,7 @@ import pytest
 from fortress.cluster.link import SNAPSHOT_TAG
 from fortress.cluster.nodes import list_nodes
 from fortress.state import db as dbmod
+from fortress.state.load import read_config_version
 from tests.admin.conftest import start_admin
 from tests.conftest import PY, Fortress, Sim, free_port, make_fortress, start, stop, wait_port
 
@@ -279,12 +280,16 @@ def test_health_and_metrics_say_redis_is_up_and_the_dashboard_lists_every_node(t
         assert "\nfortress_cluster_redis_up 1\n" in metrics
 
     async def listed() -> list:
+        """Every node, once each has beaten with the configuration in the database (the admin key above
+        bumped it; a node takes it within a second but says so only at its next heartbeat)."""
         db = await dbmod.connect(str(three.control.db))
         try:
             end = time.monotonic() + 15
             while True:
                 found = await list_nodes(db)
-                if {n.name for n in found} >= {n.name for n in three.nodes} or time.monotonic() > end:
+                current = await read_config_version(db)
+                beaten = {n.name for n in found if n.config_version >= current}
+                if beaten >= {n.name for n in three.nodes} or time.monotonic() > end:
                     return found
                 await asyncio.sleep(0.2)
         finally:
