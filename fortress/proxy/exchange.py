@@ -17,7 +17,9 @@ arrives with the whole body is held until then, and errors, cuts and composed an
 last bytes to `_end`. On a cluster node the worker's outbox hands the rows recorded during a loop turn
 to the usage producer before it sends the turn's writes (fortress.proxy.usage_pipe), so the row is in
 the producer's pipe when the client can first have its whole answer, and a SIGKILL of the proxy cannot
-lose the row of a request its client saw complete.
+lose the row of a request its client saw complete. Both halves are needed: the outbox also sends at once,
+mid-turn, once 64 KiB are queued (outbox.HOLD_BYTES), and a row recorded before its last bytes are queued
+is handed over by that burst too.
 """
 
 from __future__ import annotations
