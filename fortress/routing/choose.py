@@ -194,8 +194,9 @@ class Router:
             slot = self._slots.get(name)
             if slot is None or name in exclude or (slot.cap and slot.outstanding >= slot.cap):
                 continue
-            if not slot.breaker.available():
-                if slot.breaker.probe_ok:
+            breaker = slot.breaker
+            if not (breaker.closed or breaker.available()):
+                if breaker.probe_ok:
                     checked.append(slot)
                 continue
             (warm if name in loaded else cold).append(slot)
@@ -244,18 +245,18 @@ class Router:
         slot = self._slots.get(name)
         if slot is not None:
             slot.outstanding += 1
-            slot.breaker.begin()
+            if not slot.breaker.closed:  # only a half-open breaker counts its probe
+                slot.breaker.begin()
 
     def finished(self, name: str, ok: bool, error: str = "") -> None:
         """A request ended; ok=False when the backend failed (health.answered). Frees a slot for waiters."""
         slot = self._slots.get(name)
         if slot is not None:
             slot.outstanding = max(0, slot.outstanding - 1)
-            was = slot.breaker.state
-            slot.breaker.record(ok, error)
-            if slot.breaker.state is State.OPEN and was is not State.OPEN and self.on_open is not None:
+            if slot.breaker.record(ok, error) and self.on_open is not None:
                 self.on_open(name)
-        self.drain()
+        if self.queue.size:
+            self.drain()
 
     def probe(self, name: str, ok: bool, error: str = "") -> None:
         """An active health check's outcome (poller): kept as the breaker's `probe_ok`, counted too."""
@@ -280,7 +281,7 @@ class Router:
 
     def drain(self) -> None:
         """Hand freed slots to waiters, keys in round robin; called by finished() and probe()."""
-        while len(self.queue):
+        while self.queue.size:
             taken = self.queue.take(lambda w: self.choose(w.model))
             if taken is None:
                 return

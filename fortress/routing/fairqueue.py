@@ -22,24 +22,24 @@ class FairQueue(Generic[T]):
         self.per_key = limit if per_key is None else per_key
         self._by_key: dict[str, deque[T]] = {}
         self._order: deque[str] = deque()  # keys with waiters, next to serve first
-        self._size = 0
+        self.size = 0  # waiters in all (len()): an attribute the router reads after every request
 
     def __len__(self) -> int:
-        return self._size
+        return self.size
 
     def __repr__(self) -> str:
-        return f"<FairQueue [{self._size} waiting, {len(self._by_key)} keys]>"
+        return f"<FairQueue [{self.size} waiting, {len(self._by_key)} keys]>"
 
     def push(self, key: str, item: T) -> bool:
         """Add a waiter; False when the queue (or this key's share of it) is full."""
         waiting = self._by_key.get(key)
-        if self._size >= self.limit or (waiting is not None and len(waiting) >= self.per_key):
+        if self.size >= self.limit or (waiting is not None and len(waiting) >= self.per_key):
             return False
         if waiting is None:
             waiting = self._by_key[key] = deque()
             self._order.append(key)
         waiting.append(item)
-        self._size += 1
+        self.size += 1
         return True
 
     def remove(self, key: str, item: T) -> bool:
@@ -48,7 +48,7 @@ class FairQueue(Generic[T]):
         if waiting is None or item not in waiting:
             return False
         waiting.remove(item)
-        self._size -= 1
+        self.size -= 1
         if not waiting:
             del self._by_key[key]
             self._order.remove(key)
@@ -67,7 +67,7 @@ class FairQueue(Generic[T]):
                 if result is None:
                     continue
                 waiting.remove(item)
-                self._size -= 1
+                self.size -= 1
                 del self._order[position]
                 if waiting:
                     self._order.append(key)

@@ -71,11 +71,12 @@ class BreakerError(RuntimeError):
 
 
 class Breaker:
-    """One backend's health; `available()` is the only call on the hot path."""
+    """One backend's health. The hot path reads `closed` and calls `available()` only when it is False."""
 
     __slots__ = (
         "changed_at",
         "clock",
+        "closed",
         "cool_down_s",
         "failures",
         "last_error",
@@ -92,6 +93,7 @@ class Breaker:
         self.cool_down_s = cool_down_s
         self.clock = clock
         self.state = State.CLOSED
+        self.closed = True  # state is CLOSED: the hot path's test (a bool read, not an Enum member's)
         self.failures = 0  # consecutive
         self.probing = False  # a half-open probe is in flight
         self.probe_ok = True  # the last active health check passed (none yet: assume it would)
@@ -105,12 +107,13 @@ class Breaker:
             raise BreakerError(f"{event.value} is not valid in state {self.state.value}") from None
         if target is not self.state:
             self.state = target
+            self.closed = target is State.CLOSED
             self.changed_at = self.clock()
             self.probing = False
 
     def available(self) -> bool:
         """May a request go there now? Moves OPEN to HALF_OPEN once the cool-down has passed."""
-        if self.state is State.CLOSED:
+        if self.closed:
             return True
         if self.state is State.OPEN:
             if self.clock() - self.changed_at < self.cool_down_s:
@@ -129,18 +132,20 @@ class Breaker:
         self.available()  # lets a cooled-down breaker move to half-open first
         self.record(ok, error)
 
-    def record(self, ok: bool, error: str = "") -> None:
-        """The outcome of a request or a health check."""
+    def record(self, ok: bool, error: str = "") -> bool:
+        """The outcome of a request or a health check; True when it opened the breaker."""
         if ok:
             self.failures = 0
-            if self.state is not State.CLOSED:  # a success leaves a closed breaker as it is
+            if not self.closed:  # a success leaves a closed breaker as it is
                 self._apply(Event.SUCCESS)
-            return
+            return False
+        was_open = self.state is State.OPEN
         self.failures += 1
         self.last_error = error
         self._apply(Event.FAILURE)
-        if self.state is State.CLOSED and self.failures >= self.threshold:
+        if self.closed and self.failures >= self.threshold:
             self._apply(Event.TRIP)
+        return not was_open and self.state is State.OPEN
 
     def export(self) -> dict[str, Any]:
         """Plain data for the admin dashboard; ages rather than clock readings (clocks differ)."""
