@@ -32,6 +32,8 @@ from fortress.routing.health import Breaker, State
 from fortress.routing.inventory import Inventory, model_key
 from fortress.state.snapshot import BackendRecord
 
+_NONE: frozenset[str] = frozenset()  # no backend excluded, none loaded: one shared empty set
+
 
 @dataclass(slots=True)  # not frozen: one per request, and a frozen __init__ costs a setattr call per field
 class Choice:
@@ -159,34 +161,35 @@ class Router:
         return Breaker(threshold=self._threshold, cool_down_s=self._cool_down_s, clock=self.clock)
 
     # -- the decision -------------------------------------------------------------------------------
-    def choose(self, model: str | None, *, exclude: frozenset[str] = frozenset()) -> Choice | None:
+    def choose(self, model: str | None, *, exclude: frozenset[str] = _NONE) -> Choice | None:
         """The backend for `model` (None: any Ollama backend, e.g. pull), or None (see why()).
 
         `exclude` names backends already tried; they are used again only when nobody else can serve.
         """
         key = model_key(model) if model else None
         names = self._names(key)
-        slot = self._pick(names, key, exclude)
+        loaded = self.inventory.loaded_on(key) if key is not None else _NONE
+        slot = self._pick(names, loaded, exclude)
         if slot is None and exclude:
-            slot = self._pick(names, key, frozenset())
+            slot = self._pick(names, loaded, _NONE)
         if slot is None:
             return None
-        loaded = key is not None and slot.name in self.inventory.loaded_on(key)
-        upstream = model
-        if slot.static and key is not None:
-            upstream = self.inventory.served_name(slot.name, key)
+        if key is None:
+            return Choice(slot.record, model, False)
+        warm = slot.name in loaded
+        if slot.static:
             self.inventory.used(slot.name, key)
-        elif key is not None and not loaded:
+            return Choice(slot.record, self.inventory.served_name(slot.name, key), warm)
+        if not warm:
             self.inventory.mark_loaded(slot.name, key)
-        return Choice(slot.record, upstream, loaded)
+        return Choice(slot.record, model, warm)
 
     def _names(self, key: str | None) -> tuple[str, ...]:
         if key is None:
             return self._general
         return self.inventory.holders(key) or self.inventory.unrefreshed()
 
-    def _pick(self, names: tuple[str, ...], key: str | None, exclude: frozenset[str]) -> _Slot | None:
-        loaded = self.inventory.loaded_on(key) if key is not None else frozenset()
+    def _pick(self, names: tuple[str, ...], loaded: frozenset[str], exclude: frozenset[str]) -> _Slot | None:
         warm: list[_Slot] = []
         cold: list[_Slot] = []
         checked: list[_Slot] = []  # breaker open, health check passing: the last resort

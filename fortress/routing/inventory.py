@@ -17,6 +17,7 @@ from typing import Any
 _DEFAULT_HOST = "registry.ollama.ai/"
 _DEFAULT_NAMESPACE = "library/"
 _EXTRA_FRACTION = re.compile(r"(\.\d{6})\d+")
+_NONE: frozenset[str] = frozenset()
 
 
 _KEYS: dict[str, str] = {}  # model_key's answers: a request asks for its model's key several times
@@ -101,7 +102,7 @@ class Inventory:
         return self._holders.get(key, ())
 
     def loaded_on(self, key: str) -> frozenset[str]:
-        return self._loaded.get(key, frozenset())
+        return self._loaded.get(key, _NONE)
 
     def loaded_count(self, name: str) -> int:
         entry = self._backends.get(name)
@@ -187,7 +188,7 @@ class Inventory:
         entry = self._backends.get(name)
         if entry is not None and key not in entry.loaded and key not in entry.expected:
             entry.expected.add(key)
-            self._loaded[key] = self._loaded.get(key, frozenset()) | {name}  # no full rebuild here
+            self._loaded[key] = self._loaded.get(key, _NONE) | {name}  # no full rebuild here
             self.generation += 1
 
     def served(self, name: str, key: str, expires_at: float) -> None:
