@@ -110,6 +110,7 @@ class Router:
         self._rng = rng if rng is not None else random.Random()
         self._slots: dict[str, _Slot] = {}
         self._general: tuple[str, ...] = ()  # Ollama-type backends, for requests without a model
+        self._healthy: frozenset[str] | None = None  # healthy()'s answer until a breaker changes
         self.on_open: Callable[[str], None] | None = None  # a breaker opened: check that backend now
         self.set_backends(backends)
 
@@ -155,10 +156,19 @@ class Router:
         for name in old.keys() - self._slots.keys():
             self.inventory.remove(name)
         self.capabilities.set_providers(self.backends)
+        self._healthy = None
         self._general = tuple(s.name for s in self._slots.values() if not s.static)
 
     def _breaker(self) -> Breaker:
-        return Breaker(threshold=self._threshold, cool_down_s=self._cool_down_s, clock=self.clock)
+        return Breaker(
+            threshold=self._threshold,
+            cool_down_s=self._cool_down_s,
+            clock=self.clock,
+            on_change=self._forget_healthy,
+        )
+
+    def _forget_healthy(self) -> None:
+        self._healthy = None
 
     # -- the decision -------------------------------------------------------------------------------
     def choose(self, model: str | None, *, exclude: frozenset[str] = _NONE) -> Choice | None:
@@ -304,10 +314,15 @@ class Router:
         return attempt <= self._retries and elapsed_s <= self._retry_budget_s
 
     def healthy(self) -> frozenset[str]:
-        """Backends that may serve (breaker not open, or its health check passing): the federated lists."""
-        return frozenset(
-            s.name for s in self._slots.values() if s.breaker.state is not State.OPEN or s.breaker.probe_ok
-        )
+        """Backends that may serve (breaker not open, or its health check passing): the federated lists,
+        and "auto" on every request, so the set is kept until a breaker or the backend list changes."""
+        if self._healthy is None:
+            self._healthy = frozenset(
+                s.name
+                for s in self._slots.values()
+                if s.breaker.state is not State.OPEN or s.breaker.probe_ok
+            )
+        return self._healthy
 
     # -- export -------------------------------------------------------------------------------------
     def export(self) -> list[dict[str, Any]]:

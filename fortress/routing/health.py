@@ -80,6 +80,7 @@ class Breaker:
         "cool_down_s",
         "failures",
         "last_error",
+        "on_change",
         "probe_ok",
         "probing",
         "state",
@@ -87,7 +88,12 @@ class Breaker:
     )
 
     def __init__(
-        self, *, threshold: int = 3, cool_down_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+        self,
+        *,
+        threshold: int = 3,
+        cool_down_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.threshold = max(1, threshold)
         self.cool_down_s = cool_down_s
@@ -99,6 +105,7 @@ class Breaker:
         self.probe_ok = True  # the last active health check passed (none yet: assume it would)
         self.changed_at = clock()
         self.last_error = ""
+        self.on_change = on_change  # called after a transition or a new health-check outcome
 
     def _apply(self, event: Event) -> None:
         try:
@@ -110,6 +117,8 @@ class Breaker:
             self.closed = target is State.CLOSED
             self.changed_at = self.clock()
             self.probing = False
+            if self.on_change is not None:
+                self.on_change()
 
     def available(self) -> bool:
         """May a request go there now? Moves OPEN to HALF_OPEN once the cool-down has passed."""
@@ -128,7 +137,10 @@ class Breaker:
 
     def checked(self, ok: bool, error: str = "") -> None:
         """An active health check's outcome: kept in `probe_ok`, then counted like a request's."""
-        self.probe_ok = ok
+        if ok != self.probe_ok:
+            self.probe_ok = ok
+            if self.on_change is not None:
+                self.on_change()
         self.available()  # lets a cooled-down breaker move to half-open first
         self.record(ok, error)
 

@@ -153,6 +153,29 @@ def test_breaker_takes_failing_backend_out_and_probe_brings_it_back() -> None:
     assert "a" in names(r, "m", 2)
 
 
+def test_the_healthy_set_follows_every_breaker_change_while_it_is_asked_between_them() -> None:
+    """healthy() is kept between changes ("auto" asks on every request): each change must show at once."""
+    clock = FakeClock()
+    r = router_with(backend("a"), backend("b"), clock=clock, threshold=1, cool_down_s=10)
+    for name in ("a", "b"):
+        r.inventory.set_tags(name, tags("m"), now=0)
+    assert r.healthy() == {"a", "b"}
+    r.started("a")
+    r.finished("a", ok=False, error="502 from backend")  # open, but its health check still passes
+    assert r.export()[0]["state"] == "open" and r.healthy() == {"a", "b"}
+    r.probe("a", ok=False, error="connection refused")
+    assert r.healthy() == {"b"}
+    clock.now += 10
+    assert r.healthy() == {"b"}  # the cool-down alone moves nothing until a request asks
+    r.choose("m", exclude=frozenset({"b"}))  # asks a's breaker: half-open now
+    assert r.export()[0]["state"] == "half_open" and r.healthy() == {"a", "b"}
+    r.started("a")
+    r.finished("a", ok=False, error="502 from backend")  # the probe failed: open again
+    assert r.healthy() == {"b"}
+    r.set_backends([backend("b"), backend("c")])
+    assert r.healthy() == {"b", "c"}
+
+
 def test_an_open_breaker_routes_around_but_never_takes_away_the_last_backend_up() -> None:
     """Request failures open a's breaker while its health check passes: b serves while it can."""
     clock = FakeClock()
