@@ -265,7 +265,8 @@ class Router:
         """A request ended; ok=False when the backend failed (health.answered). Frees a slot for waiters."""
         slot = self._slots.get(name)
         if slot is not None:
-            slot.outstanding = max(0, slot.outstanding - 1)
+            if slot.outstanding:  # never below zero
+                slot.outstanding -= 1
             if slot.breaker.record(ok, error) and self.on_open is not None:
                 self.on_open(name)
         if self.queue.size:
