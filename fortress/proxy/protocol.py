@@ -201,7 +201,7 @@ class ClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.last:
             return  # after a request with Connection: close (or HTTP/1.0) nothing more is served
-        if self.req is None or self.req.mode is Mode.HEAD:
+        if self.req is None or self.req.mode == Mode.HEAD:
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -226,7 +226,7 @@ class ClientProtocol(asyncio.Protocol):
                 )
             return
         req = self.req
-        if req is not None and req.mode is Mode.HEAD and self.head_bytes > self.w.cfg.max_header_bytes:
+        if req is not None and req.mode == Mode.HEAD and self.head_bytes > self.max_head:
             self._reject(replies.error_reply(431, "request header fields too large", close=True))
 
     def _reject(self, reply: replies.LocalReply) -> None:
@@ -285,7 +285,7 @@ class ClientProtocol(asyncio.Protocol):
             elif lname == b"access-control-request-headers":
                 req.cors_headers = value
             return
-        req.fwd.append(b"%s: %s\r\n" % (name, value))
+        req.fwd.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
         req = self.req
@@ -310,7 +310,7 @@ class ClientProtocol(asyncio.Protocol):
         req = self.req
         assert req is not None
         mode = req.mode
-        if mode is Mode.STREAM:
+        if mode == Mode.STREAM:
             ex = self.ex
             if ex is not None:
                 req.body_size += len(body)
@@ -327,12 +327,12 @@ class ClientProtocol(asyncio.Protocol):
                         self._begin_upload(req, ex)
                     return
                 ex.send_body(body)
-        elif mode is Mode.BUFFER:
+        elif mode == Mode.BUFFER:
             req.body_size += len(body)
             if req.body_size > self.w.cfg.max_body_bytes:
                 raise BadRequest(replies.error_reply(413, "request body too large", close=True))
             req.body.append(body)
-        elif mode is Mode.DISCARD:
+        elif mode == Mode.DISCARD:
             req.body_size += len(body)
             if req.body_size > _DISCARD_LIMIT:
                 raise BadRequest(replies.error_reply(413, "request body too large", close=True))
@@ -346,7 +346,7 @@ class ClientProtocol(asyncio.Protocol):
         if req is self.parked:
             return  # decided once the worker calls back
         mode = req.mode
-        if mode is Mode.STREAM:
+        if mode == Mode.STREAM:
             ex = self.ex
             if ex is not None:
                 self.due = 0.0
@@ -354,12 +354,12 @@ class ClientProtocol(asyncio.Protocol):
                     self._begin_upload(req, ex)  # a body of fewer than 4 bytes
                 if self.ex is ex:
                     ex.end_body()
-        elif mode is Mode.BUFFER:
+        elif mode == Mode.BUFFER:
             if req.admit is not None:
                 self._dispatch(req)
             elif self.ex is None and self.parked is None and self.queue and self.queue[0] is req:
                 self._idle()  # a pipelined request completed after the one ahead finished
-        elif mode is Mode.DISCARD and self.ex is None and self.parked is None and not self.queue:
+        elif mode == Mode.DISCARD and self.ex is None and self.parked is None and not self.queue:
             self._idle()
 
     # -- decisions -----------------------------------------------------------------------------------
@@ -438,7 +438,7 @@ class ClientProtocol(asyncio.Protocol):
                 return
 
     # -- parking: the worker makes sure of something before the request is decided --------------------
-    def _park(self, req: Request, mode: Mode) -> None:
+    def _park(self, req: Request, mode: int) -> None:
         """Wait for the worker with reading paused; the client is not the slow side, so no deadline runs
         (the worker's waits are bounded: a check, a list refresh, a database write)."""
         self.parked = req
