@@ -9,6 +9,8 @@ Exchange, UpstreamProtocol, pool and router on in-memory transports, W1's reques
 a key) and an answer shaped like the static upstream's, no sockets and no event loop turns. It prints
 the Python CPU per request (best of five runs), a figure that a shared machine barely moves, where the
 socket benchmarks' CPU per request also carries the kernel's wake-ups and other work's cache pollution.
+`--workload bytecodes` drives the same path and counts the Python bytecodes each function executes per
+request: exact, so it shows a change's effect on a machine too noisy to time it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from types import CodeType, FrameType
 
 import uvloop
 
@@ -116,9 +120,8 @@ class _Rows:
             self.rows.clear()
 
 
-async def inproc(requests: int) -> tuple[list[float], bytes]:
-    """Python CPU seconds per request of RUNS runs of W1's request through the real request path,
-    and the first answer the client got."""
+async def _driver() -> tuple[Callable[[int], None], bytes]:
+    """W1's request path in this process: a function serving n requests, and the first answer."""
     full, key_id, secret_hash = keys.generate()
     cfg = Config()
     snapshot = Snapshot(
@@ -152,7 +155,10 @@ async def inproc(requests: int) -> tuple[list[float], bytes]:
         b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n%s"
     ) % (len(body), body)
     client.data_received(request)
-    await asyncio.sleep(0.01)  # the first request opens the pooled connection; the rest reuse it
+    for _ in range(100):  # the first request opens the pooled connection; the rest reuse it
+        await asyncio.sleep(0.01)
+        if conns:
+            break
     conns[0].data_received(answer)
     worker.outbox.flush()
     first = bytes(wire.out)
@@ -164,29 +170,63 @@ async def inproc(requests: int) -> tuple[list[float], bytes]:
             worker.outbox.flush()  # the end of a loop turn (one per request: more than under load)
         wire.out.clear()
         conns[0].transport.out.clear()  # type: ignore[union-attr]
+        if len(conns) != 1:
+            raise RuntimeError("the in-process driver lost its pooled connection")
 
-    run(min(requests, 2000))  # warm up
+    run(2000)  # warm up
+    return run, first
+
+
+async def inproc(requests: int) -> tuple[list[float], bytes]:
+    """Python CPU seconds per request of RUNS runs of W1's request through the real request path,
+    and the first answer the client got."""
+    run, first = await _driver()
     figures = []
     for _ in range(RUNS):
         start = time.process_time()
         run(requests)
         figures.append((time.process_time() - start) / requests)
-    if len(conns) != 1:
-        raise RuntimeError("the in-process driver lost its pooled connection")
     return figures, first
+
+
+async def bytecodes(requests: int) -> tuple[Counter[str], bytes]:
+    """Python bytecodes executed per function over `requests` of W1's requests (sys.settrace's opcode
+    events): an exact count, the same on a busy machine and a quiet one, so a change's effect on the
+    interpreter's work shows even where timing noise hides it (time per bytecode varies, the count not)."""
+    run, first = await _driver()
+    per_code: Counter[CodeType] = Counter()
+
+    def trace(frame: FrameType, event: str, arg: object) -> Callable[..., object]:
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            per_code[frame.f_code] += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        run(requests)
+    finally:
+        sys.settrace(None)
+    del per_code[run.__code__]  # the driver's own loop
+    root = str(Path(__file__).resolve().parent.parent) + os.sep
+    counts: Counter[str] = Counter()
+    for code, n in per_code.items():
+        path = code.co_filename.removeprefix(root)
+        counts[f"{code.co_name} ({path}:{code.co_firstlineno})"] += n
+    return counts, first
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     p.add_argument(
         "--workload",
-        choices=("small", "w1c", "w1t", "w1a", "stream", "translated", "inproc"),
+        choices=("small", "w1c", "w1t", "w1a", "stream", "translated", "inproc", "bytecodes"),
         default="small",
         help="W1 load (or its chat variants: named, translated, 'auto'), W2 streams, W2 streams of a "
         "provider's model translated (the W2t stack), or W1's request path in this process (no sockets: "
-        "Python CPU per request)",
+        "Python CPU per request, or the bytecodes it executes per function)",
     )
-    p.add_argument("--requests", type=int, default=20000, help="inproc: requests per run")
+    p.add_argument("--requests", type=int, default=20000, help="inproc, bytecodes: requests per run")
     p.add_argument("--seconds", type=int, default=15)
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--top", type=int, default=25)
@@ -198,6 +238,14 @@ def main(argv: list[str] | None = None) -> int:
         status = first.split(b"\r\n", 1)[0].decode()
         runs = " ".join(f"{1e6 * f:.2f}" for f in figures)
         print(f"{status}; Python CPU per request: best {1e6 * min(figures):.2f} us (runs: {runs})")
+        return 0 if status == "HTTP/1.1 200 OK" else 1
+    if args.workload == "bytecodes":
+        n = min(args.requests, 5000)  # tracing runs ~50x slower; the count per request is exact anyway
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            counts, first = runner.run(bytecodes(n))
+        status = first.split(b"\r\n", 1)[0].decode()
+        print(f"{status}; {sum(counts.values()) / n:,.0f} bytecodes per request\n")
+        print("\n".join(f"{c / n:8.1f}  {name}" for name, c in counts.most_common(args.top)))
         return 0 if status == "HTTP/1.1 200 OK" else 1
     cpus = Cpus()
     nofile = raise_nofile()

@@ -4,7 +4,7 @@ import asyncio
 import json
 
 from bench.nginx import SHOW
-from bench.profile import RUNS, frame_name, inproc, shares
+from bench.profile import RUNS, bytecodes, frame_name, inproc, shares
 
 RAW = """process 7:"fortress";<module> (f/main.py:3);run (f/server.py:10);on_body (f/protocol.py:88) 6
 <module> (f/main.py:3);run (f/server.py:11);on_body (f/protocol.py:90) 2
@@ -34,3 +34,16 @@ def test_inproc_driver_serves_w1_through_the_real_request_path() -> None:
     assert b"\r\nX-Request-ID: " in head
     assert json.loads(body) == SHOW
     assert len(figures) == RUNS and all(f > 0 for f in figures)
+
+
+def test_bytecode_count_names_the_request_path_and_is_exact() -> None:
+    """Counted twice, the same path gives the same count per request (what makes it worth printing on a
+    noisy machine), and the count lands on the proxy's own functions, not on the driver's loop."""
+    counts, first = asyncio.run(bytecodes(300))
+    again, _ = asyncio.run(bytecodes(300))
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert sum(counts.values()) == sum(again.values()) > 300 * 1000
+    names = "\n".join(counts)
+    assert "on_header (fortress/proxy/protocol.py:" in names
+    assert "data_received (fortress/proxy/upstream.py:" in names
+    assert "run (bench/profile.py:" not in names
