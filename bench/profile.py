@@ -33,12 +33,13 @@ from types import CodeType, FrameType
 import uvloop
 
 from bench import workloads as w
-from bench.nginx import SHOW, TAGS
+from bench.nginx import CHAT, CHAT_COMPLETION, MODEL, SHOW, TAGS
 from bench.procs import raise_nofile
 from bench.run import Bench
-from bench.stack import Cpus, open_stack
+from bench.stack import PROVIDER, Cpus, open_stack
 from bench.wrkload import run_wrk
 from fortress import keys
+from fortress.backends.target import Target
 from fortress.config import Config
 from fortress.pipeline.limits import LocalLimiter
 from fortress.proxy.pool import Pool
@@ -120,14 +121,23 @@ class _Rows:
             self.rows.clear()
 
 
-async def _driver() -> tuple[Callable[[int], None], bytes]:
-    """W1's request path in this process: a function serving n requests, and the first answer."""
+# What the in-process driver serves: W1 and its chat variants (bench/workloads.py), each with the answer
+# its backend gives (the static upstream's, as bench/nginx.py serves it).
+INPROC = {"w1": SHOW, "w1c": CHAT, "w1t": CHAT_COMPLETION}
+
+
+async def _driver(workload: str = "w1") -> tuple[Callable[[int], None], bytes]:
+    """A W1 variant's request path in this process: a function serving n requests, and the first answer.
+    The backends are the benchmark's: the upstream (Ollama) and the provider `prov` (W1t)."""
     full, key_id, secret_hash = keys.generate()
     cfg = Config()
     snapshot = Snapshot(
         version=1,
         keys={key_id: KeyRecord(id=key_id, user="bench", secret_hash=secret_hash)},
-        backends=(BackendRecord("upstream", "http://127.0.0.1:1"),),
+        backends=(
+            BackendRecord("upstream", "http://127.0.0.1:1"),
+            BackendRecord(PROVIDER, "http://127.0.0.1:2/v1", type="openai", models=(MODEL,)),
+        ),
         policy=Policy.build(cfg, {}),
     )
     loop = asyncio.get_running_loop()
@@ -135,8 +145,8 @@ async def _driver() -> tuple[Callable[[int], None], bytes]:
     worker.router.inventory.set_tags("upstream", TAGS, now=0.0)
     conns: list[UpstreamProtocol] = []
 
-    async def connect(target: object) -> UpstreamProtocol:
-        up = UpstreamProtocol("upstream", worker.outbox)
+    async def connect(target: Target) -> UpstreamProtocol:
+        up = UpstreamProtocol(target.name, worker.outbox)
         up.connection_made(MemoryTransport())
         conns.append(up)
         return up
@@ -145,11 +155,12 @@ async def _driver() -> tuple[Callable[[int], None], bytes]:
     client = ClientProtocol(worker)
     wire = MemoryTransport()
     client.connection_made(wire)
+    small = w.SMALL[workload]
     request = (
-        b"POST /api/show HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
+        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-    ) % (full.encode(), len(w.SHOW_BODY), w.SHOW_BODY)
-    body = json.dumps(SHOW).encode()
+    ) % (small.path.encode(), full.encode(), len(small.body), small.body)
+    body = json.dumps(INPROC[workload]).encode()
     answer = (
         b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 30 Nov 2026 00:00:00 GMT\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: keep-alive\r\n\r\n%s"
@@ -177,10 +188,10 @@ async def _driver() -> tuple[Callable[[int], None], bytes]:
     return run, first
 
 
-async def inproc(requests: int) -> tuple[list[float], bytes]:
-    """Python CPU seconds per request of RUNS runs of W1's request through the real request path,
-    and the first answer the client got."""
-    run, first = await _driver()
+async def inproc(requests: int, workload: str = "w1") -> tuple[list[float], bytes]:
+    """Python CPU seconds per request of RUNS runs of a W1 variant's request through the real request
+    path, and the first answer the client got."""
+    run, first = await _driver(workload)
     figures = []
     for _ in range(RUNS):
         start = time.process_time()
@@ -189,11 +200,11 @@ async def inproc(requests: int) -> tuple[list[float], bytes]:
     return figures, first
 
 
-async def bytecodes(requests: int) -> tuple[Counter[str], bytes]:
+async def bytecodes(requests: int, workload: str = "w1") -> tuple[Counter[str], bytes]:
     """Python bytecodes executed per function over `requests` of W1's requests (sys.settrace's opcode
     events): an exact count, the same on a busy machine and a quiet one, so a change's effect on the
     interpreter's work shows even where timing noise hides it (time per bytecode varies, the count not)."""
-    run, first = await _driver()
+    run, first = await _driver(workload)
     per_code: Counter[CodeType] = Counter()
 
     def trace(frame: FrameType, event: str, arg: object) -> Callable[..., object]:
@@ -227,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         "Python CPU per request, or the bytecodes it executes per function)",
     )
     p.add_argument("--requests", type=int, default=20000, help="inproc, bytecodes: requests per run")
+    p.add_argument(
+        "--variant", choices=tuple(INPROC), default="w1", help="inproc, bytecodes: W1 or a chat variant"
+    )
     p.add_argument("--seconds", type=int, default=15)
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--top", type=int, default=25)
@@ -234,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.workload == "inproc":
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the proxy's own loop
-            figures, first = runner.run(inproc(args.requests))
+            figures, first = runner.run(inproc(args.requests, args.variant))
         status = first.split(b"\r\n", 1)[0].decode()
         runs = " ".join(f"{1e6 * f:.2f}" for f in figures)
         print(f"{status}; Python CPU per request: best {1e6 * min(figures):.2f} us (runs: {runs})")
@@ -242,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workload == "bytecodes":
         n = min(args.requests, 5000)  # tracing runs ~50x slower; the count per request is exact anyway
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            counts, first = runner.run(bytecodes(n))
+            counts, first = runner.run(bytecodes(n, args.variant))
         status = first.split(b"\r\n", 1)[0].decode()
         print(f"{status}; {sum(counts.values()) / n:,.0f} bytecodes per request\n")
         print("\n".join(f"{c / n:8.1f}  {name}" for name, c in counts.most_common(args.top)))

@@ -251,13 +251,13 @@ class ClientProtocol(asyncio.Protocol):
         req = self.req
         assert req is not None
         # a head that arrives in one read is parsed whole before data_received can measure it
-        self.head_size += len(name) + len(value) + 4
-        if self.head_size > self.max_head:
+        size = self.head_size = self.head_size + len(name) + len(value) + 4
+        if size > self.max_head:
             raise BadRequest(replies.error_reply(431, "request header fields too large", close=True))
         lname = name.lower()
-        if lname in _DROP:
-            if lname in _DROP_ONLY:
-                return
+        if lname not in _DROP:
+            req.fwd.append(name + b": " + value + b"\r\n")
+        elif lname not in _DROP_ONLY:
             if lname == b"authorization":
                 req.authorization = value
             elif lname == b"x-api-key":
@@ -284,8 +284,6 @@ class ClientProtocol(asyncio.Protocol):
                 req.origin = value
             elif lname == b"access-control-request-headers":
                 req.cors_headers = value
-            return
-        req.fwd.append(name + b": " + value + b"\r\n")
 
     def on_headers_complete(self) -> None:
         req = self.req
