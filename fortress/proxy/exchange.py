@@ -47,21 +47,6 @@ if TYPE_CHECKING:
     from fortress.routing.poller import InventoryPoller
     from fortress.search.service import WebSearch
 
-_HOP = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"transfer-encoding")
-)
-# A backend's own CORS grant never reaches a browser: Fortress decides CORS ([security] cors_origins).
-_SKIP = _HOP | frozenset(
-    (
-        b"access-control-allow-origin",
-        b"access-control-allow-credentials",
-        b"access-control-allow-headers",
-        b"access-control-allow-methods",
-        b"access-control-expose-headers",
-        b"access-control-max-age",
-    )
-)
-_CHUNKED_HEAD = b"Transfer-Encoding: chunked\r\n\r\n"
 _CLOSE_HEAD = b"Connection: close\r\n\r\n"
 # Routes that bring a model to a backend rather than use one there: any healthy backend will do.
 _ANY_BACKEND = frozenset(("/api/pull", "/api/push", "/api/create", "/api/blobs/*"))
@@ -415,18 +400,9 @@ class Exchange:
         self.status = status
         client_close = not self.keep_alive or self.w.draining or not self.raw or not up.framed
         parts = [replies.status_line(status)]
-        dated = False
-        for name, value in up.headers:
-            lname = name.lower()
-            if lname in _SKIP:
-                if self.raw and lname == b"transfer-encoding":
-                    parts += (name, b": ", value, b"\r\n")
-                continue
-            if lname == b"date":
-                dated = True
-            parts += (name, b": ", value, b"\r\n")
+        parts += up.lines  # the backend's, but the lines no client gets (upstream.on_header)
         parts += (b"X-Request-ID: ", self.request_id, b"\r\n", self.cors)
-        if not dated:
+        if not up.dated:
             parts.append(replies.date_line())
         for name, value in self.admit.rate_headers:
             parts += (name, b": ", value, b"\r\n")

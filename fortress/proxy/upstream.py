@@ -8,6 +8,10 @@ Either way nothing beyond the response's own end reaches the client: a body long
 Content-Length is cut at that length and the connection is not reused (docs/architecture.md,
 "Framing guarantees"). The bytes of the read that completes a response are not relayed as they come:
 they go with `complete()`, and the exchange sends them once the response's usage row is recorded.
+
+The head's lines that the client gets are picked as the parser reports them (one Python call per header,
+no second walk): hop-by-hop lines and the backend's own CORS grant stay behind (Fortress decides CORS:
+[security] cors_origins), Transfer-Encoding too unless the body is relayed in the backend's framing.
 """
 
 from __future__ import annotations
@@ -23,6 +27,26 @@ from fortress.proxy.outbox import Outbox
 
 MAX_RESPONSE_HEAD = 64 * 1024
 _HEAD_END = b"\r\n\r\n"
+_HOP = (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade")
+_CORS = (
+    b"allow-origin",
+    b"allow-credentials",
+    b"allow-headers",
+    b"allow-methods",
+    b"expose-headers",
+    b"max-age",
+)
+# The header names on_header looks at twice: the body's framing, the Date, and the lines left behind.
+_NOTED = frozenset(
+    (b"content-length", b"transfer-encoding", b"date", *_HOP, *(b"access-control-" + n for n in _CORS))
+)
+
+
+def chunked_coding(value: bytes) -> bool:
+    """Whether llhttp reads a body as chunked after this Transfer-Encoding value (the last such line
+    decides): its last coding is the token `chunked`, spaces after it allowed, a tab not. Otherwise a
+    response with Transfer-Encoding lasts until the connection closes."""
+    return value.rpartition(b",")[2].lstrip(b" \t").rstrip(b" ").lower() == b"chunked"
 
 
 class Receiver(Protocol):
@@ -56,6 +80,7 @@ class UpstreamProtocol(asyncio.Protocol):
         "buf",
         "chunked",
         "closed",
+        "dated",
         "decoded",
         "done",
         "ex",
@@ -63,11 +88,11 @@ class UpstreamProtocol(asyncio.Protocol):
         "framed",
         "head_only",
         "head_sent",
-        "headers",
         "idle_since",
         "in_chunk",
         "keep_alive",
         "left",
+        "lines",
         "out",
         "overrun",
         "parser",
@@ -103,7 +128,8 @@ class UpstreamProtocol(asyncio.Protocol):
     def _reset(self) -> None:
         self.buf = b""
         self.head_sent = False
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.lines: list[bytes] = []  # the head's lines the client gets, rendered: "Name", ": ", value, CRLF
+        self.dated = False  # the head has a Date line
         self.status = 0
         self.done = False
         self.chunked = False  # Transfer-Encoding: chunked (known from the head)
@@ -120,6 +146,12 @@ class UpstreamProtocol(asyncio.Protocol):
     def reusable(self) -> bool:
         """Idle and fit for another request: open, not serving anyone, its last response fully framed."""
         return not self.closed and self.ex is None and self.transport is not None and not self.overrun
+
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The head's end-to-end headers as (name, value) pairs, for a response codec."""
+        lines = self.lines
+        return [(lines[i], lines[i + 2]) for i in range(0, len(lines), 4)]
 
     def close(self) -> None:
         self.closed = True
@@ -308,11 +340,19 @@ class UpstreamProtocol(asyncio.Protocol):
             raise ValueError("unsolicited response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        if len(name) == 14 and name.lower() == b"content-length":
-            self.left = int(value)  # the parser has vetted it (digits, no conflicting repeat)
-        elif len(name) == 17 and name.lower() == b"transfer-encoding":
-            self.chunked = value.lower().endswith(b"chunked")
+        lname = name.lower()
+        if lname in _NOTED:
+            if lname == b"content-length":
+                self.left = int(value)  # the parser has vetted it (digits, no conflicting repeat)
+            elif lname == b"date":
+                self.dated = True
+            elif lname != b"transfer-encoding":
+                return  # hop-by-hop, or the backend's CORS grant
+            else:
+                self.chunked = chunked_coding(value)
+                if self.decoded:
+                    return  # Fortress frames the body itself, or sends it close-delimited
+        self.lines += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
         parser = self.parser

@@ -273,6 +273,55 @@ async def test_bytes_past_content_length_never_reach_the_client(world: Setup, sp
     assert backends.wire().closing and w.pool.acquire(backends.conns[0].backend) is None  # never reused
 
 
+# A backend head with every kind of line the client must not get, in odd cases, between lines it must get.
+MIXED_HEAD = (
+    b"HTTP/1.1 200 Fine\r\nServer: sim\r\nconnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+    b"ACCESS-CONTROL-ALLOW-ORIGIN: *\r\nX-Keep:a:b \r\nTE: trailers\r\nX-Te: 1\r\n"
+    b"Transfer-Encoding: chunked\r\nTrailer: X-Sum\r\nAccess-Control-Max-Age: 60\r\n"
+    b"Proxy-Connection: x\r\nUpgrade: h2c\r\n"
+    b"Date: Mon, 30 Nov 2026 00:00:00 GMT\r\nAccess-Control-Allow-Originals: kept\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("http10", [False, True])
+async def test_the_client_gets_the_backend_head_without_hop_and_cors_lines(
+    world: Setup, http10: bool
+) -> None:
+    """Fortress's own status line, the backend's other lines as they came (no second Date), then its own;
+    an HTTP/1.1 client keeps the chunked framing, an HTTP/1.0 one gets the body decoded and a close."""
+    w, backends = world
+    ex, client = exchange(w, http10=http10)
+    await sent(ex)
+    backends.conns[0].data_received(MIXED_HEAD + chunk(LAST) + b"0\r\n\r\n")
+    head, _, body = bytes(client.out).partition(b"\r\n\r\n")
+    kept = [
+        b"HTTP/1.1 200 OK",
+        b"Server: sim",
+        b"X-Keep: a:b ",
+        b"X-Te: 1",
+        *([] if http10 else [b"Transfer-Encoding: chunked"]),
+        b"Date: Mon, 30 Nov 2026 00:00:00 GMT",
+        b"Access-Control-Allow-Originals: kept",
+        b"X-Request-ID: rid",
+        *([b"Connection: close"] if http10 else []),
+    ]
+    assert head.split(b"\r\n") == kept
+    assert body == (LAST if http10 else chunk(LAST) + b"0\r\n\r\n")
+    assert backends.conns[0].headers[:2] == [(b"Server", b"sim"), (b"X-Keep", b"a:b ")]  # what a codec reads
+
+
+async def test_a_head_without_date_gets_fortress_s(world: Setup) -> None:
+    w, backends = world
+    ex, client = exchange(w)
+    await sent(ex)
+    backends.conns[0].data_received(b"HTTP/1.1 200 OK\r\nX-Date: no\r\nContent-Length: 2\r\n\r\nok")
+    head = bytes(client.out).partition(b"\r\n\r\n")[0]
+    assert (
+        head.count(b"\r\nDate: ") == 1
+        and b"\r\nX-Date: no\r\nContent-Length: 2\r\nX-Request-ID: rid\r\n" in head
+    )
+
+
 async def test_the_codec_hook_decodes_frames_and_accounts(world: Setup) -> None:
     w, backends = world
     w.targets = {name: dataclasses.replace(t, kind=UpperKind()) for name, t in w.targets.items()}
