@@ -47,6 +47,10 @@ if TYPE_CHECKING:
     from fortress.routing.poller import InventoryPoller
     from fortress.search.service import WebSearch
 
+# Python 3.11 reads an Enum member through its class with a descriptor call (~170 ns, a global ~15): the
+# states and moves every request passes through are read from these copies.
+_CHOOSING, _CONNECTING = State.CHOOSING, State.CONNECTING
+_CHOSEN, _SENT, _HEAD, _COMPLETE = Event.CHOSEN, Event.SENT, Event.HEAD, Event.COMPLETE
 _CLOSE_HEAD = b"Connection: close\r\n\r\n"
 # Routes that bring a model to a backend rather than use one there: any healthy backend will do.
 _ANY_BACKEND = frozenset(("/api/pull", "/api/push", "/api/create", "/api/blobs/*"))
@@ -171,7 +175,7 @@ class Exchange:
         self.pending: list[bytes] = []
         self.t0 = t0
         self.model = admit.model
-        self.state = State.CHOOSING
+        self.state: State = _CHOOSING
         self.stream = False
         self.target: Target | None = None
         self.rewrite: Rewrite | None = None  # this attempt's request as the backend's kind rewrote it
@@ -202,7 +206,7 @@ class Exchange:
     # -- choosing and connecting -------------------------------------------------------------------
     def start(self) -> None:
         """Stage 9: ask the router for a backend, wait for a slot when all are busy, or fail clearly."""
-        if self.state is not State.CHOOSING:
+        if self.state is not _CHOOSING:
             return  # the client left during a retry's pause
         w = self.w
         if self.backend_hint is not None:
@@ -211,7 +215,7 @@ class Exchange:
                 self.fail(404, f"unknown backend '{name}' in X-Fortress-Backend")
                 return
             w.router.started(name)
-            self._to(Event.CHOSEN)
+            self._to(_CHOSEN)
             self.on_backend = name
             self._go(name, self.model)
             return
@@ -220,7 +224,7 @@ class Exchange:
         if choice is not None:
             name = choice.backend.name
             w.router.started(name)
-            self._to(Event.CHOSEN)
+            self._to(_CHOSEN)
             self.on_backend = name
             self._go(name, choice.model)
             return
@@ -269,7 +273,7 @@ class Exchange:
 
         The backend is already counted as started; `model` is the name it knows the model by (a
         provider's own name)."""
-        if self.state is not State.CONNECTING:
+        if self.state is not _CONNECTING:
             return  # the client left before a granted slot could be used
         target = self.w.targets[name]
         self.target = target
@@ -295,12 +299,12 @@ class Exchange:
         try:
             conn = await w.pool.open(target, w.routing.connect_timeout_s)
         except (OSError, TimeoutError) as exc:
-            if self.state is State.CONNECTING:
+            if self.state is _CONNECTING:
                 self._retry_or_fail(
                     f"cannot connect to backend {target.name}: {_reason(exc)}", unreachable=True
                 )
             return
-        if self.state is not State.CONNECTING:
+        if self.state is not _CONNECTING:
             w.pool.release(conn)  # the client left meanwhile: the fresh connection serves someone else
             return
         self._send(conn)
@@ -308,7 +312,7 @@ class Exchange:
     def _send(self, conn: UpstreamProtocol) -> None:
         target = self.target
         assert target is not None
-        self._to(Event.SENT)
+        self._to(_SENT)
         self.upstream = conn
         decoded = self.codec is not None or not self.raw
         conn.send(self, self.request_bytes(target), decoded, self.method == b"HEAD")
@@ -389,7 +393,7 @@ class Exchange:
             return False
         if status == 404 and self.model and self.route.inspect:
             self.w.model_missing(up.backend, self.model)
-        self._to(Event.HEAD)
+        self._to(_HEAD)
         self.ttfb = time.monotonic()
         codec = self.codec
         if codec is not None:
@@ -462,7 +466,7 @@ class Exchange:
     def complete(self, up: UpstreamProtocol, last: bytes) -> None:
         """The response is fully framed: the connection goes back to the pool, the usage is recorded,
         then `last` (the response's last bytes, as they came or decoded) goes out."""
-        self._to(Event.COMPLETE)
+        self._to(_COMPLETE)
         target = self.target
         assert target is not None
         self._drop_upstream(reuse=True)
@@ -640,7 +644,7 @@ class Exchange:
 
     def begin(self, status: int, content_type: bytes) -> None:
         """The head of a merged response: chunked to HTTP/1.1 clients, close-delimited to HTTP/1.0."""
-        self._to(Event.HEAD)
+        self._to(_HEAD)
         self.ttfb = time.monotonic()
         self.status = status
         self._write(self._own_head(status, content_type))
@@ -650,16 +654,16 @@ class Exchange:
 
     def finish(self, status: int, error: str | None) -> None:
         """The merged response is complete."""
-        self._to(Event.COMPLETE)
+        self._to(_COMPLETE)
         self.status = status
         self.error = error
         self._end(None, None, self.keep_alive, replies.LAST_CHUNK if self.raw else b"")
 
     def reply(self, reply: replies.LocalReply, error: str | None) -> None:
         """A merged response sent whole."""
-        self._to(Event.HEAD)
+        self._to(_HEAD)
         self.ttfb = time.monotonic()
-        self._to(Event.COMPLETE)
+        self._to(_COMPLETE)
         self.status = reply.status
         self.error = error
         keep = self.keep_alive and self.raw and not self.w.draining
