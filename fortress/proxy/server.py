@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -167,6 +168,10 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_p
     if ready:
         with open(ready, "w") as fh:
             fh.write(str(sockname[1]))
+    # What start-up made (modules, configuration, the first snapshot: ~10^5 objects) lives as long as
+    # the worker: out of the collector's generations, a full collection no longer walks it all again
+    # (the in-process W1 driver: GC 3.0% -> 1.8% of its time).
+    gc.freeze()
     await stop.wait()
     log.info("proxy worker %d draining", os.getpid())
     server.close()
