@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from typing import TYPE_CHECKING
 
 import uvloop
@@ -47,6 +48,7 @@ STATS_INTERVAL_S = 1.0
 # HTTP frames its own messages, so the wait protects nothing; idle HTTPS clients that never answer it
 # held every graceful stop for the whole drain deadline and kept counting against per-IP caps.
 TLS_SHUTDOWN_TIMEOUT_S = 3.0
+RESTART_PAUSE_S = 1.0  # a worker that dies sooner than this after its start is replaced after this pause
 
 
 async def _every(interval: float, step, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -214,17 +216,23 @@ def _metrics_path(cfg: Config) -> str:
 
 
 def serve(cfg: Config, ready: str = "") -> int:
-    """Run the proxy until SIGTERM/SIGINT; returns the exit code."""
+    """Run the proxy until SIGTERM/SIGINT; returns the exit code.
+
+    With `workers > 1` this process only supervises: a worker that dies (a crash, the OOM killer) is
+    replaced at once, or after RESTART_PAUSE_S when it died young, so a worker that cannot start does
+    not spin; the others keep serving the port meanwhile (SO_REUSEPORT)."""
     logs.configure(cfg.logging)
     shm_path = _shm_path(cfg)
     metrics_path = _metrics_path(cfg)
     if cfg.proxy.workers == 1:
         uvloop.run(run_worker(cfg, shm_path, ready, metrics_path))
         return 0
-    children: list[int] = []
-    for _ in range(cfg.proxy.workers):
+
+    def spawn() -> int:
         pid = os.fork()
         if pid == 0:  # child: its own loop, same port through SO_REUSEPORT
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the supervisor's handlers are not its own
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0
             try:
                 uvloop.run(run_worker(cfg, shm_path, ready, metrics_path))
@@ -232,17 +240,34 @@ def serve(cfg: Config, ready: str = "") -> int:
                 log.exception("worker failed")
                 code = 1
             os._exit(code)
-        children.append(pid)
+        return pid
+
+    born = {spawn(): time.monotonic() for _ in range(cfg.proxy.workers)}  # pid -> when it started
+    stopping = False
 
     def forward(signum: int, _frame: object) -> None:
-        for pid in children:
+        nonlocal stopping
+        stopping = True
+        for pid in list(born):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     code = 0
-    for pid in children:
-        _, status = os.waitpid(pid, 0)
-        code = code or os.waitstatus_to_exitcode(status)
+    while born:
+        pid, status = os.wait()
+        started = born.pop(pid, None)
+        if started is None:
+            continue
+        exit_code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            code = code or exit_code
+            continue
+        how = f"was killed by signal {-exit_code}" if exit_code < 0 else f"exited with code {exit_code}"
+        log.error("proxy worker %d %s; starting another", pid, how)
+        if time.monotonic() - started < RESTART_PAUSE_S:
+            time.sleep(RESTART_PAUSE_S)
+        if not stopping:
+            born[spawn()] = time.monotonic()
     return code
