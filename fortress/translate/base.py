@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
+from typing import Any
 
 Headers = list[tuple[bytes, bytes]]
 Clock = Callable[[], int]  # nanoseconds since the epoch, e.g. time.time_ns
@@ -28,6 +29,15 @@ _iterencode = c_make_encoder(
 def dumps(value: object) -> bytes:
     """Compact JSON with raw UTF-8, as Go's encoder writes it (no ASCII escaping of text)."""
     return "".join(_iterencode(value, 0)).encode()
+
+
+_decode = json.JSONDecoder().decode
+
+
+def loads(data: bytes) -> Any:
+    """A provider's JSON (UTF-8, RFC 8259), without json.loads's sniffing for UTF-16 and UTF-32: about
+    90 bytecodes less per answer or event. Bytes that are not UTF-8 raise ValueError, as there."""
+    return _decode(data.decode("utf-8-sig"))
 
 
 def header(headers: Headers, name: bytes) -> bytes:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import base64
-import json
 import sys
 from array import array
 
-from fortress.translate.base import JSON, Clock, Counted, Headers, dumps
+from fortress.translate.base import JSON, Clock, Counted, Headers, dumps, loads
 from fortress.translate.errors import client_status, message_of, provider_message
 
 
@@ -65,7 +64,7 @@ class EmbedCodec(Counted):
         if self._error_status:
             return dumps({"error": provider_message(self._error_status, body)})
         try:
-            answer = json.loads(body)
+            answer = loads(body)
         except ValueError:
             return dumps({"error": "the provider's answer is not JSON"})
         data = answer.get("data") if isinstance(answer, dict) else None

@@ -7,7 +7,7 @@ so the client gets 502 and a message that never echoes what the provider said ab
 
 from __future__ import annotations
 
-import json
+from fortress.translate.base import loads
 
 # Provider status -> the client's status; other 4xx -> 400, other 5xx -> 502.
 _STATUS = {
@@ -57,7 +57,7 @@ def provider_message(status: int, body: bytes) -> str:
         return f"the provider refused the gateway's credential (HTTP {status})"
     text = ""
     try:
-        text = message_of(json.loads(body))
+        text = message_of(loads(body))
     except ValueError:
         raw = body.decode("utf-8", "replace").strip()
         if raw and not raw.startswith("<"):  # an HTML error page says nothing a client can use

@@ -17,7 +17,17 @@ import re
 import sys
 from json.encoder import encode_basestring
 
-from fortress.translate.base import JSON, NDJSON, Clock, Counted, Headers, Stamps, dumps, is_event_stream
+from fortress.translate.base import (
+    JSON,
+    NDJSON,
+    Clock,
+    Counted,
+    Headers,
+    Stamps,
+    dumps,
+    is_event_stream,
+    loads,
+)
 from fortress.translate.errors import client_status, message_of, provider_message
 from fortress.translate.sse import Event, SSEParser
 
@@ -44,6 +54,16 @@ _TEXT_AFTER_HEAD = re.compile(_TEXT_REST)  # once a stream's head is known, the 
 # read holding nothing else is prefix + text + tail, again and again: see GenerationCodec._run.
 _MARK = 16  # bytes on each side of an event boundary that find it
 _RUN_LEAST = 4  # events in a read below which going event by event costs less
+
+
+def _line_parts(text_key: bytes, close: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """What a streamed line holds around its text: the key before it, the end after it, and both again
+    with the text's own quotes (for text copied as the JSON string it already is)."""
+    return text_key, close, text_key + b'"', b'"' + close
+
+
+_CHAT_LINE = _line_parts(b'","message":{"role":"assistant","content":', b'},"done":false}\n')
+_GENERATE_LINE = _line_parts(b'","response":', b',"done":false}\n')
 
 
 def _quoted(text: str) -> bytes:
@@ -98,10 +118,8 @@ class GenerationCodec(Counted):
         self._head_ns = self._started_ns
         self._first_ns = 0
         self._open = b'{"model":' + dumps(model) + b',"created_at":"'
-        self._text_key = b'","message":{"role":"assistant","content":' if chat else b'","response":'
-        self._close = b'},"done":false}\n' if chat else b',"done":false}\n'
-        self._text_open = self._text_key + b'"'
-        self._text_close = b'"' + self._close
+        parts = _CHAT_LINE if chat else _GENERATE_LINE
+        self._text_key, self._close, self._text_open, self._text_close = parts
         self._read: tuple[int, bytes] | None = None  # the clock reading of the current read
         self._prefix = b"\x00"  # the head of this stream's text events, up to the text, once seen
         self._tail = b""  # and what follows their text, up to the blank line that ends them
@@ -252,7 +270,7 @@ class GenerationCodec(Counted):
                 return out + self._fail(INCOMPLETE)
             return out + self._final()
         try:
-            answer = json.loads(b"".join(self._body))
+            answer = loads(b"".join(self._body))
         except ValueError:
             return self._fail("the provider's answer is not JSON")
         if not isinstance(answer, dict) or not ("choices" in answer or "error" in answer):
@@ -274,7 +292,7 @@ class GenerationCodec(Counted):
         if payload == b"[DONE]":
             return self._final()
         try:
-            chunk = json.loads(payload)
+            chunk = loads(payload)
         except ValueError:
             return self._fail("the provider sent an event that is not JSON")
         if not isinstance(chunk, dict):

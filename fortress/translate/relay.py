@@ -11,9 +11,8 @@ rewritten in place (no re-encoding) when the client named the model differently 
 from __future__ import annotations
 
 import contextlib
-import json
 
-from fortress.translate.base import JSON, Counted, Headers, dumps, header, is_event_stream
+from fortress.translate.base import JSON, Counted, Headers, dumps, header, is_event_stream, loads
 from fortress.translate.errors import client_status, provider_message
 from fortress.translate.sse import Event, SSEParser
 
@@ -145,7 +144,7 @@ class OpenAIRelay(Counted):
             return self._error(provider_message(self._error_status, body))
         if b'"usage"' in body:
             with contextlib.suppress(ValueError, AttributeError):
-                self._count(json.loads(body).get("usage"))
+                self._count(loads(body).get("usage"))
         return rename_model(body, self._model) if self._model is not None else body
 
     def cut(self, message: str) -> bytes:
@@ -159,7 +158,7 @@ class OpenAIRelay(Counted):
             return raw
         if b'"usage"' in data and b'"usage":null' not in data and b'"usage": null' not in data:
             try:
-                chunk = json.loads(data)
+                chunk = loads(data)
             except ValueError:
                 chunk = None
             if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
