@@ -54,9 +54,9 @@ class OpenAIKind:
             name = name[
                 len(provider) + 1 :
             ]  # the client's P/M, passed on as it is when X-Fortress-Backend chose P
-        public = f"{provider}/{name}"
         if route.name in ROUTES:
             return _translated(req, provider, name)
+        public = f"{provider}/{name}"
         if not route.openai:
             raise Refused(
                 400,

@@ -59,7 +59,7 @@ def _bad(message: str) -> TranslationError:
     return TranslationError(400, message)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per request: a frozen __init__ would cost a setattr call per field
 class Translation:
     """One Ollama request for `P/M`, ready for the provider (or answered locally when `local` is set)."""
 
