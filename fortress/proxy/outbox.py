@@ -13,6 +13,8 @@ backpressure must act at once: a transport that cannot take more pauses its writ
 the source in the same turn (an upload's 256 MiB grew the proxy by 7.7 MiB that way).
 
 Every write to a connection goes through the one outbox, so a connection's bytes keep their order. A
+write queued right after another to the same connection joins it (below JOIN_BELOW), so a head and the
+answer's last bytes written apart in one turn (a translated answer) leave in one send(), not two. A
 connection that closes flushes the outbox first (its last bytes go before the close), and bytes for a
 connection that is closing by the time they would go are dropped, as the transport itself would.
 
@@ -27,6 +29,7 @@ import asyncio
 from collections.abc import Callable
 
 HOLD_BYTES = 64 * 1024  # a transport's default high-water mark
+JOIN_BELOW = 16 * 1024  # a write queued right after a smaller one to the same transport joins it
 
 
 class Outbox:
@@ -42,7 +45,13 @@ class Outbox:
         items = self.items
         if not items:
             self.loop.call_soon(self.flush)  # runs after this turn's I/O callbacks, before the next poll
-        items.append((transport, data))
+            items.append((transport, data))
+        else:
+            before, queued = items[-1]
+            if before is transport and len(queued) < JOIN_BELOW:  # one send() for both (a head, its end)
+                items[-1] = (transport, queued + data)
+            else:
+                items.append((transport, data))
         self.held += len(data)
         if self.held > HOLD_BYTES:
             self.flush()

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import socket
 
-from fortress.proxy.outbox import HOLD_BYTES, Outbox
+from fortress.proxy.outbox import HOLD_BYTES, JOIN_BELOW, Outbox
 
 
 async def test_first_runs_before_any_byte_of_the_burst_leaves() -> None:
@@ -86,3 +86,36 @@ def _drain(sock: socket.socket) -> bytes:
         return sock.recv(1 << 20)
     except BlockingIOError:
         return b""
+
+
+class _Recorder(asyncio.Transport):
+    """A transport that keeps each write() it is given, to count them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def test_consecutive_writes_to_one_transport_leave_as_one_write_in_order() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        client, backend = _Recorder(), _Recorder()
+        out = Outbox(loop)
+        for transport, data in ((client, b"head "), (client, b"body"), (backend, b"GET"), (client, b" end")):
+            out.write(transport, data)
+        out.flush()
+        assert client.writes == [b"head body", b" end"]  # merged while consecutive, never reordered
+        assert backend.writes == [b"GET"]
+        big = b"x" * JOIN_BELOW
+        out.write(client, big)
+        out.write(client, b"after")  # not copied onto a big write: two writes, still in order
+        out.flush()
+        assert client.writes[2:] == [big, b"after"]
+    finally:
+        loop.close()
