@@ -70,7 +70,7 @@ NESTED: dict[str, frozenset[str]] = {
     "reasoning": frozenset(("effort",)),
 }
 _SCAN = make_scanner(json.JSONDecoder())  # the C scanner, plain dicts below the top level
-_PAIRS = json.JSONDecoder(object_pairs_hook=list)  # a body with no nested object, parsed whole in C
+_SCAN_PAIRS = make_scanner(json.JSONDecoder(object_pairs_hook=list))  # a body with no nested object
 _WHITESPACE = " \t\n\r"
 _SPACE = WHITESPACE.match
 
@@ -113,14 +113,21 @@ def parse(raw: bytes) -> dict[str, Any] | Reject:
         text = raw.decode()
     except UnicodeDecodeError:
         return Reject(400, "invalid JSON in request body: not UTF-8")
-    start = _SPACE(text).end()
+    start = 0 if text[:1] == "{" else _SPACE(text).end()
     if start == len(text):
         return Reject(400, "missing request body")
     if text[start] != "{":
         return _not_an_object(text)
-    pairs = _flat_pairs(raw, text, start)
-    if pairs is not None:
-        return _checked(pairs, nested=False)
+    if raw.count(b"{") == 1:
+        # no nested object (the usual small request): the top level's pairs in one C call; a body that
+        # is not clean JSON is walked below, which words the refusal
+        try:
+            pairs, end = _SCAN_PAIRS(text, start)
+        except (ValueError, StopIteration, RecursionError):
+            pass
+        else:
+            if end == len(text) or not text[end:].strip(_WHITESPACE):
+                return _checked(pairs, nested=False)
     try:
         pairs, end = JSONObject((text, start + 1), True, _SCAN, None, list, {})
     except ValueError as exc:
@@ -130,19 +137,6 @@ def parse(raw: bytes) -> dict[str, Any] | Reject:
     if text[end:].strip(_WHITESPACE):
         return Reject(400, f"invalid JSON in request body: extra data at character {end}")
     return _checked(pairs)
-
-
-def _flat_pairs(raw: bytes, text: str, start: int) -> list[tuple[str, Any]] | None:
-    """The top level's pairs in one C call when no object is nested in it (one `{` in the whole body: the
-    usual small request); None when there may be one, or the body is not clean JSON (parse() then
-    walks it as above and words the refusal)."""
-    if raw.count(b"{") != 1:
-        return None
-    try:
-        pairs, end = _PAIRS.raw_decode(text, start)
-    except (ValueError, RecursionError):
-        return None
-    return None if text[end:].strip(_WHITESPACE) else pairs
 
 
 def _checked(pairs: list[tuple[str, Any]], nested: bool = True) -> dict[str, Any] | Reject:
