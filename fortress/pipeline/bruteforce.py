@@ -11,6 +11,7 @@ even looked at and told `failure(ip, now)` after a bad one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class AuthFailures:
 class Lockout:
     """The chain's view: the policy's limit, window and lockout, applied through a shared store."""
 
-    __slots__ = ("limit", "lockout_s", "store", "window_s")
+    __slots__ = ("limit", "locked", "lockout_s", "store", "window_s")
 
     def __init__(
         self, store: Limiter, limit: int = 50, window_s: float = 60.0, lockout_s: float = 300.0
@@ -99,10 +100,9 @@ class Lockout:
         self.limit = limit
         self.window_s = window_s
         self.lockout_s = lockout_s
-
-    def locked(self, ip: str, now: float) -> float:
-        """Seconds of lockout left for `ip`, 0.0 when it may try."""
-        return self.store.auth_locked(ip, now)
+        # locked(ip, now): seconds of lockout left for `ip`, 0.0 when it may try; asked on every request
+        # with a key, so the store's own method (no call through this class)
+        self.locked: Callable[[str, float], float] = store.auth_locked
 
     def failure(self, ip: str, now: float) -> float:
         """Count one failed key from `ip`; the seconds of lockout that follow (0.0: none)."""

@@ -43,8 +43,8 @@ class Route:
 _SHAPES = {Kind.OPENAI: Shape.OPENAI, Kind.ANTHROPIC: Shape.ANTHROPIC}
 
 
-def _r(name: str, kind: Kind, methods: str, **flags: bool) -> Route:
-    shape = _SHAPES.get(kind, Shape.OLLAMA)
+def _r(name: str, kind: Kind, methods: str, shape: Shape | None = None, **flags: bool) -> Route:
+    shape = _SHAPES.get(kind, Shape.OLLAMA) if shape is None else shape
     return Route(name, kind, frozenset(m.encode() for m in methods.split()), **flags, shape=shape)
 
 
@@ -91,7 +91,7 @@ V1_MODEL = _r("/v1/models/*", Kind.OPENAI, "GET", federated=True)
 _NEVER_PREFIX = _r("/api/user/*", Kind.NEVER, "GET POST DELETE")
 _EXPERIMENTAL = _r("/api/experimental/*", Kind.NEVER, "GET POST")
 UNKNOWN_API = _r("/api/*", Kind.UNKNOWN, "")
-UNKNOWN_V1 = _r("/v1/*", Kind.UNKNOWN, "")
+UNKNOWN_V1 = _r("/v1/*", Kind.UNKNOWN, "", Shape.OPENAI)  # refused in OpenAI's shape, as under /v1/
 UNKNOWN = _r("*", Kind.UNKNOWN, "")
 
 

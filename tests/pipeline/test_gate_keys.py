@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 from fortress import keys
 from fortress.config import Config
@@ -152,3 +153,18 @@ def test_the_memo_is_keyed_by_the_authorization_header_alone() -> None:
     )
     assert g.c.verified == {}
     assert status(g.head(b"GET", "/api/tags", "", b"Basic Zm9vOmJhcg==", None, IP, NOW, True)) == 401
+
+
+def test_refusals_take_the_shape_of_the_api_the_path_belongs_to() -> None:
+    """Unknown paths under /v1/ answer in OpenAI's error shape, others in Ollama's, whatever refuses them."""
+    _, record = issue()
+    for denied in (False, True):
+        g = gate([record], ip_deny=(IP,) if denied else ())
+        for path, openai in (("/v1/no-such-route", True), ("/api/no-such-route", False), ("/nope", False)):
+            body = json.loads(status_body(head(g, path=path), 403 if denied else 404))
+            assert isinstance(body["error"], dict) is openai, (path, body)
+
+
+def status_body(result: object, expected: int) -> bytes:
+    assert isinstance(result, LocalReply) and result.status == expected, result
+    return result.body
