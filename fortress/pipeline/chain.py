@@ -107,7 +107,7 @@ class AutoModel(Protocol):
 
 def _model_matcher(globs: tuple[str, ...]) -> Callable[[str], bool]:
     if not globs:
-        return lambda _name: True
+        return _all
     names = [g.strip().lower() for g in globs if g.strip()]
     pattern = re.compile("|".join(fnmatch.translate(n) for n in names))
     # "llama3" allows "llama3:latest" too, as Ollama resolves the default tag
@@ -467,7 +467,7 @@ class Gate:
         allowed = self.c.model_allowed.get(key.id, _all) if key is not None else _all
         picked = self.auto.pick(admit.route, body, key, allowed) if model and self.auto is not None else None
         if picked is None:
-            if model and not allowed(model):
+            if model and allowed is not _all and not allowed(model):  # _all: the key has no model list
                 return error_reply(403, f"forbidden: this key may not use model '{model}'", openai)
         elif isinstance(picked, LocalReply):
             return picked

@@ -141,23 +141,20 @@ def _lower(registries: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(r.lower() for r in registries)
 
 
-def _names(body: dict[str, Any]) -> list[object] | Reject:
-    """The `model`/`name` fields a route reads (Ollama takes the first non-empty), at least one."""
-    found = [body[f] for f in ("model", "name") if body.get(f) not in (None, "")]
-    return found or _MODEL_REQUIRED
-
-
 def _check_names(
     body: dict[str, Any], registries: Collection[str] | None, allow_cloud: bool
 ) -> Reject | None:
-    names = _names(body)
-    if isinstance(names, Reject):
-        return names
-    for name in names:
-        reject = check_model_name(name, allowed_registries=registries, allow_cloud=allow_cloud)
-        if reject is not None:
-            return reject
-    return None
+    """The `model` and `name` fields a route reads (Ollama takes the first non-empty): at least one, and
+    every one given valid."""
+    found = False
+    for field in ("model", "name"):
+        name = body.get(field)
+        if name is not None and name != "":
+            reject = check_model_name(name, allowed_registries=registries, allow_cloud=allow_cloud)
+            if reject is not None:
+                return reject
+            found = True
+    return None if found else _MODEL_REQUIRED
 
 
 def _is_safe_relative_path(path: object) -> bool:
