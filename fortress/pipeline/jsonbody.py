@@ -69,6 +69,48 @@ NESTED: dict[str, frozenset[str]] = {
     "options": frozenset(("num_ctx", "num_predict")),
     "reasoning": frozenset(("effort",)),
 }
+# Field names of Ollama's, OpenAI's and Anthropic's request bodies (and of `options`), every one lower-case
+# ASCII, so its own fold: an object whose keys are all among them passes check_keys with one set test.
+# Which names are here changes only the cost, never the answer.
+_PLAIN = READ.union(
+    *NESTED.values(),
+    (
+        "prompt",
+        "format",
+        "system",
+        "template",
+        "context",
+        "raw",
+        "truncate",
+        "shift",
+        "dimensions",
+        "input",
+        "logprobs",
+        "top_logprobs",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "seed",
+        "stop",
+        "n",
+        "user",
+        "metadata",
+        "response_format",
+        "tool_choice",
+        "stream_options",
+        "presence_penalty",
+        "frequency_penalty",
+        "repeat_penalty",
+        "repeat_last_n",
+        "num_keep",
+        "num_batch",
+        "num_gpu",
+        "stop_sequences",
+        "encoding_format",
+        "parallel_tool_calls",
+    ),
+)
 _SCAN = make_scanner(json.JSONDecoder())  # the C scanner, plain dicts below the top level
 _SCAN_PAIRS = make_scanner(json.JSONDecoder(object_pairs_hook=list))  # a body with no nested object
 _WHITESPACE = " \t\n\r"
@@ -93,6 +135,8 @@ def _show(key: str) -> str:
 
 def check_keys(obj: dict[str, Any], read: frozenset[str], where: str = "the request body") -> Reject | None:
     """One pass over an object's keys: no two equal ignoring case, none a recased field from `read`."""
+    if _PLAIN.issuperset(obj):
+        return None  # well-known names only (the usual body)
     joined = "".join(obj)
     if joined.isascii() and joined.lower() == joined:
         return None  # every key is its own fold: distinct keys, no recased field (the usual body)

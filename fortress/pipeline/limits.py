@@ -143,6 +143,8 @@ class LocalLimiter:
         self._max_buckets = max_buckets
         self._auth = AuthFailures()
         self.errors = 0
+        # asked on every request with a key (bruteforce.Lockout.locked): the store's own method, one call
+        self.auth_locked = self._auth.locked
 
     def _log(self, bucket: str, window_s: int, now: float) -> _Log:
         log = self._logs.get(bucket)
@@ -196,9 +198,6 @@ class LocalLimiter:
 
     def auth_failure(self, ip: str, limit: int, window_s: float, lockout_s: float, now: float) -> float:
         return self._auth.failure(ip, limit, window_s, lockout_s, now)
-
-    def auth_locked(self, ip: str, now: float) -> float:
-        return self._auth.locked(ip, now)
 
 
 # One script for hit, peek and add: expire, decide, count, all atomic inside Redis, with the same rules
