@@ -70,7 +70,7 @@ NESTED: dict[str, frozenset[str]] = {
     "reasoning": frozenset(("effort",)),
 }
 # Field names of Ollama's, OpenAI's and Anthropic's request bodies (and of `options`), every one lower-case
-# ASCII, so its own fold: an object whose keys are all among them passes check_keys with one set test.
+# ASCII, so its own fold: an object whose keys are all among them needs no check_keys.
 # Which names are here changes only the cost, never the answer.
 _PLAIN = READ.union(
     *NESTED.values(),
@@ -135,8 +135,6 @@ def _show(key: str) -> str:
 
 def check_keys(obj: dict[str, Any], read: frozenset[str], where: str = "the request body") -> Reject | None:
     """One pass over an object's keys: no two equal ignoring case, none a recased field from `read`."""
-    if _PLAIN.issuperset(obj):
-        return None  # well-known names only (the usual body)
     joined = "".join(obj)
     if joined.isascii() and joined.lower() == joined:
         return None  # every key is its own fold: distinct keys, no recased field (the usual body)
@@ -189,12 +187,13 @@ def _checked(pairs: list[tuple[str, Any]], nested: bool = True) -> dict[str, Any
     if len(body) != len(pairs):
         twice = next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i]))
         return Reject(400, f"the request body has the key {_show(twice)} twice")
-    reject = check_keys(body, READ)
+    # well-known names only (the usual body) need no look at each key
+    reject = None if _PLAIN.issuperset(body) else check_keys(body, READ)
     if reject is not None or not nested:
         return reject or body
     for field, inner in NESTED.items():
         value = body.get(field)
-        if isinstance(value, dict):
+        if isinstance(value, dict) and not _PLAIN.issuperset(value):
             reject = check_keys(value, inner, f"'{field}'")
             if reject is not None:
                 return reject
