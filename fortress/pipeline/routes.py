@@ -34,10 +34,7 @@ class Route:
     federated: bool = False  # answered by the worker itself: lists from every backend, /health, /auth
     metered: bool = False  # answers carry token counts (generation, embeddings) worth accounting
     shape: Shape = Shape.OLLAMA  # the error shape of answers Fortress gives on this route
-
-    @property
-    def openai(self) -> bool:
-        return self.kind is Kind.OPENAI
+    openai: bool = False  # kind is OPENAI, kept as a field: backend kinds ask on every request
 
 
 _SHAPES = {Kind.OPENAI: Shape.OPENAI, Kind.ANTHROPIC: Shape.ANTHROPIC}
@@ -45,7 +42,8 @@ _SHAPES = {Kind.OPENAI: Shape.OPENAI, Kind.ANTHROPIC: Shape.ANTHROPIC}
 
 def _r(name: str, kind: Kind, methods: str, shape: Shape | None = None, **flags: bool) -> Route:
     shape = _SHAPES.get(kind, Shape.OLLAMA) if shape is None else shape
-    return Route(name, kind, frozenset(m.encode() for m in methods.split()), **flags, shape=shape)
+    methods_b = frozenset(m.encode() for m in methods.split())
+    return Route(name, kind, methods_b, **flags, shape=shape, openai=kind is Kind.OPENAI)
 
 
 HEALTH = _r("/health", Kind.PUBLIC, "GET HEAD", federated=True)  # public; detail for admin-scope keys

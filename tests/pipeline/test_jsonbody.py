@@ -221,3 +221,44 @@ def test_the_well_known_names_skipped_by_the_key_check_are_their_own_fold() -> N
     assert parse(json.dumps({**plain, "options": plain}).encode()) == {**plain, "options": plain}
     assert "case" in refused(json.dumps({**plain, "Prompt": 2}))
     assert "write it as" in refused(json.dumps({**plain, "options": {"top_k": 1, "NUM_CTX": 2}}))
+
+
+_LEAVES = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+_JSON = st.recursive(
+    _LEAVES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@given(
+    body=st.dictionaries(st.text(max_size=6), _JSON, max_size=5),
+    spacing=st.sampled_from([(",", ":"), (", ", ": "), (" ,\n", " :\t")]),
+    edits=st.lists(
+        st.tuples(st.integers(0, 400), st.sampled_from(["", " ", "\n", ",", "}", '"', ":", "x"])), max_size=3
+    ),
+)
+@settings(max_examples=600, deadline=None)
+def test_the_walk_of_a_nested_body_reads_as_the_standard_librarys(
+    body: dict, spacing: tuple[str, str], edits: list[tuple[int, str]]
+) -> None:
+    """_top_pairs answers exactly what json.decoder.JSONObject answers, or None (then JSONObject words the
+    refusal); clean JSON it always reads itself."""
+    from json.decoder import JSONObject
+
+    from fortress.pipeline.jsonbody import _SCAN, _top_pairs
+
+    text = json.dumps(body, separators=spacing, ensure_ascii=False)
+    for at, piece in edits:  # a character inserted, or one removed (piece "")
+        at = min(at, len(text))
+        text = text[:at] + piece + text[at + (not piece) :]
+    if text[:1] != "{":
+        return  # parse() walks only what starts an object
+    try:
+        expected = JSONObject((text, 1), True, _SCAN, None, list, {})
+    except (ValueError, RecursionError):
+        expected = None
+    found = _top_pairs(text, 0)
+    assert found == expected or found is None
+    if not edits:
+        assert found is not None and dict(found[0]) == body
