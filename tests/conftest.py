@@ -241,6 +241,8 @@ def _merge(text: str) -> str:
 @pytest.fixture
 def fortress(tmp_path: Path, sim: Sim) -> Iterator[Fortress]:
     f = make_fortress(tmp_path, [("local", sim.url)])
-    f.serve()
-    yield f
-    f.stop()
+    try:
+        f.serve()  # inside: a proxy that started but never listened is stopped too
+        yield f
+    finally:
+        f.stop()

@@ -25,8 +25,8 @@ from tests.security.conftest import GENERATE, auth
 def lone(tmp_path: Path) -> Iterator[tuple[Fortress, Sim]]:
     sim = start_sim(name="lone")
     f = make_fortress(tmp_path, [("lone", sim.url)])
-    f.serve()
     try:
+        f.serve()  # inside: a proxy that never listened, and the simulator, are stopped too
         yield f, sim
     finally:
         f.stop()
