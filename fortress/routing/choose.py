@@ -28,7 +28,7 @@ from fortress.backends.kind import kind_named
 from fortress.config import RoutingConfig
 from fortress.routing.capabilities import CapabilityStore
 from fortress.routing.fairqueue import FairQueue
-from fortress.routing.health import Breaker, State
+from fortress.routing.health import CLOSED, Breaker, State
 from fortress.routing.inventory import Inventory, model_key
 from fortress.state.snapshot import BackendRecord
 
@@ -208,7 +208,7 @@ class Router:
             if slot is None or name in exclude or (slot.cap and slot.outstanding >= slot.cap):
                 continue
             breaker = slot.breaker
-            if not (breaker.closed or breaker.available()):
+            if not (breaker.state is CLOSED or breaker.available()):
                 if breaker.probe_ok:
                     checked.append(slot)
                 continue
@@ -258,7 +258,7 @@ class Router:
         slot = self._slots.get(name)
         if slot is not None:
             slot.outstanding += 1
-            if not slot.breaker.closed:  # only a half-open breaker counts its probe
+            if slot.breaker.state is not CLOSED:  # only a half-open breaker counts its probe
                 slot.breaker.begin()
 
     def finished(self, name: str, ok: bool, error: str = "") -> None:
