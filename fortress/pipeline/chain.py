@@ -373,7 +373,7 @@ class Gate:
     def _route(self, path: str, client_ip: str) -> Route | LocalReply:
         """Stages 3-4: the IP policy, then the route class; a refusal for unknown and never-forwarded
         routes."""
-        route = routes.EXACT.get(path) or routes.classify(path)  # the usual path needs no call
+        route = routes.classify(path)
         if not self.c.ip.allows(client_ip):
             return error_reply(403, "forbidden: your address is not allowed", route.shape, close=True)
         kind = route.kind

@@ -48,7 +48,7 @@ def _r(name: str, kind: Kind, methods: str, shape: Shape | None = None, **flags:
 
 HEALTH = _r("/health", Kind.PUBLIC, "GET HEAD", federated=True)  # public; detail for admin-scope keys
 AUTH = _r("/auth", Kind.OLLAMA, "POST DELETE", federated=True)  # IP trust sessions (chain.py, worker.py)
-EXACT: dict[str, Route] = {  # path -> route, for the paths that are routes as they are
+_EXACT: dict[str, Route] = {  # path -> route, for the paths that are routes as they are
     r.name: r
     for r in (
         _r("/", Kind.PUBLIC, "GET HEAD"),
@@ -82,8 +82,8 @@ EXACT: dict[str, Route] = {  # path -> route, for the paths that are routes as t
     )
 }
 ALIASES = ("/models", "/chat/completions", "/completions", "/embeddings")  # OpenAI's paths without /v1
-EXACT.update({alias: EXACT["/v1" + alias] for alias in ALIASES})
-SHOW = EXACT["/api/show"]
+_EXACT.update({alias: _EXACT["/v1" + alias] for alias in ALIASES})
+SHOW = _EXACT["/api/show"]
 BLOBS = _r("/api/blobs/*", Kind.OLLAMA, "HEAD POST", model_admin=True)
 V1_MODEL = _r("/v1/models/*", Kind.OPENAI, "GET", federated=True)
 _NEVER_PREFIX = _r("/api/user/*", Kind.NEVER, "GET POST DELETE")
@@ -95,7 +95,7 @@ UNKNOWN = _r("*", Kind.UNKNOWN, "")
 
 def classify(path: str) -> Route:
     """The route for a path (without query string). Never raises."""
-    route = EXACT.get(path)
+    route = _EXACT.get(path)
     if route is not None:
         return route
     if path.startswith("/api/"):

@@ -23,7 +23,7 @@ import httptools
 
 from fortress.http import replies
 from fortress.pipeline import routes
-from fortress.pipeline.chain import RECHECK, Admit
+from fortress.pipeline.chain import RECHECK, SEARCH, Admit
 from fortress.pipeline.validate import looks_like_zip
 from fortress.proxy import fanout, websearch
 from fortress.proxy.exchange import Exchange
@@ -74,7 +74,6 @@ _DROP_ONLY = _DROP - {
     b"origin",
     b"access-control-request-headers",
 }
-_SEARCH = routes.Kind.SEARCH  # read per request: an Enum member through its class costs 4x a global
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _FORWARDED = b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\nForwarded: for=%s\r\n"  # for=: RFC 7239 node syntax
 _NEVER = float("inf")
@@ -555,7 +554,7 @@ class ClientProtocol(asyncio.Protocol):
         self._begin(ex)
 
     def _begin(self, ex: Exchange) -> None:
-        if ex.route.kind is _SEARCH:
+        if ex.route.kind is SEARCH:
             websearch.start(ex)
         elif ex.backend_hint == fanout.ALL:
             fanout.start(ex)
