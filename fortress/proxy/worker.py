@@ -135,8 +135,11 @@ class Worker:
         self.metrics_access = MetricsAccess(config.metrics)
         self.snapshot_version = 0
         self.loaded_at = 0.0  # when the snapshot in use was taken (unix time)
-        self._ids = itertools.count(1)
-        self._id_prefix = os.urandom(4).hex().encode()
+        # request ids "<8 hex digits>-<hex counter>", made by C iterators alone (no Python frame per id)
+        ids = zip(itertools.repeat(os.urandom(4).hex().encode()), itertools.count(1))
+        self.next_id: Callable[[], bytes] = map(b"%s-%x".__mod__, ids).__next__
+        # the router's, bound once: the exchange reports every attempt's end here (stage 9)
+        self.finished = self.router.finished
         self.swap(snapshot)
 
     # -- configuration ---------------------------------------------------------------------------
@@ -172,9 +175,6 @@ class Worker:
         self.poller.poke()
 
     # -- backend choice (stage 9) is the router's; these keep its counts and inventory right -------------
-    def finished(self, backend: str, ok: bool, error: str = "") -> None:
-        self.router.finished(backend, ok, error)
-
     def model_missing(self, backend: str, model: str) -> None:
         self.router.model_missing(backend, model)
         self.poller.poke(backend)
@@ -346,9 +346,6 @@ class Worker:
         path, _, query = url.partition(b"?")
         kept = [p for p in query.split(b"&") if not p.startswith(b"api_key=")]
         return path + b"?" + b"&".join(kept) if kept else path
-
-    def next_id(self) -> bytes:
-        return b"%s-%x" % (self._id_prefix, next(self._ids))
 
     # -- accounting (stage 12) ---------------------------------------------------------------------------
     def account(self, ex: Exchange, prompt: int | None, completion: int | None) -> None:
