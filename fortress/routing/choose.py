@@ -22,7 +22,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from fortress.backends.kind import kind_named
 from fortress.config import RoutingConfig
@@ -35,11 +35,14 @@ from fortress.state.snapshot import BackendRecord
 _NONE: frozenset[str] = frozenset()  # no backend excluded, none loaded: one shared empty set
 
 
-@dataclass(slots=True)  # not frozen: one per request, and a frozen __init__ costs a setattr call per field
-class Choice:
+class Choice(NamedTuple):
     backend: BackendRecord
     model: str | None  # the name to send upstream: a provider (static models) gets its own model name
     loaded: bool  # the backend had the model in memory (known or just sent there)
+
+
+# One Choice per request, made by tuple.__new__ itself: NamedTuple's own __new__ is a Python function
+_choice = tuple.__new__
 
 
 class Verdict(enum.Enum):
@@ -176,23 +179,29 @@ class Router:
 
         `exclude` names backends already tried; they are used again only when nobody else can serve.
         """
-        key = model_key(model) if model else None
-        names = self._names(key)
-        loaded = self.inventory.loaded_on(key) if key is not None else _NONE
+        inventory = self.inventory
+        if model:
+            key = model_key(model)
+            names = inventory.holding.get(key) or inventory.unrefreshed()  # as _names(), without its call
+            loaded = inventory.in_memory.get(key, _NONE)
+        else:
+            key = None
+            names = self._general
+            loaded = _NONE
         slot = self._pick(names, loaded, exclude)
         if slot is None and exclude:
             slot = self._pick(names, loaded, _NONE)
         if slot is None:
             return None
         if key is None:
-            return Choice(slot.record, model, False)
+            return _choice(Choice, (slot.record, model, False))
         warm = slot.name in loaded
         if slot.static:
-            self.inventory.used(slot.name, key)
-            return Choice(slot.record, self.inventory.served_name(slot.name, key), warm)
+            inventory.used(slot.name, key)
+            return _choice(Choice, (slot.record, inventory.served_name(slot.name, key), warm))
         if not warm:
-            self.inventory.mark_loaded(slot.name, key)
-        return Choice(slot.record, model, warm)
+            inventory.mark_loaded(slot.name, key)
+        return _choice(Choice, (slot.record, model, warm))
 
     def _names(self, key: str | None) -> tuple[str, ...]:
         if key is None:

@@ -92,17 +92,19 @@ class Inventory:
 
     def __init__(self) -> None:
         self._backends: dict[str, BackendInventory] = {}
-        self._holders: dict[str, tuple[str, ...]] = {}  # model key -> backends that have it
-        self._loaded: dict[str, frozenset[str]] = {}  # model key -> backends that have it in memory
+        # the two indexes, read by the router on every request as plain dicts (a method call per read
+        # costs more than the lookup); rebuilt by _changed(), `in_memory` also added to by mark_loaded()
+        self.holding: dict[str, tuple[str, ...]] = {}  # model key -> backends that have it
+        self.in_memory: dict[str, frozenset[str]] = {}  # model key -> backends that have it in memory
         self.generation = 0  # bumped on every change, so callers can cache derived bytes
 
-    # -- reads (hot path) ---------------------------------------------------------------------
+    # -- reads -------------------------------------------------------------------------------------
     def holders(self, key: str) -> tuple[str, ...]:
         """Backends whose list contains the model (key from model_key)."""
-        return self._holders.get(key, ())
+        return self.holding.get(key, ())
 
     def loaded_on(self, key: str) -> frozenset[str]:
-        return self._loaded.get(key, _NONE)
+        return self.in_memory.get(key, _NONE)
 
     def loaded_count(self, name: str) -> int:
         entry = self._backends.get(name)
@@ -188,7 +190,7 @@ class Inventory:
         entry = self._backends.get(name)
         if entry is not None and key not in entry.loaded and key not in entry.expected:
             entry.expected.add(key)
-            self._loaded[key] = self._loaded.get(key, _NONE) | {name}  # no full rebuild here
+            self.in_memory[key] = self.in_memory.get(key, _NONE) | {name}  # no full rebuild here
             self.generation += 1
 
     def served(self, name: str, key: str, expires_at: float) -> None:
@@ -237,6 +239,6 @@ class Inventory:
                 holders.setdefault(key, []).append(entry.name)
             for key in (*entry.loaded, *entry.expected):
                 loaded.setdefault(key, set()).add(entry.name)
-        self._holders = {k: tuple(v) for k, v in holders.items()}
-        self._loaded = {k: frozenset(v) for k, v in loaded.items()}
+        self.holding = {k: tuple(v) for k, v in holders.items()}
+        self.in_memory = {k: frozenset(v) for k, v in loaded.items()}
         self.generation += 1
