@@ -63,19 +63,18 @@ class Pool:
     def release(self, conn: UpstreamProtocol) -> None:
         """A connection whose response is fully framed: idle again if it may be reused, else closed (as is
         one whose backend changed or went away while it was out: it leads to the old endpoint)."""
-        active = self._active.get(conn.backend)
-        if active is None or conn not in active:
-            conn.close()  # retired by drop()
-            return
-        active.remove(conn)
-        idle = self._idle.get(conn.backend)
-        if idle is None:
-            idle = self._idle[conn.backend] = deque()
-        if len(idle) >= self.max_idle or not conn.reusable:
+        backend = conn.backend
+        try:  # a backend has both a set of active and a deque of idle connections, from open() to drop()
+            self._active[backend].remove(conn)
+        except KeyError:  # retired by drop(): its backend's set is gone, or is a new one without it
             conn.close()
             return
-        conn.idle_since = self.now
-        idle.append(conn)
+        idle = self._idle[backend]
+        if len(idle) < self.max_idle and conn.reusable:
+            conn.idle_since = self.now
+            idle.append(conn)
+        else:
+            conn.close()
 
     def discard(self, conn: UpstreamProtocol) -> None:
         """A connection that failed or was abandoned mid-response: closed, never reused."""
@@ -92,6 +91,7 @@ class Pool:
         active = self._active.get(target.name)
         if active is None:
             active = self._active[target.name] = set()
+            self._idle.setdefault(target.name, deque())
         active.add(conn)
         return conn
 
