@@ -27,33 +27,35 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 
 HOLD_BYTES = 64 * 1024  # a transport's default high-water mark
 JOIN_BELOW = 16 * 1024  # a write queued right after a smaller one to the same transport joins it
 
 
 class Outbox:
-    __slots__ = ("first", "held", "items", "loop")
+    __slots__ = ("first", "held", "items", "soon")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # the turn's flush: it runs after this turn's I/O callbacks, before the next poll
+        self.soon = partial(loop.call_soon, self.flush)
         self.items: list[tuple[asyncio.WriteTransport, bytes]] = []
         self.held = 0  # bytes in `items`
         self.first: Callable[[], None] | None = None
 
     def write(self, transport: asyncio.WriteTransport, data: bytes) -> None:
         items = self.items
-        if not items:
-            self.loop.call_soon(self.flush)  # runs after this turn's I/O callbacks, before the next poll
-            items.append((transport, data))
-        else:
+        if items:
             before, queued = items[-1]
             if before is transport and len(queued) < JOIN_BELOW:  # one send() for both (a head, its end)
                 items[-1] = (transport, queued + data)
             else:
                 items.append((transport, data))
-        self.held += len(data)
-        if self.held > HOLD_BYTES:
+        else:
+            self.soon()
+            items.append((transport, data))
+        held = self.held = self.held + len(data)
+        if held > HOLD_BYTES:
             self.flush()
 
     def flush(self) -> None:
