@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,24 +20,25 @@ _EXTRA_FRACTION = re.compile(r"(\.\d{6})\d+")
 _NONE: frozenset[str] = frozenset()
 
 
-_KEYS: dict[str, str] = {}  # model_key's answers: a request asks for its model's key several times
 _KEYS_MAX = 4096
 
 
-def model_key(name: str) -> str:
+class _Keys(dict[str, str]):
+    """model_key's answers, each computed once: a request asks for its model's key several times, and a
+    known name is then a dict lookup in C, with no Python frame."""
+
+    def __missing__(self, name: str) -> str:
+        if len(self) >= _KEYS_MAX:  # names come from clients: bounded
+            self.clear()
+        key = self[name] = _model_key(name)
+        return key
+
+
+def _model_key(name: str) -> str:
     """Ollama's matching rule: case-insensitive, the default tag, host and namespace implied.
 
     "Llama3" == "llama3:latest" == "library/llama3" == "registry.ollama.ai/library/llama3:latest".
     """
-    key = _KEYS.get(name)
-    if key is None:
-        if len(_KEYS) >= _KEYS_MAX:  # names come from clients: bounded
-            _KEYS.clear()
-        key = _KEYS[name] = _model_key(name)
-    return key
-
-
-def _model_key(name: str) -> str:
     key = name.strip().lower()
     if key.rfind(":") <= key.rfind("/"):  # no tag (a colon before the last slash is a host port)
         key += ":latest"
@@ -46,6 +47,9 @@ def _model_key(name: str) -> str:
     if key.startswith(_DEFAULT_NAMESPACE) and key.count("/") == 1:
         key = key[len(_DEFAULT_NAMESPACE) :]
     return key
+
+
+model_key: Callable[[str], str] = _Keys().__getitem__  # the key of a model name (_model_key), cached
 
 
 def parse_time(text: Any) -> float:
