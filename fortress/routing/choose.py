@@ -276,7 +276,10 @@ class Router:
         if slot is not None:
             if slot.outstanding:  # never below zero
                 slot.outstanding -= 1
-            if slot.breaker.record(ok, error) and self.on_open is not None:
+            breaker = slot.breaker
+            if ok and breaker.state is CLOSED:
+                breaker.failures = 0  # what record(True) does to a closed breaker, without its call
+            elif breaker.record(ok, error) and self.on_open is not None:
                 self.on_open(name)
         if self.queue.size:
             self.drain()
