@@ -221,10 +221,13 @@ class Router:
                 if breaker.probe_ok:
                     checked.append(slot)
                 continue
-            (warm if name in loaded else cold).append(slot)
+            if name in loaded:
+                warm.append(slot)
+            else:
+                cold.append(slot)
+        if len(warm) == 1:
+            return warm[0]  # the common single holder: no ranking to do
         if warm:
-            if len(warm) == 1:
-                return warm[0]  # the common single holder: no ranking to do
             best = min(s.outstanding for s in warm)
             return self._round_robin([s for s in warm if s.outstanding == best])
         cold = cold or checked
