@@ -145,7 +145,14 @@ class Writer:
         patiently(f"usage batch {seq} ({len(rows)} rows)", lambda: store(self.conn, rows, self.stream, seq))
 
 
+# An adapter for None that returns None (a dict's get, in C): without one, the sqlite3 module looks for
+# __adapt__ and __conform__ on every None it binds, raising and clearing an AttributeError for each, which
+# cost ~0.2 µs per NULL; a usage row has three or so (tokens, error). The value bound is NULL either way.
+_NULL = {}.get
+
+
 def connect(db_path: str) -> sqlite3.Connection:
+    sqlite3.register_adapter(type(None), _NULL)
     conn = sqlite3.connect(db_path, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 5000")
     patiently("opening the database", lambda: conn.execute("PRAGMA journal_mode = WAL"))
