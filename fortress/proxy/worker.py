@@ -190,11 +190,13 @@ class Worker:
 
     def served(self, backend: str, model: str, doc: dict | None) -> None:
         """A request for `model` succeeded there: it is loaded now (or unloaded, for keep_alive 0)."""
-        inventory = self.router.inventory
-        if doc is not None and _unloads(doc.get("keep_alive")):
-            inventory.unloaded(backend, model_key(model))
+        keep = doc.get("keep_alive") if doc is not None else None
+        if keep is not None and _unloads(keep):
+            self.router.inventory.unloaded(backend, model_key(model))
         else:
-            inventory.served(backend, model_key(model), _expiry(doc))  # formatted only when new there
+            self.router.inventory.served(
+                backend, model_key(model), DEFAULT_KEEP_ALIVE_S if keep is None else _keep_s(keep)
+            )
 
     def recheck(self, then: Callable[[], None]) -> bool:
         """Call `then` once the snapshot is known current (freshness.py); False when it cannot be."""
@@ -525,9 +527,9 @@ def _unloads(keep_alive: object) -> bool:
     return isinstance(keep_alive, str) and keep_alive.strip() in _UNLOADS
 
 
-def _expiry(doc: dict | None) -> float:
-    """When the backend will unload the model (Unix seconds): the request's keep_alive when it is a
-    number of seconds, else Ollama's default."""
-    keep = doc.get("keep_alive") if doc is not None else None
-    seconds = keep if isinstance(keep, int | float) and not isinstance(keep, bool) and keep > 0 else None
-    return time.time() + (seconds or DEFAULT_KEEP_ALIVE_S)
+def _keep_s(keep_alive: object) -> float:
+    """How long the backend keeps the model loaded: the request's keep_alive when it is a positive number
+    of seconds, else Ollama's default."""
+    if isinstance(keep_alive, int | float) and not isinstance(keep_alive, bool) and keep_alive > 0:
+        return keep_alive
+    return DEFAULT_KEEP_ALIVE_S

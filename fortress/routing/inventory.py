@@ -197,9 +197,10 @@ class Inventory:
             self.in_memory[key] = self.in_memory.get(key, _NONE) | {name}  # no full rebuild here
             self.generation += 1
 
-    def served(self, name: str, key: str, expires_at: float) -> None:
+    def served(self, name: str, key: str, keep_s: float) -> None:
         """A request for the model succeeded there, so it is in memory now, whatever the last /api/ps
-        said: listed as loaded (an entry made from its /api/tags object) until the next /api/ps."""
+        said: listed as loaded (an entry made from its /api/tags object, expiring `keep_s` from now)
+        until the next /api/ps. Nothing to do, the common case, when it is listed as loaded already."""
         entry = self._backends.get(name)
         if entry is None or entry.static or key in entry.loaded:
             return
@@ -208,7 +209,7 @@ class Inventory:
             return
         entry.loaded[key] = {
             **{k: listed[k] for k in ("name", "model", "size", "digest", "details") if k in listed},
-            "expires_at": datetime.fromtimestamp(expires_at, UTC).isoformat(),
+            "expires_at": datetime.fromtimestamp(time.time() + keep_s, UTC).isoformat(),
             "size_vram": listed.get("size", 0),
         }
         self._changed()
