@@ -1,7 +1,7 @@
 """The hot path's backend connections: opened, kept alive, reused and expired here, and nowhere else.
 
-Like httpcore's pool it sees connections only through predicates (`reusable`), decides first, then does
-the I/O. Per backend one LIFO deque of idle connections: acquire and release are O(1), the most
+Like httpcore's pool it sees connections only through predicates (`reusable`, `closed`), decides first,
+then does the I/O. Per backend one LIFO deque of idle connections: acquire and release are O(1), the most
 recently used connection (the one least likely to have been closed by the backend) goes out first, and
 idle ones older than `idle_expiry_s` are closed by `sweep()`. A connection comes back only through
 `release()` once its response is fully framed, or `discard()` when it failed; the exchange does exactly
@@ -50,11 +50,12 @@ class Pool:
 
     # -- decisions, O(1) -----------------------------------------------------------------------------
     def acquire(self, backend: str) -> UpstreamProtocol | None:
-        """The most recently used idle connection that is still reusable, or None."""
+        """The most recently used idle connection that is still open, or None. It was reusable when it
+        came back (release), and idle, nothing but the backend closing it can change that."""
         idle = self._idle.get(backend)
         while idle:
             conn = idle.pop()
-            if conn.reusable:
+            if not conn.closed:
                 self.reused += 1
                 self._active[backend].add(conn)
                 return conn
