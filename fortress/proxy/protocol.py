@@ -28,51 +28,37 @@ from fortress.pipeline.validate import looks_like_zip
 from fortress.proxy import fanout, websearch
 from fortress.proxy.exchange import Exchange
 from fortress.proxy.flow import FlowControl
-from fortress.proxy.request import Mode, Request
+from fortress.proxy.request import BUFFER, DISCARD, HEAD, SENT, STREAM, Request
 
 if TYPE_CHECKING:
     from fortress.proxy.worker import Worker
 
 log = logging.getLogger("fortress.proxy")
 
-# Client headers never forwarded: credentials, cookies, hop-by-hop, and the ones Fortress sets itself.
-_DROP = frozenset(
-    (
-        b"host",
-        b"authorization",
-        b"x-api-key",
-        b"cookie",
-        b"proxy-authorization",
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"transfer-encoding",
-        b"content-length",
-        b"expect",
-        b"x-forwarded-for",
-        b"x-real-ip",
-        b"forwarded",
-        b"x-request-id",
-        b"x-fortress-backend",
-        b"origin",  # Fortress answers CORS itself; a backend (Ollama) would refuse a foreign Origin
-        b"access-control-request-headers",
-    )
-)
-# ... of which these are only dropped (the others are read first): Host comes with every request
-_DROP_ONLY = _DROP - {
-    b"authorization",
-    b"x-api-key",
-    b"content-length",
-    b"transfer-encoding",
-    b"x-forwarded-for",
-    b"x-request-id",
-    b"expect",
-    b"x-fortress-backend",
-    b"origin",
-    b"access-control-request-headers",
+# Client headers never forwarded (credentials, cookies, hop-by-hop, the ones Fortress sets itself), each with
+# the Request field on_header reads it into ("": only dropped). One lookup per header decides both.
+_NOT_FORWARDED = {
+    b"host": "",  # Host comes with every request
+    b"authorization": "authorization",
+    b"x-api-key": "x_api_key",
+    b"cookie": "",
+    b"proxy-authorization": "",
+    b"connection": "connection",
+    b"keep-alive": "",
+    b"proxy-connection": "",
+    b"te": "",
+    b"trailer": "",
+    b"upgrade": "",
+    b"transfer-encoding": "chunked",
+    b"content-length": "content_length",
+    b"expect": "expect",
+    b"x-forwarded-for": "xff",
+    b"x-real-ip": "",
+    b"forwarded": "",
+    b"x-request-id": "request_id",
+    b"x-fortress-backend": "backend_hint",
+    b"origin": "origin",  # Fortress answers CORS itself; a backend (Ollama) would refuse a foreign Origin
+    b"access-control-request-headers": "cors_headers",
 }
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _FORWARDED = b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\nForwarded: for=%s\r\n"  # for=: RFC 7239 node syntax
@@ -99,14 +85,16 @@ class ClientProtocol(asyncio.Protocol):
         self.flow: FlowControl | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ""
-        self.req: Request | None = None
+        # the request being read (None until the first one's target arrives: no parser callback reads it
+        # then, so the callbacks need no check)
+        self.req: Request = None  # type: ignore[assignment]
         self.ex: Exchange | None = None
         self.parked: Request | None = None  # waiting for the worker before it is decided (again)
         self.queue: deque[Request] = deque()
         self.closed = False
         self.last = False  # a request that closes the connection was read whole: read nothing more
         self.head_bytes = 0
-        self.head_size = 0  # URL and header lines of the current request, as parsed
+        self.head_size = 0  # URL and header lines of the current request, as parsed (0: none yet)
         self.due = 0.0  # monotonic time after which the sweeper closes this connection (0: none)
         self.forwarded = ("", b"")  # (client address, its X-Forwarded-For/X-Real-IP/Forwarded lines)
         self.max_head = worker.cfg.max_header_bytes
@@ -163,7 +151,7 @@ class ClientProtocol(asyncio.Protocol):
             ex.expire(now)  # the backend is late, not the client
             return
         req = self.req
-        if req is not None and req.mode in (Mode.HEAD, Mode.BUFFER) and ex is None:
+        if req is not None and req.mode in (HEAD, BUFFER) and ex is None:
             self._write(replies.render(replies.error_reply(408, "request timeout"), self.w.next_id(), False))
         self.close()
 
@@ -201,7 +189,7 @@ class ClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.last:
             return  # after a request with Connection: close (or HTTP/1.0) nothing more is served
-        if self.req is None or self.req.mode == Mode.HEAD:
+        if self.req is None or self.req.mode == HEAD:
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -226,7 +214,7 @@ class ClientProtocol(asyncio.Protocol):
                 )
             return
         req = self.req
-        if req is not None and req.mode == Mode.HEAD and self.head_bytes > self.max_head:
+        if req is not None and req.mode == HEAD and self.head_bytes > self.max_head:
             self._reject(replies.error_reply(431, "request header fields too large", close=True))
 
     def _reject(self, reply: replies.LocalReply) -> None:
@@ -235,70 +223,64 @@ class ClientProtocol(asyncio.Protocol):
             self.close()
 
     # -- httptools callbacks ------------------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        now = time.monotonic()
-        self.req = Request(now)
-        self.head_size = 0
-        if self.ex is None and not self.queue:
-            self.due = now + self.w.cfg.header_timeout_s
-
     def on_url(self, url: bytes) -> None:
-        assert self.req is not None
-        self.req.url.append(url)
+        """The target's first piece starts a request: httptools' on_message_begin would cost one callback
+        more per request (head_size is 0 from the end of a message to the next target)."""
+        if self.head_size:
+            self.req.target += url
+        else:
+            now = time.monotonic()
+            self.req = Request(now, url)
+            if self.ex is None and not self.queue:
+                self.due = now + self.w.cfg.header_timeout_s
         self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        req = self.req
-        assert req is not None
         # a head that arrives in one read is parsed whole before data_received can measure it
         size = self.head_size = self.head_size + len(name) + len(value) + 4
         if size > self.max_head:
             raise BadRequest(replies.error_reply(431, "request header fields too large", close=True))
-        lname = name.lower()
-        if lname not in _DROP:
-            req.fwd.append(name + b": " + value + b"\r\n")
-        elif lname not in _DROP_ONLY:
-            if lname == b"authorization":
+        field = _NOT_FORWARDED.get(name.lower())
+        if field is None:
+            self.req.fwd.append(name + b": " + value + b"\r\n")
+        elif field:
+            req = self.req
+            if field == "authorization":
                 req.authorization = value
-            elif lname == b"x-api-key":
-                req.x_api_key = value
-            elif lname == b"content-length":
+            elif field == "content_length":
                 if req.content_length is not None or not value.isdigit():
                     raise BadRequest(
                         replies.error_reply(400, "invalid or repeated Content-Length", close=True)
                     )
                 req.content_length = int(value)
-            elif lname == b"transfer-encoding":
+            elif field == "chunked":
                 if value.strip().lower() != b"chunked" or req.chunked:
                     raise BadRequest(replies.error_reply(400, "unsupported Transfer-Encoding", close=True))
                 req.chunked = True
-            elif lname == b"x-forwarded-for":
+            elif field == "xff":
                 req.xff = value if req.xff is None else req.xff + b", " + value
-            elif lname == b"x-request-id":
-                req.request_id = value
-            elif lname == b"expect":
+            elif field == "expect":
                 req.expect = value.lower() == b"100-continue"
-            elif lname == b"x-fortress-backend":
-                req.backend_hint = value
-            elif lname == b"origin":
-                req.origin = value
-            elif lname == b"access-control-request-headers":
-                req.cors_headers = value
+            elif field == "connection":
+                req.connection = True
+            else:  # the last one of these counts
+                setattr(req, field, value)
 
     def on_headers_complete(self) -> None:
         req = self.req
-        assert req is not None
         parser = self.parser
         if req.chunked and req.content_length is not None:
             raise BadRequest(
                 replies.error_reply(400, "both Content-Length and Transfer-Encoding", close=True)
             )
         req.method = parser.get_method()
-        req.http10 = parser.get_http_version() == "1.0"
-        req.keep_alive = parser.should_keep_alive()
+        keep = req.keep_alive = parser.should_keep_alive()
+        # kept alive without a Connection header is HTTP/1.1 (1.0 needs "Connection: keep-alive"): the
+        # version, a string httptools formats on each call, is asked for only otherwise
+        req.http10 = (req.connection or not keep) and parser.get_http_version() == "1.0"
         self.head_bytes = 0
         if self.ex is not None or self.queue or self.parked is not None:
-            req.mode = Mode.BUFFER  # pipelined: wait for the request ahead
+            req.mode = BUFFER  # pipelined: wait for the request ahead
             self.queue.append(req)
             self.pause()
             return
@@ -306,9 +288,8 @@ class ClientProtocol(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         req = self.req
-        assert req is not None
         mode = req.mode
-        if mode == Mode.STREAM:
+        if mode == STREAM:
             ex = self.ex
             if ex is not None:
                 req.body_size += len(body)
@@ -325,26 +306,26 @@ class ClientProtocol(asyncio.Protocol):
                         self._begin_upload(req, ex)
                     return
                 ex.send_body(body)
-        elif mode == Mode.BUFFER:
+        elif mode == BUFFER:
             req.body_size += len(body)
             if req.body_size > self.w.cfg.max_body_bytes:
                 raise BadRequest(replies.error_reply(413, "request body too large", close=True))
             req.body.append(body)
-        elif mode == Mode.DISCARD:
+        elif mode == DISCARD:
             req.body_size += len(body)
             if req.body_size > _DISCARD_LIMIT:
                 raise BadRequest(replies.error_reply(413, "request body too large", close=True))
 
     def on_message_complete(self) -> None:
+        self.head_size = 0  # (not before: a chunked body's trailers are header lines too)
         req = self.req
-        assert req is not None
         req.complete = True
         if not req.keep_alive:
             self.last = True
         if req is self.parked:
             return  # decided once the worker calls back
         mode = req.mode
-        if mode == Mode.STREAM:
+        if mode == STREAM:
             ex = self.ex
             if ex is not None:
                 self.due = 0.0
@@ -352,19 +333,18 @@ class ClientProtocol(asyncio.Protocol):
                     self._begin_upload(req, ex)  # a body of fewer than 4 bytes
                 if self.ex is ex:
                     ex.end_body()
-        elif mode == Mode.BUFFER:
+        elif mode == BUFFER:
             if req.admit is not None:
                 self._dispatch(req)
             elif self.ex is None and self.parked is None and self.queue and self.queue[0] is req:
                 self._idle()  # a pipelined request completed after the one ahead finished
-        elif mode == Mode.DISCARD and self.ex is None and self.parked is None and not self.queue:
+        elif mode == DISCARD and self.ex is None and self.parked is None and not self.queue:
             self._idle()
 
     # -- decisions -----------------------------------------------------------------------------------
     def _admit(self, req: Request) -> None:
         w = self.w
-        url = req.target = b"".join(req.url)
-        path_b, _, query_b = url.partition(b"?")
+        path_b, _, query_b = req.target.partition(b"?")
         path = req.path = path_b.decode("latin-1")
         if req.request_id is None or not _valid_request_id(req.request_id):
             req.request_id = w.next_id()
@@ -398,7 +378,7 @@ class ClientProtocol(asyncio.Protocol):
                 result, path, req.method, client_ip, lambda r: self._answered(req, r, path, client_ip)
             )
             if reply is None:
-                self._park(req, Mode.DISCARD)
+                self._park(req, DISCARD)
             else:
                 self._local(req, reply, path, client_ip)
             return
@@ -412,7 +392,7 @@ class ClientProtocol(asyncio.Protocol):
             )
             return
         if route.inspect:
-            req.mode = Mode.BUFFER
+            req.mode = BUFFER
             self.due = time.monotonic() + w.cfg.body_timeout_s
             if req.expect and not req.complete:
                 self._write(_CONTINUE)
@@ -426,7 +406,7 @@ class ClientProtocol(asyncio.Protocol):
         held: list[bytes] = []
         if streaming and req.body:  # pieces read while the request was parked
             held, req.body, req.body_size = req.body, [], 0
-        req.mode = Mode.STREAM if streaming else Mode.SENT
+        req.mode = STREAM if streaming else SENT
         self._start(req, route_body=body, streaming=streaming, path=path, client_ip=client_ip)
         for piece in held:
             try:
@@ -459,7 +439,7 @@ class ClientProtocol(asyncio.Protocol):
         """A key would be refused: decide again on a snapshot known to be current (freshness.py)."""
         req.settled = True
         if self.w.recheck(lambda: self._unpark(req) and decide(req)):
-            self._park(req, Mode.BUFFER)
+            self._park(req, BUFFER)
         else:
             decide(req)  # no checks to wait for (a worker without a database): decide now
 
@@ -496,7 +476,7 @@ class ClientProtocol(asyncio.Protocol):
             if shown is not None:
                 self._local(req, shown, path, client_ip)
                 return
-        req.mode = Mode.SENT
+        req.mode = SENT
         self._start(req, outcome.body, False, path, client_ip, outcome.doc)
 
     def _start(
@@ -584,7 +564,7 @@ class ClientProtocol(asyncio.Protocol):
         if not keep:
             self.close()
             return
-        req.mode = Mode.DISCARD
+        req.mode = DISCARD
         if req.complete:
             self._idle()
 
