@@ -96,8 +96,13 @@ class ClientProtocol(asyncio.Protocol):
         self.head_bytes = 0
         self.head_size = 0  # URL and header lines of the current request, as parsed (0: none yet)
         self.due = 0.0  # monotonic time after which the sweeper closes this connection (0: none)
-        self.forwarded = ("", b"")  # (client address, its X-Forwarded-For/X-Real-IP/Forwarded lines)
+        # a client address and its X-Forwarded-For/X-Real-IP/Forwarded lines, rendered once per connection
+        self.forwarded_ip = ""
+        self.forwarded_lines = b""
+        self.cfg = worker.cfg
         self.max_head = worker.cfg.max_header_bytes
+        # the lower of the two body limits: a body within it needs no look at its route (_body_limit)
+        self.body_floor = min(worker.cfg.max_body_bytes, worker.cfg.max_blob_bytes)
 
     # -- connection ------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,7 +114,7 @@ class ClientProtocol(asyncio.Protocol):
         if not self.w.connection_opened(self):
             transport.close()
             return
-        self.due = time.monotonic() + self.w.cfg.header_timeout_s
+        self.due = time.monotonic() + self.cfg.header_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -142,7 +147,7 @@ class ClientProtocol(asyncio.Protocol):
             return self.due or _NEVER
         due = self.due  # a request body still streaming up: stalled clients go, paused reads are ours
         if due and self.flow is not None and self.flow.read_paused:
-            due = self.due = now + self.w.cfg.body_timeout_s
+            due = self.due = now + self.cfg.body_timeout_s
         return min(due or _NEVER, ex.deadline(now))
 
     def expire(self, now: float) -> None:
@@ -232,7 +237,7 @@ class ClientProtocol(asyncio.Protocol):
             now = time.monotonic()
             self.req = Request(now, url)
             if self.ex is None and not self.queue:
-                self.due = now + self.w.cfg.header_timeout_s
+                self.due = now + self.cfg.header_timeout_s
         self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -293,9 +298,9 @@ class ClientProtocol(asyncio.Protocol):
             ex = self.ex
             if ex is not None:
                 req.body_size += len(body)
-                if req.body_size > self._body_limit(ex.admit):
+                if req.body_size > self.body_floor and req.body_size > self._body_limit(ex.admit):
                     raise BadRequest(replies.error_reply(413, "request body too large", close=True))
-                self.due = time.monotonic() + self.w.cfg.body_timeout_s
+                self.due = time.monotonic() + self.cfg.body_timeout_s
                 if ex.route.model_admin and len(req.first_bytes) < 4:
                     if looks_like_zip(req.sniff(body)):
                         raise BadRequest(
@@ -308,7 +313,7 @@ class ClientProtocol(asyncio.Protocol):
                 ex.send_body(body)
         elif mode == BUFFER:
             req.body_size += len(body)
-            if req.body_size > self.w.cfg.max_body_bytes:
+            if req.body_size > self.cfg.max_body_bytes:
                 raise BadRequest(replies.error_reply(413, "request body too large", close=True))
             req.body.append(body)
         elif mode == DISCARD:
@@ -344,8 +349,8 @@ class ClientProtocol(asyncio.Protocol):
     # -- decisions -----------------------------------------------------------------------------------
     def _admit(self, req: Request) -> None:
         w = self.w
-        path_b, _, query_b = req.target.partition(b"?")
-        path = req.path = path_b.decode("latin-1")
+        path, _, query = req.target.decode("latin-1").partition("?")
+        req.path = path
         if req.request_id is None or not _valid_request_id(req.request_id):
             req.request_id = w.next_id()
         client_ip = req.client_ip = w.client_ip(self.peer, req.xff)
@@ -358,7 +363,7 @@ class ClientProtocol(asyncio.Protocol):
         result = gate.head(
             req.method,
             path,
-            query_b.decode("latin-1"),
+            query,
             req.authorization,
             req.x_api_key,
             client_ip,
@@ -382,8 +387,8 @@ class ClientProtocol(asyncio.Protocol):
             else:
                 self._local(req, reply, path, client_ip)
             return
-        has_body = req.chunked or bool(req.content_length)
-        if req.content_length is not None and req.content_length > self._body_limit(result):
+        size = req.content_length
+        if size is not None and size > self.body_floor and size > self._body_limit(result):
             self._local(
                 req,
                 replies.error_reply(413, "request body too large", route.shape, close=True),
@@ -393,12 +398,13 @@ class ClientProtocol(asyncio.Protocol):
             return
         if route.inspect:
             req.mode = BUFFER
-            self.due = time.monotonic() + w.cfg.body_timeout_s
+            self.due = time.monotonic() + self.cfg.body_timeout_s
             if req.expect and not req.complete:
                 self._write(_CONTINUE)
             if req.complete:
                 self._dispatch(req)
             return
+        has_body = req.chunked or bool(size)
         if req.expect and has_body and not req.complete:
             self._write(_CONTINUE)
         body = b"".join(req.body) if (req.complete or not has_body) else None
@@ -430,7 +436,7 @@ class ClientProtocol(asyncio.Protocol):
             return False
         self.parked = None
         if not req.complete:
-            self.due = time.monotonic() + self.w.cfg.body_timeout_s  # the rest of its body must come
+            self.due = time.monotonic() + self.cfg.body_timeout_s  # the rest of its body must come
         if not self.queue:
             self.resume()  # read on, as any request in flight does (a client closing must be seen)
         return True
@@ -449,7 +455,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def _body_limit(self, admit: Admit) -> int:
         """Model files go to /api/blobs and stream through; every other body is held and capped lower."""
-        cfg = self.w.cfg
+        cfg = self.cfg
         return cfg.max_blob_bytes if admit.route is routes.BLOBS else cfg.max_body_bytes
 
     def _dispatch(self, req: Request) -> None:
@@ -493,27 +499,30 @@ class ClientProtocol(asyncio.Protocol):
         w = self.w
         # the address Fortress trusts, in the three headers backends read it from (never the client's own);
         # without X-Forwarded-For it depends on that address alone: rendered once per connection
-        if req.xff is None and self.forwarded[0] == client_ip:
-            line = self.forwarded[1]
+        if req.xff is None and self.forwarded_ip == client_ip:
+            line = self.forwarded_lines
         else:
             ip = client_ip.encode()
             xff = ip if req.xff is None or not w.trusts(self.peer) else req.xff + b", " + self.peer.encode()
             line = _FORWARDED % (xff, ip, b'"[%s]"' % ip if b":" in ip else ip)
             if req.xff is None:
-                self.forwarded = (client_ip, line)
+                self.forwarded_ip, self.forwarded_lines = client_ip, line
         req.fwd.append(line)
         if streaming and not req.chunked and req.content_length is not None:
             # the body follows as it arrives: without its length the backend would read it as requests
             req.fwd.append(b"Content-Length: %d\r\n" % req.content_length)
         # a streamed body must keep arriving: each piece moves the deadline (see on_body)
-        self.due = time.monotonic() + w.cfg.body_timeout_s if streaming else 0.0
+        self.due = time.monotonic() + self.cfg.body_timeout_s if streaming else 0.0
+        target = req.target
+        if b"api_key=" in target:  # the worker takes a key given in the query out (most targets have none)
+            target = w.strip_query_key(target)
         ex = Exchange(
             w,
             self,
             admit,
             req.method,
             path,
-            w.strip_query_key(req.target),
+            target,
             req.fwd,
             req.request_id,
             req.http10,
@@ -578,8 +587,9 @@ class ClientProtocol(asyncio.Protocol):
                 self.queue.popleft()
                 self._admit(req)
                 return
-        self.due = time.monotonic() + self.w.cfg.idle_timeout_s
-        self.resume()
+        self.due = time.monotonic() + self.cfg.idle_timeout_s
+        if self.flow is not None:  # (resume() less its check of closed, made above)
+            self.flow.resume_reading()
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
