@@ -60,6 +60,49 @@ def test_http10_client_gets_a_decoded_stream_and_a_close(fortress: Fortress) -> 
     assert lines[-1]["done"] is True and len(lines) > 3
 
 
+def test_http10_client_asking_for_keep_alive_is_still_answered_as_http10(fortress: Fortress) -> None:
+    """The version is asked of the parser only when a Connection header came (or the connection closes):
+    an HTTP/1.0 client with "Connection: keep-alive" must still get an unchunked stream."""
+    key = fortress.key()
+    body = b'{"model":"llama3.2","prompt":"x"}'
+    request = post("/api/generate", key, body, extra=b"Connection: keep-alive\r\n")
+    out = raw(fortress, request.replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+    head, _, payload = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"transfer-encoding" not in head.lower()
+    lines = [json.loads(x) for x in payload.splitlines() if x]
+    assert lines[-1]["done"] is True and len(lines) > 3
+
+
+def test_a_request_after_a_chunked_body_with_trailers_is_read_as_a_new_request(fortress: Fortress) -> None:
+    """Trailer lines come after the head: the next request still starts at its own target."""
+    key = fortress.key()
+    body = b'{"model":"llama3.2","prompt":"hi","stream":false}'
+    chunked = (
+        b"POST /api/generate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\nX-Sum: 1\r\n\r\n"
+        % (key.encode(), len(body), body)
+    )
+    out = raw(fortress, chunked + post("/api/show", key, b'{"model":"llama3.2"}', close=True))
+    first, second = out.split(b"HTTP/1.1 ")[1:]
+    assert first.startswith(b"200") and b'"done":true' in first
+    assert second.startswith(b"200") and b'"model_info"' in second
+
+
+def test_a_target_split_across_reads_is_read_whole(fortress: Fortress) -> None:
+    key = fortress.key()
+    request = post("/api/show", key, b'{"model":"llama3.2"}', close=True)
+    with socket.create_connection(("127.0.0.1", fortress.port), timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(request[: len(b"POST /api/s")])
+        time.sleep(0.3)  # (two reads for the proxy; were they one, the test would still pass)
+        s.sendall(request[len(b"POST /api/s") :])
+        out = b""
+        while piece := s.recv(65536):
+            out += piece
+    assert out.startswith(b"HTTP/1.1 200") and b'"model_info"' in out
+
+
 def test_chunked_request_body_and_expect_continue(fortress: Fortress) -> None:
     key = fortress.key()
     body = b'{"model":"llama3.2","prompt":"hi","stream":false}'
