@@ -60,6 +60,17 @@ _NOT_FORWARDED = {
     b"origin": "origin",  # Fortress answers CORS itself; a backend (Ollama) would refuse a foreign Origin
     b"access-control-request-headers": "cors_headers",
 }
+_FORWARD = "+"
+# The same answers by the spellings clients send (all lower case, or Title-Case as in "Content-Length"), with
+# the usual forwarded headers: found without lowercasing each name first (a bytes object more per header)
+_SPELT = {
+    spelling: field
+    for name, field in (
+        *_NOT_FORWARDED.items(),
+        *((name, _FORWARD) for name in (b"content-type", b"user-agent", b"accept", b"accept-encoding")),
+    )
+    for spelling in (name, name.title())
+}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _FORWARDED = b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\nForwarded: for=%s\r\n"  # for=: RFC 7239 node syntax
 _NEVER = float("inf")
@@ -245,8 +256,10 @@ class ClientProtocol(asyncio.Protocol):
         size = self.head_size = self.head_size + len(name) + len(value) + 4
         if size > self.max_head:
             raise BadRequest(replies.error_reply(431, "request header fields too large", close=True))
-        field = _NOT_FORWARDED.get(name.lower())
+        field = _SPELT.get(name)
         if field is None:
+            field = _NOT_FORWARDED.get(name.lower(), _FORWARD)
+        if field is _FORWARD:
             self.req.fwd.append(name + b": " + value + b"\r\n")
         elif field:
             req = self.req
@@ -413,7 +426,7 @@ class ClientProtocol(asyncio.Protocol):
         if streaming and req.body:  # pieces read while the request was parked
             held, req.body, req.body_size = req.body, [], 0
         req.mode = STREAM if streaming else SENT
-        self._start(req, route_body=body, streaming=streaming, path=path, client_ip=client_ip)
+        self._start(req, body, streaming)
         for piece in held:
             try:
                 self.on_body(piece)
@@ -462,41 +475,35 @@ class ClientProtocol(asyncio.Protocol):
         """The whole body of an inspected request is here: run the body stage, then forward."""
         admit = req.admit
         assert admit is not None
-        path, client_ip = req.path, req.client_ip
         raw = b"".join(req.body)
         gate = self.w.gate
         if admit.key_in_body:  # no key in the head: the body's api_key (or the address's trust)
-            found = gate.body_key(admit, raw, client_ip, time.time(), req.settled)
+            found = gate.body_key(admit, raw, req.client_ip, time.time(), req.settled)
             if found is RECHECK:
                 self._recheck(req, self._dispatch)
                 return
             if isinstance(found, replies.LocalReply):
-                self._local(req, found, path, client_ip)
+                self._local(req, found, req.path, req.client_ip)
                 return
         outcome = gate.body(admit, raw)
         if isinstance(outcome, replies.LocalReply):
-            self._local(req, outcome, path, client_ip)
+            self._local(req, outcome, req.path, req.client_ip)
             return
         if admit.route is routes.SHOW and outcome.model:
             shown = self.w.provider_show(outcome.model)
             if shown is not None:
-                self._local(req, shown, path, client_ip)
+                self._local(req, shown, req.path, req.client_ip)
                 return
         req.mode = SENT
-        self._start(req, outcome.body, False, path, client_ip, outcome.doc)
+        self._start(req, outcome.body, False, outcome.doc)
 
     def _start(
-        self,
-        req: Request,
-        route_body: bytes | None,
-        streaming: bool,
-        path: str,
-        client_ip: str,
-        doc: dict | None = None,
+        self, req: Request, route_body: bytes | None, streaming: bool, doc: dict | None = None
     ) -> None:
         admit = req.admit
         assert admit is not None and req.request_id is not None
         w = self.w
+        client_ip = req.client_ip
         # the address Fortress trusts, in the three headers backends read it from (never the client's own);
         # without X-Forwarded-For it depends on that address alone: rendered once per connection
         if req.xff is None and self.forwarded_ip == client_ip:
@@ -521,7 +528,7 @@ class ClientProtocol(asyncio.Protocol):
             self,
             admit,
             req.method,
-            path,
+            req.path,
             target,
             req.fwd,
             req.request_id,
@@ -588,8 +595,9 @@ class ClientProtocol(asyncio.Protocol):
                 self._admit(req)
                 return
         self.due = time.monotonic() + self.cfg.idle_timeout_s
-        if self.flow is not None:  # (resume() less its check of closed, made above)
-            self.flow.resume_reading()
+        flow = self.flow  # resume() less its check of closed (made above) and a call when not paused
+        if flow is not None and flow.read_paused:
+            flow.resume_reading()
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
