@@ -71,6 +71,9 @@ _SPELT = {
     )
     for spelling in (name, name.title())
 }
+# self.req until a connection's first target arrives: a head still coming (the bytes read count towards its
+# size) that expire() does not answer; nothing writes to it
+_NO_REQUEST = Request(0.0, b"")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _FORWARDED = b"X-Forwarded-For: %s\r\nX-Real-IP: %s\r\nForwarded: for=%s\r\n"  # for=: RFC 7239 node syntax
 _NEVER = float("inf")
@@ -96,9 +99,7 @@ class ClientProtocol(asyncio.Protocol):
         self.flow: FlowControl | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.peer = ""
-        # the request being read (None until the first one's target arrives: no parser callback reads it
-        # then, so the callbacks need no check)
-        self.req: Request = None  # type: ignore[assignment]
+        self.req = _NO_REQUEST  # the request being read (the parser's callbacks need no check for None)
         self.ex: Exchange | None = None
         self.parked: Request | None = None  # waiting for the worker before it is decided (again)
         self.queue: deque[Request] = deque()
@@ -167,7 +168,7 @@ class ClientProtocol(asyncio.Protocol):
             ex.expire(now)  # the backend is late, not the client
             return
         req = self.req
-        if req is not None and req.mode in (HEAD, BUFFER) and ex is None:
+        if req is not _NO_REQUEST and req.mode in (HEAD, BUFFER) and ex is None:
             self._write(replies.render(replies.error_reply(408, "request timeout"), self.w.next_id(), False))
         self.close()
 
@@ -205,7 +206,7 @@ class ClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.last:
             return  # after a request with Connection: close (or HTTP/1.0) nothing more is served
-        if self.req is None or self.req.mode == HEAD:
+        if self.req.mode == HEAD:
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -229,8 +230,7 @@ class ClientProtocol(asyncio.Protocol):
                     replies.error_reply(400, f"malformed HTTP request: {_parser_reason(exc)}", close=True)
                 )
             return
-        req = self.req
-        if req is not None and req.mode == HEAD and self.head_bytes > self.max_head:
+        if self.req.mode == HEAD and self.head_bytes > self.max_head:
             self._reject(replies.error_reply(431, "request header fields too large", close=True))
 
     def _reject(self, reply: replies.LocalReply) -> None:
