@@ -45,7 +45,7 @@ _NOT_FORWARDED = {
     b"proxy-authorization": "",
     b"connection": "connection",
     b"keep-alive": "",
-    b"proxy-connection": "",
+    b"proxy-connection": "connection",  # llhttp keeps an HTTP/1.0 connection on either (see http10 below)
     b"te": "",
     b"trailer": "",
     b"upgrade": "",
@@ -256,6 +256,8 @@ class ClientProtocol(asyncio.Protocol):
         size = self.head_size = self.head_size + len(name) + len(value) + 4
         if size > self.max_head:
             raise BadRequest(replies.error_reply(431, "request header fields too large", close=True))
+        if self.req.mode != HEAD:
+            return  # a chunked body's trailer: the request was decided on its head; no backend gets it
         field = _SPELT.get(name)
         if field is None:
             field = _NOT_FORWARDED.get(name.lower(), _FORWARD)
@@ -293,8 +295,8 @@ class ClientProtocol(asyncio.Protocol):
             )
         req.method = parser.get_method()
         keep = req.keep_alive = parser.should_keep_alive()
-        # kept alive without a Connection header is HTTP/1.1 (1.0 needs "Connection: keep-alive"): the
-        # version, a string httptools formats on each call, is asked for only otherwise
+        # kept alive without a Connection (or Proxy-Connection) header is HTTP/1.1 (1.0 needs "keep-alive"
+        # in one of them): the version, a string httptools formats on each call, is asked for only otherwise
         req.http10 = (req.connection or not keep) and parser.get_http_version() == "1.0"
         self.head_bytes = 0
         if self.ex is not None or self.queue or self.parked is not None:

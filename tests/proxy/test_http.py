@@ -11,8 +11,9 @@ import time
 
 import httpx
 import psutil
+import pytest
 
-from tests.conftest import Fortress
+from tests.conftest import Fortress, Sim
 
 
 def raw(fortress: Fortress, data: bytes, timeout: float = 10.0) -> bytes:
@@ -60,30 +61,42 @@ def test_http10_client_gets_a_decoded_stream_and_a_close(fortress: Fortress) -> 
     assert lines[-1]["done"] is True and len(lines) > 3
 
 
-def test_http10_client_asking_for_keep_alive_is_still_answered_as_http10(fortress: Fortress) -> None:
-    """The version is asked of the parser only when a Connection header came (or the connection closes):
-    an HTTP/1.0 client with "Connection: keep-alive" must still get an unchunked stream."""
-    request = post(
-        "/api/generate", fortress.key(), b'{"model":"llama3.2","prompt":"x"}', b"Connection: keep-alive\r\n"
-    )
+@pytest.mark.parametrize("header", [b"Connection", b"Proxy-Connection", b"proxy-connection"])
+def test_http10_client_asking_for_keep_alive_is_still_answered_as_http10(
+    fortress: Fortress, header: bytes
+) -> None:
+    """The version is asked of the parser only when a connection header came (or the connection closes):
+    an HTTP/1.0 client asking for keep-alive (llhttp reads Proxy-Connection as Connection) must still get
+    an unchunked stream."""
+    body = b'{"model":"llama3.2","prompt":"x"}'
+    request = post("/api/generate", fortress.key(), body, header + b": keep-alive\r\n")
     head, _, payload = raw(fortress, request.replace(b"HTTP/1.1", b"HTTP/1.0", 1)).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower()
     assert json.loads(payload.splitlines()[-1])["done"] is True  # NDJSON lines, no chunk-size lines between
 
 
-def test_a_request_after_a_chunked_body_with_trailers_is_read_as_a_new_request(fortress: Fortress) -> None:
-    """Trailer lines come after the head: the next request still starts at its own target."""
+def test_trailers_of_a_chunked_body_are_dropped_and_the_next_request_is_read_whole(
+    fortress: Fortress, sim: Sim
+) -> None:
+    """Trailer lines come after the head, once the request is decided: none reaches the backend as a
+    header, none changes the request, and the next request still starts at its own target."""
     key = fortress.key()
     body = b'{"model":"llama3.2","prompt":"hi","stream":false}'
+    trailers = b"X-Sum: 1\r\nX-Request-ID: forged\r\nAuthorization: Bearer nobody\r\n"
     chunked = (
         b"POST /api/generate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
-        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\nX-Sum: 1\r\n\r\n"
-        % (key.encode(), len(body), body)
+        b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n%s\r\n"
+        % (key.encode(), len(body), body, trailers)
     )
+    sim.clear()
     out = raw(fortress, chunked + post("/api/show", key, b'{"model":"llama3.2"}', close=True))
     first, second = out.split(b"HTTP/1.1 ")[1:]
-    assert first.startswith(b"200") and b'"done":true' in first
+    assert first.startswith(b"200") and b'"done":true' in first and b"forged" not in first
     assert second.startswith(b"200") and b'"model_info"' in second
+    (seen,) = [q for q in sim.requests() if q["path"] == "/api/generate"]
+    names = {name.lower() for name, _ in seen["headers"]}
+    assert "x-sum" not in names and "authorization" not in names
+    assert dict((k.lower(), v) for k, v in seen["headers"])["x-request-id"] != "forged"
 
 
 def test_a_target_split_across_reads_is_read_whole(fortress: Fortress) -> None:
