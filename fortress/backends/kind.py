@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from fortress.backends.client import BackendClient
     from fortress.backends.codec import Codec
     from fortress.backends.target import Target
@@ -102,7 +104,7 @@ class BackendKind(Protocol):
         """The request for this backend (`model`: the name it knows the model by); None: send it as it
         came and relay the answer raw. Raises Refused when the backend cannot carry it."""
 
-    def usage(self, tail: list[bytes]) -> tuple[int | None, int | None, bool]:
+    def usage(self, tail: Iterable[bytes]) -> tuple[int | None, int | None, bool]:
         """(prompt tokens, completion tokens, ended with an error) from the last pieces of a raw answer."""
 
     async def probe(self, client: BackendClient, models: bool) -> Probe:
@@ -116,7 +118,7 @@ def bearer_or_basic(credential: str, basic: str) -> tuple[tuple[str, str], ...]:
     return (("Authorization", value),) if value else ()
 
 
-def counts_from_tail(tail: list[bytes]) -> tuple[int | None, int | None, bool]:
+def counts_from_tail(tail: Iterable[bytes]) -> tuple[int | None, int | None, bool]:
     """Token counts from the final object of a response (its last few pieces), without parsing JSON.
 
     Ollama's final NDJSON object carries prompt_eval_count/eval_count, OpenAI's usage object

@@ -17,6 +17,8 @@ from fortress.translate.base import dumps
 from fortress.translate.relay import OpenAIRelay, ask_for_usage
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from fortress.backends.client import BackendClient
     from fortress.backends.kind import Outgoing
     from fortress.pipeline.routes import Route
@@ -54,7 +56,7 @@ class OllamaKind:
                 return Rewrite(req.method, path, dumps(asking), codec=relay, drop=CODEC_DROP)
         return Rewrite(req.method, path, req.body) if alias else None
 
-    def usage(self, tail: list[bytes]) -> tuple[int | None, int | None, bool]:
+    def usage(self, tail: Iterable[bytes]) -> tuple[int | None, int | None, bool]:
         return counts_from_tail(tail)
 
     async def probe(self, client: BackendClient, models: bool) -> Probe:

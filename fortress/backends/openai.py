@@ -24,6 +24,8 @@ from fortress.translate.base import dumps
 from fortress.translate.requests import ROUTES
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from fortress.backends.client import BackendClient
     from fortress.backends.kind import Outgoing
     from fortress.pipeline.routes import Route
@@ -75,7 +77,7 @@ class OpenAIKind:
         relay = OpenAIRelay(client_wants_usage=wants_usage, model=public)
         return Rewrite(req.method, path, dumps(doc), codec=relay, drop=CODEC_DROP)
 
-    def usage(self, tail: list[bytes]) -> tuple[int | None, int | None, bool]:
+    def usage(self, tail: Iterable[bytes]) -> tuple[int | None, int | None, bool]:
         return counts_from_tail(tail)
 
     async def probe(self, client: BackendClient, models: bool) -> Probe:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import Protocol
 
 import httptools
@@ -94,7 +95,6 @@ class UpstreamProtocol(asyncio.Protocol):
         "left",
         "lines",
         "out",
-        "overrun",
         "parser",
         "parsers",
         "pieces",
@@ -116,6 +116,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.parser: httptools.HttpResponseParser | None = None  # this response's: one of `parsers`
         self.parsers: list[httptools.HttpResponseParser | None] = [None, None]  # raw mode, decoded mode
         self.pieces: list[bytes] = []  # decoded mode: the body pieces of the read being parsed
+        self.tail: deque[bytes] = deque(maxlen=3)  # the response's last pieces: its usage is read there
         self.activity = 0  # bumped per read; deadline() compares it to find stalled streams
         self.seen = 0
         self.sent_at = 0.0
@@ -123,29 +124,30 @@ class UpstreamProtocol(asyncio.Protocol):
         self.idle_since = 0.0  # stamped by the pool when the connection goes idle
         self.decoded = False
         self.head_only = False
+        self.buf = b""  # a head's bytes so far (empty again once the head is parsed)
+        self.framed = False  # the body's end is known without a close: chunked, a length, or no body
+        self.keep_alive = True  # False also when the backend sent more than it declared: never reuse
         self._reset()
 
     def _reset(self) -> None:
-        self.buf = b""
+        """Before a response head. `buf` and `pieces` are empty again after every response a connection
+        survives; `status`, `keep_alive` and `framed` are set by every head (on_headers_complete)."""
         self.head_sent = False
         self.lines: list[bytes] = []  # the head's lines the client gets, rendered: "Name", ": ", value, CRLF
         self.dated = False  # the head has a Date line
-        self.status = 0
+        self.status = 0  # still 0 after a feed: the head did not parse as HTTP
         self.done = False
         self.chunked = False  # Transfer-Encoding: chunked (known from the head)
         self.in_chunk = False  # inside a chunk's data: framing written so far ends mid-chunk
-        self.framed = False  # the body's end is known without a close: chunked, a length, or no body
-        self.keep_alive = True
         self.left = -1  # body bytes still due under Content-Length; -1: not length-delimited
-        self.overrun = False  # the backend sent more than it declared: never reuse the connection
-        self.tail: list[bytes] = []
-        self.pieces.clear()
+        self.tail.clear()
 
     # -- pool predicates -------------------------------------------------------------------------
     @property
     def reusable(self) -> bool:
-        """Idle and fit for another request: open, not serving anyone, its last response fully framed."""
-        return not self.closed and self.ex is None and self.transport is not None and not self.overrun
+        """Idle and fit for another request: not serving anyone and open (the pool holds connected ones
+        only; a response not fully framed, or longer than declared, closed its connection in _finish)."""
+        return self.ex is None and not self.closed
 
     @property
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -168,11 +170,9 @@ class UpstreamProtocol(asyncio.Protocol):
         self._reset()
         parser = self.parsers[decoded]
         if parser is None:
-            parser = self.parsers[decoded] = httptools.HttpResponseParser(
-                _Decoding(self) if decoded else self
-            )
+            parser = self.parsers[decoded] = httptools.HttpResponseParser(_Callbacks(self, decoded))
         self.parser = parser
-        self.write(data)
+        self.out.write(self.transport, data)  # type: ignore[arg-type]  # write() inlined
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -214,7 +214,7 @@ class UpstreamProtocol(asyncio.Protocol):
         if left >= 0:  # Content-Length: never a byte more than declared
             if len(data) > left:
                 data = data[:left]
-                self.overrun = True
+                self.keep_alive = False  # overrun: cut at the declared length, never reused
             self.left = left - len(data)
         if not self._parse(ex, data):
             return
@@ -251,14 +251,16 @@ class UpstreamProtocol(asyncio.Protocol):
             if rest:
                 self._head(ex, rest)
             return
+        left = self.left
         if self.done:  # no body (HEAD, 204, 304): anything more is surplus
-            self.overrun = bool(rest)
-            rest = b""
-        elif self.left >= 0 and len(rest) > self.left:
-            rest = rest[: self.left]
-            self.overrun = True
-        if self.left >= 0:
-            self.left -= len(rest)
+            if rest:
+                self.keep_alive = False
+                rest = b""
+        elif left >= 0:
+            if len(rest) > left:
+                rest = rest[:left]
+                self.keep_alive = False
+            self.left = left - len(rest)
         if self.decoded:  # the head first, then the body decoded straight into the exchange
             if not ex.head(self, b""):
                 return
@@ -297,13 +299,13 @@ class UpstreamProtocol(asyncio.Protocol):
         if not pieces:
             return b""
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        self.tail = (self.tail + pieces)[-3:]
+        self.tail.extend(pieces)
         pieces.clear()
         return data
 
     def _finish(self, ex: Receiver, data: bytes) -> None:
         """The response is complete; `data`: raw mode's last read, not relayed yet (b"": all was)."""
-        if not self.keep_alive or self.overrun:
+        if not self.keep_alive:
             self.close()
         ex.complete(self, self._take() if self.decoded else data)
 
@@ -357,14 +359,16 @@ class UpstreamProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         assert parser is not None
-        self.status = parser.get_status_code()
+        status = self.status = parser.get_status_code()
         self.keep_alive = parser.should_keep_alive()
-        if self.chunked:
-            self.left = -1  # chunked framing wins over a Content-Length (and the parser enforces it)
-        if self.head_only or self.status in (204, 304):
-            self.done = True
+        if self.head_only or status in (204, 304):
+            self.done = self.framed = True
             self.left = -1
-        self.framed = self.chunked or self.left >= 0 or self.done
+        elif self.chunked:
+            self.left = -1  # chunked framing wins over a Content-Length (and the parser enforces it)
+            self.framed = True
+        else:
+            self.framed = self.left >= 0
 
     def on_chunk_header(self) -> None:
         self.in_chunk = True
@@ -372,27 +376,35 @@ class UpstreamProtocol(asyncio.Protocol):
     def on_chunk_complete(self) -> None:
         self.in_chunk = False
 
-    def on_body(self, body: bytes) -> None:
-        """Raw mode (decoded mode collects pieces, see _Decoding)."""
-        tail = self.tail  # the last pieces, where the usage of a raw answer is read from
-        tail.append(body)
-        if len(tail) > 3:
-            del tail[0]
-
     def on_message_complete(self) -> None:
         self.done = True
 
 
-class _Decoding:
-    """The parser callbacks of decoded mode: the connection's own, except that body pieces go straight
-    into its list (a C call, no Python frame per chunk) and chunk boundaries are not tracked (Fortress
-    frames what it sends itself). httptools binds the callbacks an object has when the parser is made."""
+class _Callbacks:
+    """The parser callbacks of one mode: the connection's own, except that body pieces go straight into a
+    container (a C call, no Python frame per piece). Raw mode keeps the last three in `tail`, where the
+    usage of a relayed answer is read from; decoded mode collects the read's pieces (handed over once it is
+    parsed, see _parse) and does not track chunk boundaries (Fortress frames what it sends itself).
+    httptools binds the callbacks an object has when the parser is made (an unset slot: none)."""
 
-    __slots__ = ("on_body", "on_header", "on_headers_complete", "on_message_begin", "on_message_complete")
+    __slots__ = (
+        "on_body",
+        "on_chunk_complete",
+        "on_chunk_header",
+        "on_header",
+        "on_headers_complete",
+        "on_message_begin",
+        "on_message_complete",
+    )
 
-    def __init__(self, up: UpstreamProtocol) -> None:
+    def __init__(self, up: UpstreamProtocol, decoded: bool) -> None:
         self.on_message_begin = up.on_message_begin
         self.on_header = up.on_header
         self.on_headers_complete = up.on_headers_complete
-        self.on_body = up.pieces.append  # handed over once the read is parsed (_parse)
         self.on_message_complete = up.on_message_complete
+        if decoded:
+            self.on_body = up.pieces.append
+        else:
+            self.on_body = up.tail.append
+            self.on_chunk_header = up.on_chunk_header
+            self.on_chunk_complete = up.on_chunk_complete
