@@ -100,7 +100,6 @@ class Host(Protocol):
 class Exchange:
     __slots__ = (
         "admit",
-        "attempts",
         "backend_hint",
         "blocked",
         "body",
@@ -138,7 +137,6 @@ class Exchange:
         "ttfb",
         "upstream",
         "w",
-        "write",
     )
 
     def __init__(
@@ -160,7 +158,6 @@ class Exchange:
     ) -> None:
         self.w = w
         self.down = down
-        self.write: Callable[[bytes], None] = down.write
         self.admit = admit
         self.route = admit.route
         self.method = method
@@ -178,11 +175,12 @@ class Exchange:
         self.state: State = _CHOOSING
         self.stream = False
         self.target: Target | None = None
-        self.rewrite: Rewrite | None = None  # this attempt's request as the backend's kind rewrote it
-        self.codec: Codec | None = None  # this attempt's response codec (None: raw relay)
+        # Set by every attempt (_go) before anything reads them: this attempt's request as the backend's
+        # kind rewrote it (None: as it came), and its response codec (None: raw relay).
+        self.rewrite: Rewrite | None
+        self.codec: Codec | None
         self.upstream: UpstreamProtocol | None = None
-        self.tried: list[str] = []
-        self.attempts = 0
+        self.tried: list[str] = []  # the backends of this request's attempts, in order
         self.status = 0
         self.ttfb: float | None = None
         self.bytes_in = len(body) if body else 0
@@ -200,7 +198,7 @@ class Exchange:
         self.looked_again = False  # an unknown model made the backends list their models once more
 
     def _to(self, event: Event) -> None:
-        """Move by the table (states.step inlined: it runs four times per request)."""
+        """Move by the table (states.step inlined; the four moves of every request inline this line)."""
         self.state = TRANSITIONS[self.state][event]  # IllegalTransition for a move it does not list
 
     # -- choosing and connecting -------------------------------------------------------------------
@@ -224,7 +222,7 @@ class Exchange:
         if choice is not None:
             name = choice.backend.name
             w.router.started(name)
-            self._to(_CHOSEN)
+            self.state = TRANSITIONS[self.state][_CHOSEN]
             self.on_backend = name
             self._go(name, choice.model)
             return
@@ -278,16 +276,18 @@ class Exchange:
         target = self.w.targets[name]
         self.target = target
         self.tried.append(name)
-        self.attempts += 1
         try:
             rewrite = self.rewrite = target.kind.rewrite(self, model)
         except Refused as exc:
             self.fail(exc.status, exc.message)
             return
-        if rewrite is not None and rewrite.local is not None:
+        if rewrite is None:
+            self.codec = None
+        elif rewrite.local is not None:
             self._answered(rewrite.local)
             return
-        self.codec = rewrite.codec if rewrite is not None else None
+        else:
+            self.codec = rewrite.codec
         conn = self.w.pool.acquire(name)
         if conn is not None:
             self._send(conn)
@@ -312,7 +312,7 @@ class Exchange:
     def _send(self, conn: UpstreamProtocol) -> None:
         target = self.target
         assert target is not None
-        self._to(_SENT)
+        self.state = TRANSITIONS[self.state][_SENT]
         self.upstream = conn
         decoded = self.codec is not None or not self.raw
         conn.send(self, self.request_bytes(target), decoded, self.method == b"HEAD")
@@ -337,7 +337,7 @@ class Exchange:
         parts += (b"X-Request-ID: ", self.request_id, b"\r\n", target.auth_lines, extra)
         if body is not None:
             if body or method == b"POST":
-                parts += (b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n", body)
+                parts += (b"Content-Length: %d\r\n\r\n" % len(body), body)
             else:
                 parts.append(b"\r\n")
         elif self.chunked_body:
@@ -393,36 +393,31 @@ class Exchange:
             return False
         if status == 404 and self.model and self.route.inspect:
             self.w.model_missing(up.backend, self.model)
-        self._to(_HEAD)
+        self.state = TRANSITIONS[self.state][_HEAD]
         self.ttfb = time.monotonic()
         codec = self.codec
         if codec is not None:
             status, content_type = codec.head(status, up.headers)
             self.status = status
-            self._head_out(up, self._own_head(status, content_type))
-            return True
-        self.status = status
-        client_close = not self.keep_alive or self.w.draining or not self.raw or not up.framed
-        parts = [replies.status_line(status)]
-        parts += up.lines  # the backend's, but the lines no client gets (upstream.on_header)
-        parts += (b"X-Request-ID: ", self.request_id, b"\r\n", self.cors)
-        if not up.dated:
-            parts.append(replies.date_line())
-        for name, value in self.admit.rate_headers:
-            parts += (name, b": ", value, b"\r\n")
-        self.keep_alive = not client_close
-        parts.append(_CLOSE_HEAD if client_close else b"\r\n")
-        parts.append(body)
-        self._head_out(up, b"".join(parts))
-        return True
-
-    def _head_out(self, up: UpstreamProtocol, data: bytes) -> None:
-        """The head (and the body that came with it): out now, or after the usage row when the response
-        is already complete (complete() follows at once)."""
-        if up.done:
+            data = self._own_head(status, content_type)
+        else:
+            self.status = status
+            client_close = not self.keep_alive or self.w.draining or not self.raw or not up.framed
+            self.keep_alive = not client_close
+            parts = [replies.status_line(status)]
+            parts += up.lines  # the backend's, but the lines no client gets (upstream.on_header)
+            parts += (b"X-Request-ID: ", self.request_id, b"\r\n", self.cors)
+            if not up.dated:
+                parts.append(replies.date_line())
+            for name, value in self.admit.rate_headers:
+                parts += (name, b": ", value, b"\r\n")
+            parts += (_CLOSE_HEAD if client_close else b"\r\n", body)
+            data = b"".join(parts)
+        if up.done:  # the whole response came: its bytes go after the usage row (complete() follows)
             self.held = data
         else:
             self._write(data)
+        return True
 
     def _own_head(self, status: int, content_type: bytes) -> bytes:
         """The head of a response whose body Fortress frames itself (a codec's, a fan-out's)."""
@@ -440,7 +435,7 @@ class Exchange:
     def relay(self, data: bytes) -> None:
         """Raw mode: the backend's bytes, straight to the client."""
         self.bytes_out += len(data)
-        self.write(data)
+        self.down.write(data)
 
     def decoded(self, data: bytes) -> None:
         """Decoded mode: through the codec when there is one, framed by Fortress; else as they are
@@ -461,34 +456,37 @@ class Exchange:
 
     def _write(self, data: bytes) -> None:
         self.bytes_out += len(data)
-        self.write(data)
+        self.down.write(data)
 
     def complete(self, up: UpstreamProtocol, last: bytes) -> None:
         """The response is fully framed: the connection goes back to the pool, the usage is recorded,
         then `last` (the response's last bytes, as they came or decoded) goes out."""
-        self._to(_COMPLETE)
+        self.state = TRANSITIONS[self.state][_COMPLETE]
         target = self.target
         assert target is not None
-        self._drop_upstream(reuse=True)
+        self.upstream = None  # _drop_upstream(reuse=True) inlined: the connection is `up`
+        up.detach()
+        self.w.pool.release(up)
+        route = self.route
         codec = self.codec
         if codec is not None:
             last = self._frame(codec.feed(last)) if last else b""
             last += self._frame(codec.end())
             if self.raw:
                 last += replies.LAST_CHUNK
-            prompt, completion, failed = codec.prompt_tokens, codec.completion_tokens, False
-        elif self.route.metered or up.chunked:
+            prompt, completion = codec.prompt_tokens, codec.completion_tokens
+        elif route.metered or up.chunked:
             prompt, completion, failed = target.kind.usage(up.tail)
+            if failed:
+                self.error = "backend reported an error mid-stream"
         else:
             prompt = completion = None
-            failed = False
-        if failed:
-            self.error = "backend reported an error mid-stream"
+        status = self.status
         self.stream = up.chunked
-        self._release_backend(ok=self.status < 500 or answered(self.status, up.tail), error=self.error or "")
-        if self.status == 200 and self.route.metered and self.model:
+        self._release_backend(status < 500 or answered(status, up.tail), self.error or "")
+        if status == 200 and route.metered and self.model:
             self.w.served(target.name, self.model, self.doc)  # so /api/ps lists it at once
-        if self.route.model_admin:
+        if route.model_admin:
             self.w.poller.poke(target.name)  # pull/delete/copy/create change what the backend holds
         self._end(prompt, completion, self.keep_alive, last)
 
@@ -552,12 +550,12 @@ class Exchange:
         if self.streaming_body or self.backend_hint is not None:
             return False  # the body went upstream as it came, or the client named the backend
         elapsed = time.monotonic() - self.t0 + delay
-        return self.w.router.may_retry(self.attempts, elapsed)
+        return self.w.router.may_retry(len(self.tried), elapsed)
 
     def _retry_or_fail(self, message: str, unreachable: bool = False) -> None:
         """Try another backend if allowed; else 503 when none could be reached, 502 when one failed."""
         self._release_backend(ok=False, error=message)
-        delay = self.w.router.retry_delay(self.attempts)
+        delay = self.w.router.retry_delay(len(self.tried))
         if self._can_retry(delay):
             self._to(Event.RETRY)
             self.w.loop.call_later(delay, self.start)
@@ -618,8 +616,9 @@ class Exchange:
 
     def _release_backend(self, ok: bool, error: str = "") -> None:
         """Tell the router this backend's request ended; exactly once per started attempt."""
-        if self.on_backend is not None:
-            self.w.finished(self.on_backend, ok, error)
+        name = self.on_backend
+        if name is not None:
+            self.w.router.finished(name, ok, error)  # the router's own (Host.finished is only a pass-through)
             self.on_backend = None
 
     def _end(self, prompt: int | None, completion: int | None, keep_alive: bool, last: bytes = b"") -> None:
@@ -628,12 +627,12 @@ class Exchange:
         held = self.held
         if held:
             last = held + last if last else held
-            self.held = b""
         self.bytes_out += len(last)
         self.w.account(self, prompt, completion)
+        down = self.down
         if last:
-            self.write(last)
-        self.down.done(keep_alive)
+            down.write(last)
+        down.done(keep_alive)
 
     # -- a response Fortress composes itself (fan-out, web search) -------------------------------------
     def answered_by(self, task: asyncio.Task[None]) -> None:
