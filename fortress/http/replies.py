@@ -17,7 +17,16 @@ from http import HTTPStatus
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
-STATUS_LINE: dict[int, bytes] = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
+
+class _StatusLines(dict[int, bytes]):
+    """`HTTP/1.1 <status> <phrase>\r\n` by status: a subscript, not a call, on the hot path; a status
+    without a registered phrase (a backend's 599) reads as Unknown."""
+
+    def __missing__(self, status: int) -> bytes:
+        return f"HTTP/1.1 {status} Unknown\r\n".encode()
+
+
+STATUS_LINE = _StatusLines({s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus})
 
 # OpenAI error "type" per status, as its clients expect them.
 _OPENAI_TYPE = {
@@ -67,8 +76,7 @@ class Shape(IntEnum):
 
 
 def status_line(status: int) -> bytes:
-    line = STATUS_LINE.get(status)
-    return line if line is not None else f"HTTP/1.1 {status} Unknown\r\n".encode()
+    return STATUS_LINE[status]
 
 
 @dataclass(frozen=True, slots=True)

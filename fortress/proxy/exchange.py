@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from fortress.backends.kind import Refused
 from fortress.http import replies
+from fortress.http.replies import STATUS_LINE
 from fortress.proxy.states import FINAL, TRANSITIONS, Event, State
 from fortress.routing.choose import Choice, Verdict, Waiter
 from fortress.routing.health import answered
@@ -310,24 +311,19 @@ class Exchange:
         self._send(conn)
 
     def _send(self, conn: UpstreamProtocol) -> None:
+        """The request head (and a buffered body) on `conn`, as this backend must receive it; then the body
+        pieces that came meanwhile."""
         target = self.target
         assert target is not None
         self.state = TRANSITIONS[self.state][_SENT]
         self.upstream = conn
-        decoded = self.codec is not None or not self.raw
-        conn.send(self, self.request_bytes(target), decoded, self.method == b"HEAD")
-        if self.pending:
-            for piece in self.pending:
-                self._write_body(piece)
-            self.pending = []
-            self.down.resume()
-
-    def request_bytes(self, target: Target) -> bytes:
-        """The request head (and a buffered body) as this backend must receive it."""
         rw = self.rewrite
         fwd = self.fwd_headers
         if rw is None:
-            method, path, body, extra = self.method, self.target_url, self.body, b""
+            method = self.method
+            path = self.target_url
+            body = self.body
+            extra = b""
         else:
             method, path, body, extra = rw.method, rw.path, rw.body, rw.headers
             if rw.drop:
@@ -344,7 +340,12 @@ class Exchange:
             parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
         else:
             parts.append(b"\r\n")
-        return b"".join(parts)
+        conn.send(self, b"".join(parts), self.codec is not None or not self.raw, self.method == b"HEAD")
+        if self.pending:
+            for piece in self.pending:
+                self._write_body(piece)
+            self.pending = []
+            self.down.resume()
 
     # -- request body streaming (uploads) ------------------------------------------------------------
     def send_body(self, piece: bytes) -> None:
@@ -404,7 +405,7 @@ class Exchange:
             self.status = status
             client_close = not self.keep_alive or self.w.draining or not self.raw or not up.framed
             self.keep_alive = not client_close
-            parts = [replies.status_line(status)]
+            parts = [STATUS_LINE[status]]
             parts += up.lines  # the backend's, but the lines no client gets (upstream.on_header)
             parts += (b"X-Request-ID: ", self.request_id, b"\r\n", self.cors)
             if not up.dated:
@@ -423,7 +424,7 @@ class Exchange:
         """The head of a response whose body Fortress frames itself (a codec's, a fan-out's)."""
         close = not self.keep_alive or self.w.draining or not self.raw
         self.keep_alive = not close
-        parts = [replies.status_line(status), b"Content-Type: ", content_type, b"\r\nX-Request-ID: "]
+        parts = [STATUS_LINE[status], b"Content-Type: ", content_type, b"\r\nX-Request-ID: "]
         parts += (self.request_id, b"\r\n", replies.date_line(), self.cors)
         for name, value in self.admit.rate_headers:
             parts += (name, b": ", value, b"\r\n")

@@ -127,18 +127,19 @@ class UpstreamProtocol(asyncio.Protocol):
         self.buf = b""  # a head's bytes so far (empty again once the head is parsed)
         self.framed = False  # the body's end is known without a close: chunked, a length, or no body
         self.keep_alive = True  # False also when the backend sent more than it declared: never reuse
+        self.in_chunk = False  # inside a chunk's data: framing written so far ends mid-chunk
         self._reset()
 
     def _reset(self) -> None:
-        """Before a response head. `buf` and `pieces` are empty again after every response a connection
-        survives; `status`, `keep_alive` and `framed` are set by every head (on_headers_complete)."""
+        """Before a response head. `buf`, `pieces` and `in_chunk` are empty or False again after every
+        response a connection survives (llhttp ends the last chunk too); `status`, `keep_alive` and
+        `framed` are set by every head (on_headers_complete)."""
         self.head_sent = False
         self.lines: list[bytes] = []  # the head's lines the client gets, rendered: "Name", ": ", value, CRLF
         self.dated = False  # the head has a Date line
         self.status = 0  # still 0 after a feed: the head did not parse as HTTP
         self.done = False
         self.chunked = False  # Transfer-Encoding: chunked (known from the head)
-        self.in_chunk = False  # inside a chunk's data: framing written so far ends mid-chunk
         self.left = -1  # body bytes still due under Content-Length; -1: not length-delimited
         self.tail.clear()
 
