@@ -388,12 +388,13 @@ class Exchange:
         """The response head: relay it rewritten (or the codec's), with the first body bytes in one write.
         False to drop it for a retry."""
         status = up.status
-        if status in (502, 503) and self._can_retry():
-            self._drop_upstream(reuse=False)
-            self._retry_or_fail(f"backend {up.backend} answered {status}")
-            return False
-        if status == 404 and self.model and self.route.inspect:
-            self.w.model_missing(up.backend, self.model)
+        if status >= 404:  # a failed backend is retried elsewhere; a missing model updates the inventory
+            if status in (502, 503) and self._can_retry():
+                self._drop_upstream(reuse=False)
+                self._retry_or_fail(f"backend {up.backend} answered {status}")
+                return False
+            if status == 404 and self.model and self.route.inspect:
+                self.w.model_missing(up.backend, self.model)
         self.state = TRANSITIONS[self.state][_HEAD]
         self.ttfb = time.monotonic()
         codec = self.codec

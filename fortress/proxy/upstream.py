@@ -226,27 +226,25 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def _head(self, ex: Receiver, data: bytes) -> None:
         """Bytes before the response head is complete: parse the head alone, then what follows it."""
-        buf = self.buf + data if self.buf else data
-        end = buf.find(_HEAD_END)
-        if end < 0:
-            if len(buf) > MAX_RESPONSE_HEAD:
+        if self.buf:
+            data = self.buf + data
+            self.buf = b""
+        end = data.find(_HEAD_END) + 4
+        if end < 4:
+            if len(data) > MAX_RESPONSE_HEAD:
                 self._broken(ex, "backend response head too large")
             else:
-                self.buf = buf
+                self.buf = data
             return
-        end += 4
-        self.buf = b""
-        parser = self.parser
-        assert parser is not None
         try:
-            parser.feed_data(buf[:end])
+            self.parser.feed_data(data[:end])  # type: ignore[union-attr]
         except httptools.HttpParserError:
             self._broken(ex, "backend sent a malformed response")
             return
         if not self.status:  # a head the parser did not finish: not HTTP as we know it
             self._broken(ex, "backend sent a malformed response")
             return
-        rest = buf[end:]
+        rest = data[end:]
         if self.status < 200:  # an interim response (100 Continue): the real head follows
             self._reset()
             if rest:
@@ -358,10 +356,8 @@ class UpstreamProtocol(asyncio.Protocol):
         self.lines += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
-        parser = self.parser
-        assert parser is not None
-        status = self.status = parser.get_status_code()
-        self.keep_alive = parser.should_keep_alive()
+        status = self.status = self.parser.get_status_code()  # type: ignore[union-attr]
+        self.keep_alive = self.parser.should_keep_alive()  # type: ignore[union-attr]
         if self.head_only or status in (204, 304):
             self.done = self.framed = True
             self.left = -1
