@@ -1,7 +1,8 @@
 """One request in flight: choose a backend, send, relay the answer, retry before the first byte, account.
 
 Its life is the state table in states.py (CHOOSING → CONNECTING → SENT → RELAYING → DONE, with WAITING,
-RETRY, CUT, FAILED and GONE); every move goes through `_to()`, which refuses any the table does not list.
+RETRY, CUT, FAILED and GONE); every move is looked up in the table, which refuses any it does not list
+(`_to()`, or its one line written out on the four moves every request makes).
 Retries happen only while nothing has reached the client (connect errors, resets before a response,
 502/503 from a backend) and only when the request body is still at hand. Once bytes are relayed, a
 failure ends the stream with one error line in the route's own shape and a clean close.
