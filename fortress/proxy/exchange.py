@@ -621,7 +621,7 @@ class Exchange:
         """Tell the router this backend's request ended; exactly once per started attempt."""
         name = self.on_backend
         if name is not None:
-            self.w.router.finished(name, ok, error)  # the router's own (Host.finished is only a pass-through)
+            self.w.finished(name, ok, error)
             self.on_backend = None
 
     def _end(self, prompt: int | None, completion: int | None, keep_alive: bool, last: bytes = b"") -> None:
