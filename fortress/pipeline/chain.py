@@ -40,7 +40,7 @@ from fortress.pipeline.validate import (
     drop_insecure,
     validate_body,
 )
-from fortress.state.snapshot import KeyRecord, Policy, Rate, Snapshot
+from fortress.state.snapshot import KeyRecord, Policy, Snapshot
 
 OK_ROOT = LocalReply(200, b"Ollama is running", content_type=b"text/plain; charset=utf-8")
 SEARCH_SCOPES = ("search", "admin")  # key scopes that may use /api/web_search and /api/web_fetch
@@ -77,6 +77,7 @@ class Admit:
     model: str | None = None
     slot: str | None = None  # the concurrency bucket to release when the request ends
     key_in_body: bool = False  # no key in the head: Gate.body_key() reads the body's api_key first
+    plan: KeyPlan | None = None  # the key's decisions for this snapshot (None: Gate.body looks it up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,10 +119,41 @@ def _without_latest(name: str) -> str:
     return name[:-7] if name.endswith(":latest") else name
 
 
-def _blocked_matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    exact = frozenset(p for p in patterns if "*" not in p)
-    prefixes = tuple(p[:-1] for p in patterns if p.endswith("*"))
-    return lambda path: path in exact or (bool(prefixes) and path.startswith(prefixes))
+class KeyPlan:
+    """What a key's requests decide alike until the next snapshot (its scope, limits, model list, clamps),
+    worked out once per key and snapshot instead of on every request."""
+
+    __slots__ = (
+        "admin",
+        "allowed",
+        "cap",
+        "clamps",
+        "key",
+        "limited",
+        "rate",
+        "rate_id",
+        "search",
+        "slot_id",
+        "tokens",
+        "tokens_id",
+        "until",
+    )
+
+    def __init__(self, key: KeyRecord, policy: Policy) -> None:
+        self.key = key
+        # usable while now < until; an inactive key never is (Gate._usable words its refusal)
+        expires = math.inf if key.expires_at is None else key.expires_at
+        self.until = expires if key.state == "active" else -math.inf
+        self.admin = key.scope == "admin"
+        self.search = key.scope in SEARCH_SCOPES
+        self.allowed = _model_matcher(key.models)
+        self.rate = key.rate or policy.default_rate
+        self.tokens = key.tokens or policy.default_tokens
+        self.cap = key.max_concurrent or policy.limits.max_concurrent
+        self.limited = bool(self.rate or self.tokens or self.cap)
+        # the limiter's bucket names
+        self.rate_id, self.tokens_id, self.slot_id = f"r:{key.id}", f"t:{key.id}", f"c:{key.id}"
+        self.clamps = bool(key.max_num_ctx or key.max_num_predict or key.max_keep_alive_s is not None)
 
 
 @dataclass
@@ -132,8 +164,10 @@ class Compiled:
     policy: Policy
     ip: IpPolicy
     trusted: IpPolicy | None  # None: no trusted proxies, the socket peer is the client
-    blocked: Callable[[str], bool]
+    blocked: frozenset[str]  # [security] blocked_endpoints: exact paths,
+    blocked_prefixes: tuple[str, ...]  # and the prefixes of those ending in "*"
     cors: Cors
+    plans: dict[str, KeyPlan] = field(default_factory=dict)  # key id -> its plan
     model_allowed: dict[str, Callable[[str], bool]] = field(default_factory=dict)
     search: bool = False  # [search] is configured: the web search routes exist
     trust: dict[str, tuple[str, float]] = field(default_factory=dict)  # ip -> (key id, expires at)
@@ -147,17 +181,25 @@ class Compiled:
         policy = snapshot.policy
         assert policy is not None
         sec = policy.security
+        plans = {k.id: KeyPlan(k, policy) for k in snapshot.keys.values()}
         return cls(
             snapshot=snapshot,
             policy=policy,
             ip=IpPolicy(sec.ip_allow, sec.ip_deny),
             trusted=IpPolicy(trusted_proxies, ()) if trusted_proxies else None,
-            blocked=_blocked_matcher(sec.blocked_endpoints),
+            blocked=frozenset(p for p in sec.blocked_endpoints if "*" not in p),
+            blocked_prefixes=tuple(p[:-1] for p in sec.blocked_endpoints if p.endswith("*")),
             cors=Cors(sec.cors_origins),
-            model_allowed={k.id: _model_matcher(k.models) for k in snapshot.keys.values()},
+            plans=plans,
+            model_allowed={key_id: plan.allowed for key_id, plan in plans.items()},
             search=search,
             trust=dict(snapshot.trust) if sec.ip_trust_ttl_s else {},
         )
+
+    def plan(self, key: KeyRecord) -> KeyPlan:
+        """The plan of a key; one outside this snapshot (a request admitted before a reload) gets its own."""
+        plan = self.plans.get(key.id)
+        return plan if plan is not None and plan.key is key else KeyPlan(key, self.policy)
 
 
 class Gate:
@@ -210,7 +252,7 @@ class Gate:
             return error_reply(404, "IP trust sessions are off on this gateway ([security] ip_trust_ttl_s)")
 
         sec = c.policy.security
-        verified = c.verified.get(authorization) if authorization is not None else None
+        verified = c.verified.get(authorization)  # never holds None
         token = presented_key(authorization, x_api_key, query, sec.key_in_query) if verified is None else None
         # /health is public, even when locked out; detail needs a key
         if token is None and verified is None and route is routes.HEALTH:
@@ -221,6 +263,9 @@ class Gate:
         if locked:
             return _locked_out(locked, openai)
         if verified is not None:
+            plan = c.plans.get(verified.id) or c.plan(verified)
+            if plan.until > now:  # active and not expired (the usual case: _usable asks the same)
+                return self._key_policy(route, plan, path, openai, now)
             key = self._usable(verified, now, openai, settled)
         elif token is not None:
             key = self._authenticate(token, client_ip, now, openai, settled)
@@ -236,32 +281,31 @@ class Gate:
             key = self._keyless(client_ip, now, openai, settled, trusting)
         if not isinstance(key, KeyRecord):
             return key
-        return self._key_policy(route, key, path, openai, now)
+        return self._key_policy(route, c.plan(key), path, openai, now)
 
     def _key_policy(
-        self, route: Route, key: KeyRecord, path: str, openai: bool, now: float
-    ) -> LocalReply | Admit:
+        self, route: Route, plan: KeyPlan, path: str, openai: bool, now: float
+    ) -> KeyRefusal | Admit:
         """Key policy (stage 6), then rate limits (stage 7); a refusal names the key (KeyRefusal)."""
-        done = self._key_rules(route, key, path, openai, now)
-        if isinstance(done, Admit):
-            return done
-        return KeyRefusal(done.status, done.body, done.content_type, done.headers, done.close, key)
-
-    def _key_rules(
-        self, route: Route, key: KeyRecord, path: str, openai: bool, now: float
-    ) -> LocalReply | Admit:
-        c = self.c
-        if route.model_admin and key.scope != "admin" and c.blocked(route.name):
-            return error_reply(403, f"forbidden: {route.name} needs a key with the admin scope", openai)
-        if not route.model_admin and key.scope != "admin" and c.blocked(path):
-            return error_reply(403, f"forbidden: {path} is blocked by policy", openai)
-        if route.kind is SEARCH and key.scope not in SEARCH_SCOPES:
-            return error_reply(403, f"forbidden: {route.name} needs a key with the search scope", openai)
+        if not plan.admin:
+            c = self.c
+            target = route.name if route.model_admin else path
+            if target in c.blocked or target.startswith(c.blocked_prefixes):
+                if route.model_admin:
+                    message = f"forbidden: {route.name} needs a key with the admin scope"
+                else:
+                    message = f"forbidden: {path} is blocked by policy"
+                return _refusal(plan.key, 403, message, openai)
+        if route.kind is SEARCH and not plan.search:
+            message = f"forbidden: {route.name} needs a key with the search scope"
+            return _refusal(plan.key, 403, message, openai)
         if route is routes.BLOBS:
             digest = blob_digest_from_path(path[len("/api/blobs/") :])
             if not isinstance(digest, str):
-                return error_reply(digest.status, digest.message, openai)
-        return self._limit(route, key, openai, now)
+                return _refusal(plan.key, digest.status, digest.message, openai)
+        if plan.limited:
+            return self._limit(route, plan, openai, now)
+        return Admit(route, plan.key, (), None, None, False, plan)
 
     def _metrics(
         self,
@@ -350,13 +394,14 @@ class Gate:
             key = self._keyless(client_ip, now, openai, settled)
         if not isinstance(key, KeyRecord):
             return key
-        done = self._key_policy(route, key, route.name, openai, now)
+        done = self._key_policy(route, self.c.plan(key), route.name, openai, now)
         if isinstance(done, Admit):
-            admit.key, admit.rate_headers, admit.slot, admit.key_in_body = (
+            admit.key, admit.rate_headers, admit.slot, admit.key_in_body, admit.plan = (
                 key,
                 done.rate_headers,
                 done.slot,
                 False,
+                done.plan,
             )
             return admit
         return done
@@ -384,31 +429,26 @@ class Gate:
             return error_reply(403, message, route.shape)
         return route
 
-    def _limit(self, route: Route, key: KeyRecord, openai: bool, now: float) -> LocalReply | Admit:
+    def _limit(self, route: Route, plan: KeyPlan, openai: bool, now: float) -> KeyRefusal | Admit:
         """Tokens, concurrency, then the request rate, so only admitted requests count against the rate."""
-        policy = self.c.policy
-        rate = key.rate or policy.default_rate
-        tokens = key.tokens or policy.default_tokens
+        key, rate, tokens, cap = plan.key, plan.rate, plan.tokens, plan.cap
         if tokens is not None:
-            d = self.limiter.peek(f"t:{key.id}", tokens[0], tokens[1], now)
+            d = self.limiter.peek(plan.tokens_id, tokens[0], tokens[1], now)
             if not d.allowed:
                 if self.refused is not None:
                     self.refused("tokens")
-                return self._over(
-                    rate, key, "token limit exceeded for this key", openai, d.retry_after_s, now
-                )
+                return self._over(plan, "token limit exceeded for this key", openai, d.retry_after_s, now)
         slot = None
-        cap = key.max_concurrent or policy.limits.max_concurrent
         if cap:
-            slot = f"c:{key.id}"
+            slot = plan.slot_id
             if not self.limiter.acquire_slot(slot, cap):
                 if self.refused is not None:
                     self.refused("concurrency")
                 message = f"too many concurrent requests for this key (max {cap})"
-                return self._over(rate, key, message, openai, 1.0, now)
+                return self._over(plan, message, openai, 1.0, now)
         headers: Headers = ()
         if rate is not None:
-            d = self.limiter.hit(f"r:{key.id}", rate[0], rate[1], now)
+            d = self.limiter.hit(plan.rate_id, rate[0], rate[1], now)
             headers = _rate_headers(d)
             if not d.allowed:
                 if slot is not None:
@@ -416,22 +456,15 @@ class Gate:
                 if self.refused is not None:
                     self.refused("rate")
                 headers += _retry(d.retry_after_s)
-                return error_reply(429, "rate limit exceeded for this key", openai, headers=headers)
-        return Admit(route, key, headers, slot=slot)
+                return _refusal(key, 429, "rate limit exceeded for this key", openai, headers)
+        return Admit(route, key, headers, None, slot, False, plan)
 
-    def _over(
-        self,
-        rate: Rate | None,
-        key: KeyRecord,
-        message: str,
-        openai: bool,
-        retry_s: float,
-        now: float,
-    ) -> LocalReply:
+    def _over(self, plan: KeyPlan, message: str, openai: bool, retry_s: float, now: float) -> KeyRefusal:
         """A 429 of the token or concurrency limit: with the rate's state, read but not charged, as every
         answer of a rate-limited key carries it."""
-        headers = _rate_headers(self.limiter.peek(f"r:{key.id}", rate[0], rate[1], now)) if rate else ()
-        return error_reply(429, message, openai, headers=headers + _retry(retry_s))
+        rate = plan.rate
+        headers = _rate_headers(self.limiter.peek(plan.rate_id, rate[0], rate[1], now)) if rate else ()
+        return _refusal(plan.key, 429, message, openai, headers + _retry(retry_s))
 
     def finish(self, admit: Admit, tokens: int, now: float) -> None:
         """After a request: free its concurrency slot and charge its tokens."""
@@ -464,7 +497,8 @@ class Gate:
         if reject is not None:
             return error_reply(reject.status, reject.message, openai)
         key = admit.key
-        allowed = self.c.model_allowed.get(key.id, _all) if key is not None else _all
+        plan = admit.plan or (self.c.plan(key) if key is not None else None)
+        allowed = plan.allowed if plan is not None else _all
         picked = self.auto.pick(admit.route, body, key, allowed) if model and self.auto is not None else None
         if picked is None:
             if model and allowed is not _all and not allowed(model):  # _all: the key has no model list
@@ -477,13 +511,14 @@ class Gate:
             body["model"] = model
             changed = True
             admit.rate_headers += (header,)
-        if key is not None and (key.max_num_ctx or key.max_num_predict or key.max_keep_alive_s is not None):
+        if plan is not None and plan.clamps:
+            limits = plan.key
             changed |= clamp_options(
                 body,
                 path=name,
-                max_num_ctx=key.max_num_ctx,
-                max_num_predict=key.max_num_predict,
-                max_keep_alive_s=key.max_keep_alive_s,
+                max_num_ctx=limits.max_num_ctx,
+                max_num_predict=limits.max_num_predict,
+                max_keep_alive_s=limits.max_keep_alive_s,
             )
         if sec.key_in_body and "api_key" in body:
             del body["api_key"]
@@ -492,6 +527,11 @@ class Gate:
         streaming = stream is not False if admit.route.kind is OLLAMA else stream is True
         admit.model = model
         return Forward(json.dumps(body).encode() if changed else raw, model, streaming, body)
+
+
+def _refusal(key: KeyRecord, status: int, message: str, openai: bool, headers: Headers = ()) -> KeyRefusal:
+    reply = error_reply(status, message, openai, headers)
+    return KeyRefusal(reply.status, reply.body, reply.content_type, reply.headers, reply.close, key)
 
 
 def _locked_out(locked: float, openai: bool) -> LocalReply:
