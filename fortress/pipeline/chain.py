@@ -238,18 +238,21 @@ class Gate:
             return route
         openai = route.shape
         c = self.c
-        if route.kind is PUBLIC:
-            if method not in route.methods:
-                return error_reply(405, "method not allowed")
-            if route is not routes.HEALTH:
-                return OK_ROOT
-        elif route.kind is METRICS:
-            token = presented_key(authorization, x_api_key, query, c.policy.security.key_in_query)
-            return self._metrics(route, method, path, token, client_ip, now, settled)
-        elif method not in route.methods:
-            return error_reply(405, "method not allowed", openai)
-        elif route is routes.AUTH and not c.policy.security.ip_trust_ttl_s:
-            return error_reply(404, "IP trust sessions are off on this gateway ([security] ip_trust_ttl_s)")
+        if not route.plain or method not in route.methods:
+            if route.kind is PUBLIC:
+                if method not in route.methods:
+                    return error_reply(405, "method not allowed")
+                if route is not routes.HEALTH:
+                    return OK_ROOT
+            elif route.kind is METRICS:
+                token = presented_key(authorization, x_api_key, query, c.policy.security.key_in_query)
+                return self._metrics(route, method, path, token, client_ip, now, settled)
+            elif method not in route.methods:
+                return error_reply(405, "method not allowed", openai)
+            elif route is routes.AUTH and not c.policy.security.ip_trust_ttl_s:
+                return error_reply(
+                    404, "IP trust sessions are off on this gateway ([security] ip_trust_ttl_s)"
+                )
 
         sec = c.policy.security
         verified = c.verified.get(authorization)  # never holds None
@@ -421,6 +424,8 @@ class Gate:
         route = routes.classify(path)
         if not self.c.ip.allows(client_ip):
             return error_reply(403, "forbidden: your address is not allowed", route.shape, close=True)
+        if route.plain:
+            return route
         kind = route.kind
         if kind is UNKNOWN or (kind is SEARCH and not self.c.search):
             return error_reply(404, f"path {path} not found", route.shape)
@@ -480,11 +485,12 @@ class Gate:
     def body(self, admit: Admit, raw: bytes) -> LocalReply | Forward:
         """Stage 8 for JSON routes: parse once (as Ollama will), validate, resolve "auto" or check the
         model, clamp."""
-        openai = admit.route.shape
+        route = admit.route
+        openai = route.shape
         body = jsonbody.parse(raw)
         if isinstance(body, Reject):
             return error_reply(body.status, body.message, openai)
-        name = admit.route.name
+        name = route.name
         model = body.get("model") or body.get("name")
         if name == "/api/copy":
             model = body.get("source")
@@ -499,13 +505,13 @@ class Gate:
         key = admit.key
         plan = admit.plan or (self.c.plan(key) if key is not None else None)
         allowed = plan.allowed if plan is not None else _all
-        picked = self.auto.pick(admit.route, body, key, allowed) if model and self.auto is not None else None
+        picked = self.auto.pick(route, body, key, allowed) if model and self.auto is not None else None
         if picked is None:
             if model and allowed is not _all and not allowed(model):  # _all: the key has no model list
                 return error_reply(403, f"forbidden: this key may not use model '{model}'", openai)
         elif isinstance(picked, LocalReply):
             return picked
-        changed = drop_insecure(name, body)
+        changed = "insecure" in body and drop_insecure(name, body)
         if picked is not None:  # model "auto": the chosen one goes upstream, is accounted and named
             model, header = picked
             body["model"] = model
@@ -524,7 +530,7 @@ class Gate:
             del body["api_key"]
             changed = True
         stream = body.get("stream")
-        streaming = stream is not False if admit.route.kind is OLLAMA else stream is True
+        streaming = stream is not False if route.kind is OLLAMA else stream is True
         admit.model = model
         return Forward(json.dumps(body).encode() if changed else raw, model, streaming, body)
 

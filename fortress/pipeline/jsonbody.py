@@ -161,11 +161,13 @@ def parse(raw: bytes) -> dict[str, Any] | Reject:
         text = raw.decode()
     except UnicodeDecodeError:
         return Reject(400, "invalid JSON in request body: not UTF-8")
-    start = 0 if text[:1] == "{" else _SPACE(text).end()
-    if start == len(text):
-        return Reject(400, "missing request body")
-    if text[start] != "{":
-        return _not_an_object(text)
+    start = 0
+    if text[:1] != "{":  # leading whitespace, or no object at all
+        start = _SPACE(text).end()
+        if start == len(text):
+            return Reject(400, "missing request body")
+        if text[start] != "{":
+            return _not_an_object(text)
     if raw.count(b"{") == 1:
         # no nested object (the usual small request): the top level's pairs in one C call; a body that
         # is not clean JSON is walked below, which words the refusal

@@ -35,6 +35,9 @@ class Route:
     metered: bool = False  # answers carry token counts (generation, embeddings) worth accounting
     shape: Shape = Shape.OLLAMA  # the error shape of answers Fortress gives on this route
     openai: bool = False  # kind is OPENAI, kept as a field: backend kinds ask on every request
+    # a gated route forwarded to a backend (Ollama, OpenAI or Anthropic kind), not /auth: the chain's
+    # head skips its answers for public, metrics, unknown, never-forwarded and search routes with one test
+    plain: bool = False
 
 
 _SHAPES = {Kind.OPENAI: Shape.OPENAI, Kind.ANTHROPIC: Shape.ANTHROPIC}
@@ -43,11 +46,14 @@ _SHAPES = {Kind.OPENAI: Shape.OPENAI, Kind.ANTHROPIC: Shape.ANTHROPIC}
 def _r(name: str, kind: Kind, methods: str, shape: Shape | None = None, **flags: bool) -> Route:
     shape = _SHAPES.get(kind, Shape.OLLAMA) if shape is None else shape
     methods_b = frozenset(m.encode() for m in methods.split())
-    return Route(name, kind, methods_b, **flags, shape=shape, openai=kind is Kind.OPENAI)
+    plain = flags.pop("plain", kind in (Kind.OLLAMA, Kind.OPENAI, Kind.ANTHROPIC))
+    return Route(name, kind, methods_b, **flags, shape=shape, openai=kind is Kind.OPENAI, plain=plain)
 
 
 HEALTH = _r("/health", Kind.PUBLIC, "GET HEAD", federated=True)  # public; detail for admin-scope keys
-AUTH = _r("/auth", Kind.OLLAMA, "POST DELETE", federated=True)  # IP trust sessions (chain.py, worker.py)
+AUTH = _r(
+    "/auth", Kind.OLLAMA, "POST DELETE", federated=True, plain=False
+)  # IP trust sessions (chain.py, worker.py)
 _EXACT: dict[str, Route] = {  # path -> route, for the paths that are routes as they are
     r.name: r
     for r in (

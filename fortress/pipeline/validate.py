@@ -128,12 +128,20 @@ def check_model_name(
     name: object, *, allowed_registries: Collection[str] | None, allow_cloud: bool
 ) -> Reject | None:
     """Grammar and cloud check; with `allowed_registries` also the registry the name pulls from."""
+    return _name(name, _lowered(allowed_registries), allow_cloud)
+
+
+def _name(name: object, registries: tuple[str, ...] | None, allow_cloud: bool) -> Reject | None:
+    """check_model_name with the registries already lower-cased (_lowered)."""
     if not isinstance(name, str):
         return Reject(400, "model name must be a string")
     if len(name) > _MAX_NAME:  # also keeps huge strings out of the memo
         return Reject(400, f"invalid model name {_show(name)}: too long")
-    registries = None if allowed_registries is None else _lower(tuple(allowed_registries))
     return _check_name(name, registries, allow_cloud)
+
+
+def _lowered(registries: Collection[str] | None) -> tuple[str, ...] | None:
+    return None if registries is None else _lower(tuple(registries))
 
 
 @lru_cache(maxsize=64)
@@ -142,19 +150,18 @@ def _lower(registries: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _check_names(
-    body: dict[str, Any], registries: Collection[str] | None, allow_cloud: bool
+    body: dict[str, Any], registries: tuple[str, ...] | None, allow_cloud: bool
 ) -> Reject | None:
     """The `model` and `name` fields a route reads (Ollama takes the first non-empty): at least one, and
-    every one given valid."""
-    found = False
-    for field in ("model", "name"):
-        name = body.get(field)
-        if name is not None and name != "":
-            reject = check_model_name(name, allowed_registries=registries, allow_cloud=allow_cloud)
-            if reject is not None:
-                return reject
-            found = True
-    return None if found else _MODEL_REQUIRED
+    every one given valid (`registries` lower-cased)."""
+    model, name = body.get("model"), body.get("name")
+    if name is None or name == "":  # the usual body names only its model
+        return _MODEL_REQUIRED if model is None or model == "" else _name(model, registries, allow_cloud)
+    if model is not None and model != "":
+        reject = _name(model, registries, allow_cloud)
+        if reject is not None:
+            return reject
+    return _name(name, registries, allow_cloud)
 
 
 def _is_safe_relative_path(path: object) -> bool:
@@ -182,7 +189,7 @@ def _pull_push(body: dict[str, Any], registries: Collection[str], allow_cloud: b
     insecure = body.get("insecure")
     if insecure is not None and not isinstance(insecure, bool):
         return _INSECURE
-    return _check_names(body, registries, allow_cloud)
+    return _check_names(body, _lowered(registries), allow_cloud)
 
 
 def drop_insecure(path: str, body: dict[str, Any]) -> bool:
@@ -229,9 +236,9 @@ def _local(body: dict[str, Any], _registries: Collection[str], allow_cloud: bool
 
 def _inference(body: dict[str, Any], _registries: Collection[str], allow_cloud: bool) -> Reject | None:
     model = body.get("model")
-    if model in (None, ""):
+    if model is None or model == "":
         return _MODEL_REQUIRED
-    return check_model_name(model, allowed_registries=None, allow_cloud=allow_cloud)
+    return _name(model, None, allow_cloud)
 
 
 _VALIDATORS = {
