@@ -233,11 +233,13 @@ class Gate:
         now: float,
         settled: bool = True,
     ) -> LocalReply | Admit | Recheck:
-        route = self._route(path, client_ip)
-        if isinstance(route, LocalReply):
-            return route
-        openai = route.shape
         c = self.c
+        route = routes.classify(path)
+        if not (route.plain and c.ip.allows(client_ip)):  # one test for the usual route and address
+            refused = self._route_refusal(route, path, client_ip)
+            if refused is not None:
+                return refused
+        openai = route.shape
         if not route.plain or method not in route.methods:
             if route.kind is PUBLIC:
                 if method not in route.methods:
@@ -254,14 +256,15 @@ class Gate:
                     404, "IP trust sessions are off on this gateway ([security] ip_trust_ttl_s)"
                 )
 
-        sec = c.policy.security
         verified = c.verified.get(authorization)  # never holds None
-        token = presented_key(authorization, x_api_key, query, sec.key_in_query) if verified is None else None
-        # /health is public, even when locked out; detail needs a key
-        if token is None and verified is None and route is routes.HEALTH:
-            record = self._trusted(client_ip, now)
-            usable = self._usable(record, now, openai, settled=True) if record is not None else None
-            return Admit(route, usable if isinstance(usable, KeyRecord) else None)
+        token = None
+        if verified is None:
+            token = presented_key(authorization, x_api_key, query, c.policy.security.key_in_query)
+            # /health is public, even when locked out; detail needs a key
+            if token is None and route is routes.HEALTH:
+                record = self._trusted(client_ip, now)
+                usable = self._usable(record, now, openai, settled=True) if record is not None else None
+                return Admit(route, usable if isinstance(usable, KeyRecord) else None)
         locked = self.failures.locked(client_ip, now)
         if locked:
             return _locked_out(locked, openai)
@@ -276,7 +279,7 @@ class Gate:
                 if len(c.verified) >= VERIFIED_MAX:
                     c.verified.clear()
                 c.verified[authorization] = key
-        elif sec.key_in_body and route.inspect:
+        elif c.policy.security.key_in_body and route.inspect:
             return Admit(route, None, key_in_body=True)
         else:
             # POST /auth needs the key itself: a trusted address cannot extend its own session
@@ -413,26 +416,24 @@ class Gate:
         self, path: str, origin: bytes | None, requested: bytes | None, client_ip: str
     ) -> LocalReply:
         """OPTIONS: 204 without a key, with CORS's grant for an allowed origin (pipeline/cors.py)."""
-        route = self._route(path, client_ip)
-        if isinstance(route, LocalReply):
-            return route
+        route = routes.classify(path)
+        refused = self._route_refusal(route, path, client_ip)
+        if refused is not None:
+            return refused
         return self.c.cors.preflight(origin, route.methods, requested)
 
-    def _route(self, path: str, client_ip: str) -> Route | LocalReply:
-        """Stages 3-4: the IP policy, then the route class; a refusal for unknown and never-forwarded
-        routes."""
-        route = routes.classify(path)
+    def _route_refusal(self, route: Route, path: str, client_ip: str) -> LocalReply | None:
+        """Stages 3-4 once the route class is known: the IP policy, then a refusal for unknown and
+        never-forwarded routes."""
         if not self.c.ip.allows(client_ip):
             return error_reply(403, "forbidden: your address is not allowed", route.shape, close=True)
-        if route.plain:
-            return route
         kind = route.kind
         if kind is UNKNOWN or (kind is SEARCH and not self.c.search):
             return error_reply(404, f"path {path} not found", route.shape)
         if kind is NEVER:
             message = f"forbidden: {route.name} is not available through this gateway"
             return error_reply(403, message, route.shape)
-        return route
+        return None
 
     def _limit(self, route: Route, plan: KeyPlan, openai: bool, now: float) -> KeyRefusal | Admit:
         """Tokens, concurrency, then the request rate, so only admitted requests count against the rate."""
