@@ -302,13 +302,14 @@ class Gate:
                 else:
                     message = f"forbidden: {path} is blocked by policy"
                 return _refusal(plan.key, 403, message, openai)
-        if route.kind is SEARCH and not plan.search:
-            message = f"forbidden: {route.name} needs a key with the search scope"
-            return _refusal(plan.key, 403, message, openai)
-        if route is routes.BLOBS:
-            digest = blob_digest_from_path(path[len("/api/blobs/") :])
-            if not isinstance(digest, str):
-                return _refusal(plan.key, digest.status, digest.message, openai)
+        if not route.plain:
+            if route.kind is SEARCH and not plan.search:
+                message = f"forbidden: {route.name} needs a key with the search scope"
+                return _refusal(plan.key, 403, message, openai)
+            if route is routes.BLOBS:
+                digest = blob_digest_from_path(path[len("/api/blobs/") :])
+                if not isinstance(digest, str):
+                    return _refusal(plan.key, digest.status, digest.message, openai)
         if plan.limited:
             return self._limit(route, plan, openai, now)
         return Admit(route, plan.key, (), None, None, False, plan)

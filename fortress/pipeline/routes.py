@@ -35,8 +35,8 @@ class Route:
     metered: bool = False  # answers carry token counts (generation, embeddings) worth accounting
     shape: Shape = Shape.OLLAMA  # the error shape of answers Fortress gives on this route
     openai: bool = False  # kind is OPENAI, kept as a field: backend kinds ask on every request
-    # a gated route forwarded to a backend (Ollama, OpenAI or Anthropic kind), not /auth: the chain's
-    # head skips its answers for public, metrics, unknown, never-forwarded and search routes with one test
+    # a gated route forwarded to a backend (Ollama, OpenAI or Anthropic kind) with nothing else to check:
+    # not /auth, not the blobs (a digest in the path); the chain skips the tests of the others with one
     plain: bool = False
 
 
@@ -90,7 +90,7 @@ _EXACT: dict[str, Route] = {  # path -> route, for the paths that are routes as 
 ALIASES = ("/models", "/chat/completions", "/completions", "/embeddings")  # OpenAI's paths without /v1
 _EXACT.update({alias: _EXACT["/v1" + alias] for alias in ALIASES})
 SHOW = _EXACT["/api/show"]
-BLOBS = _r("/api/blobs/*", Kind.OLLAMA, "HEAD POST", model_admin=True)
+BLOBS = _r("/api/blobs/*", Kind.OLLAMA, "HEAD POST", model_admin=True, plain=False)
 V1_MODEL = _r("/v1/models/*", Kind.OPENAI, "GET", federated=True)
 _NEVER_PREFIX = _r("/api/user/*", Kind.NEVER, "GET POST DELETE")
 _EXPERIMENTAL = _r("/api/experimental/*", Kind.NEVER, "GET POST")
