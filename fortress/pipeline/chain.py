@@ -480,9 +480,9 @@ class Gate:
             admit.slot = None
         key = admit.key
         if tokens and key is not None:
-            window = key.tokens or self.c.policy.default_tokens
-            if window is not None:
-                self.limiter.add(f"t:{key.id}", tokens, window[1], now)
+            plan = admit.plan or self.c.plan(key)  # the limits the request was admitted under
+            if plan.tokens is not None:
+                self.limiter.add(plan.tokens_id, tokens, plan.tokens[1], now)
 
     def body(self, admit: Admit, raw: bytes) -> LocalReply | Forward:
         """Stage 8 for JSON routes: parse once (as Ollama will), validate, resolve "auto" or check the
