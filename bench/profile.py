@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import json
 import os
 import re
@@ -213,11 +214,17 @@ async def bytecodes(requests: int, workload: str = "w1") -> tuple[Counter[str], 
             per_code[frame.f_code] += 1
         return trace
 
+    # no collection while counting: a collection's callbacks (hypothesis registers one in the tests) run
+    # Python whose count depends on what else the process holds, not on the request path
+    enabled = gc.isenabled()
+    gc.disable()
     sys.settrace(trace)
     try:
         run(requests)
     finally:
         sys.settrace(None)
+        if enabled:
+            gc.enable()
     del per_code[run.__code__]  # the driver's own loop
     root = str(Path(__file__).resolve().parent.parent) + os.sep
     counts: Counter[str] = Counter()

@@ -15,14 +15,14 @@ map) or `reasoning` (a struct of pointers) ends with the last value in Go too, a
 Fortress reads nothing, is Ollama's business. (`routing.auto` also looks inside `messages` for images;
 a recased key there could only make "auto" pick a model without vision, so it is not checked.)
 
-Cost: the standard library's own object parser (`json.decoder.JSONObject`) walks the top level in Python,
-handing every value to the C scanner, so the keys come as a list without a second parse or a per-object
-hook (about 2 us more than `json.loads` per body, whatever its size); a body with no nested object (one
-`{`, the usual small request) is parsed whole by the C scanner with the pairs hook instead, at the cost of
-`json.loads`. Then one pass over the keys of the objects Fortress reads. When Fortress starts reading
-another field, add it to `READ` (or `NESTED` for a field inside an object), or a differently cased copy
-of it could slip past the new check; inside a Go struct whose field is not a pointer, repeats would need
-checking too.
+Cost: a body with no nested object (one `{`, the usual small request) is parsed whole by the C scanner
+with the pairs hook, at the cost of `json.loads`; a nested body's top level is walked by `_top_pairs`, a
+lean copy of the standard library's object walk (`json.decoder.JSONObject`, kept as the fallback for what
+it declines) making the same C calls for keys and values, so the keys come as a list without a second
+parse or a per-object hook. Then one pass over the keys of the objects Fortress reads. When Fortress
+starts reading another field, add it to `READ` (or `NESTED` for a field inside an object), or a
+differently cased copy of it could slip past the new check; inside a Go struct whose field is not a
+pointer, repeats would need checking too.
 """
 
 from __future__ import annotations
