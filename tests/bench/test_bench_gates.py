@@ -79,10 +79,10 @@ def test_workers_2_is_checked_when_it_ran() -> None:
 
 def test_smoke_fails_when_w1_cpu_per_request_doubles() -> None:
     s = healthy()
-    s[SMALL]["fortress"]["cpu_s_per_10k"] = 0.53  # 5.3x, today's quiet-machine figure: a missed target
+    s[SMALL]["fortress"]["cpu_s_per_10k"] = 0.47  # 4.7x, today's quiet-machine figure: a missed target
     assert smoke_failures(s, 64) == []
-    s[SMALL]["fortress"]["cpu_s_per_10k"] = 1.07  # 10.7x: the per-request work doubled
-    assert smoke_failures(s, 64) == ["W1 Fortress CPU per request is 10.70x nginx's (ceiling 10.5)"]
+    s[SMALL]["fortress"]["cpu_s_per_10k"] = 0.96  # 9.6x: the per-request work doubled
+    assert smoke_failures(s, 64) == ["W1 Fortress CPU per request is 9.60x nginx's (ceiling 9.5)"]
     del s[SMALL]["fortress"]["cpu_s_per_10k"]  # a figure that went missing fails too
     assert [p.split(" is ")[0] for p in smoke_failures(s, 64)] == ["W1 Fortress CPU per request"]
 
