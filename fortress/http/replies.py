@@ -75,10 +75,6 @@ class Shape(IntEnum):
     ANTHROPIC = 2
 
 
-def status_line(status: int) -> bytes:
-    return STATUS_LINE[status]
-
-
 @dataclass(frozen=True, slots=True)
 class LocalReply:
     """A response Fortress answers itself (rejections, probes). `headers` are extra header lines."""
@@ -135,10 +131,10 @@ def render(
     """The full response bytes for a local reply; `cors` is pre-rendered header lines (pipeline/cors.py)."""
     close = reply.close or not keep_alive
     if reply.status == 204:  # no content: no Content-Type, no Content-Length (RFC 9110 §8.6)
-        parts = [status_line(204), b"X-Request-ID: ", request_id]
+        parts = [STATUS_LINE[204], b"X-Request-ID: ", request_id]
     else:
         parts = [
-            status_line(reply.status),
+            STATUS_LINE[reply.status],
             b"Content-Type: ",
             reply.content_type,
             b"\r\nContent-Length: ",

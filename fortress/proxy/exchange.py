@@ -467,9 +467,7 @@ class Exchange:
         self.state = TRANSITIONS[self.state][_COMPLETE]
         target = self.target
         assert target is not None
-        self.upstream = None  # _drop_upstream(reuse=True) inlined: the connection is `up`
-        up.detach()
-        self.w.pool.release(up)
+        self._drop_upstream(reuse=True)
         route = self.route
         codec = self.codec
         if codec is not None:

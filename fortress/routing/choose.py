@@ -182,12 +182,10 @@ class Router:
         inventory = self.inventory
         if model:
             key = model_key(model)
-            names = inventory.holding.get(key) or inventory.unrefreshed()  # as _names(), without its call
             loaded = inventory.in_memory.get(key, _NONE)
         else:
-            key = None
-            names = self._general
-            loaded = _NONE
+            key, loaded = None, _NONE
+        names = self._names(key)
         slot = self._pick(names, loaded, exclude)
         if slot is None and exclude:
             slot = self._pick(names, loaded, _NONE)
@@ -279,10 +277,7 @@ class Router:
         if slot is not None:
             if slot.outstanding:  # never below zero
                 slot.outstanding -= 1
-            breaker = slot.breaker
-            if ok and breaker.state is CLOSED:
-                breaker.failures = 0  # what record(True) does to a closed breaker, without its call
-            elif breaker.record(ok, error) and self.on_open is not None:
+            if slot.breaker.record(ok, error) and self.on_open is not None:
                 self.on_open(name)
         if self.queue.size:
             self.drain()
