@@ -22,7 +22,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from fortress import keys
 from fortress.http.replies import LocalReply, error_reply
@@ -34,11 +34,12 @@ from fortress.pipeline.keysource import bearer_key, presented_key
 from fortress.pipeline.limits import Decision, Limiter, LocalLimiter
 from fortress.pipeline.routes import Kind, Route
 from fortress.pipeline.validate import (
+    BodyCheck,
     Reject,
     blob_digest_from_path,
+    body_checks,
     clamp_options,
     drop_insecure,
-    validate_body,
 )
 from fortress.state.snapshot import KeyRecord, Policy, Snapshot
 
@@ -46,12 +47,12 @@ OK_ROOT = LocalReply(200, b"Ollama is running", content_type=b"text/plain; chars
 SEARCH_SCOPES = ("search", "admin")  # key scopes that may use /api/web_search and /api/web_fetch
 VERIFIED_MAX = 10_000  # Compiled.verified entries (a full cache starts afresh)
 Headers = tuple[tuple[bytes, bytes], ...]
+_new = tuple.__new__  # a NamedTuple made without its Python __new__
 # the route kinds the stages test, as plain names: an Enum member read through its class (Kind.OLLAMA)
 # costs ~70 ns in Python 3.11, several times per request
-PUBLIC, METRICS, OLLAMA, SEARCH, NEVER, UNKNOWN = (
+PUBLIC, METRICS, SEARCH, NEVER, UNKNOWN = (
     Kind.PUBLIC,
     Kind.METRICS,
-    Kind.OLLAMA,
     Kind.SEARCH,
     Kind.NEVER,
     Kind.UNKNOWN,
@@ -87,14 +88,12 @@ class KeyRefusal(LocalReply):
     key: KeyRecord | None = None
 
 
-@dataclass(slots=True)  # not frozen: a frozen dataclass's __init__ costs a setattr call per field
-class Forward:
-    """The outcome of the body stage: what to send upstream."""
+class Forward(NamedTuple):
+    """The outcome of the body stage: what to send upstream. Made with tuple.__new__ (no Python frame)."""
 
     body: bytes
     model: str | None
-    stream: bool
-    doc: dict | None = None  # the parsed body, for a provider that needs its own model name
+    doc: dict | None  # the parsed body, for a provider that needs its own model name
 
 
 class AutoModel(Protocol):
@@ -175,6 +174,11 @@ class Compiled:
     # request, and the hash and split are then skipped. Only matches are kept (state and expiry are still
     # checked each time); a reload starts afresh.
     verified: dict[bytes, KeyRecord] = field(default_factory=dict)
+    # decided once per snapshot for the body stage and key policy: each inspected route's body checks,
+    # the exact paths a key without the admin scope may use (not blocked), key_in_body
+    checks: dict[str, BodyCheck] = field(default_factory=dict)
+    open: frozenset[str] = frozenset()
+    key_in_body: bool = False
 
     @classmethod
     def build(cls, snapshot: Snapshot, trusted_proxies: tuple[str, ...], search: bool = False) -> Compiled:
@@ -182,7 +186,8 @@ class Compiled:
         assert policy is not None
         sec = policy.security
         plans = {k.id: KeyPlan(k, policy) for k in snapshot.keys.values()}
-        return cls(
+        inspected = (route.name for route in routes.EXACT.values() if route.inspect)
+        compiled = cls(
             snapshot=snapshot,
             policy=policy,
             ip=IpPolicy(sec.ip_allow, sec.ip_deny),
@@ -194,7 +199,19 @@ class Compiled:
             model_allowed={key_id: plan.allowed for key_id, plan in plans.items()},
             search=search,
             trust=dict(snapshot.trust) if sec.ip_trust_ttl_s else {},
+            checks=body_checks(
+                inspected, allowed_registries=sec.allowed_registries, allow_cloud=sec.allow_cloud_models
+            ),
+            key_in_body=sec.key_in_body,
         )
+        compiled.open = frozenset(p for p, route in routes.EXACT.items() if not compiled.blocks(route, p))
+        return compiled
+
+    def blocks(self, route: Route, path: str) -> bool:
+        """[security] blocked_endpoints refuses `path` to keys without the admin scope; model management
+        is matched by its route's name, the rest by path."""
+        target = route.name if route.model_admin else path
+        return target in self.blocked or target.startswith(self.blocked_prefixes)
 
     def plan(self, key: KeyRecord) -> KeyPlan:
         """The plan of a key; one outside this snapshot (a request admitted before a reload) gets its own."""
@@ -235,7 +252,7 @@ class Gate:
     ) -> LocalReply | Admit | Recheck:
         c = self.c
         route = routes.classify(path)
-        if not (route.plain and c.ip.allows(client_ip)):  # one test for the usual route and address
+        if not (route.plain and c.ip.known(client_ip)):  # one test for the usual route and address
             refused = self._route_refusal(route, path, client_ip)
             if refused is not None:
                 return refused
@@ -293,15 +310,12 @@ class Gate:
         self, route: Route, plan: KeyPlan, path: str, openai: bool, now: float
     ) -> KeyRefusal | Admit:
         """Key policy (stage 6), then rate limits (stage 7); a refusal names the key (KeyRefusal)."""
-        if not plan.admin:
-            c = self.c
-            target = route.name if route.model_admin else path
-            if target in c.blocked or target.startswith(c.blocked_prefixes):
-                if route.model_admin:
-                    message = f"forbidden: {route.name} needs a key with the admin scope"
-                else:
-                    message = f"forbidden: {path} is blocked by policy"
-                return _refusal(plan.key, 403, message, openai)
+        if not plan.admin and path not in self.c.open and self.c.blocks(route, path):
+            if route.model_admin:
+                message = f"forbidden: {route.name} needs a key with the admin scope"
+            else:
+                message = f"forbidden: {path} is blocked by policy"
+            return _refusal(plan.key, 403, message, openai)
         if not route.plain:
             if route.kind is SEARCH and not plan.search:
                 message = f"forbidden: {route.name} needs a key with the search scope"
@@ -488,29 +502,27 @@ class Gate:
         """Stage 8 for JSON routes: parse once (as Ollama will), validate, resolve "auto" or check the
         model, clamp."""
         route = admit.route
-        openai = route.shape
         body = jsonbody.parse(raw)
         if isinstance(body, Reject):
-            return error_reply(body.status, body.message, openai)
+            return error_reply(body.status, body.message, route.shape)
         name = route.name
         model = body.get("model") or body.get("name")
         if name == "/api/copy":
             model = body.get("source")
-        if model is not None and not isinstance(model, str):
-            return error_reply(400, "model must be a string", openai)
-        sec = self.c.policy.security
-        reject = validate_body(
-            name, body, allowed_registries=sec.allowed_registries, allow_cloud=sec.allow_cloud_models
-        )
+        if model.__class__ is not str and model is not None:
+            return error_reply(400, "model must be a string", route.shape)
+        c = self.c
+        check = c.checks.get(name)
+        reject = None if check is None else check(body)
         if reject is not None:
-            return error_reply(reject.status, reject.message, openai)
+            return error_reply(reject.status, reject.message, route.shape)
         key = admit.key
-        plan = admit.plan or (self.c.plan(key) if key is not None else None)
+        plan = admit.plan or (c.plan(key) if key is not None else None)
         allowed = plan.allowed if plan is not None else _all
         picked = self.auto.pick(route, body, key, allowed) if model and self.auto is not None else None
         if picked is None:
             if model and allowed is not _all and not allowed(model):  # _all: the key has no model list
-                return error_reply(403, f"forbidden: this key may not use model '{model}'", openai)
+                return error_reply(403, f"forbidden: this key may not use model '{model}'", route.shape)
         elif isinstance(picked, LocalReply):
             return picked
         changed = "insecure" in body and drop_insecure(name, body)
@@ -528,13 +540,11 @@ class Gate:
                 max_num_predict=limits.max_num_predict,
                 max_keep_alive_s=limits.max_keep_alive_s,
             )
-        if sec.key_in_body and "api_key" in body:
+        if c.key_in_body and "api_key" in body:
             del body["api_key"]
             changed = True
-        stream = body.get("stream")
-        streaming = stream is not False if route.kind is OLLAMA else stream is True
         admit.model = model
-        return Forward(json.dumps(body).encode() if changed else raw, model, streaming, body)
+        return _new(Forward, (json.dumps(body).encode() if changed else raw, model, body))
 
 
 def _refusal(key: KeyRecord, status: int, message: str, openai: bool, headers: Headers = ()) -> KeyRefusal:

@@ -15,7 +15,7 @@ Contract:
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Protocol
 
@@ -69,13 +69,15 @@ def _matches(nets: tuple[tuple[int, int, int], ...], version: int, value: int) -
 class IpPolicy:
     """Compiled allow/deny lists; `allows()` is the stage-3 decision (and the trusted-proxy test)."""
 
-    __slots__ = ("_allow", "_deny", "_memo", "_memo_size")
+    __slots__ = ("_allow", "_deny", "_memo", "_memo_size", "known")
 
     def __init__(self, allow: Iterable[str], deny: Iterable[str], memo_size: int = 65536) -> None:
         self._allow = _compile(allow, "ip_allow")
         self._deny = _compile(deny, "ip_deny")
         self._memo: dict[str, bool] = {}
         self._memo_size = memo_size
+        # known(ip): allows(ip) when already worked out, else None; a C call, for the chain's usual case
+        self.known: Callable[[str], bool | None] = self._memo.get
 
     def allows(self, ip: str) -> bool:
         """Deny first, then allow; unparseable addresses are refused."""

@@ -54,7 +54,7 @@ HEALTH = _r("/health", Kind.PUBLIC, "GET HEAD", federated=True)  # public; detai
 AUTH = _r(
     "/auth", Kind.OLLAMA, "POST DELETE", federated=True, plain=False
 )  # IP trust sessions (chain.py, worker.py)
-_EXACT: dict[str, Route] = {  # path -> route, for the paths that are routes as they are
+EXACT: dict[str, Route] = {  # path -> route, for the paths that are routes as they are
     r.name: r
     for r in (
         _r("/", Kind.PUBLIC, "GET HEAD"),
@@ -88,8 +88,8 @@ _EXACT: dict[str, Route] = {  # path -> route, for the paths that are routes as 
     )
 }
 ALIASES = ("/models", "/chat/completions", "/completions", "/embeddings")  # OpenAI's paths without /v1
-_EXACT.update({alias: _EXACT["/v1" + alias] for alias in ALIASES})
-SHOW = _EXACT["/api/show"]
+EXACT.update({alias: EXACT["/v1" + alias] for alias in ALIASES})
+SHOW = EXACT["/api/show"]
 BLOBS = _r("/api/blobs/*", Kind.OLLAMA, "HEAD POST", model_admin=True, plain=False)
 V1_MODEL = _r("/v1/models/*", Kind.OPENAI, "GET", federated=True)
 _NEVER_PREFIX = _r("/api/user/*", Kind.NEVER, "GET POST DELETE")
@@ -101,7 +101,7 @@ UNKNOWN = _r("*", Kind.UNKNOWN, "")
 
 def classify(path: str) -> Route:
     """The route for a path (without query string). Never raises."""
-    route = _EXACT.get(path)
+    route = EXACT.get(path)
     if route is not None:
         return route
     if path.startswith("/api/"):

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 from urllib.parse import unquote
 
@@ -150,10 +150,11 @@ def _lower(registries: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _check_names(
-    body: dict[str, Any], registries: tuple[str, ...] | None, allow_cloud: bool
+    registries: tuple[str, ...] | None, allow_cloud: bool, body: dict[str, Any]
 ) -> Reject | None:
     """The `model` and `name` fields a route reads (Ollama takes the first non-empty): at least one, and
-    every one given valid (`registries` lower-cased)."""
+    every one given valid (`registries` lower-cased; None: no registry check). /api/show's and
+    /api/delete's whole check."""
     model, name = body.get("model"), body.get("name")
     if name is None or name == "":  # the usual body names only its model
         return _MODEL_REQUIRED if model is None or model == "" else _name(model, registries, allow_cloud)
@@ -185,11 +186,11 @@ def _check_digest_map(body: dict[str, Any], field: str) -> Reject | None:
     return None
 
 
-def _pull_push(body: dict[str, Any], registries: Collection[str], allow_cloud: bool) -> Reject | None:
+def _pull_push(registries: Collection[str], allow_cloud: bool, body: dict[str, Any]) -> Reject | None:
     insecure = body.get("insecure")
     if insecure is not None and not isinstance(insecure, bool):
         return _INSECURE
-    return _check_names(body, _lowered(registries), allow_cloud)
+    return _check_names(_lowered(registries), allow_cloud, body)
 
 
 def drop_insecure(path: str, body: dict[str, Any]) -> bool:
@@ -200,7 +201,7 @@ def drop_insecure(path: str, body: dict[str, Any]) -> bool:
     return False
 
 
-def _copy(body: dict[str, Any], registries: Collection[str], allow_cloud: bool) -> Reject | None:
+def _copy(registries: Collection[str], allow_cloud: bool, body: dict[str, Any]) -> Reject | None:
     source, destination = body.get("source"), body.get("destination")
     if source in (None, "") or destination in (None, ""):
         return Reject(400, "source and destination are required")
@@ -209,12 +210,12 @@ def _copy(body: dict[str, Any], registries: Collection[str], allow_cloud: bool) 
     )
 
 
-def _create(body: dict[str, Any], registries: Collection[str], allow_cloud: bool) -> Reject | None:
+def _create(registries: Collection[str], allow_cloud: bool, body: dict[str, Any]) -> Reject | None:
     if "path" in body or "modelfile" in body:
         return _LEGACY_CREATE
     if body.get("remote_host") not in (None, "") and not allow_cloud:
         return Reject(403, "forbidden: models that forward to a remote host are not allowed")
-    reject = _check_names(body, None, allow_cloud)
+    reject = _check_names(None, allow_cloud, body)
     if reject is not None:
         return reject
     source = body.get("from")
@@ -230,29 +231,39 @@ def _create(body: dict[str, Any], registries: Collection[str], allow_cloud: bool
     )
 
 
-def _local(body: dict[str, Any], _registries: Collection[str], allow_cloud: bool) -> Reject | None:
-    return _check_names(body, None, allow_cloud)
-
-
-def _inference(body: dict[str, Any], _registries: Collection[str], allow_cloud: bool) -> Reject | None:
+def _inference(_registries: None, allow_cloud: bool, body: dict[str, Any]) -> Reject | None:
     model = body.get("model")
     if model is None or model == "":
         return _MODEL_REQUIRED
     return _name(model, None, allow_cloud)
 
 
-_VALIDATORS = {
+# A route's checks: (allowed registries, allow_cloud, body) -> the refusal or None. The allowed registries
+# go to the routes that pull (_PULLS); the others get None.
+_VALIDATORS: dict[str, Callable[[Any, bool, dict[str, Any]], Reject | None]] = {
     "/api/pull": _pull_push,
     "/api/push": _pull_push,
     "/api/copy": _copy,
     "/api/create": _create,
-    "/api/delete": _local,
-    "/api/show": _local,
+    "/api/delete": _check_names,
+    "/api/show": _check_names,
     "/api/generate": _inference,
     "/api/chat": _inference,
     "/api/embed": _inference,
     "/api/embeddings": _inference,
 }
+_PULLS = frozenset(("/api/pull", "/api/push", "/api/copy", "/api/create"))
+BodyCheck = Callable[[dict[str, Any]], "Reject | None"]
+
+
+def _bound(path: str, registries: Collection[str], allow_cloud: bool) -> BodyCheck | None:
+    """The checks of `path` with the settings bound, or None when it has none."""
+    check = _VALIDATORS.get(path)
+    if check is None:
+        if not path.startswith("/v1/"):
+            return None
+        check = _inference
+    return partial(check, registries if path in _PULLS else None, allow_cloud)
 
 
 def validate_body(
@@ -261,13 +272,17 @@ def validate_body(
     """Stage 8 for the JSON body of `path` (the route path, no query); other paths pass."""
     if not isinstance(body, dict):
         return _NOT_OBJECT
-    check = _VALIDATORS.get(path)
-    if check is None:
-        if path.startswith("/v1/"):
-            check = _inference
-        else:
-            return None
-    return check(body, allowed_registries, allow_cloud)
+    check = _bound(path, allowed_registries, allow_cloud)
+    return None if check is None else check(body)
+
+
+def body_checks(
+    paths: Iterable[str], *, allowed_registries: Collection[str], allow_cloud: bool
+) -> dict[str, BodyCheck]:
+    """validate_body for a parsed body (a dict) of each of `paths` that has checks, with a snapshot's
+    settings bound: built once per snapshot, so the body stage makes one call per request."""
+    checks = {path: _bound(path, allowed_registries, allow_cloud) for path in paths}
+    return {path: check for path, check in checks.items() if check is not None}
 
 
 # ---- clamping -------------------------------------------------------------------------------------
