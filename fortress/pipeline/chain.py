@@ -98,7 +98,8 @@ class Forward(NamedTuple):
 
 class AutoModel(Protocol):
     """Model "auto" (routing/auto.py, AutoChooser): None when the request does not ask for it, else the
-    model chosen with its X-Fortress-Model header, or the refusal to answer."""
+    model chosen with its X-Fortress-Model header, or the refusal to answer. Asked only when the model's
+    name has "auto" in it in any case (a name without it never asks: the usual request makes no call)."""
 
     def pick(
         self, route: Route, body: dict[str, Any], key: KeyRecord | None, allowed: Callable[[str], bool]
@@ -256,7 +257,6 @@ class Gate:
             refused = self._route_refusal(route, path, client_ip)
             if refused is not None:
                 return refused
-        openai = route.shape
         if not route.plain or method not in route.methods:
             if route.kind is PUBLIC:
                 if method not in route.methods:
@@ -267,7 +267,7 @@ class Gate:
                 token = presented_key(authorization, x_api_key, query, c.policy.security.key_in_query)
                 return self._metrics(route, method, path, token, client_ip, now, settled)
             elif method not in route.methods:
-                return error_reply(405, "method not allowed", openai)
+                return error_reply(405, "method not allowed", route.shape)
             elif route is routes.AUTH and not c.policy.security.ip_trust_ttl_s:
                 return error_reply(
                     404, "IP trust sessions are off on this gateway ([security] ip_trust_ttl_s)"
@@ -280,18 +280,18 @@ class Gate:
             # /health is public, even when locked out; detail needs a key
             if token is None and route is routes.HEALTH:
                 record = self._trusted(client_ip, now)
-                usable = self._usable(record, now, openai, settled=True) if record is not None else None
+                usable = self._usable(record, now, route.shape, settled=True) if record is not None else None
                 return Admit(route, usable if isinstance(usable, KeyRecord) else None)
         locked = self.failures.locked(client_ip, now)
         if locked:
-            return _locked_out(locked, openai)
+            return _locked_out(locked, route.shape)
         if verified is not None:
             plan = c.plans.get(verified.id) or c.plan(verified)
             if plan.until > now:  # active and not expired (the usual case: _usable asks the same)
-                return self._key_policy(route, plan, path, openai, now)
-            key = self._usable(verified, now, openai, settled)
+                return self._key_policy(route, plan, path, now)
+            key = self._usable(verified, now, route.shape, settled)
         elif token is not None:
-            key = self._authenticate(token, client_ip, now, openai, settled)
+            key = self._authenticate(token, client_ip, now, route.shape, settled)
             if isinstance(key, KeyRecord) and authorization and bearer_key(authorization) == token:
                 if len(c.verified) >= VERIFIED_MAX:
                     c.verified.clear()
@@ -301,31 +301,29 @@ class Gate:
         else:
             # POST /auth needs the key itself: a trusted address cannot extend its own session
             trusting = not (route is routes.AUTH and method == b"POST")
-            key = self._keyless(client_ip, now, openai, settled, trusting)
+            key = self._keyless(client_ip, now, route.shape, settled, trusting)
         if not isinstance(key, KeyRecord):
             return key
-        return self._key_policy(route, c.plan(key), path, openai, now)
+        return self._key_policy(route, c.plan(key), path, now)
 
-    def _key_policy(
-        self, route: Route, plan: KeyPlan, path: str, openai: bool, now: float
-    ) -> KeyRefusal | Admit:
+    def _key_policy(self, route: Route, plan: KeyPlan, path: str, now: float) -> KeyRefusal | Admit:
         """Key policy (stage 6), then rate limits (stage 7); a refusal names the key (KeyRefusal)."""
         if not plan.admin and path not in self.c.open and self.c.blocks(route, path):
             if route.model_admin:
                 message = f"forbidden: {route.name} needs a key with the admin scope"
             else:
                 message = f"forbidden: {path} is blocked by policy"
-            return _refusal(plan.key, 403, message, openai)
+            return _refusal(plan.key, 403, message, route.shape)
         if not route.plain:
             if route.kind is SEARCH and not plan.search:
                 message = f"forbidden: {route.name} needs a key with the search scope"
-                return _refusal(plan.key, 403, message, openai)
+                return _refusal(plan.key, 403, message, route.shape)
             if route is routes.BLOBS:
                 digest = blob_digest_from_path(path[len("/api/blobs/") :])
                 if not isinstance(digest, str):
-                    return _refusal(plan.key, digest.status, digest.message, openai)
+                    return _refusal(plan.key, digest.status, digest.message, route.shape)
         if plan.limited:
-            return self._limit(route, plan, openai, now)
+            return self._limit(route, plan, route.shape, now)
         return Admit(route, plan.key, (), None, None, False, plan)
 
     def _metrics(
@@ -415,7 +413,7 @@ class Gate:
             key = self._keyless(client_ip, now, openai, settled)
         if not isinstance(key, KeyRecord):
             return key
-        done = self._key_policy(route, self.c.plan(key), route.name, openai, now)
+        done = self._key_policy(route, self.c.plan(key), route.name, now)
         if isinstance(done, Admit):
             admit.key, admit.rate_headers, admit.slot, admit.key_in_body, admit.plan = (
                 key,
@@ -519,7 +517,9 @@ class Gate:
         key = admit.key
         plan = admit.plan or (c.plan(key) if key is not None else None)
         allowed = plan.allowed if plan is not None else _all
-        picked = self.auto.pick(route, body, key, allowed) if model and self.auto is not None else None
+        picked = None
+        if model and "auto" in model.lower() and self.auto is not None:
+            picked = self.auto.pick(route, body, key, allowed)
         if picked is None:
             if model and allowed is not _all and not allowed(model):  # _all: the key has no model list
                 return error_reply(403, f"forbidden: this key may not use model '{model}'", route.shape)

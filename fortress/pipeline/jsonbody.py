@@ -123,6 +123,7 @@ _COLON = re.compile(r"[ \t\n\r]*:[ \t\n\r]*")
 _NEXT = re.compile(r'[ \t\n\r]*,[ \t\n\r]*"')
 _CLOSE = re.compile(r"[ \t\n\r]*\}")
 _NESTED_FIELDS = frozenset(NESTED)
+_PLAIN_FLAT = _PLAIN - _NESTED_FIELDS  # a body of these keys only needs no check at all
 
 
 def fold(key: str) -> str:
@@ -163,6 +164,43 @@ def parse(raw: bytes) -> dict[str, Any] | Reject:
         text = raw.decode()
     except UnicodeDecodeError:
         return Reject(400, "invalid JSON in request body: not UTF-8")
+    found = None
+    if raw.count(b"{") == 1 and text.startswith("{"):
+        # no nested object (the usual small request): the top level's pairs in one C call; a body that
+        # is not clean JSON is walked below, which words the refusal
+        try:
+            found = _SCAN_PAIRS(text, 0)
+        except (ValueError, StopIteration, RecursionError):
+            found = None
+    if found is None:
+        found = _walk(text)
+        if isinstance(found, Reject):
+            return found
+    pairs, end = found
+    if end != len(text) and text[end:].strip(_WHITESPACE):
+        return Reject(400, f"invalid JSON in request body: extra data at character {end}")
+    body = dict(pairs)
+    if len(body) != len(pairs):
+        twice = next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i]))
+        return Reject(400, f"the request body has the key {_show(twice)} twice")
+    if _PLAIN_FLAT.issuperset(body):
+        return body  # well-known names only, none of an object Fortress reads inside: nothing to check
+    # well-known names only (the usual body) need no look at each key
+    reject = None if _PLAIN.issuperset(body) else check_keys(body, READ)
+    if reject is not None or _NESTED_FIELDS.isdisjoint(body):
+        return reject or body
+    for field, inner in NESTED.items():
+        value = body.get(field)
+        if isinstance(value, dict) and not _PLAIN.issuperset(value):
+            reject = check_keys(value, inner, f"'{field}'")
+            if reject is not None:
+                return reject
+    return body
+
+
+def _walk(text: str) -> tuple[list[tuple[str, Any]], int] | Reject:
+    """The top level's pairs and where the object ends, for any body (leading whitespace, nested
+    objects), or the refusal: not an object, not clean JSON."""
     start = 0
     if text[:1] != "{":  # leading whitespace, or no object at all
         start = _SPACE(text).end()
@@ -170,16 +208,6 @@ def parse(raw: bytes) -> dict[str, Any] | Reject:
             return Reject(400, "missing request body")
         if text[start] != "{":
             return _not_an_object(text)
-    if raw.count(b"{") == 1:
-        # no nested object (the usual small request): the top level's pairs in one C call; a body that
-        # is not clean JSON is walked below, which words the refusal
-        try:
-            pairs, end = _SCAN_PAIRS(text, start)
-        except (ValueError, StopIteration, RecursionError):
-            pass
-        else:
-            if end == len(text) or not text[end:].strip(_WHITESPACE):
-                return _checked(pairs, nested=False)
     found = _top_pairs(text, start)
     if found is None:  # not clean JSON: the standard library's walk words the refusal
         try:
@@ -188,10 +216,7 @@ def parse(raw: bytes) -> dict[str, Any] | Reject:
             return Reject(400, f"invalid JSON in request body: {exc}")
         except RecursionError:
             return Reject(400, "invalid JSON in request body: nested too deeply")
-    pairs, end = found
-    if text[end:].strip(_WHITESPACE):
-        return Reject(400, f"invalid JSON in request body: extra data at character {end}")
-    return _checked(pairs)
+    return found
 
 
 def _top_pairs(text: str, start: int) -> tuple[list[tuple[str, Any]], int] | None:
@@ -217,25 +242,6 @@ def _top_pairs(text: str, start: int) -> tuple[list[tuple[str, Any]], int] | Non
         return None
     close = _CLOSE.match(text, at)  # no further key: the object ends here, or it is not clean JSON
     return None if close is None else (pairs, close.end())
-
-
-def _checked(pairs: list[tuple[str, Any]], nested: bool = True) -> dict[str, Any] | Reject:
-    """The top level's pairs as the body, or the refusal; `nested`: objects may sit inside it."""
-    body = dict(pairs)
-    if len(body) != len(pairs):
-        twice = next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i]))
-        return Reject(400, f"the request body has the key {_show(twice)} twice")
-    # well-known names only (the usual body) need no look at each key
-    reject = None if _PLAIN.issuperset(body) else check_keys(body, READ)
-    if reject is not None or not nested or _NESTED_FIELDS.isdisjoint(body):
-        return reject or body
-    for field, inner in NESTED.items():
-        value = body.get(field)
-        if isinstance(value, dict) and not _PLAIN.issuperset(value):
-            reject = check_keys(value, inner, f"'{field}'")
-            if reject is not None:
-                return reject
-    return body
 
 
 def _not_an_object(text: str) -> Reject:
