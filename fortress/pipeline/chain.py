@@ -518,13 +518,13 @@ class Gate:
         plan = admit.plan or (c.plan(key) if key is not None else None)
         allowed = plan.allowed if plan is not None else _all
         picked = None
-        if model and "auto" in model.lower() and self.auto is not None:
-            picked = self.auto.pick(route, body, key, allowed)
-        if picked is None:
-            if model and allowed is not _all and not allowed(model):  # _all: the key has no model list
+        if model:
+            if "auto" in model.lower() and self.auto is not None:
+                picked = self.auto.pick(route, body, key, allowed)
+                if isinstance(picked, LocalReply):
+                    return picked
+            if picked is None and allowed is not _all and not allowed(model):  # _all: no model list
                 return error_reply(403, f"forbidden: this key may not use model '{model}'", route.shape)
-        elif isinstance(picked, LocalReply):
-            return picked
         changed = "insecure" in body and drop_insecure(name, body)
         if picked is not None:  # model "auto": the chosen one goes upstream, is accounted and named
             model, header = picked

@@ -16,10 +16,11 @@ Fortress reads nothing, is Ollama's business. (`routing.auto` also looks inside 
 a recased key there could only make "auto" pick a model without vision, so it is not checked.)
 
 Cost: a body with no nested object (one `{`, the usual small request) is parsed whole by the C scanner
-with the pairs hook, at the cost of `json.loads`; a nested body's top level is walked by `_top_pairs`, a
+with the pairs hook, at the cost of `json.loads`; a small nested body (a chat) by the C scanner twice,
+once for the top level's pairs, once for the body; a bigger one's top level is walked by `_top_pairs`, a
 lean copy of the standard library's object walk (`json.decoder.JSONObject`, kept as the fallback for what
-it declines) making the same C calls for keys and values, so the keys come as a list without a second
-parse or a per-object hook. Then one pass over the keys of the objects Fortress reads. When Fortress
+it declines) making the same C calls for keys and values, so the keys come as a list in one pass without a
+per-object hook. Then one pass over the keys of the objects Fortress reads. When Fortress
 starts reading another field, add it to `READ` (or `NESTED` for a field inside an object), or a
 differently cased copy of it could slip past the new check; inside a Go struct whose field is not a
 pointer, repeats would need checking too.
@@ -124,6 +125,9 @@ _NEXT = re.compile(r'[ \t\n\r]*,[ \t\n\r]*"')
 _CLOSE = re.compile(r"[ \t\n\r]*\}")
 _NESTED_FIELDS = frozenset(NESTED)
 _PLAIN_FLAT = _PLAIN - _NESTED_FIELDS  # a body of these keys only needs no check at all
+# A body with nested objects up to this size is read by the C scanner twice (its top level's pairs, then
+# the body), at ~60% of the cost of walking its top level (_walk); a bigger one is walked, read once.
+_SCAN_TWICE = 16384
 
 
 def fold(key: str) -> str:
@@ -164,22 +168,26 @@ def parse(raw: bytes) -> dict[str, Any] | Reject:
         text = raw.decode()
     except UnicodeDecodeError:
         return Reject(400, "invalid JSON in request body: not UTF-8")
-    found = None
-    if raw.count(b"{") == 1 and text.startswith("{"):
-        # no nested object (the usual small request): the top level's pairs in one C call; a body that
-        # is not clean JSON is walked below, which words the refusal
-        try:
-            found = _SCAN_PAIRS(text, 0)
-        except (ValueError, StopIteration, RecursionError):
-            found = None
-    if found is None:
+    body = None
+    if text.startswith("{"):
+        nested = raw.count(b"{") != 1
+        if not nested or len(raw) <= _SCAN_TWICE:
+            # the top level's pairs in one C call (with no nested object, the usual small request, they
+            # make the body; else nested objects came as pairs, and a second call reads the body); a body
+            # that is not clean JSON is walked below, which words the refusal
+            try:
+                pairs, end = _SCAN_PAIRS(text, 0)
+                body = _SCAN(text, 0)[0] if nested else dict(pairs)
+            except (ValueError, StopIteration, RecursionError):
+                body = None
+    if body is None:
         found = _walk(text)
         if isinstance(found, Reject):
             return found
-    pairs, end = found
+        pairs, end = found
+        body = dict(pairs)
     if end != len(text) and text[end:].strip(_WHITESPACE):
         return Reject(400, f"invalid JSON in request body: extra data at character {end}")
-    body = dict(pairs)
     if len(body) != len(pairs):
         twice = next(k for i, (k, _) in enumerate(pairs) if any(k == other for other, _ in pairs[:i]))
         return Reject(400, f"the request body has the key {_show(twice)} twice")

@@ -262,3 +262,30 @@ def test_the_walk_of_a_nested_body_reads_as_the_standard_librarys(
     assert found == expected or found is None
     if not edits:
         assert found is not None and dict(found[0]) == body
+
+
+@given(
+    body=st.dictionaries(st.sampled_from(["model", "Model", "options", "messages", "x"]), _JSON, max_size=5),
+    options=st.dictionaries(st.sampled_from(["num_ctx", "NUM_CTX", "seed"]), _LEAVES, max_size=3),
+    edits=st.lists(
+        st.tuples(st.integers(0, 200), st.sampled_from(["", " ", ",", "}", "{", '"', ":", "x"])), max_size=2
+    ),
+)
+@settings(max_examples=600, deadline=None)
+def test_a_small_nested_body_reads_as_the_walk_reads_it(
+    body: dict, options: dict, edits: list[tuple[int, str]]
+) -> None:
+    """A small body with nested objects is read by the C scanner twice instead of walked: the same body or
+    the same refusal, word for word, as the walk (which bigger bodies take)."""
+    from fortress.pipeline import jsonbody
+
+    text = json.dumps({**body, "options": options} if "options" in body else body)
+    for at, piece in edits:
+        at = min(at, len(text))
+        text = text[:at] + piece + text[at + (not piece) :]
+    raw = text.encode()
+    scanned = parse(raw)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jsonbody, "_SCAN_TWICE", -1)  # every nested body is walked
+        walked = parse(raw)
+    assert scanned == walked
