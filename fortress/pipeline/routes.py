@@ -101,9 +101,11 @@ UNKNOWN = _r("*", Kind.UNKNOWN, "")
 
 def classify(path: str) -> Route:
     """The route for a path (without query string). Never raises."""
-    route = EXACT.get(path)
-    if route is not None:
-        return route
+    return EXACT.get(path) or _prefixed(path)  # a Route is never false
+
+
+def _prefixed(path: str) -> Route:
+    """The route for a path that is not a route as it is: by its prefix."""
     if path.startswith("/api/"):
         if path.startswith("/api/blobs/"):
             return BLOBS
