@@ -167,6 +167,8 @@ class Compiled:
     blocked: frozenset[str]  # [security] blocked_endpoints: exact paths,
     blocked_prefixes: tuple[str, ...]  # and the prefixes of those ending in "*"
     cors: Cors
+    checks: dict[str, BodyCheck]  # inspected route's name -> its body checks (validate.body_checks)
+    key_in_body: bool  # [security] key_in_body: an api_key field is taken out of the forwarded body
     plans: dict[str, KeyPlan] = field(default_factory=dict)  # key id -> its plan
     model_allowed: dict[str, Callable[[str], bool]] = field(default_factory=dict)
     search: bool = False  # [search] is configured: the web search routes exist
@@ -175,11 +177,8 @@ class Compiled:
     # request, and the hash and split are then skipped. Only matches are kept (state and expiry are still
     # checked each time); a reload starts afresh.
     verified: dict[bytes, KeyRecord] = field(default_factory=dict)
-    # decided once per snapshot for the body stage and key policy: each inspected route's body checks,
-    # the exact paths a key without the admin scope may use (not blocked), key_in_body
-    checks: dict[str, BodyCheck] = field(default_factory=dict)
+    # the exact paths a key without the admin scope may use (none blocked), so key policy tests only others
     open: frozenset[str] = frozenset()
-    key_in_body: bool = False
 
     @classmethod
     def build(cls, snapshot: Snapshot, trusted_proxies: tuple[str, ...], search: bool = False) -> Compiled:
