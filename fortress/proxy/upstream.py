@@ -17,8 +17,8 @@ no second walk): hop-by-hop lines and the backend's own CORS grant stay behind (
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
+from time import monotonic
 from typing import Protocol
 
 import httptools
@@ -37,9 +37,37 @@ _CORS = (
     b"expose-headers",
     b"max-age",
 )
-# The header names on_header looks at twice: the body's framing, the Date, and the lines left behind.
-_NOTED = frozenset(
-    (b"content-length", b"transfer-encoding", b"date", *_HOP, *(b"access-control-" + n for n in _CORS))
+# What on_header does with a response header: pass it on as it came (0, false), leave it behind, or note it
+# (the body's framing, the Date) and pass it on
+_PASS, _DROP, _LENGTH, _DATE, _CODING = range(5)
+_KINDS = {
+    b"content-length": _LENGTH,
+    b"transfer-encoding": _CODING,
+    b"date": _DATE,
+    **dict.fromkeys((*_HOP, *(b"access-control-" + n for n in _CORS)), _DROP),
+}
+
+
+class _Spelt(dict[bytes, int]):
+    """A header's kind by its name as the backend spelt it. The usual spellings (lower case, and Title-Case
+    as nginx and Go send them) take one lookup and no lower-cased copy; any other is lower-cased first."""
+
+    def __missing__(self, name: bytes) -> int:
+        return _KINDS.get(name.lower(), _PASS)
+
+
+_SPELT = _Spelt(
+    {
+        spelling: kind
+        for name, kind in (
+            *_KINDS.items(),
+            *(
+                (name, _PASS)
+                for name in (b"server", b"content-type", b"content-encoding", b"cache-control", b"vary")
+            ),
+        )
+        for spelling in (name, name.title())
+    }
 )
 
 
@@ -88,7 +116,6 @@ class UpstreamProtocol(asyncio.Protocol):
         "flow",
         "framed",
         "head_only",
-        "head_sent",
         "idle_since",
         "in_chunk",
         "keep_alive",
@@ -113,17 +140,17 @@ class UpstreamProtocol(asyncio.Protocol):
         self.flow: FlowControl | None = None
         self.ex: Receiver | None = None
         self.closed = False
-        self.parser: httptools.HttpResponseParser | None = None  # this response's: one of `parsers`
-        self.parsers: list[httptools.HttpResponseParser | None] = [None, None]  # raw mode, decoded mode
         self.pieces: list[bytes] = []  # decoded mode: the body pieces of the read being parsed
         self.tail: deque[bytes] = deque(maxlen=3)  # the response's last pieces: its usage is read there
+        self.parsers: list[httptools.HttpResponseParser | None] = [None, None]  # raw mode, decoded mode
+        self.decoded = False  # the mode of the last request sent (its parser is `parser`)
+        self.head_only = False  # the last request sent was a HEAD
+        self.parser = self.parsers[False] = httptools.HttpResponseParser(_Callbacks(self, False))
         self.activity = 0  # bumped per read; deadline() compares it to find stalled streams
         self.seen = 0
         self.sent_at = 0.0
         self.stalled_since = 0.0
         self.idle_since = 0.0  # stamped by the pool when the connection goes idle
-        self.decoded = False
-        self.head_only = False
         self.buf = b""  # a head's bytes so far (empty again once the head is parsed)
         self.framed = False  # the body's end is known without a close: chunked, a length, or no body
         self.keep_alive = True  # False also when the backend sent more than it declared: never reuse
@@ -133,8 +160,8 @@ class UpstreamProtocol(asyncio.Protocol):
     def _reset(self) -> None:
         """Before a response head. `buf`, `pieces` and `in_chunk` are empty or False again after every
         response a connection survives (llhttp ends the last chunk too); `status`, `keep_alive` and
-        `framed` are set by every head (on_headers_complete)."""
-        self.head_sent = False
+        `framed` are set by every head (on_headers_complete). `status` stays 0 until a head is parsed, so
+        it also says whether the head has gone to the exchange (all of _head runs in one call)."""
         self.lines: list[bytes] = []  # the head's lines the client gets, rendered: "Name", ": ", value, CRLF
         self.dated = False  # the head has a Date line
         self.status = 0  # still 0 after a feed: the head did not parse as HTTP
@@ -165,15 +192,24 @@ class UpstreamProtocol(asyncio.Protocol):
     def send(self, ex: Receiver, data: bytes, decoded: bool, head_only: bool) -> None:
         """Start a request/response on this connection; `head_only`: a HEAD request (no body follows)."""
         self.ex = ex
-        self.decoded = decoded
+        self.sent_at = monotonic()
+        if decoded != self.decoded or self.head_only:
+            self._mode(decoded)
         self.head_only = head_only
-        self.sent_at = time.monotonic()
         self._reset()
-        parser = self.parsers[decoded]
-        if parser is None:
-            parser = self.parsers[decoded] = httptools.HttpResponseParser(_Callbacks(self, decoded))
-        self.parser = parser
         self.out.write(self.transport, data)  # type: ignore[arg-type]  # write() inlined
+
+    def _mode(self, decoded: bool) -> None:
+        """Parse the next response with this mode's parser: made on first use, and made again after a HEAD
+        response (which leaves its parser expecting a body)."""
+        parsers = self.parsers
+        if self.head_only:
+            parsers[self.decoded] = None
+        parser = parsers[decoded]
+        if parser is None:
+            parser = parsers[decoded] = httptools.HttpResponseParser(_Callbacks(self, decoded))
+        self.parser = parser
+        self.decoded = decoded
 
     def write(self, data: bytes) -> None:
         assert self.transport is not None
@@ -182,15 +218,12 @@ class UpstreamProtocol(asyncio.Protocol):
     def detach(self) -> None:
         """The exchange is done with this connection (the pool decides what happens to it next)."""
         self.ex = None
-        if self.head_only:
-            self.parsers[self.decoded] = None  # a HEAD response leaves the parser expecting a body
-        flow = self.flow
-        if flow is not None and flow.read_paused:
-            flow.resume_reading()  # an idle connection must see its close
+        if self.flow.read_paused:  # type: ignore[union-attr]  # connected: the pool holds no other
+            self.flow.resume_reading()  # type: ignore[union-attr]  # an idle connection must see its close
 
     def deadline(self, now: float, first_byte_s: float, idle_s: float) -> float:
         """When the backend counts as silent: no response head in time, or no data for too long."""
-        if not self.head_sent:
+        if not self.status:
             return self.sent_at + first_byte_s
         if self.activity != self.seen:
             self.seen = self.activity
@@ -208,7 +241,7 @@ class UpstreamProtocol(asyncio.Protocol):
         if ex is None:  # bytes nobody asked for: this connection cannot be trusted any more
             self.close()
             return
-        if not self.head_sent:
+        if not self.status:
             self._head(ex, data)
             return
         left = self.left
@@ -263,13 +296,11 @@ class UpstreamProtocol(asyncio.Protocol):
         if self.decoded:  # the head first, then the body decoded straight into the exchange
             if not ex.head(self, b""):
                 return
-            self.head_sent = True
             if not self._parse(ex, rest):
                 return
         else:  # the body bytes checked first, then out with the head in one write
             if not self._parse(ex, rest) or not ex.head(self, rest):
                 return  # broken, or the exchange chose to retry elsewhere (and let go of this connection)
-            self.head_sent = True
         if self.done:
             self._finish(ex, b"")
 
@@ -315,7 +346,7 @@ class UpstreamProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         """A body without length or chunks ends with the connection (an HTTP/1.0-style backend)."""
         ex = self.ex
-        if ex is not None and self.head_sent and not self.framed and not self.done:
+        if ex is not None and self.status and not self.framed and not self.done:
             self.done = True
             self.keep_alive = False
             self._finish(ex, b"")
@@ -341,14 +372,14 @@ class UpstreamProtocol(asyncio.Protocol):
             raise ValueError("unsolicited response")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
-        if lname in _NOTED:
-            if lname == b"content-length":
-                self.left = int(value)  # the parser has vetted it (digits, no conflicting repeat)
-            elif lname == b"date":
-                self.dated = True
-            elif lname != b"transfer-encoding":
+        kind = _SPELT[name]
+        if kind:
+            if kind == _DROP:
                 return  # hop-by-hop, or the backend's CORS grant
+            if kind == _LENGTH:
+                self.left = int(value)  # the parser has vetted it (digits, no conflicting repeat)
+            elif kind == _DATE:
+                self.dated = True
             else:
                 self.chunked = chunked_coding(value)
                 if self.decoded:
