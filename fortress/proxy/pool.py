@@ -71,7 +71,7 @@ class Pool:
             conn.close()
             return
         idle = self._idle[backend]
-        if len(idle) < self.max_idle and conn.reusable:
+        if len(idle) < self.max_idle and not conn.closed:  # reusable: the exchange has detached it
             conn.idle_since = self.now
             idle.append(conn)
         else:
