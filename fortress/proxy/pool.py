@@ -41,8 +41,9 @@ class Pool:
         self.idle_expiry_s = idle_expiry_s
         self._connect = connect or self._open_socket
         self._idle: dict[str, deque[UpstreamProtocol]] = {}
-        # per backend: connections handed out, not yet given back (a retired one is in none of these)
-        self._active: dict[str, set[UpstreamProtocol]] = {}
+        # per backend: its open connections, idle or handed out (a retired one is in none of these); the
+        # active ones are those not idle, so taking an idle one out or giving it back moves it in one place
+        self._conns: dict[str, set[UpstreamProtocol]] = {}
         self.created = 0
         self.reused = 0
         self.expired = 0
@@ -57,17 +58,16 @@ class Pool:
             conn = idle.pop()
             if not conn.closed:
                 self.reused += 1
-                self._active[backend].add(conn)
                 return conn
+            self._conns[backend].discard(conn)
         return None
 
     def release(self, conn: UpstreamProtocol) -> None:
         """A connection whose response is fully framed: idle again if it may be reused, else closed (as is
         one whose backend changed or went away while it was out: it leads to the old endpoint)."""
         backend = conn.backend
-        try:  # a backend has both a set of active and a deque of idle connections, from open() to drop()
-            self._active[backend].remove(conn)
-        except KeyError:  # retired by drop(): its backend's set is gone, or is a new one without it
+        # a backend has a set of open and a deque of idle connections, from open() to drop()
+        if conn not in self._conns.get(backend, ()):  # retired by drop(): its backend is gone, or is new
             conn.close()
             return
         idle = self._idle[backend]
@@ -75,13 +75,14 @@ class Pool:
             conn.idle_since = self.now
             idle.append(conn)
         else:
+            self._conns[backend].discard(conn)
             conn.close()
 
     def discard(self, conn: UpstreamProtocol) -> None:
         """A connection that failed or was abandoned mid-response: closed, never reused."""
-        active = self._active.get(conn.backend)
-        if active is not None:
-            active.discard(conn)
+        conns = self._conns.get(conn.backend)
+        if conns is not None:
+            conns.discard(conn)
         conn.close()
 
     # -- I/O -------------------------------------------------------------------------------------------
@@ -89,11 +90,11 @@ class Pool:
         """A new connection (TLS included); OSError or TimeoutError when it cannot be made in time."""
         conn = await asyncio.wait_for(self._connect(target), timeout_s)
         self.created += 1
-        active = self._active.get(target.name)
-        if active is None:
-            active = self._active[target.name] = set()
+        conns = self._conns.get(target.name)
+        if conns is None:
+            conns = self._conns[target.name] = set()
             self._idle.setdefault(target.name, deque())
-        active.add(conn)
+        conns.add(conn)
         return conn
 
     async def _open_socket(self, target: Target) -> UpstreamProtocol:
@@ -110,30 +111,37 @@ class Pool:
         """Close idle connections past their expiry (oldest sit at the left end of each deque)."""
         self.now = now
         cutoff = now - self.idle_expiry_s
-        for idle in self._idle.values():
+        for backend, idle in self._idle.items():
             while idle and (idle[0].idle_since < cutoff or not idle[0].reusable):
-                idle.popleft().close()
+                conn = idle.popleft()
+                self._conns[backend].discard(conn)
+                conn.close()
                 self.expired += 1
 
     def drop(self, backend: str) -> None:
         """Close the idle connections of a backend that changed or went away, and retire those in flight."""
         for conn in self._idle.pop(backend, ()):
             conn.close()
-        self._active.pop(backend, None)
+        self._conns.pop(backend, None)
 
     def close_all(self) -> None:
-        for idle in self._idle.values():
+        for backend, idle in self._idle.items():
             while idle:
-                idle.pop().close()
+                conn = idle.pop()
+                self._conns[backend].discard(conn)
+                conn.close()
 
     @property
     def active(self) -> int:
-        return sum(map(len, self._active.values()))
+        return sum(map(len, self._conns.values())) - sum(map(len, self._idle.values()))
 
     def counts(self) -> dict[str, tuple[int, int]]:
         """Per backend (idle, active): the metrics' pool gauges."""
-        names = self._idle.keys() | self._active.keys()
-        return {name: (len(self._idle.get(name, ())), len(self._active.get(name, ()))) for name in names}
+        counts = {}
+        for name, conns in self._conns.items():
+            idle = len(self._idle[name])
+            counts[name] = (idle, len(conns) - idle)
+        return counts
 
     def __repr__(self) -> str:
         idle = sum(len(d) for d in self._idle.values())
