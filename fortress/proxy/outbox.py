@@ -45,15 +45,13 @@ class Outbox:
 
     def write(self, transport: asyncio.WriteTransport, data: bytes) -> None:
         items = self.items
-        if items:
-            before, queued = items[-1]
-            if before is transport and len(queued) < JOIN_BELOW:  # one send() for both (a head, its end)
-                items[-1] = (transport, queued + data)
-            else:
-                items.append((transport, data))
-        else:
+        if not items:
             self.soon()
-            items.append((transport, data))
+            items += ((transport, data),)
+        elif items[-1][0] is transport and len(items[-1][1]) < JOIN_BELOW:  # one send() (a head, its end)
+            items[-1] = (transport, items[-1][1] + data)
+        else:
+            items += ((transport, data),)
         held = self.held = self.held + len(data)
         if held > HOLD_BYTES:
             self.flush()
