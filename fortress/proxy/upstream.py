@@ -104,7 +104,6 @@ class Receiver(Protocol):
 
 class UpstreamProtocol(asyncio.Protocol):
     __slots__ = (
-        "activity",
         "backend",
         "buf",
         "chunked",
@@ -116,6 +115,7 @@ class UpstreamProtocol(asyncio.Protocol):
         "flow",
         "framed",
         "head_only",
+        "heard",
         "idle_since",
         "in_chunk",
         "keep_alive",
@@ -125,7 +125,6 @@ class UpstreamProtocol(asyncio.Protocol):
         "parser",
         "parsers",
         "pieces",
-        "seen",
         "sent_at",
         "stalled_since",
         "status",
@@ -146,8 +145,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.decoded = False  # the mode of the last request sent (its parser is `parser`)
         self.head_only = False  # the last request sent was a HEAD
         self.parser = self.parsers[False] = httptools.HttpResponseParser(_Callbacks(self, False))
-        self.activity = 0  # bumped per read; deadline() compares it to find stalled streams
-        self.seen = 0
+        self.heard = False  # set per read; deadline() takes it back to find stalled streams
         self.sent_at = 0.0
         self.stalled_since = 0.0
         self.idle_since = 0.0  # stamped by the pool when the connection goes idle
@@ -225,8 +223,8 @@ class UpstreamProtocol(asyncio.Protocol):
         """When the backend counts as silent: no response head in time, or no data for too long."""
         if not self.status:
             return self.sent_at + first_byte_s
-        if self.activity != self.seen:
-            self.seen = self.activity
+        if self.heard:
+            self.heard = False
             self.stalled_since = now
         return self.stalled_since + idle_s
 
@@ -237,7 +235,7 @@ class UpstreamProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         ex = self.ex
-        self.activity += 1
+        self.heard = True
         if ex is None:  # bytes nobody asked for: this connection cannot be trusted any more
             self.close()
             return
