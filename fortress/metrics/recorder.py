@@ -28,8 +28,9 @@ from fortress.metrics.table import MetricsTable, Names
 
 _BOUNDS = L.BOUNDS
 _NB = L.NB
-_STATUS_INDEX = L.STATUS_INDEX
-_OTHER_STATUS = L.OTHER_STATUS
+# status code -> the first word of its histogram cells in a route row (its column, multiplied out once)
+_CELL_AT = tuple(L.R_CELLS + column * _NB for column in L.STATUS_INDEX)
+_OTHER_CELL_AT = L.R_CELLS + L.OTHER_STATUS * _NB
 _R_DURATION_SUM = L.R_DURATION_SUM
 _R_TTFB = L.R_TTFB
 _R_TTFB_SUM = L.R_TTFB_SUM
@@ -61,7 +62,19 @@ class UsageCounts(NamedTuple):
 class Recorder:
     """Writes one claimed slot; one instance per worker process."""
 
-    __slots__ = ("_base", "_d", "_model_rows", "_models", "_process", "_q", "_route_rows", "_routes", "table")
+    __slots__ = (
+        "_base",
+        "_d",
+        "_model_rows",
+        "_models",
+        "_process",
+        "_q",
+        "_route_rows",
+        "_route_views",
+        "_routes",
+        "_row_views",
+        "table",
+    )
 
     def __init__(self, table: MetricsTable, slot: int) -> None:
         self.table = table
@@ -70,11 +83,18 @@ class Recorder:
         self._d = table.d[base // 8 : (base + L.SLOT_BYTES) // 8]
         self._routes = Names(table.mm, base, L.ROUTES_AT, L.ROUTE_STRIDE, L.ROUTE_NAMES_AT, L.ROUTES)
         self._models = Names(table.mm, base, L.MODELS_AT, L.MODEL_STRIDE, L.MODEL_NAMES_AT, L.MODELS)
-        self._route_rows = self._routes.rows  # the dicts themselves: one lookup on the hot path
-        self._model_rows = self._models.rows
+        self._route_rows = self._routes.rows
+        self._model_rows = self._models.rows  # the dict itself: one lookup on the hot path
+        # a route row's words as their own views (counters, doubles): indexes in a row need no addition;
+        # by route name (names with a row of their own) and by row (every row used, `other` included)
+        self._route_views: dict[str, tuple[memoryview, memoryview]] = {}
+        self._row_views: dict[int, tuple[memoryview, memoryview]] = {}
         self._process = psutil.Process()
 
     def close(self) -> None:
+        for q, d in self._row_views.values():
+            q.release()
+            d.release()
         self._q.release()
         self._d.release()
 
@@ -82,22 +102,29 @@ class Recorder:
     def request(
         self, route: str, status: int, duration_s: float, ttfb_s: float | None, bytes_in: int, bytes_out: int
     ) -> None:
-        row = self._route_rows.get(route)
-        if row is None:
-            row = self._routes.row(route)
+        q, d = self._route_views.get(route) or self._route(route)
         try:
-            column = _STATUS_INDEX[status]
+            cells = _CELL_AT[status]
         except IndexError:
-            column = _OTHER_STATUS
-        q = self._q
-        d = self._d
-        q[row + column * _NB + bisect_left(_BOUNDS, duration_s)] += 1
-        d[row + _R_DURATION_SUM] += duration_s
+            cells = _OTHER_CELL_AT
+        q[cells + bisect_left(_BOUNDS, duration_s)] += 1
+        d[_R_DURATION_SUM] += duration_s
         if ttfb_s is not None:
-            q[row + _R_TTFB + bisect_left(_BOUNDS, ttfb_s)] += 1
-            d[row + _R_TTFB_SUM] += ttfb_s
-        q[row + _R_BYTES_IN] += bytes_in
-        q[row + _R_BYTES_OUT] += bytes_out
+            q[_R_TTFB + bisect_left(_BOUNDS, ttfb_s)] += 1
+            d[_R_TTFB_SUM] += ttfb_s
+        q[_R_BYTES_IN] += bytes_in
+        q[_R_BYTES_OUT] += bytes_out
+
+    def _route(self, route: str) -> tuple[memoryview, memoryview]:
+        """A route's row as views, made on the route's first request."""
+        row = self._routes.row(route)
+        views = self._row_views.get(row)
+        if views is None:
+            end = row + L.ROUTE_STRIDE
+            views = self._row_views[row] = (self._q[row:end], self._d[row:end])
+        if route in self._route_rows:  # a row of its own, not `other`: kept, and the cache stays bounded
+            self._route_views[route] = views
+        return views
 
     def tokens(self, model: str | None, prompt: int, completion: int) -> None:
         row = self._model_rows.get(model)

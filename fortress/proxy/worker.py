@@ -354,9 +354,9 @@ class Worker:
         t0 = ex.t0
         elapsed = time.monotonic() - t0
         ttfb = ex.ttfb
+        ttfb_s = ttfb - t0 if ttfb else None
         m = self.metrics
         if m is not None:
-            ttfb_s = ttfb - t0 if ttfb else None
             m.request(ex.route.name, ex.status, elapsed, ttfb_s, ex.bytes_in, ex.bytes_out)
             if prompt or completion:
                 m.tokens(ex.model, prompt or 0, completion or 0)
@@ -364,8 +364,10 @@ class Worker:
         if ex.status >= 500 or ex.error:
             self.errors += 1
         wall = time.time()
-        self.gate.finish(ex.admit, (prompt or 0) + (completion or 0), wall)
-        key = ex.admit.key
+        admit = ex.admit
+        if admit.slot is not None or prompt or completion:  # a concurrency slot to free, tokens to charge
+            self.gate.finish(admit, (prompt or 0) + (completion or 0), wall)
+        key = admit.key
         if key is not None:
             self.active_keys.add(key.id)
         if self.usage is None:
@@ -384,7 +386,7 @@ class Worker:
                 ex.model,
                 target.name if target else None,
                 ex.status,
-                (ttfb - t0) * 1000 if ttfb else None,
+                ttfb_s * 1000 if ttfb_s is not None else None,
                 elapsed * 1000,
                 ex.bytes_in,
                 ex.bytes_out,
