@@ -204,31 +204,27 @@ class Router:
     def _names(self, key: str | None) -> tuple[str, ...]:
         if key is None:
             return self._general
-        return self.inventory.holders(key) or self.inventory.unrefreshed()
+        return self.inventory.holding.get(key) or self.inventory.unrefreshed()  # the index itself: no call
 
     def _pick(self, names: tuple[str, ...], loaded: frozenset[str], exclude: frozenset[str]) -> _Slot | None:
-        warm: list[_Slot] = []
-        cold: list[_Slot] = []
+        usable: list[_Slot] = []
         checked: list[_Slot] = []  # breaker open, health check passing: the last resort
         for name in names:
             slot = self._slots.get(name)
             if slot is None or name in exclude or (slot.cap and slot.outstanding >= slot.cap):
                 continue
             breaker = slot.breaker
-            if not (breaker.state is CLOSED or breaker.available()):
-                if breaker.probe_ok:
-                    checked.append(slot)
-                continue
-            if name in loaded:
-                warm.append(slot)
-            else:
-                cold.append(slot)
-        if len(warm) == 1:
-            return warm[0]  # the common single holder: no ranking to do
+            if breaker.state is CLOSED or breaker.available():
+                usable.append(slot)
+            elif breaker.probe_ok:
+                checked.append(slot)
+        if len(usable) == 1:
+            return usable[0]  # the common single holder: no ranking to do
+        warm = [s for s in usable if s.name in loaded]
         if warm:
             best = min(s.outstanding for s in warm)
             return self._round_robin([s for s in warm if s.outstanding == best])
-        cold = cold or checked
+        cold = usable or checked  # none of them has the model loaded
         if cold:
             if len(cold) == 1:
                 return cold[0]
