@@ -354,9 +354,9 @@ class Worker:
         t0 = ex.t0
         elapsed = time.monotonic() - t0
         ttfb = ex.ttfb
-        ttfb_s = ttfb - t0 if ttfb else None
         m = self.metrics
         if m is not None:
+            ttfb_s = ttfb - t0 if ttfb else None
             m.request(ex.route.name, ex.status, elapsed, ttfb_s, ex.bytes_in, ex.bytes_out)
             if prompt or completion:
                 m.tokens(ex.model, prompt or 0, completion or 0)
@@ -365,7 +365,7 @@ class Worker:
             self.errors += 1
         wall = time.time()
         admit = ex.admit
-        if admit.slot is not None or prompt or completion:  # a concurrency slot to free, tokens to charge
+        if prompt or completion or admit.slot is not None:  # tokens to charge, a concurrency slot to free
             self.gate.finish(admit, (prompt or 0) + (completion or 0), wall)
         key = admit.key
         if key is not None:
@@ -386,7 +386,7 @@ class Worker:
                 ex.model,
                 target.name if target else None,
                 ex.status,
-                ttfb_s * 1000 if ttfb_s is not None else None,
+                (ttfb - t0) * 1000 if ttfb else None,
                 elapsed * 1000,
                 ex.bytes_in,
                 ex.bytes_out,
