@@ -69,7 +69,6 @@ class Recorder:
         "_models",
         "_process",
         "_q",
-        "_route_rows",
         "_route_views",
         "_routes",
         "_row_views",
@@ -83,7 +82,6 @@ class Recorder:
         self._d = table.d[base // 8 : (base + L.SLOT_BYTES) // 8]
         self._routes = Names(table.mm, base, L.ROUTES_AT, L.ROUTE_STRIDE, L.ROUTE_NAMES_AT, L.ROUTES)
         self._models = Names(table.mm, base, L.MODELS_AT, L.MODEL_STRIDE, L.MODEL_NAMES_AT, L.MODELS)
-        self._route_rows = self._routes.rows
         self._model_rows = self._models.rows  # the dict itself: one lookup on the hot path
         # a route row's words as their own views (counters, doubles): indexes in a row need no addition;
         # by route name (names with a row of their own) and by row (every row used, `other` included)
@@ -122,7 +120,7 @@ class Recorder:
         if views is None:
             end = row + L.ROUTE_STRIDE
             views = self._row_views[row] = (self._q[row:end], self._d[row:end])
-        if route in self._route_rows:  # a row of its own, not `other`: kept, and the cache stays bounded
+        if route in self._routes.rows:  # a row of its own, not `other`: kept, and the cache stays bounded
             self._route_views[route] = views
         return views
 
