@@ -101,9 +101,9 @@ class Host(Protocol):
 
 class Exchange:
     __slots__ = (
+        "__dict__",
         "admit",
         "backend_hint",
-        "blocked",
         "body",
         "bytes_in",
         "bytes_out",
@@ -117,15 +117,12 @@ class Exchange:
         "fwd_headers",
         "held",
         "keep_alive",
-        "looked_again",
         "method",
         "model",
         "on_backend",
         "path",
-        "pending",
         "raw",
         "request_id",
-        "rewrite",
         "route",
         "state",
         "status",
@@ -134,12 +131,20 @@ class Exchange:
         "t0",
         "target",
         "target_url",
-        "task",
         "tried",
         "ttfb",
         "upstream",
         "w",
     )
+
+    # Set on few requests (a composed answer's task, a second look at the backends' models, a client not
+    # taking our writes, upload pieces held while connecting): class-level defaults, which a request that
+    # sets one shadows in its own __dict__ (made only then), so that every other request spares the stores.
+    task: asyncio.Task[None] | None = None  # the task composing the answer (answered_by)
+    looked_again = False  # an unknown model made the backends list their models once more
+    blocked = False  # the client is not taking our writes (its transport paused us)
+    pending: tuple[bytes, ...] = ()  # pieces of a streamed body that came before the connection
+    codec: Codec | None  # set by every attempt (_go) before anything reads it; None: raw relay
 
     def __init__(
         self,
@@ -157,6 +162,9 @@ class Exchange:
         streaming_body: bool,
         chunked_body: bool,
         t0: float,
+        client_ip: str = "",
+        cors: bytes = b"",
+        doc: dict | None = None,
     ) -> None:
         self.w = w
         self.down = down
@@ -171,16 +179,11 @@ class Exchange:
         self.body = body  # None: the body streams through send_body()
         self.streaming_body = streaming_body  # the body follows via send_body() and cannot be replayed
         self.chunked_body = chunked_body
-        self.pending: list[bytes] = []
         self.t0 = t0
         self.model = admit.model
         self.state: State = _CHOOSING
         self.stream = False
         self.target: Target | None = None
-        # Set by every attempt (_go) before anything reads them: this attempt's request as the backend's
-        # kind rewrote it (None: as it came), and its response codec (None: raw relay).
-        self.rewrite: Rewrite | None
-        self.codec: Codec | None
         self.upstream: UpstreamProtocol | None = None
         self.tried: list[str] = []  # the backends of this request's attempts, in order
         self.status = 0
@@ -190,14 +193,11 @@ class Exchange:
         self.held = b""  # a whole response's head and body, sent by _end() after the usage row
         self.error: str | None = None
         self.raw = not http10  # HTTP/1.1 client: the backend's framing passes through
-        self.blocked = False  # the client is not taking our writes (its transport paused us)
         self.on_backend: str | None = None  # counted as outstanding on this backend
-        self.client_ip = ""
+        self.client_ip = client_ip
         self.backend_hint: str | None = None  # X-Fortress-Backend from an admin-scope key
-        self.task: asyncio.Task[None] | None = None  # the task composing the answer (answered_by)
-        self.doc: dict | None = None  # the parsed JSON body, when the body stage read it
-        self.cors = b""  # CORS header lines for the client's Origin (pipeline/cors.py), b"" for none
-        self.looked_again = False  # an unknown model made the backends list their models once more
+        self.doc = doc  # the parsed JSON body, when the body stage read it
+        self.cors = cors  # CORS header lines for the client's Origin (pipeline/cors.py), b"" for none
 
     def _to(self, event: Event) -> None:
         """Move by the table (states.step inlined; the four moves of every request inline this line)."""
@@ -275,11 +275,11 @@ class Exchange:
         provider's own name)."""
         if self.state is not _CONNECTING:
             return  # the client left before a granted slot could be used
-        target = self.w.targets[name]
-        self.target = target
+        w = self.w
+        target = self.target = w.targets[name]
         self.tried.append(name)
         try:
-            rewrite = self.rewrite = target.kind.rewrite(self, model)
+            rewrite = target.kind.rewrite(self, model)
         except Refused as exc:
             self.fail(exc.status, exc.message)
             return
@@ -290,13 +290,13 @@ class Exchange:
             return
         else:
             self.codec = rewrite.codec
-        conn = self.w.pool.acquire(name)
+        conn = w.pool.acquire(name)
         if conn is not None:
-            self._send(conn)
+            self._send(conn, target, rewrite)
         else:
-            self.w.loop.create_task(self._open(target))
+            w.loop.create_task(self._open(target, rewrite))
 
-    async def _open(self, target: Target) -> None:
+    async def _open(self, target: Target, rewrite: Rewrite | None) -> None:
         w = self.w
         try:
             conn = await w.pool.open(target, w.routing.connect_timeout_s)
@@ -309,16 +309,13 @@ class Exchange:
         if self.state is not _CONNECTING:
             w.pool.release(conn)  # the client left meanwhile: the fresh connection serves someone else
             return
-        self._send(conn)
+        self._send(conn, target, rewrite)
 
-    def _send(self, conn: UpstreamProtocol) -> None:
-        """The request head (and a buffered body) on `conn`, as this backend must receive it; then the body
-        pieces that came meanwhile."""
-        target = self.target
-        assert target is not None
+    def _send(self, conn: UpstreamProtocol, target: Target, rw: Rewrite | None) -> None:
+        """The request head (and a buffered body) on `conn`, as this backend must receive it (`rw`: as its
+        kind rewrote it, None: as it came); then the body pieces that came meanwhile."""
         self.state = TRANSITIONS[self.state][_SENT]
         self.upstream = conn
-        rw = self.rewrite
         fwd = self.fwd_headers
         if rw is None:
             method = self.method
@@ -342,17 +339,17 @@ class Exchange:
         else:
             parts.append(b"\r\n")
         conn.send(self, b"".join(parts), self.codec is not None or not self.raw, self.method == b"HEAD")
-        if self.pending:
+        if self.streaming_body and self.pending:  # (only a streamed body has pieces held)
             for piece in self.pending:
                 self._write_body(piece)
-            self.pending = []
+            self.pending = ()
             self.down.resume()
 
     # -- request body streaming (uploads) ------------------------------------------------------------
     def send_body(self, piece: bytes) -> None:
         self.bytes_in += len(piece)
         if self.upstream is None:
-            self.pending.append(piece)
+            self.pending += (piece,)
             self.down.pause()
         else:
             self._write_body(piece)
@@ -391,7 +388,6 @@ class Exchange:
         status = up.status
         if status >= 404:  # a failed backend is retried elsewhere; a missing model updates the inventory
             if status in (502, 503) and self._can_retry():
-                self._drop_upstream(reuse=False)
                 self._retry_or_fail(f"backend {up.backend} answered {status}")
                 return False
             if status == 404 and self.model and self.route.inspect:
@@ -405,8 +401,7 @@ class Exchange:
             data = self._own_head(status, content_type)
         else:
             self.status = status
-            client_close = not self.keep_alive or self.w.draining or not self.raw or not up.framed
-            self.keep_alive = not client_close
+            keep = self.keep_alive = self.keep_alive and up.framed and self.raw and not self.w.draining
             parts = [STATUS_LINE[status]]
             parts += up.lines  # the backend's, but the lines no client gets (upstream.on_header)
             parts += (b"X-Request-ID: ", self.request_id, b"\r\n", self.cors)
@@ -414,7 +409,7 @@ class Exchange:
                 parts.append(replies.date_line())
             for name, value in self.admit.rate_headers:
                 parts += (name, b": ", value, b"\r\n")
-            parts += (_CLOSE_HEAD if client_close else b"\r\n", body)
+            parts += (b"\r\n" if keep else _CLOSE_HEAD, body)
             data = b"".join(parts)
         if up.done:  # the whole response came: its bytes go after the usage row (complete() follows)
             self.held = data
@@ -467,7 +462,6 @@ class Exchange:
         self.state = TRANSITIONS[self.state][_COMPLETE]
         target = self.target
         assert target is not None
-        self._drop_upstream(reuse=True)
         route = self.route
         codec = self.codec
         if codec is not None:
@@ -484,7 +478,7 @@ class Exchange:
             prompt = completion = None
         status = self.status
         self.stream = up.chunked
-        self._release_backend(status < 500 or answered(status, up.tail), self.error or "")
+        self._end_attempt(reuse=True, ok=status < 500 or answered(status, up.tail), error=self.error or "")
         if status == 200 and route.metered and self.model:
             self.w.served(target.name, self.model, self.doc)  # so /api/ps lists it at once
         if route.model_admin:
@@ -496,7 +490,6 @@ class Exchange:
         if self.state is State.RELAYING:
             self._cut(message)
         elif self.state is State.SENT:
-            self._drop_upstream(reuse=False)
             self._retry_or_fail(message)
 
     # -- deadlines -----------------------------------------------------------------------------------
@@ -526,7 +519,7 @@ class Exchange:
         self._to(Event.BROKEN)
         up = self.upstream
         assert up is not None and self.target is not None
-        self._drop_upstream(reuse=False)
+        self._end_attempt(reuse=False, ok=False, error=message)
         self.error = message
         codec = self.codec
         last = b""
@@ -544,7 +537,6 @@ class Exchange:
             elif not self.raw:
                 last = replies.stream_error_line(message, self.route.shape)
             prompt, completion, _ = self.target.kind.usage(up.tail)
-        self._release_backend(ok=False, error=message)
         self._end(prompt, completion, framed and self.keep_alive, last)
 
     def _can_retry(self, delay: float = 0.0) -> bool:
@@ -555,7 +547,7 @@ class Exchange:
 
     def _retry_or_fail(self, message: str, unreachable: bool = False) -> None:
         """Try another backend if allowed; else 503 when none could be reached, 502 when one failed."""
-        self._release_backend(ok=False, error=message)
+        self._end_attempt(reuse=False, ok=False, error=message)
         delay = self.w.router.retry_delay(len(self.tried))
         if self._can_retry(delay):
             self._to(Event.RETRY)
@@ -568,8 +560,7 @@ class Exchange:
         self._to(Event.FAIL)
         self.status = status
         self.error = message
-        self._release_backend(ok=status != 504, error=message)
-        self._drop_upstream(reuse=False)
+        self._end_attempt(reuse=False, ok=status != 504, error=message)
         headers = self.admit.rate_headers
         if retry_after:
             headers = ((b"Retry-After", str(retry_after).encode()), *headers)
@@ -584,7 +575,7 @@ class Exchange:
         self._to(Event.ANSWERED)
         self.ttfb = time.monotonic()
         self.status = 200
-        self._release_backend(ok=True)
+        self._end_attempt(reuse=False, ok=True)
         keep = self.keep_alive and not self.w.draining
         reply = replies.LocalReply(200, body)
         self._end(None, None, keep, replies.render(reply, self.request_id, keep, self.admit.rate_headers))
@@ -596,31 +587,28 @@ class Exchange:
         self._to(Event.CLIENT_GONE)
         if self.task is not None:
             self.task.cancel()
-        self._drop_upstream(reuse=False)
-        self._release_backend(ok=True)
+        self._end_attempt(reuse=False, ok=True)
         if not self.status:
             self.status = 499
         self.error = self.error or "client closed the connection"
         self.w.account(self, None, None)
 
-    def _drop_upstream(self, reuse: bool) -> None:
-        """Give this attempt's connection back: to the pool's idle set, or closed."""
+    def _end_attempt(self, reuse: bool, ok: bool, error: str = "") -> None:
+        """This attempt is over (or never got a connection): its connection goes back to the pool's idle
+        set (`reuse`) or is closed, and the router hears whether the backend did its part, exactly once
+        per started attempt. Both may be gone already: a second call does nothing."""
         up = self.upstream
-        if up is None:
-            return
-        self.upstream = None
-        up.detach()
-        if reuse:
-            self.w.pool.release(up)
-        else:
-            self.w.pool.discard(up)
-
-    def _release_backend(self, ok: bool, error: str = "") -> None:
-        """Tell the router this backend's request ended; exactly once per started attempt."""
+        if up is not None:
+            self.upstream = None
+            up.detach()
+            if reuse:
+                self.w.pool.release(up)
+            else:
+                self.w.pool.discard(up)
         name = self.on_backend
         if name is not None:
-            self.w.finished(name, ok, error)
             self.on_backend = None
+            self.w.finished(name, ok, error)
 
     def _end(self, prompt: int | None, completion: int | None, keep_alive: bool, last: bytes = b"") -> None:
         """Record the usage row, then send the response's last bytes (and any held) and let the client

@@ -540,10 +540,10 @@ class ClientProtocol(asyncio.Protocol):
             streaming,
             req.chunked,
             req.t0,
+            client_ip,
+            req.cors,
+            doc,
         )
-        ex.client_ip = client_ip
-        ex.doc = doc
-        ex.cors = req.cors
         if req.backend_hint is not None and admit.key is not None and admit.key.scope == "admin":
             ex.backend_hint = req.backend_hint.decode("latin-1")
         self.ex = ex
