@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 from fortress.backends.kind import Refused
@@ -206,8 +207,6 @@ class Exchange:
     # -- choosing and connecting -------------------------------------------------------------------
     def start(self) -> None:
         """Stage 9: ask the router for a backend, wait for a slot when all are busy, or fail clearly."""
-        if self.state is not _CHOOSING:
-            return  # the client left during a retry's pause
         w = self.w
         if self.backend_hint is not None:
             name = self.backend_hint
@@ -232,7 +231,7 @@ class Exchange:
         if verdict is Verdict.UNKNOWN_MODEL:
             if model and not self.looked_again:  # pulled on a backend directly a moment ago?
                 self.looked_again = True
-                if w.refresh_models(self.start):
+                if w.refresh_models(partial(self._later, _CHOOSING, self.start)):
                     return
             self.fail(404, f"model '{model}' not found" if model else "no backend is configured")
         elif verdict is Verdict.BUSY and not self.tried:
@@ -265,7 +264,7 @@ class Exchange:
             return False  # the client left meanwhile: the router takes the slot back
         self._to(Event.GRANTED)
         self.on_backend = choice.backend.name  # already counted as started
-        self.w.loop.call_soon(self._go, choice.backend.name, choice.model)
+        self.w.loop.call_soon(self._later, _CONNECTING, self._go, choice.backend.name, choice.model)
         return True
 
     def _go(self, name: str, model: str | None) -> None:
@@ -273,8 +272,6 @@ class Exchange:
 
         The backend is already counted as started; `model` is the name it knows the model by (a
         provider's own name)."""
-        if self.state is not _CONNECTING:
-            return  # the client left before a granted slot could be used
         w = self.w
         target = self.target = w.targets[name]
         self.tried.append(name)
@@ -295,6 +292,12 @@ class Exchange:
             self._send(conn, target, rewrite)
         else:
             w.loop.create_task(self._open(target, rewrite))
+
+    def _later(self, state: State, step: Callable[..., None], *args: object) -> None:
+        """A step put off to a later loop turn (a retry's pause, a second look at the models, a granted
+        slot's connect): taken only if the exchange is still where it was left (the client may be gone)."""
+        if self.state is state:
+            step(*args)
 
     async def _open(self, target: Target, rewrite: Rewrite | None) -> None:
         w = self.w
@@ -326,9 +329,20 @@ class Exchange:
             method, path, body, extra = rw.method, rw.path, rw.body, rw.headers
             if rw.drop:
                 fwd = [line for line in fwd if not line.lower().startswith(rw.drop)]
-        parts = [method, b" ", target.prefix, path, b" HTTP/1.1\r\nHost: ", target.host_header, b"\r\n"]
-        parts += fwd
-        parts += (b"X-Request-ID: ", self.request_id, b"\r\n", target.auth_lines, extra)
+        parts = [
+            method,
+            b" ",
+            target.prefix,
+            path,
+            b" HTTP/1.1\r\nHost: ",
+            target.host_header,
+            b"\r\nX-Request-ID: ",
+            self.request_id,
+            b"\r\n",
+            target.auth_lines,
+            extra,
+            *fwd,
+        ]
         if body is not None:
             if body or method == b"POST":
                 parts += (b"Content-Length: %d\r\n\r\n" % len(body), body)
@@ -402,9 +416,8 @@ class Exchange:
         else:
             self.status = status
             keep = self.keep_alive = self.keep_alive and up.framed and self.raw and not self.w.draining
-            parts = [STATUS_LINE[status]]
-            parts += up.lines  # the backend's, but the lines no client gets (upstream.on_header)
-            parts += (b"X-Request-ID: ", self.request_id, b"\r\n", self.cors)
+            # the backend's lines, but those no client gets (upstream.on_header), between Fortress's own
+            parts = [STATUS_LINE[status], *up.lines, b"X-Request-ID: ", self.request_id, b"\r\n", self.cors]
             if not up.dated:
                 parts.append(replies.date_line())
             for name, value in self.admit.rate_headers:
@@ -479,7 +492,7 @@ class Exchange:
         status = self.status
         self.stream = up.chunked
         self._end_attempt(reuse=True, ok=status < 500 or answered(status, up.tail), error=self.error or "")
-        if status == 200 and route.metered and self.model:
+        if route.metered and status == 200 and self.model:
             self.w.served(target.name, self.model, self.doc)  # so /api/ps lists it at once
         if route.model_admin:
             self.w.poller.poke(target.name)  # pull/delete/copy/create change what the backend holds
@@ -551,7 +564,7 @@ class Exchange:
         delay = self.w.router.retry_delay(len(self.tried))
         if self._can_retry(delay):
             self._to(Event.RETRY)
-            self.w.loop.call_later(delay, self.start)
+            self.w.loop.call_later(delay, self._later, _CHOOSING, self.start)
             return
         self.fail(503 if unreachable else 502, message)
 
@@ -615,7 +628,7 @@ class Exchange:
         side go on: see the module docstring for why in this order."""
         held = self.held
         if held:
-            last = held + last if last else held
+            last = held + last
         self.bytes_out += len(last)
         self.w.account(self, prompt, completion)
         down = self.down
