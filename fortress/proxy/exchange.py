@@ -26,9 +26,9 @@ is handed over by that burst too.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from functools import partial
+from time import monotonic
 from typing import TYPE_CHECKING, Protocol
 
 from fortress.backends.kind import Refused
@@ -407,7 +407,7 @@ class Exchange:
             if status == 404 and self.model and self.route.inspect:
                 self.w.model_missing(up.backend, self.model)
         self.state = TRANSITIONS[self.state][_HEAD]
-        self.ttfb = time.monotonic()
+        self.ttfb = monotonic()
         codec = self.codec
         if codec is not None:
             status, content_type = codec.head(status, up.headers)
@@ -555,7 +555,7 @@ class Exchange:
     def _can_retry(self, delay: float = 0.0) -> bool:
         if self.streaming_body or self.backend_hint is not None:
             return False  # the body went upstream as it came, or the client named the backend
-        elapsed = time.monotonic() - self.t0 + delay
+        elapsed = monotonic() - self.t0 + delay
         return self.w.router.may_retry(len(self.tried), elapsed)
 
     def _retry_or_fail(self, message: str, unreachable: bool = False) -> None:
@@ -586,7 +586,7 @@ class Exchange:
     def _answered(self, body: bytes) -> None:
         """The backend's kind answered itself (a provider model's load or unload): 200, nothing sent."""
         self._to(Event.ANSWERED)
-        self.ttfb = time.monotonic()
+        self.ttfb = monotonic()
         self.status = 200
         self._end_attempt(reuse=False, ok=True)
         keep = self.keep_alive and not self.w.draining
@@ -646,7 +646,7 @@ class Exchange:
     def begin(self, status: int, content_type: bytes) -> None:
         """The head of a merged response: chunked to HTTP/1.1 clients, close-delimited to HTTP/1.0."""
         self._to(_HEAD)
-        self.ttfb = time.monotonic()
+        self.ttfb = monotonic()
         self.status = status
         self._write(self._own_head(status, content_type))
 
@@ -663,7 +663,7 @@ class Exchange:
     def reply(self, reply: replies.LocalReply, error: str | None) -> None:
         """A merged response sent whole."""
         self._to(_HEAD)
-        self.ttfb = time.monotonic()
+        self.ttfb = monotonic()
         self._to(_COMPLETE)
         self.status = reply.status
         self.error = error
