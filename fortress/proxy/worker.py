@@ -364,10 +364,8 @@ class Worker:
         if ex.status >= 500 or ex.error:
             self.errors += 1
         wall = time.time()
-        admit = ex.admit
-        if prompt or completion or admit.slot is not None:  # tokens to charge, a concurrency slot to free
-            self.gate.finish(admit, (prompt or 0) + (completion or 0), wall)
-        key = admit.key
+        self.gate.finish(ex.admit, (prompt or 0) + (completion or 0), wall)
+        key = ex.admit.key
         if key is not None:
             self.active_keys.add(key.id)
         if self.usage is None:

@@ -204,7 +204,7 @@ class Router:
     def _names(self, key: str | None) -> tuple[str, ...]:
         if key is None:
             return self._general
-        return self.inventory.holding.get(key) or self.inventory.unrefreshed()  # the index itself: no call
+        return self.inventory.holders(key) or self.inventory.unrefreshed()
 
     def _pick(self, names: tuple[str, ...], loaded: frozenset[str], exclude: frozenset[str]) -> _Slot | None:
         usable: list[_Slot] = []
