@@ -36,41 +36,51 @@ if TYPE_CHECKING:
 log = logging.getLogger("fortress.proxy")
 
 # Client headers never forwarded (credentials, cookies, hop-by-hop, the ones Fortress sets itself), each with
-# the Request field on_header reads it into ("": only dropped). One lookup per header decides both.
+# the Request field on_header reads it into (_DROP: only dropped). One lookup per header decides both.
+_DROP = "-"
 _NOT_FORWARDED = {
-    b"host": "",  # Host comes with every request
+    b"host": _DROP,  # Host comes with every request
     b"authorization": "authorization",
     b"x-api-key": "x_api_key",
-    b"cookie": "",
-    b"proxy-authorization": "",
+    b"cookie": _DROP,
+    b"proxy-authorization": _DROP,
     b"connection": "connection",
-    b"keep-alive": "",
+    b"keep-alive": _DROP,
     b"proxy-connection": "connection",  # llhttp keeps an HTTP/1.0 connection on either (see http10 below)
-    b"te": "",
-    b"trailer": "",
-    b"upgrade": "",
+    b"te": _DROP,
+    b"trailer": _DROP,
+    b"upgrade": _DROP,
     b"transfer-encoding": "chunked",
     b"content-length": "content_length",
     b"expect": "expect",
     b"x-forwarded-for": "xff",
-    b"x-real-ip": "",
-    b"forwarded": "",
+    b"x-real-ip": _DROP,
+    b"forwarded": _DROP,
     b"x-request-id": "request_id",
     b"x-fortress-backend": "backend_hint",
     b"origin": "origin",  # Fortress answers CORS itself; a backend (Ollama) would refuse a foreign Origin
     b"access-control-request-headers": "cors_headers",
 }
 _FORWARD = "+"
-# The same answers by the spellings clients send (all lower case, or Title-Case as in "Content-Length"), with
-# the usual forwarded headers: found without lowercasing each name first (a bytes object more per header)
-_SPELT = {
-    spelling: field
+
+
+class _Spellings(dict[bytes, str]):
+    """The same answers by the spellings clients send (all lower case, or Title-Case as in "Content-Length"),
+    with the usual forwarded headers: found without lowercasing each name first (a bytes object more per
+    header); any other spelling is looked up lowercased (and not kept: names are the client's choice)."""
+
+    def __missing__(self, name: bytes) -> str:
+        return _NOT_FORWARDED.get(name.lower(), _FORWARD)
+
+
+_SPELT = _Spellings(
+    (spelling, field)
     for name, field in (
         *_NOT_FORWARDED.items(),
         *((name, _FORWARD) for name in (b"content-type", b"user-agent", b"accept", b"accept-encoding")),
     )
     for spelling in (name, name.title())
-}
+)
 # self.req until a connection's first target arrives: a head still coming (the bytes read count towards its
 # size) that expire() does not answer; nothing writes to it
 _NO_REQUEST = Request(0.0, b"")
@@ -230,8 +240,8 @@ class ClientProtocol(asyncio.Protocol):
                     replies.error_reply(400, f"malformed HTTP request: {_parser_reason(exc)}", close=True)
                 )
             return
-        if self.req.mode == HEAD and self.head_bytes > self.max_head:
-            self._reject(replies.error_reply(431, "request header fields too large", close=True))
+        if self.req.mode == HEAD and (self.head_bytes > self.max_head or self.head_size > self.max_head):
+            self._reject(_head_too_large())  # read whole (raw bytes) or parsed so far (a head in one read)
 
     def _reject(self, reply: replies.LocalReply) -> None:
         if not self.closed:
@@ -252,41 +262,46 @@ class ClientProtocol(asyncio.Protocol):
         self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # a head that arrives in one read is parsed whole before data_received can measure it
-        size = self.head_size = self.head_size + len(name) + len(value) + 4
-        if size > self.max_head:
-            raise BadRequest(replies.error_reply(431, "request header fields too large", close=True))
-        if self.req.mode != HEAD:
-            return  # a chunked body's trailer: the request was decided on its head; no backend gets it
-        field = _SPELT.get(name)
-        if field is None:
-            field = _NOT_FORWARDED.get(name.lower(), _FORWARD)
+        """Record or forward one header line. Its size counts towards the head's, checked once the head is
+        complete (on_headers_complete) or the read is parsed (data_received), not per line."""
+        self.head_size += len(name) + len(value) + 4
+        req = self.req
+        if req.mode:  # not HEAD (0): a chunked body's trailer
+            self._trailer()
+            return
+        field = _SPELT[name]
+        if field is _DROP:
+            return
         if field is _FORWARD:
-            self.req.fwd.append(name + b": " + value + b"\r\n")
-        elif field:
-            req = self.req
-            if field == "authorization":
-                req.authorization = value
-            elif field == "content_length":
-                if req.content_length is not None or not value.isdigit():
-                    raise BadRequest(
-                        replies.error_reply(400, "invalid or repeated Content-Length", close=True)
-                    )
-                req.content_length = int(value)
-            elif field == "chunked":
-                if value.strip().lower() != b"chunked" or req.chunked:
-                    raise BadRequest(replies.error_reply(400, "unsupported Transfer-Encoding", close=True))
-                req.chunked = True
-            elif field == "xff":
-                req.xff = value if req.xff is None else req.xff + b", " + value
-            elif field == "expect":
-                req.expect = value.lower() == b"100-continue"
-            elif field == "connection":
-                req.connection = True
-            else:  # the last one of these counts
-                setattr(req, field, value)
+            req.fwd.append(name + b": " + value + b"\r\n")
+        elif field == "authorization":
+            req.authorization = value
+        elif field == "content_length":
+            if req.content_length is not None or not value.isdigit():
+                raise BadRequest(replies.error_reply(400, "invalid or repeated Content-Length", close=True))
+            req.content_length = int(value)
+        elif field == "chunked":
+            if value.strip().lower() != b"chunked" or req.chunked:
+                raise BadRequest(replies.error_reply(400, "unsupported Transfer-Encoding", close=True))
+            req.chunked = True
+        elif field == "xff":
+            req.xff = value if req.xff is None else req.xff + b", " + value
+        elif field == "expect":
+            req.expect = value.lower() == b"100-continue"
+        elif field == "connection":
+            req.connection = True
+        else:  # the last one of these counts
+            setattr(req, field, value)
+
+    def _trailer(self) -> None:
+        """A trailer line comes after the request was decided on its head: no backend gets it, and no head
+        check follows it, so its size is checked here."""
+        if self.head_size > self.max_head:
+            raise BadRequest(_head_too_large())
 
     def on_headers_complete(self) -> None:
+        if self.head_size > self.max_head:
+            raise BadRequest(_head_too_large())
         req = self.req
         parser = self.parser
         if req.chunked and req.content_length is not None:
@@ -604,6 +619,10 @@ class ClientProtocol(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.write(data)
+
+
+def _head_too_large() -> replies.LocalReply:
+    return replies.error_reply(431, "request header fields too large", close=True)
 
 
 def _valid_request_id(value: bytes) -> bool:
