@@ -17,13 +17,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
+from time import monotonic
 from typing import TYPE_CHECKING
 
 import httptools
 
 from fortress.http import replies
-from fortress.pipeline import routes
-from fortress.pipeline.chain import RECHECK, SEARCH, Admit
+from fortress.pipeline.chain import RECHECK, SEARCH, Admit, Forward
+from fortress.pipeline.routes import BLOBS, SHOW
 from fortress.pipeline.validate import looks_like_zip
 from fortress.proxy import fanout, websearch
 from fortress.proxy.exchange import Exchange
@@ -136,7 +137,7 @@ class ClientProtocol(asyncio.Protocol):
         if not self.w.connection_opened(self):
             transport.close()
             return
-        self.due = time.monotonic() + self.cfg.header_timeout_s
+        self.due = monotonic() + self.cfg.header_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -216,7 +217,7 @@ class ClientProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.last:
             return  # after a request with Connection: close (or HTTP/1.0) nothing more is served
-        if self.req.mode == HEAD:
+        if not self.req.mode:  # HEAD
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -240,7 +241,7 @@ class ClientProtocol(asyncio.Protocol):
                     replies.error_reply(400, f"malformed HTTP request: {_parser_reason(exc)}", close=True)
                 )
             return
-        if self.req.mode == HEAD and (self.head_bytes > self.max_head or self.head_size > self.max_head):
+        if not self.req.mode and (self.head_bytes > self.max_head or self.head_size > self.max_head):
             self._reject(_head_too_large())  # read whole (raw bytes) or parsed so far (a head in one read)
 
     def _reject(self, reply: replies.LocalReply) -> None:
@@ -254,12 +255,13 @@ class ClientProtocol(asyncio.Protocol):
         more per request (head_size is 0 from the end of a message to the next target)."""
         if self.head_size:
             self.req.target += url
-        else:
-            now = time.monotonic()
-            self.req = Request(now, url)
-            if self.ex is None and not self.queue:
-                self.due = now + self.cfg.header_timeout_s
-        self.head_size += len(url)
+            self.head_size += len(url)
+            return
+        now = monotonic()
+        self.req = Request(now, url)
+        self.head_size = len(url)
+        if self.ex is None and not self.queue:
+            self.due = now + self.cfg.header_timeout_s
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """Record or forward one header line. Its size counts towards the head's, checked once the head is
@@ -335,7 +337,7 @@ class ClientProtocol(asyncio.Protocol):
                 req.body_size += len(body)
                 if req.body_size > self.body_floor and req.body_size > self._body_limit(ex.admit):
                     raise BadRequest(replies.error_reply(413, "request body too large", close=True))
-                self.due = time.monotonic() + self.cfg.body_timeout_s
+                self.due = monotonic() + self.cfg.body_timeout_s
                 if ex.route.model_admin and len(req.first_bytes) < 4:
                     if looks_like_zip(req.sniff(body)):
                         raise BadRequest(
@@ -400,11 +402,11 @@ class ClientProtocol(asyncio.Protocol):
             time.time(),
             req.settled,
         )
-        if result is RECHECK:
-            self._recheck(req, self._admit)
-            return
-        if isinstance(result, replies.LocalReply):
-            self._local(req, result, path, client_ip)
+        if not isinstance(result, Admit):  # (one test on the common path, not two)
+            if result is RECHECK:
+                self._recheck(req, self._admit)
+            else:
+                self._local(req, result, path, client_ip)
             return
         req.admit = result
         route = result.route
@@ -428,7 +430,7 @@ class ClientProtocol(asyncio.Protocol):
             return
         if route.inspect:
             req.mode = BUFFER
-            self.due = time.monotonic() + self.cfg.body_timeout_s
+            self.due = monotonic() + self.cfg.body_timeout_s
             if req.expect and not req.complete:
                 self._write(_CONTINUE)
             if req.complete:
@@ -443,7 +445,7 @@ class ClientProtocol(asyncio.Protocol):
         if streaming and req.body:  # pieces read while the request was parked
             held, req.body, req.body_size = req.body, [], 0
         req.mode = STREAM if streaming else SENT
-        self._start(req, body, streaming)
+        self._start(req, result, body, streaming)
         for piece in held:
             try:
                 self.on_body(piece)
@@ -466,7 +468,7 @@ class ClientProtocol(asyncio.Protocol):
             return False
         self.parked = None
         if not req.complete:
-            self.due = time.monotonic() + self.cfg.body_timeout_s  # the rest of its body must come
+            self.due = monotonic() + self.cfg.body_timeout_s  # the rest of its body must come
         if not self.queue:
             self.resume()  # read on, as any request in flight does (a client closing must be seen)
         return True
@@ -486,7 +488,7 @@ class ClientProtocol(asyncio.Protocol):
     def _body_limit(self, admit: Admit) -> int:
         """Model files go to /api/blobs and stream through; every other body is held and capped lower."""
         cfg = self.cfg
-        return cfg.max_blob_bytes if admit.route is routes.BLOBS else cfg.max_body_bytes
+        return cfg.max_blob_bytes if admit.route is BLOBS else cfg.max_body_bytes
 
     def _dispatch(self, req: Request) -> None:
         """The whole body of an inspected request is here: run the body stage, then forward."""
@@ -503,22 +505,21 @@ class ClientProtocol(asyncio.Protocol):
                 self._local(req, found, req.path, req.client_ip)
                 return
         outcome = gate.body(admit, raw)
-        if isinstance(outcome, replies.LocalReply):
+        if not isinstance(outcome, Forward):
             self._local(req, outcome, req.path, req.client_ip)
             return
-        if admit.route is routes.SHOW and outcome.model:
+        if admit.route is SHOW and outcome.model:
             shown = self.w.provider_show(outcome.model)
             if shown is not None:
                 self._local(req, shown, req.path, req.client_ip)
                 return
         req.mode = SENT
-        self._start(req, outcome.body, False, outcome.doc)
+        self._start(req, admit, outcome.body, False, outcome.doc)
 
     def _start(
-        self, req: Request, route_body: bytes | None, streaming: bool, doc: dict | None = None
+        self, req: Request, admit: Admit, route_body: bytes | None, streaming: bool, doc: dict | None = None
     ) -> None:
-        admit = req.admit
-        assert admit is not None and req.request_id is not None
+        assert req.request_id is not None
         w = self.w
         client_ip = req.client_ip
         # the address Fortress trusts, in the three headers backends read it from (never the client's own);
@@ -536,7 +537,7 @@ class ClientProtocol(asyncio.Protocol):
             # the body follows as it arrives: without its length the backend would read it as requests
             req.fwd.append(b"Content-Length: %d\r\n" % req.content_length)
         # a streamed body must keep arriving: each piece moves the deadline (see on_body)
-        self.due = time.monotonic() + self.cfg.body_timeout_s if streaming else 0.0
+        self.due = monotonic() + self.cfg.body_timeout_s if streaming else 0.0
         target = req.target
         if b"api_key=" in target:  # the worker takes a key given in the query out (most targets have none)
             target = w.strip_query_key(target)
@@ -559,12 +560,17 @@ class ClientProtocol(asyncio.Protocol):
             req.cors,
             doc,
         )
-        if req.backend_hint is not None and admit.key is not None and admit.key.scope == "admin":
-            ex.backend_hint = req.backend_hint.decode("latin-1")
+        hint = req.backend_hint
+        if hint is not None and admit.key is not None and admit.key.scope == "admin":
+            ex.backend_hint = hint.decode("latin-1")
         self.ex = ex
-        if streaming and admit.route.model_admin:
-            return  # uploads start once their first bytes are known not to be a zip (_begin_upload)
-        self._begin(ex)
+        route = admit.route
+        if streaming and route.model_admin:
+            req.first_bytes = b""  # uploads start once their first bytes are known not to be a zip
+        elif route.plain and hint is None:
+            ex.start()  # an ordinary route: no search, no fan-out (_begin's other cases)
+        else:
+            self._begin(ex)
 
     def _begin(self, ex: Exchange) -> None:
         if ex.route.kind is SEARCH:
@@ -611,7 +617,7 @@ class ClientProtocol(asyncio.Protocol):
                 self.queue.popleft()
                 self._admit(req)
                 return
-        self.due = time.monotonic() + self.cfg.idle_timeout_s
+        self.due = monotonic() + self.cfg.idle_timeout_s
         flow = self.flow  # resume() less its check of closed (made above) and a call when not paused
         if flow is not None and flow.read_paused:
             flow.resume_reading()

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 # Where a request's reading stands: module constants, read several times per request (a class attribute
 # read through its class is not specialised on Python 3.11 and costs several times a module global).
-HEAD = 0  # headers still arriving
+HEAD = 0  # headers still arriving (the only false one: `not req.mode` tests it)
 BUFFER = 1  # body collected for inspection (or queued behind another request)
 STREAM = 2  # body forwarded upstream as it arrives
 DISCARD = 3  # answered locally; remaining body skipped
@@ -56,6 +56,7 @@ class Request:
     keep_alive: bool
     path: str  # the target's path, no query (read again by the body stage and the exchange)
     client_ip: str  # stage 2's answer
+    first_bytes: bytes  # an upload's first bytes (set when it starts: protocol.py `_start`)
 
     def __init__(self, t0: float, target: bytes) -> None:
         self.t0 = t0
@@ -75,7 +76,6 @@ class Request:
         self.request_id: bytes | None = None
         self.admit: Admit | None = None
         self.backend_hint: bytes | None = None
-        self.first_bytes = b""
         self.origin: bytes | None = None  # a browser's Origin (never forwarded: Fortress does CORS)
         self.cors_headers: bytes | None = None  # Access-Control-Request-Headers of a preflight
         self.cors = b""  # the CORS header lines every answer to this request carries
