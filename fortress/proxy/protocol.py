@@ -364,7 +364,7 @@ class ClientProtocol(asyncio.Protocol):
         mode = req.mode
         if mode == BUFFER:
             if req.admit is not None:
-                self._dispatch(req)
+                self._forward(req)
             elif self.ex is None and self.parked is None and self.queue and self.queue[0] is req:
                 self._idle()  # a pipelined request completed after the one ahead finished
         elif mode == STREAM:
@@ -434,7 +434,7 @@ class ClientProtocol(asyncio.Protocol):
             if req.expect and not req.complete:
                 self._write(_CONTINUE)
             if req.complete:
-                self._dispatch(req)
+                self._forward(req)
             return
         has_body = req.chunked or bool(size)
         if req.expect and has_body and not req.complete:
@@ -444,8 +444,7 @@ class ClientProtocol(asyncio.Protocol):
         held: list[bytes] = []
         if streaming and req.body:  # pieces read while the request was parked
             held, req.body, req.body_size = req.body, [], 0
-        req.mode = STREAM if streaming else SENT
-        self._start(req, result, body, streaming)
+        self._forward(req, body, streaming)
         for piece in held:
             try:
                 self.on_body(piece)
@@ -490,36 +489,35 @@ class ClientProtocol(asyncio.Protocol):
         cfg = self.cfg
         return cfg.max_blob_bytes if admit.route is BLOBS else cfg.max_body_bytes
 
-    def _dispatch(self, req: Request) -> None:
-        """The whole body of an inspected request is here: run the body stage, then forward."""
+    def _forward(self, req: Request, body: bytes | None = None, streaming: bool = False) -> None:
+        """Send a decided request on. An inspected one's whole body is here: the body stage runs first (and
+        may answer); any other comes with its body, or None when the body streams after its head."""
         admit = req.admit
-        assert admit is not None
-        raw = b"".join(req.body)
-        gate = self.w.gate
-        if admit.key_in_body:  # no key in the head: the body's api_key (or the address's trust)
-            found = gate.body_key(admit, raw, req.client_ip, time.time(), req.settled)
-            if found is RECHECK:
-                self._recheck(req, self._dispatch)
+        assert admit is not None and req.request_id is not None
+        route = admit.route
+        doc = None
+        if route.inspect:
+            raw = b"".join(req.body)
+            gate = self.w.gate
+            if admit.key_in_body:  # no key in the head: the body's api_key (or the address's trust)
+                found = gate.body_key(admit, raw, req.client_ip, time.time(), req.settled)
+                if found is RECHECK:
+                    self._recheck(req, self._forward)
+                    return
+                if isinstance(found, replies.LocalReply):
+                    self._local(req, found, req.path, req.client_ip)
+                    return
+            outcome = gate.body(admit, raw)
+            if not isinstance(outcome, Forward):
+                self._local(req, outcome, req.path, req.client_ip)
                 return
-            if isinstance(found, replies.LocalReply):
-                self._local(req, found, req.path, req.client_ip)
-                return
-        outcome = gate.body(admit, raw)
-        if not isinstance(outcome, Forward):
-            self._local(req, outcome, req.path, req.client_ip)
-            return
-        if admit.route is SHOW and outcome.model:
-            shown = self.w.provider_show(outcome.model)
-            if shown is not None:
-                self._local(req, shown, req.path, req.client_ip)
-                return
-        req.mode = SENT
-        self._start(req, admit, outcome.body, False, outcome.doc)
-
-    def _start(
-        self, req: Request, admit: Admit, route_body: bytes | None, streaming: bool, doc: dict | None = None
-    ) -> None:
-        assert req.request_id is not None
+            if route is SHOW and outcome.model:
+                shown = self.w.provider_show(outcome.model)
+                if shown is not None:
+                    self._local(req, shown, req.path, req.client_ip)
+                    return
+            body, doc = outcome.body, outcome.doc
+        req.mode = STREAM if streaming else SENT
         w = self.w
         client_ip = req.client_ip
         # the address Fortress trusts, in the three headers backends read it from (never the client's own);
@@ -552,7 +550,7 @@ class ClientProtocol(asyncio.Protocol):
             req.request_id,
             req.http10,
             req.keep_alive,
-            route_body,
+            body,
             streaming,
             req.chunked,
             req.t0,
@@ -564,7 +562,6 @@ class ClientProtocol(asyncio.Protocol):
         if hint is not None and admit.key is not None and admit.key.scope == "admin":
             ex.backend_hint = hint.decode("latin-1")
         self.ex = ex
-        route = admit.route
         if streaming and route.model_admin:
             req.first_bytes = b""  # uploads start once their first bytes are known not to be a zip
         elif route.plain and hint is None:

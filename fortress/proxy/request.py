@@ -56,7 +56,7 @@ class Request:
     keep_alive: bool
     path: str  # the target's path, no query (read again by the body stage and the exchange)
     client_ip: str  # stage 2's answer
-    first_bytes: bytes  # an upload's first bytes (set when it starts: protocol.py `_start`)
+    first_bytes: bytes  # an upload's first bytes (set when it starts: protocol.py `_forward`)
 
     def __init__(self, t0: float, target: bytes) -> None:
         self.t0 = t0
