@@ -63,25 +63,16 @@ _NOT_FORWARDED = {
     b"access-control-request-headers": "cors_headers",
 }
 _FORWARD = "+"
-
-
-class _Spellings(dict[bytes, str]):
-    """The same answers by the spellings clients send (all lower case, or Title-Case as in "Content-Length"),
-    with the usual forwarded headers: found without lowercasing each name first (a bytes object more per
-    header); any other spelling is looked up lowercased (and not kept: names are the client's choice)."""
-
-    def __missing__(self, name: bytes) -> str:
-        return _NOT_FORWARDED.get(name.lower(), _FORWARD)
-
-
-_SPELT = _Spellings(
-    (spelling, field)
+# The same answers by the spellings clients send (all lower case, or Title-Case as in "Content-Length"), with
+# the usual forwarded headers: found without lowercasing each name first (a bytes object more per header)
+_SPELT = {
+    spelling: field
     for name, field in (
         *_NOT_FORWARDED.items(),
         *((name, _FORWARD) for name in (b"content-type", b"user-agent", b"accept", b"accept-encoding")),
     )
     for spelling in (name, name.title())
-)
+}
 # self.req until a connection's first target arrives: a head still coming (the bytes read count towards its
 # size) that expire() does not answer; nothing writes to it
 _NO_REQUEST = Request(0.0, b"")
@@ -271,7 +262,7 @@ class ClientProtocol(asyncio.Protocol):
         if req.mode:  # not HEAD (0): a chunked body's trailer
             self._trailer()
             return
-        field = _SPELT[name]
+        field = _SPELT.get(name) or _NOT_FORWARDED.get(name.lower(), _FORWARD)  # (every field is true)
         if field is _DROP:
             return
         if field is _FORWARD:
