@@ -63,16 +63,29 @@ _NOT_FORWARDED = {
     b"access-control-request-headers": "cors_headers",
 }
 _FORWARD = "+"
-# The same answers by the spellings clients send (all lower case, or Title-Case as in "Content-Length"), with
-# the usual forwarded headers: found without lowercasing each name first (a bytes object more per header)
-_SPELT = {
-    spelling: field
+_SPELLINGS = 512  # the most names the table holds, learnt ones (of up to 64 bytes) included
+
+
+class _Spellings(dict[bytes, str]):
+    """The same answers by the spellings clients send: all lower case, or Title-Case as in "Content-Length",
+    with the usual forwarded headers, and the other names clients sent (X-Stainless-Lang, traceparent...)
+    up to a bound: a header name is one subscript, lowercased only the first time (or past the bound)."""
+
+    def __missing__(self, name: bytes) -> str:
+        field = _NOT_FORWARDED.get(name.lower(), _FORWARD)
+        if len(self) < _SPELLINGS and len(name) <= 64:  # names are the client's choice: the table stays small
+            self[name] = field
+        return field
+
+
+_SPELT = _Spellings(
+    (spelling, field)
     for name, field in (
         *_NOT_FORWARDED.items(),
         *((name, _FORWARD) for name in (b"content-type", b"user-agent", b"accept", b"accept-encoding")),
     )
     for spelling in (name, name.title())
-}
+)
 # self.req until a connection's first target arrives: a head still coming (the bytes read count towards its
 # size) that expire() does not answer; nothing writes to it
 _NO_REQUEST = Request(0.0, b"")
@@ -262,7 +275,7 @@ class ClientProtocol(asyncio.Protocol):
         if req.mode:  # not HEAD (0): a chunked body's trailer
             self._trailer()
             return
-        field = _SPELT.get(name) or _NOT_FORWARDED.get(name.lower(), _FORWARD)  # (every field is true)
+        field = _SPELT[name]
         if field is _DROP:
             return
         if field is _FORWARD:

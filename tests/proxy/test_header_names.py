@@ -1,0 +1,27 @@
+"""How the client side finds what a header name means (protocol.py `_SPELT`): one lookup per header in
+any spelling, and a table of learnt spellings that a client choosing random names cannot grow past its bound.
+"""
+
+from __future__ import annotations
+
+from fortress.proxy.protocol import _DROP, _FORWARD, _SPELLINGS, _SPELT, _Spellings
+
+
+def test_every_spelling_of_a_name_means_the_same() -> None:
+    assert _SPELT[b"Authorization"] == _SPELT[b"AUTHORIZATION"] == _SPELT[b"aUtHoRiZaTiOn"] == "authorization"
+    assert _SPELT[b"x-FORWARDED-for"] == "xff"
+    assert _SPELT[b"Transfer-encoding"] == "chunked"
+    assert _SPELT[b"PROXY-CONNECTION"] == "connection"
+    assert _SPELT[b"COOKIE"] == _SPELT[b"Host"] == _DROP
+    assert _SPELT[b"X-Stainless-Lang"] == _SPELT[b"content-TYPE"] == _FORWARD
+
+
+def test_learnt_spellings_stay_within_the_bound() -> None:
+    table = _Spellings({b"host": _DROP})
+    assert table[b"HOST"] == _DROP and b"HOST" in table  # learnt: the next one is a plain lookup
+    assert table[b"x-" + b"a" * 100] == _FORWARD and len(table) == 2  # a long name is not kept
+    for i in range(2 * _SPELLINGS):
+        assert table[b"X-Random-%d" % i] == _FORWARD
+    assert len(table) == _SPELLINGS
+    assert table[b"X-API-KEY"] == "x_api_key" and table[b"CONTENT-LENGTH"] == "content_length"  # past it too
+    assert len(table) == _SPELLINGS
