@@ -79,10 +79,10 @@ def test_workers_2_is_checked_when_it_ran() -> None:
 
 def test_smoke_fails_when_w1_cpu_per_request_doubles() -> None:
     s = healthy()
-    s[SMALL]["fortress"]["cpu_s_per_10k"] = 0.47  # 4.7x, today's quiet-machine figure: a missed target
+    s[SMALL]["fortress"]["cpu_s_per_10k"] = 0.4  # 4x, today's quiet-machine figure: a missed target
     assert smoke_failures(s, 64) == []
-    s[SMALL]["fortress"]["cpu_s_per_10k"] = 0.96  # 9.6x: the per-request work doubled
-    assert smoke_failures(s, 64) == ["W1 Fortress CPU per request is 9.60x nginx's (ceiling 9.5)"]
+    s[SMALL]["fortress"]["cpu_s_per_10k"] = 0.81  # 8.1x: the per-request work doubled
+    assert smoke_failures(s, 64) == ["W1 Fortress CPU per request is 8.10x nginx's (ceiling 8)"]
     del s[SMALL]["fortress"]["cpu_s_per_10k"]  # a figure that went missing fails too
     assert [p.split(" is ")[0] for p in smoke_failures(s, 64)] == ["W1 Fortress CPU per request"]
 
@@ -106,7 +106,7 @@ def test_smoke_fails_on_any_failed_response() -> None:
 
 def test_smoke_fails_on_gross_regressions() -> None:
     s = healthy()
-    s[SMALL]["fortress"]["rps"] = 4.0  # 0.044x nginx: under the 0.1x floor
+    s[SMALL]["fortress"]["rps"] = 4.0  # 0.044x nginx: under the 0.12x floor
     s[IDLE]["fortress"]["rss_per_conn_kib"] = 80.0
     s[UPLOAD]["fortress"]["rss_growth_mib"] = 64.0
     problems = smoke_failures(s, 64)
