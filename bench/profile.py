@@ -10,7 +10,9 @@ a key) and an answer shaped like the static upstream's, no sockets and no event 
 the Python CPU per request (best of five runs), a figure that a shared machine barely moves, where the
 socket benchmarks' CPU per request also carries the kernel's wake-ups and other work's cache pollution.
 `--workload bytecodes` drives the same path and counts the Python bytecodes each function executes per
-request: exact, so it shows a change's effect on a machine too noisy to time it.
+request: exact, so it shows a change's effect on a machine too noisy to time it. Both count without
+metrics unless `--metrics` is given (the benchmark's Fortress counts, as the default configuration does:
+on W1 that adds ~4%); the figures in bench/RESULTS.md's steps are without, like for like.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from bench.wrkload import run_wrk
 from fortress import keys
 from fortress.backends.target import Target
 from fortress.config import Config
+from fortress.metrics.recorder import Recorder
+from fortress.metrics.table import MetricsTable
 from fortress.pipeline.limits import LocalLimiter
 from fortress.proxy.pool import Pool
 from fortress.proxy.protocol import ClientProtocol
@@ -127,9 +131,10 @@ class _Rows:
 INPROC = {"w1": SHOW, "w1c": CHAT, "w1t": CHAT_COMPLETION}
 
 
-async def _driver(workload: str = "w1") -> tuple[Callable[[int], None], bytes]:
+async def _driver(workload: str = "w1", metrics: bool = False) -> tuple[Callable[[int], None], bytes]:
     """A W1 variant's request path in this process: a function serving n requests, and the first answer.
-    The backends are the benchmark's: the upstream (Ollama) and the provider `prov` (W1t)."""
+    The backends are the benchmark's: the upstream (Ollama) and the provider `prov` (W1t). `metrics`:
+    counting on, into a table of its own (a temporary file, gone with the process's last reference)."""
     full, key_id, secret_hash = keys.generate()
     cfg = Config()
     snapshot = Snapshot(
@@ -144,6 +149,11 @@ async def _driver(workload: str = "w1") -> tuple[Callable[[int], None], bytes]:
     loop = asyncio.get_running_loop()
     worker = Worker(cfg, snapshot, loop, usage=_Rows(), limiter=LocalLimiter())  # type: ignore[arg-type]
     worker.router.inventory.set_tags("upstream", TAGS, now=0.0)
+    if metrics:
+        with tempfile.TemporaryDirectory(prefix="fortress-profile-") as tmp:  # the mapping outlives the name
+            MetricsTable.create(f"{tmp}/metrics.bin")
+            table = MetricsTable(f"{tmp}/metrics.bin")
+        worker.count_with(Recorder(table, table.claim()))
     conns: list[UpstreamProtocol] = []
 
     async def connect(target: Target) -> UpstreamProtocol:
@@ -189,10 +199,10 @@ async def _driver(workload: str = "w1") -> tuple[Callable[[int], None], bytes]:
     return run, first
 
 
-async def inproc(requests: int, workload: str = "w1") -> tuple[list[float], bytes]:
+async def inproc(requests: int, workload: str = "w1", metrics: bool = False) -> tuple[list[float], bytes]:
     """Python CPU seconds per request of RUNS runs of a W1 variant's request through the real request
     path, and the first answer the client got."""
-    run, first = await _driver(workload)
+    run, first = await _driver(workload, metrics)
     figures = []
     for _ in range(RUNS):
         start = time.process_time()
@@ -201,11 +211,11 @@ async def inproc(requests: int, workload: str = "w1") -> tuple[list[float], byte
     return figures, first
 
 
-async def bytecodes(requests: int, workload: str = "w1") -> tuple[Counter[str], bytes]:
+async def bytecodes(requests: int, workload: str = "w1", metrics: bool = False) -> tuple[Counter[str], bytes]:
     """Python bytecodes executed per function over `requests` of W1's requests (sys.settrace's opcode
     events): an exact count, the same on a busy machine and a quiet one, so a change's effect on the
     interpreter's work shows even where timing noise hides it (time per bytecode varies, the count not)."""
-    run, first = await _driver(workload)
+    run, first = await _driver(workload, metrics)
     per_code: Counter[CodeType] = Counter()
 
     def trace(frame: FrameType, event: str, arg: object) -> Callable[..., object]:
@@ -248,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--variant", choices=tuple(INPROC), default="w1", help="inproc, bytecodes: W1 or a chat variant"
     )
+    p.add_argument(
+        "--metrics", action="store_true", help="inproc, bytecodes: counting on, as Fortress runs by default"
+    )
     p.add_argument("--seconds", type=int, default=15)
     p.add_argument("--connections", type=int, default=32)
     p.add_argument("--top", type=int, default=25)
@@ -255,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.workload == "inproc":
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the proxy's own loop
-            figures, first = runner.run(inproc(args.requests, args.variant))
+            figures, first = runner.run(inproc(args.requests, args.variant, args.metrics))
         status = first.split(b"\r\n", 1)[0].decode()
         runs = " ".join(f"{1e6 * f:.2f}" for f in figures)
         print(f"{status}; Python CPU per request: best {1e6 * min(figures):.2f} us (runs: {runs})")
@@ -263,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workload == "bytecodes":
         n = min(args.requests, 5000)  # tracing runs ~50x slower; the count per request is exact anyway
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            counts, first = runner.run(bytecodes(n, args.variant))
+            counts, first = runner.run(bytecodes(n, args.variant, args.metrics))
         status = first.split(b"\r\n", 1)[0].decode()
         print(f"{status}; {sum(counts.values()) / n:,.0f} bytecodes per request\n")
         print("\n".join(f"{c / n:8.1f}  {name}" for name, c in counts.most_common(args.top)))

@@ -47,3 +47,15 @@ def test_bytecode_count_names_the_request_path_and_is_exact() -> None:
     assert "on_header (fortress/proxy/protocol.py:" in names
     assert "data_received (fortress/proxy/upstream.py:" in names
     assert "run (bench/profile.py:" not in names
+
+
+def test_bytecode_count_with_metrics_counts_the_recorder_too() -> None:
+    """--metrics drives the path as Fortress runs by default (counting on): the recorder's per-request call
+    shows in the count, and only then."""
+    off, _ = asyncio.run(bytecodes(200))
+    on, first = asyncio.run(bytecodes(200, metrics=True))
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+    recorder = "request (fortress/metrics/recorder.py:"
+    assert any(name.startswith(recorder) for name in on)
+    assert not any(name.startswith(recorder) for name in off)
+    assert sum(on.values()) > sum(off.values())
