@@ -285,7 +285,7 @@ class Gate:
         if locked:
             return _locked_out(locked, route.shape)
         if verified is not None:
-            plan = c.plans.get(verified.id) or c.plan(verified)
+            plan = c.plan(verified)
             if plan.until > now:  # active and not expired (the usual case: _usable asks the same)
                 return self._key_policy(route, plan, path, now)
             key = self._usable(verified, now, route.shape, settled)
@@ -323,7 +323,7 @@ class Gate:
                     return _refusal(plan.key, digest.status, digest.message, route.shape)
         if plan.limited:
             return self._limit(route, plan, route.shape, now)
-        return Admit(route, plan.key, (), None, None, False, plan)
+        return Admit(route, plan.key, plan=plan)
 
     def _metrics(
         self,
@@ -475,7 +475,7 @@ class Gate:
                     self.refused("rate")
                 headers += _retry(d.retry_after_s)
                 return _refusal(key, 429, "rate limit exceeded for this key", openai, headers)
-        return Admit(route, key, headers, None, slot, False, plan)
+        return Admit(route, key, headers, slot=slot, plan=plan)
 
     def _over(self, plan: KeyPlan, message: str, openai: bool, retry_s: float, now: float) -> KeyRefusal:
         """A 429 of the token or concurrency limit: with the rate's state, read but not charged, as every
@@ -506,7 +506,7 @@ class Gate:
         model = body.get("model") or body.get("name")
         if name == "/api/copy":
             model = body.get("source")
-        if model.__class__ is not str and model is not None:
+        if model is not None and not isinstance(model, str):
             return error_reply(400, "model must be a string", route.shape)
         c = self.c
         check = c.checks.get(name)

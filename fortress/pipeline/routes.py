@@ -51,9 +51,8 @@ def _r(name: str, kind: Kind, methods: str, shape: Shape | None = None, **flags:
 
 
 HEALTH = _r("/health", Kind.PUBLIC, "GET HEAD", federated=True)  # public; detail for admin-scope keys
-AUTH = _r(
-    "/auth", Kind.OLLAMA, "POST DELETE", federated=True, plain=False
-)  # IP trust sessions (chain.py, worker.py)
+# IP trust sessions (chain.py, worker.py)
+AUTH = _r("/auth", Kind.OLLAMA, "POST DELETE", federated=True, plain=False)
 EXACT: dict[str, Route] = {  # path -> route, for the paths that are routes as they are
     r.name: r
     for r in (
