@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from fortress.http import replies
+from fortress.http.spellings import Spellings
 from fortress.pipeline.chain import RECHECK, SEARCH, Admit, Forward
 from fortress.pipeline.routes import BLOBS, SHOW
 from fortress.pipeline.validate import looks_like_zip
@@ -63,29 +64,8 @@ _NOT_FORWARDED = {
     b"access-control-request-headers": "cors_headers",
 }
 _FORWARD = "+"
-_SPELLINGS = 512  # the most names the table holds, learnt ones (of up to 64 bytes) included
-
-
-class _Spellings(dict[bytes, str]):
-    """The same answers by the spellings clients send: all lower case, or Title-Case as in "Content-Length",
-    with the usual forwarded headers, and the other names clients sent (X-Stainless-Lang, traceparent...)
-    up to a bound: a header name is one subscript, lowercased only the first time (or past the bound)."""
-
-    def __missing__(self, name: bytes) -> str:
-        field = _NOT_FORWARDED.get(name.lower(), _FORWARD)
-        if len(self) < _SPELLINGS and len(name) <= 64:  # names are the client's choice: the table stays small
-            self[name] = field
-        return field
-
-
-_SPELT = _Spellings(
-    (spelling, field)
-    for name, field in (
-        *_NOT_FORWARDED.items(),
-        *((name, _FORWARD) for name in (b"content-type", b"user-agent", b"accept", b"accept-encoding")),
-    )
-    for spelling in (name, name.title())
-)
+# the same answers by the spellings clients send (X-Stainless-Lang, traceparent... learnt as they come)
+_SPELT = Spellings(_NOT_FORWARDED, _FORWARD, (b"content-type", b"user-agent", b"accept", b"accept-encoding"))
 # self.req until a connection's first target arrives: a head still coming (the bytes read count towards its
 # size) that expire() does not answer; nothing writes to it
 _NO_REQUEST = Request(0.0, b"")

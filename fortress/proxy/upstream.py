@@ -23,6 +23,7 @@ from typing import Protocol
 
 import httptools
 
+from fortress.http.spellings import Spellings
 from fortress.proxy.flow import FlowControl
 from fortress.proxy.outbox import Outbox
 
@@ -46,29 +47,9 @@ _KINDS = {
     b"date": _DATE,
     **dict.fromkeys((*_HOP, *(b"access-control-" + n for n in _CORS)), _DROP),
 }
-
-
-class _Spelt(dict[bytes, int]):
-    """A header's kind by its name as the backend spelt it. The usual spellings (lower case, and Title-Case
-    as nginx and Go send them) take one lookup and no lower-cased copy; any other is lower-cased first."""
-
-    def __missing__(self, name: bytes) -> int:
-        return _KINDS.get(name.lower(), _PASS)
-
-
-_SPELT = _Spelt(
-    {
-        spelling: kind
-        for name, kind in (
-            *_KINDS.items(),
-            *(
-                (name, _PASS)
-                for name in (b"server", b"content-type", b"content-encoding", b"cache-control", b"vary")
-            ),
-        )
-        for spelling in (name, name.title())
-    }
-)
+# a header's kind by its name as the backend spelt it (fortress.http.spellings)
+_USUAL = (b"server", b"content-type", b"content-encoding", b"cache-control", b"vary")
+_SPELT = Spellings(_KINDS, _PASS, _USUAL)
 
 
 def chunked_coding(value: bytes) -> bool:
