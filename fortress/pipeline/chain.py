@@ -524,7 +524,7 @@ class Gate:
                     return picked
             if picked is None and allowed is not _all and not allowed(model):  # _all: no model list
                 return error_reply(403, f"forbidden: this key may not use model '{model}'", route.shape)
-        changed = "insecure" in body and drop_insecure(name, body)
+        changed = drop_insecure(name, body)
         if picked is not None:  # model "auto": the chosen one goes upstream, is accounted and named
             model, header = picked
             body["model"] = model

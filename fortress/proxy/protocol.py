@@ -520,16 +520,13 @@ class ClientProtocol(asyncio.Protocol):
             req.fwd.append(b"Content-Length: %d\r\n" % req.content_length)
         # a streamed body must keep arriving: each piece moves the deadline (see on_body)
         self.due = monotonic() + self.cfg.body_timeout_s if streaming else 0.0
-        target = req.target
-        if b"api_key=" in target:  # the worker takes a key given in the query out (most targets have none)
-            target = w.strip_query_key(target)
         ex = Exchange(
             w,
             self,
             admit,
             req.method,
             req.path,
-            target,
+            w.strip_query_key(req.target),
             req.fwd,
             req.request_id,
             req.http10,
@@ -548,8 +545,6 @@ class ClientProtocol(asyncio.Protocol):
         self.ex = ex
         if streaming and route.model_admin:
             req.first_bytes = b""  # uploads start once their first bytes are known not to be a zip
-        elif route.plain and hint is None:
-            ex.start()  # an ordinary route: no search, no fan-out (_begin's other cases)
         else:
             self._begin(ex)
 
