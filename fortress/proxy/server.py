@@ -64,6 +64,11 @@ async def _every(interval: float, step, name: str) -> None:  # type: ignore[no-u
 
 async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_path: str = "") -> None:
     loop = asyncio.get_running_loop()
+    # Before anything listens: a SIGTERM that comes as soon as the port answers (a supervisor, a test)
+    # must drain and log like any other, not kill the worker silently under the default action.
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     limiter: Limiter = open_limiter(cfg.cluster.redis_url, shm_path)
     member: Member | None = None  # a cluster node: no database; snapshot, usage, figures through Redis
     cluster: Shared | None = None
@@ -161,9 +166,6 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_p
     if recorder is not None:
         worker.publish_metrics()
         tasks.append(loop.create_task(_every(STATS_INTERVAL_S, publish, "metrics publish")))
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     scheme = "https" if tls else "http"
     sockname = server.sockets[0].getsockname()
     log.info("proxy worker %d listening on %s://%s:%d", os.getpid(), scheme, sockname[0], sockname[1])

@@ -89,6 +89,9 @@ def _write_ready_file(path: str, url: str) -> None:
 async def serve(settings: Settings) -> None:
     """Listen until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()  # before listening: a SIGTERM as soon as the port answers still stops cleanly
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     sim = Simulator(settings)
     responder = Responder(settings.name)
     server = await loop.create_server(
@@ -100,9 +103,6 @@ async def serve(settings: Settings) -> None:
         _write_ready_file(settings.ready_file, url)
     label = f"fortress sim {settings.name}" if settings.name else "fortress sim"
     print(f"{label} listening on {url}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     server.close()
 
