@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import Awaitable, Callable
 
 import redis
@@ -30,6 +29,7 @@ from fortress.cluster.nodes import fold
 from fortress.cluster.publisher import POLL_S, Publisher
 from fortress.cluster.trust import serve_one
 from fortress.config import Config, ConfigError, load
+from fortress.signals import stop_event
 from fortress.state.db import connect
 from fortress.state.secretbox import for_config
 
@@ -145,11 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run(cfg, stop)
+        await run(cfg, stop_event())
 
     asyncio.run(serve())
     return 0

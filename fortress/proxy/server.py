@@ -31,6 +31,7 @@ from fortress.proxy.protocol import ClientProtocol
 from fortress.proxy.tls import LiveTls
 from fortress.proxy.usage_pipe import UsagePipe
 from fortress.proxy.worker import SWEEP_INTERVAL_S, Worker
+from fortress.signals import stop_event
 from fortress.state.db import connect
 from fortress.state.load import load_snapshot, read_config_version
 from fortress.state.repo import get_settings
@@ -64,11 +65,7 @@ async def _every(interval: float, step, name: str) -> None:  # type: ignore[no-u
 
 async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_path: str = "") -> None:
     loop = asyncio.get_running_loop()
-    # Before anything listens: a SIGTERM that comes as soon as the port answers (a supervisor, a test)
-    # must drain and log like any other, not kill the worker silently under the default action.
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()  # first: a SIGTERM during start-up drains and logs like any other
     limiter: Limiter = open_limiter(cfg.cluster.redis_url, shm_path)
     member: Member | None = None  # a cluster node: no database; snapshot, usage, figures through Redis
     cluster: Shared | None = None

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 
 import uvloop
 
+from fortress.signals import stop_event
 from fortress.sim import names
 from fortress.sim.app import Simulator
 from fortress.sim.catalog import DEFAULT_MODELS
@@ -89,9 +89,7 @@ def _write_ready_file(path: str, url: str) -> None:
 async def serve(settings: Settings) -> None:
     """Listen until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()  # before listening: a SIGTERM as soon as the port answers still stops cleanly
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_event()  # before listening: a SIGTERM as soon as the port answers still stops cleanly
     sim = Simulator(settings)
     responder = Responder(settings.name)
     server = await loop.create_server(
