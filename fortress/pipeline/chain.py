@@ -173,10 +173,10 @@ class Compiled:
     model_allowed: dict[str, Callable[[str], bool]] = field(default_factory=dict)
     search: bool = False  # [search] is configured: the web search routes exist
     trust: dict[str, tuple[str, float]] = field(default_factory=dict)  # ip -> (key id, expires at)
-    # Authorization values whose key this snapshot verified: a client sends the same one on every
-    # request, and the hash and split are then skipped. Only matches are kept (state and expiry are still
-    # checked each time); a reload starts afresh.
-    verified: dict[bytes, KeyRecord] = field(default_factory=dict)
+    # Authorization values whose key this snapshot verified, with that key's plan: a client sends the same
+    # one on every request, and the hash, the split and the plan's lookup are then skipped. Only matches
+    # are kept (state and expiry are still checked each time); a reload starts afresh.
+    verified: dict[bytes, KeyPlan] = field(default_factory=dict)
     # the exact paths a key without the admin scope may use (none blocked), so key policy tests only others
     open: frozenset[str] = frozenset()
 
@@ -285,16 +285,15 @@ class Gate:
         if locked:
             return _locked_out(locked, route.shape)
         if verified is not None:
-            plan = c.plan(verified)
-            if plan.until > now:  # active and not expired (the usual case: _usable asks the same)
-                return self._key_policy(route, plan, path, now)
-            key = self._usable(verified, now, route.shape, settled)
+            if verified.until > now:  # active and not expired (the usual case: _usable asks the same)
+                return self._key_policy(route, verified, path, now)
+            key = self._usable(verified.key, now, route.shape, settled)
         elif token is not None:
             key = self._authenticate(token, client_ip, now, route.shape, settled)
             if isinstance(key, KeyRecord) and authorization and bearer_key(authorization) == token:
                 if len(c.verified) >= VERIFIED_MAX:
                     c.verified.clear()
-                c.verified[authorization] = key
+                c.verified[authorization] = c.plan(key)
         elif c.policy.security.key_in_body and route.inspect:
             return Admit(route, None, key_in_body=True)
         else:
