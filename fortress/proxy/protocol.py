@@ -103,8 +103,9 @@ class ClientProtocol(asyncio.Protocol):
         self.head_bytes = 0
         self.head_size = 0  # URL and header lines of the current request, as parsed (0: none yet)
         self.due = 0.0  # monotonic time after which the sweeper closes this connection (0: none)
-        # a client address and its X-Forwarded-For/X-Real-IP/Forwarded lines, rendered once per connection
-        self.forwarded_ip = ""
+        # a request's client without X-Forwarded-For is the connection's: its address and the lines that
+        # tell the backend (X-Forwarded-For, X-Real-IP, Forwarded) are worked out once per connection
+        self.client = ""
         self.forwarded_lines = b""
         self.cfg = worker.cfg
         self.max_head = worker.cfg.max_header_bytes
@@ -121,6 +122,9 @@ class ClientProtocol(asyncio.Protocol):
         if not self.w.connection_opened(self):
             transport.close()
             return
+        self.client = self.w.client_ip(self.peer, None)
+        ip = self.client.encode()
+        self.forwarded_lines = _forwarded(ip, ip)
         self.due = monotonic() + self.cfg.header_timeout_s
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -369,7 +373,8 @@ class ClientProtocol(asyncio.Protocol):
         req.path = path
         if req.request_id is None or not _valid_request_id(req.request_id):
             req.request_id = w.next_id()
-        client_ip = req.client_ip = w.client_ip(self.peer, req.xff)
+        xff = req.xff
+        client_ip = req.client_ip = self.client if xff is None else w.client_ip(self.peer, xff)
         gate = w.gate
         if req.origin is not None:
             req.cors = gate.c.cors.allow(req.origin)
@@ -505,16 +510,13 @@ class ClientProtocol(asyncio.Protocol):
         w = self.w
         client_ip = req.client_ip
         # the address Fortress trusts, in the three headers backends read it from (never the client's own);
-        # without X-Forwarded-For it depends on that address alone: rendered once per connection
-        if req.xff is None and self.forwarded_ip == client_ip:
-            line = self.forwarded_lines
+        # without X-Forwarded-For, the connection's (connection_made)
+        xff = req.xff
+        if xff is None:
+            req.fwd.append(self.forwarded_lines)
         else:
             ip = client_ip.encode()
-            xff = ip if req.xff is None or not w.trusts(self.peer) else req.xff + b", " + self.peer.encode()
-            line = _FORWARDED % (xff, ip, b'"[%s]"' % ip if b":" in ip else ip)
-            if req.xff is None:
-                self.forwarded_ip, self.forwarded_lines = client_ip, line
-        req.fwd.append(line)
+            req.fwd.append(_forwarded(ip, xff + b", " + self.peer.encode() if w.trusts(self.peer) else ip))
         if streaming and not req.chunked and req.content_length is not None:
             # the body follows as it arrives: without its length the backend would read it as requests
             req.fwd.append(b"Content-Length: %d\r\n" % req.content_length)
@@ -601,6 +603,10 @@ class ClientProtocol(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.write(data)
+
+
+def _forwarded(ip: bytes, xff: bytes) -> bytes:
+    return _FORWARDED % (xff, ip, b'"[%s]"' % ip if b":" in ip else ip)
 
 
 def _head_too_large() -> replies.LocalReply:
