@@ -66,6 +66,9 @@ _NOT_FORWARDED = {
 _FORWARD = "+"
 # the same answers by the spellings clients send (X-Stainless-Lang, traceparent... learnt as they come)
 _SPELT = Spellings(_NOT_FORWARDED, _FORWARD, (b"content-type", b"user-agent", b"accept", b"accept-encoding"))
+# a chunked body's trailer lines, whatever their name: the table on_header reads once a chunked head is done
+_TRAILER = "trailer"
+_TRAILERS = Spellings({}, _TRAILER)
 # self.req until a connection's first target arrives: a head still coming (the bytes read count towards its
 # size) that expire() does not answer; nothing writes to it
 _NO_REQUEST = Request(0.0, b"")
@@ -102,6 +105,7 @@ class ClientProtocol(asyncio.Protocol):
         self.last = False  # a request that closes the connection was read whole: read nothing more
         self.head_bytes = 0
         self.head_size = 0  # URL and header lines of the current request, as parsed (0: none yet)
+        self.names = _SPELT  # what on_header makes of a header name (_TRAILERS: after a chunked head)
         self.due = 0.0  # monotonic time after which the sweeper closes this connection (0: none)
         # a request's client without X-Forwarded-For is the connection's: its address and the lines that
         # tell the backend (X-Forwarded-For, X-Real-IP, Forwarded) are worked out once per connection
@@ -252,19 +256,20 @@ class ClientProtocol(asyncio.Protocol):
             self.due = now + self.cfg.header_timeout_s
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Record or forward one header line. Its size counts towards the head's, checked once the head is
-        complete (on_headers_complete) or the read is parsed (data_received), not per line."""
-        self.head_size += len(name) + len(value) + 4
-        req = self.req
-        if req.mode:  # not HEAD (0): a chunked body's trailer
-            self._trailer()
+        """Record or forward one header line. Its size (`name: value\\r\\n`, a forwarded line's own length)
+        counts towards the head's, checked once the head is complete (on_headers_complete) or the read is
+        parsed (data_received), not per line."""
+        field = self.names[name]
+        if field is _FORWARD:
+            line = name + b": " + value + b"\r\n"
+            self.head_size += len(line)
+            self.req.fwd.append(line)
             return
-        field = _SPELT[name]
+        self.head_size += len(name) + len(value) + 4
         if field is _DROP:
             return
-        if field is _FORWARD:
-            req.fwd.append(name + b": " + value + b"\r\n")
-        elif field == "authorization":
+        req = self.req
+        if field == "authorization":
             req.authorization = value
         elif field == "content_length":
             if req.content_length is not None or not value.isdigit():
@@ -280,6 +285,8 @@ class ClientProtocol(asyncio.Protocol):
             req.expect = value.lower() == b"100-continue"
         elif field == "connection":
             req.connection = True
+        elif field is _TRAILER:
+            self._trailer()
         else:  # the last one of these counts
             setattr(req, field, value)
 
@@ -294,10 +301,12 @@ class ClientProtocol(asyncio.Protocol):
             raise BadRequest(_head_too_large())
         req = self.req
         parser = self.parser
-        if req.chunked and req.content_length is not None:
-            raise BadRequest(
-                replies.error_reply(400, "both Content-Length and Transfer-Encoding", close=True)
-            )
+        if req.chunked:
+            if req.content_length is not None:
+                raise BadRequest(
+                    replies.error_reply(400, "both Content-Length and Transfer-Encoding", close=True)
+                )
+            self.names = _TRAILERS  # any header line after the body is a trailer
         req.method = parser.get_method()
         keep = req.keep_alive = parser.should_keep_alive()
         # kept alive without a Connection (or Proxy-Connection) header is HTTP/1.1 (1.0 needs "keep-alive"
@@ -343,6 +352,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.head_size = 0  # (not before: a chunked body's trailers are header lines too)
+        self.names = _SPELT
         req = self.req
         req.complete = True
         if not req.keep_alive:
