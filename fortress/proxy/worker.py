@@ -354,18 +354,21 @@ class Worker:
         t0 = ex.t0
         elapsed = time.monotonic() - t0
         ttfb = ex.ttfb
+        if ttfb is not None:
+            ttfb -= t0
+        status = ex.status
         m = self.metrics
         if m is not None:
-            ttfb_s = ttfb - t0 if ttfb else None
-            m.request(ex.route.name, ex.status, elapsed, ttfb_s, ex.bytes_in, ex.bytes_out)
+            m.request(ex.route.name, status, elapsed, ttfb, ex.bytes_in, ex.bytes_out)
             if prompt or completion:
                 m.tokens(ex.model, prompt or 0, completion or 0)
         self.requests += 1
-        if ex.status >= 500 or ex.error:
+        if status >= 500 or ex.error:
             self.errors += 1
         wall = time.time()
-        self.gate.finish(ex.admit, (prompt or 0) + (completion or 0), wall)
-        key = ex.admit.key
+        admit = ex.admit
+        self.gate.finish(admit, (prompt or 0) + (completion or 0), wall)
+        key = admit.key
         if key is not None:
             self.active_keys.add(key.id)
         if self.usage is None:
@@ -383,8 +386,8 @@ class Worker:
                 ex.path,
                 ex.model,
                 target.name if target else None,
-                ex.status,
-                (ttfb - t0) * 1000 if ttfb else None,
+                status,
+                None if ttfb is None else ttfb * 1000,
                 elapsed * 1000,
                 ex.bytes_in,
                 ex.bytes_out,

@@ -183,9 +183,9 @@ class Router:
         if model:
             key = model_key(model)
             loaded = inventory.in_memory.get(key, _NONE)
+            names = inventory.holders(key) or inventory.unrefreshed()
         else:
-            key, loaded = None, _NONE
-        names = self._names(key)
+            key, loaded, names = None, _NONE, self._general
         slot = self._pick(names, loaded, exclude)
         if slot is None and exclude:
             slot = self._pick(names, loaded, _NONE)
@@ -201,12 +201,8 @@ class Router:
             inventory.mark_loaded(slot.name, key)
         return _choice(Choice, (slot.record, model, warm))
 
-    def _names(self, key: str | None) -> tuple[str, ...]:
-        if key is None:
-            return self._general
-        return self.inventory.holders(key) or self.inventory.unrefreshed()
-
     def _pick(self, names: tuple[str, ...], loaded: frozenset[str], exclude: frozenset[str]) -> _Slot | None:
+        """The usable backends among `names`; one of them is the answer, several are ranked (_rank)."""
         usable: list[_Slot] = []
         checked: list[_Slot] = []  # breaker open, health check passing: the last resort
         for name in names:
@@ -220,6 +216,11 @@ class Router:
                 checked.append(slot)
         if len(usable) == 1:
             return usable[0]  # the common single holder: no ranking to do
+        return self._rank(usable, checked, loaded)
+
+    def _rank(self, usable: list[_Slot], checked: list[_Slot], loaded: frozenset[str]) -> _Slot | None:
+        """Several candidates (or none usable): warm first, then the least busy. A method of its own, so
+        the single holder's path creates none of the closures' cells the ranking needs."""
         warm = [s for s in usable if s.name in loaded]
         if warm:
             best = min(s.outstanding for s in warm)
@@ -251,7 +252,11 @@ class Router:
 
     def why(self, model: str | None) -> Verdict:
         """After choose() returned None: is the model unknown, its backends down, or all at cap?"""
-        names = self._names(model_key(model) if model else None)
+        names = (
+            (self.inventory.holders(model_key(model)) or self.inventory.unrefreshed())
+            if model
+            else self._general
+        )
         slots = [self._slots[n] for n in names if n in self._slots]
         if not slots:
             return Verdict.UNKNOWN_MODEL
