@@ -26,7 +26,9 @@ access log (fortress.logs).
 
 from __future__ import annotations
 
+import _sqlite3
 import argparse
+import ctypes
 import logging
 import marshal
 import os
@@ -151,6 +153,27 @@ class Writer:
 _NULL = {}.get
 
 
+def single_threaded() -> bool:
+    """Tell SQLite that this process uses each connection from one thread: without the locking of every
+    API call (bind, step, malloc) and the memory statistics' mutex, a row costs ~11% fewer instructions
+    (42.3k -> 37.5k under callgrind). Python's sqlite3 offers no such flag, so the library is reconfigured
+    through its C API, which SQLite allows only before the process's first connection: call it first
+    thing. False, and nothing changed, when the library refuses or cannot be reached."""
+    try:
+        lib = ctypes.CDLL(_sqlite3.__file__)  # SQLite's symbols: the module's own or its linked library's
+        if lib.sqlite3_shutdown() != 0:  # back to unconfigured (no connection is open yet)
+            return False
+        done = lib.sqlite3_config(_CONFIG_MULTITHREAD) == 0
+        lib.sqlite3_config(_CONFIG_MEMSTATUS, ctypes.c_int(0))
+        return lib.sqlite3_initialize() == 0 and done
+    except (OSError, AttributeError):  # no loadable library, or a build without these functions
+        return False
+
+
+_CONFIG_MULTITHREAD = ctypes.c_int(2)  # SQLITE_CONFIG_MULTITHREAD (sqlite3.h)
+_CONFIG_MEMSTATUS = ctypes.c_int(9)  # SQLITE_CONFIG_MEMSTATUS
+
+
 def connect(db_path: str) -> sqlite3.Connection:
     sqlite3.register_adapter(type(None), _NULL)
     conn = sqlite3.connect(db_path, isolation_level=None)
@@ -161,6 +184,7 @@ def connect(db_path: str) -> sqlite3.Connection:
 
 
 def serve(db_path: str, stream: str, source: BinaryIO, ack_fd: int | None, access: AccessLog | None) -> int:
+    single_threaded()  # this process has one thread and one connection
     conn = connect(db_path)
     writer = Writer(conn, stream, access)
     for seq, data in frames(source):

@@ -403,3 +403,20 @@ async def test_proxy_stats_upsert(db: aiosqlite.Connection) -> None:
     await write_proxy_stats(db, "host:2", 0, 1, 0, 1)
     rows = await _rows(db, "SELECT worker, in_flight, requests, errors, connections, detail FROM proxy_stats")
     assert sorted(rows) == [("host:1", 1, 150, 2, 5, "{}"), ("host:2", 0, 1, 0, 1, "{}")]
+
+
+def test_the_writer_tells_sqlite_it_is_single_threaded_before_its_first_connection(tmp_path: Path) -> None:
+    """In a fresh process (as the writer is): reconfigured before any connection, and rows are stored and
+    read back as before."""
+    script = f"""
+import sqlite3
+from fortress.state.sink import connect, single_threaded
+assert single_threaded() is True
+conn = connect({str(tmp_path / "t.db")!r})
+conn.execute("CREATE TABLE t (a, b)")
+conn.executemany("INSERT INTO t VALUES (?, ?)", [(1, None), ("x", 2.5)])
+assert conn.execute("SELECT a, b FROM t").fetchall() == [(1, None), ("x", 2.5)]
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr
