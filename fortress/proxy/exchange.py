@@ -491,7 +491,7 @@ class Exchange:
             prompt = completion = None
         status = self.status
         self.stream = up.chunked
-        self._end_attempt(reuse=True, ok=status < 500 or answered(status, up.tail), error=self.error or "")
+        self._end_attempt(True, status < 500 or answered(status, up.tail), self.error or "")
         if route.metered and status == 200 and self.model:
             self.w.served(target.name, self.model, self.doc)  # so /api/ps lists it at once
         if route.model_admin:
@@ -613,7 +613,6 @@ class Exchange:
         up = self.upstream
         if up is not None:
             self.upstream = None
-            up.detach()
             if reuse:
                 self.w.pool.release(up)
             else:

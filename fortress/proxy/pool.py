@@ -63,15 +63,20 @@ class Pool:
         return None
 
     def release(self, conn: UpstreamProtocol) -> None:
-        """A connection whose response is fully framed: idle again if it may be reused, else closed (as is
-        one whose backend changed or went away while it was out: it leads to the old endpoint)."""
+        """A connection whose response is fully framed, let go of by its exchange: idle again if it may be
+        reused, reading (an idle connection must see its close), else closed (as is one whose backend
+        changed or went away while it was out: it leads to the old endpoint)."""
+        conn.ex = None
         backend = conn.backend
         # a backend has a set of open and a deque of idle connections, from open() to drop()
         if conn not in self._conns.get(backend, ()):  # retired by drop(): its backend is gone, or is new
             conn.close()
             return
         idle = self._idle[backend]
-        if len(idle) < self.max_idle and not conn.closed:  # reusable: the exchange has detached it
+        if len(idle) < self.max_idle and not conn.closed:  # reusable
+            flow = conn.flow
+            if flow.read_paused:  # type: ignore[union-attr]  # connected: the pool holds no other
+                flow.resume_reading()  # type: ignore[union-attr]
             conn.idle_since = self.now
             idle.append(conn)
         else:
@@ -79,7 +84,9 @@ class Pool:
             conn.close()
 
     def discard(self, conn: UpstreamProtocol) -> None:
-        """A connection that failed or was abandoned mid-response: closed, never reused."""
+        """A connection that failed or was abandoned mid-response, let go of by its exchange: closed, never
+        reused."""
+        conn.ex = None
         conns = self._conns.get(conn.backend)
         if conns is not None:
             conns.discard(conn)

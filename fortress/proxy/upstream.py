@@ -160,7 +160,7 @@ class UpstreamProtocol(asyncio.Protocol):
     def headers(self) -> list[tuple[bytes, bytes]]:
         """The head's end-to-end headers as (name, value) pairs, for a response codec."""
         lines = self.lines
-        return [(lines[i], lines[i + 2]) for i in range(0, len(lines), 4)]
+        return list(zip(lines[::4], lines[2::4], strict=True))
 
     def close(self) -> None:
         self.closed = True
@@ -193,12 +193,6 @@ class UpstreamProtocol(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.out.write(self.transport, data)
-
-    def detach(self) -> None:
-        """The exchange is done with this connection (the pool decides what happens to it next)."""
-        self.ex = None
-        if self.flow.read_paused:  # type: ignore[union-attr]  # connected: the pool holds no other
-            self.flow.resume_reading()  # type: ignore[union-attr]  # an idle connection must see its close
 
     def deadline(self, now: float, first_byte_s: float, idle_s: float) -> float:
         """When the backend counts as silent: no response head in time, or no data for too long."""
