@@ -183,7 +183,7 @@ class Router:
         if model:
             key = model_key(model)
             loaded = inventory.in_memory.get(key, _NONE)
-            names = inventory.holders(key) or inventory.unrefreshed()
+            names = inventory.candidates(key)
         else:
             key, loaded, names = None, _NONE, self._general
         slot = self._pick(names, loaded, exclude)
@@ -252,11 +252,7 @@ class Router:
 
     def why(self, model: str | None) -> Verdict:
         """After choose() returned None: is the model unknown, its backends down, or all at cap?"""
-        names = (
-            (self.inventory.holders(model_key(model)) or self.inventory.unrefreshed())
-            if model
-            else self._general
-        )
+        names = self.inventory.candidates(model_key(model)) if model else self._general
         slots = [self._slots[n] for n in names if n in self._slots]
         if not slots:
             return Verdict.UNKNOWN_MODEL

@@ -107,6 +107,10 @@ class Inventory:
         """Backends whose list contains the model (key from model_key)."""
         return self.holding.get(key, ())
 
+    def candidates(self, key: str) -> tuple[str, ...]:
+        """Backends that may serve the model: those listing it, else those whose list is not known yet."""
+        return self.holding.get(key) or self.unrefreshed()
+
     def loaded_on(self, key: str) -> frozenset[str]:
         return self.in_memory.get(key, _NONE)
 
