@@ -542,7 +542,7 @@ class Gate:
             del body["api_key"]
             changed = True
         admit.model = model
-        return _new(Forward, (json.dumps(body).encode() if changed else raw, model, body))
+        return _new(Forward, (jsonbody.encode(body) if changed else raw, model, body))
 
 
 def _refusal(key: KeyRecord, status: int, message: str, openai: bool, headers: Headers = ()) -> KeyRefusal:
