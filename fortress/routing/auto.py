@@ -48,6 +48,7 @@ AUTO_ROUTES = EMBED_ROUTES | {
 }
 THINK_LEVELS = frozenset({"low", "medium", "high", "max"})
 IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
+_THINKING = frozenset({"think", "reasoning_effort", "reasoning"})  # the fields _wants_thinking reads
 HEADER = b"X-Fortress-Model"
 _HEADER_SAFE = "/:@+-._~!$&'()*,;="  # visible ASCII a model name may hold; the rest is %-encoded
 _UNKNOWN_SIZE = float("inf")  # a provider's model: after every model whose size is known
@@ -115,7 +116,7 @@ def needs_of(route: str, body: dict[str, Any]) -> Needs:
         False,
         _has_images(body),
         _nonempty_list(body.get("tools")),
-        _wants_thinking(body),
+        not _THINKING.isdisjoint(body) and _wants_thinking(body),  # (a C test first: most bodies have none)
         isinstance(suffix, str) and bool(suffix),
     )
 
