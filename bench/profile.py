@@ -51,6 +51,7 @@ from fortress.proxy.pool import Pool
 from fortress.proxy.protocol import ClientProtocol
 from fortress.proxy.upstream import UpstreamProtocol
 from fortress.proxy.worker import Worker
+from fortress.routing.capabilities import parse_show
 from fortress.state.snapshot import BackendRecord, KeyRecord, Policy, Snapshot
 
 _FRAME_LINE = re.compile(r":\d+\)$")
@@ -128,7 +129,7 @@ class _Rows:
 
 # What the in-process driver serves: W1 and its chat variants (bench/workloads.py), each with the answer
 # its backend gives (the static upstream's, as bench/nginx.py serves it).
-INPROC = {"w1": SHOW, "w1c": CHAT, "w1t": CHAT_COMPLETION}
+INPROC = {"w1": SHOW, "w1c": CHAT, "w1t": CHAT_COMPLETION, "w1a": CHAT}
 
 
 async def _driver(workload: str = "w1", metrics: bool = False) -> tuple[Callable[[int], None], bytes]:
@@ -149,6 +150,9 @@ async def _driver(workload: str = "w1", metrics: bool = False) -> tuple[Callable
     loop = asyncio.get_running_loop()
     worker = Worker(cfg, snapshot, loop, usage=_Rows(), limiter=LocalLimiter())  # type: ignore[arg-type]
     worker.router.inventory.set_tags("upstream", TAGS, now=0.0)
+    store = worker.router.capabilities
+    for item in store.missing(worker.router.inventory):  # what the poller learns from /api/show ("auto")
+        store.learnt(item.digest, parse_show(SHOW))
     if metrics:
         with tempfile.TemporaryDirectory(prefix="fortress-profile-") as tmp:  # the mapping outlives the name
             MetricsTable.create(f"{tmp}/metrics.bin")
