@@ -405,13 +405,13 @@ async def test_proxy_stats_upsert(db: aiosqlite.Connection) -> None:
     assert sorted(rows) == [("host:1", 1, 150, 2, 5, "{}"), ("host:2", 0, 1, 0, 1, "{}")]
 
 
-def test_the_writer_tells_sqlite_it_is_single_threaded_before_its_first_connection(tmp_path: Path) -> None:
+def test_the_writer_sets_sqlite_one_thread_per_connection_before_connecting(tmp_path: Path) -> None:
     """In a fresh process (as the writer is): reconfigured before any connection, and rows are stored and
     read back as before."""
     script = f"""
 import sqlite3
-from fortress.state.sink import connect, single_threaded
-assert single_threaded() is True
+from fortress.state.sink import connect, one_thread_per_connection
+assert one_thread_per_connection() is True
 conn = connect({str(tmp_path / "t.db")!r})
 conn.execute("CREATE TABLE t (a, b)")
 conn.executemany("INSERT INTO t VALUES (?, ?)", [(1, None), ("x", 2.5)])
