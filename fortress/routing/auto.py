@@ -91,6 +91,8 @@ def _has_images(body: dict[str, Any]) -> bool:
 
 
 def _wants_thinking(body: dict[str, Any]) -> bool:
+    if _THINKING.isdisjoint(body):  # one C test: most bodies have none of these fields
+        return False
     think = body.get("think")
     if think is True or (isinstance(think, str) and think.lower() in THINK_LEVELS):
         return True
@@ -116,7 +118,7 @@ def needs_of(route: str, body: dict[str, Any]) -> Needs:
         False,
         _has_images(body),
         _nonempty_list(body.get("tools")),
-        not _THINKING.isdisjoint(body) and _wants_thinking(body),  # (a C test first: most bodies have none)
+        _wants_thinking(body),
         isinstance(suffix, str) and bool(suffix),
     )
 
