@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from enum import IntEnum
 from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fortress.state.snapshot import KeyRecord
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
@@ -84,6 +88,14 @@ class LocalReply:
     content_type: bytes = b"application/json; charset=utf-8"
     headers: Headers = ()
     close: bool = False  # close the connection after answering (smuggling shapes, unread bodies)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRefusal(LocalReply):
+    """A refusal once the key is known (key policy, limits): usage and analytics charge it to that key.
+    (Here, not in the pipeline: a class compiled by mypyc, see fortress.native, cannot extend this one.)"""
+
+    key: KeyRecord | None = None
 
 
 def ollama_error_body(message: str) -> bytes:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 from fortress import keys
-from fortress.http.replies import LocalReply, error_reply
+from fortress.http.replies import KeyRefusal, LocalReply, error_reply
 from fortress.pipeline import jsonbody, routes
 from fortress.pipeline.bruteforce import Lockout
 from fortress.pipeline.cors import Cors
@@ -79,13 +79,6 @@ class Admit:
     slot: str | None = None  # the concurrency bucket to release when the request ends
     key_in_body: bool = False  # no key in the head: Gate.body_key() reads the body's api_key first
     plan: KeyPlan | None = None  # the key's decisions for this snapshot (None: Gate.body looks it up)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRefusal(LocalReply):
-    """A refusal once the key is known (key policy, limits): usage and analytics charge it to that key."""
-
-    key: KeyRecord | None = None
 
 
 class Forward(NamedTuple):
@@ -272,7 +265,7 @@ class Gate:
                     404, "IP trust sessions are off on this gateway ([security] ip_trust_ttl_s)"
                 )
 
-        verified = c.verified.get(authorization)  # never holds None
+        verified = c.verified.get(authorization)  # type: ignore[arg-type]  # never holds None
         token = None
         if verified is None:
             token = presented_key(authorization, x_api_key, query, c.policy.security.key_in_query)
@@ -350,7 +343,7 @@ class Gate:
         return serve(client_ip, key.scope) if isinstance(key, KeyRecord) else key
 
     def _authenticate(
-        self, token: str, client_ip: str, now: float, openai: bool, settled: bool
+        self, token: str, client_ip: str, now: float, openai: int, settled: bool
     ) -> KeyRecord | LocalReply | Recheck:
         parts = keys.split(token)
         record = self.c.snapshot.keys.get(parts[0]) if parts else None
@@ -364,7 +357,7 @@ class Gate:
         return self._usable(record, now, openai, settled)
 
     def _usable(
-        self, record: KeyRecord, now: float, openai: bool, settled: bool
+        self, record: KeyRecord, now: float, openai: int, settled: bool
     ) -> KeyRecord | LocalReply | Recheck:
         if record.state != "active":
             if record.state == "disabled" and not settled:
@@ -375,7 +368,7 @@ class Gate:
         return record
 
     def _keyless(
-        self, client_ip: str, now: float, openai: bool, settled: bool, trusting: bool = True
+        self, client_ip: str, now: float, openai: int, settled: bool, trusting: bool = True
     ) -> KeyRecord | LocalReply | Recheck:
         """No key presented: the key this address is trusted as (POST /auth), else 401."""
         record = self._trusted(client_ip, now) if trusting else None
@@ -446,7 +439,7 @@ class Gate:
             return error_reply(403, message, route.shape)
         return None
 
-    def _limit(self, route: Route, plan: KeyPlan, openai: bool, now: float) -> KeyRefusal | Admit:
+    def _limit(self, route: Route, plan: KeyPlan, openai: int, now: float) -> KeyRefusal | Admit:
         """Tokens, concurrency, then the request rate, so only admitted requests count against the rate."""
         key, rate, tokens, cap = plan.key, plan.rate, plan.tokens, plan.cap
         if tokens is not None:
@@ -476,7 +469,7 @@ class Gate:
                 return _refusal(key, 429, "rate limit exceeded for this key", openai, headers)
         return Admit(route, key, headers, slot=slot, plan=plan)
 
-    def _over(self, plan: KeyPlan, message: str, openai: bool, retry_s: float, now: float) -> KeyRefusal:
+    def _over(self, plan: KeyPlan, message: str, openai: int, retry_s: float, now: float) -> KeyRefusal:
         """A 429 of the token or concurrency limit: with the rate's state, read but not charged, as every
         answer of a rate-limited key carries it."""
         rate = plan.rate
@@ -525,7 +518,7 @@ class Gate:
                 return error_reply(403, f"forbidden: this key may not use model '{model}'", route.shape)
         changed = drop_insecure(name, body)
         if picked is not None:  # model "auto": the chosen one goes upstream, is accounted and named
-            model, header = picked
+            model, header = picked  # type: ignore[misc]
             body["model"] = model
             changed = True
             admit.rate_headers += (header,)
@@ -545,12 +538,12 @@ class Gate:
         return _new(Forward, (jsonbody.encode(body) if changed else raw, model, body))
 
 
-def _refusal(key: KeyRecord, status: int, message: str, openai: bool, headers: Headers = ()) -> KeyRefusal:
+def _refusal(key: KeyRecord, status: int, message: str, openai: int, headers: Headers = ()) -> KeyRefusal:
     reply = error_reply(status, message, openai, headers)
     return KeyRefusal(reply.status, reply.body, reply.content_type, reply.headers, reply.close, key)
 
 
-def _locked_out(locked: float, openai: bool) -> LocalReply:
+def _locked_out(locked: float, openai: int) -> LocalReply:
     return error_reply(
         429,
         "too many failed authentication attempts; try again later",

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import re
-from json.decoder import WHITESPACE, JSONObject, scanstring
+from json.decoder import WHITESPACE, JSONObject, scanstring  # type: ignore[attr-defined]
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from json.scanner import make_scanner
 from typing import Any
@@ -114,8 +114,8 @@ _PLAIN = READ.union(
         "parallel_tool_calls",
     ),
 )
-_SCAN = make_scanner(json.JSONDecoder())  # the C scanner, plain dicts below the top level
-_SCAN_PAIRS = make_scanner(json.JSONDecoder(object_pairs_hook=list))  # a body with no nested object
+_SCAN = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # the C scanner, plain dicts below the top level
+_SCAN_PAIRS = make_scanner(json.JSONDecoder(object_pairs_hook=list))  # type: ignore[arg-type]  # a body with no nested object
 _WHITESPACE = " \t\n\r"
 _SPACE = WHITESPACE.match
 # An object's walk (_top_pairs): before the first key its opening quote; a colon; after a value a comma

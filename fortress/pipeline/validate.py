@@ -263,7 +263,7 @@ def _bound(path: str, registries: Collection[str], allow_cloud: bool) -> BodyChe
         if not path.startswith("/v1/"):
             return None
         check = _inference
-    return partial(check, registries if path in _PULLS else None, allow_cloud)
+    return partial(check, registries if path in _PULLS else None, allow_cloud)  # type: ignore[arg-type]
 
 
 def validate_body(

@@ -276,7 +276,7 @@ class Exchange:
         target = self.target = w.targets[name]
         self.tried.append(name)
         try:
-            rewrite = target.kind.rewrite(self, model)
+            rewrite = target.kind.rewrite(self, model)  # type: ignore[arg-type]
         except Refused as exc:
             self.fail(exc.status, exc.message)
             return

@@ -120,7 +120,7 @@ class ClientProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.flow = FlowControl(transport)  # type: ignore[arg-type]
-        self.write = partial(self.w.outbox.write, transport)  # the exchange's writes: out at the turn's end
+        self.write = partial(self.w.outbox.write, transport)  # type: ignore[arg-type]  # out at the turn's end
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
         if not self.w.connection_opened(self):
@@ -213,8 +213,8 @@ class ClientProtocol(asyncio.Protocol):
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except BadRequest as exc:
-            self._reject(exc.reply)
+        except BadRequest as bad:  # (its own name: compiled, a name has one type)
+            self._reject(bad.reply)
             return
         except httptools.HttpParserUpgrade:
             self._reject(replies.error_reply(400, "protocol upgrades are not supported", close=True))
@@ -405,7 +405,7 @@ class ClientProtocol(asyncio.Protocol):
             if result is RECHECK:
                 self._recheck(req, self._admit)
             else:
-                self._local(req, result, path, client_ip)
+                self._local(req, result, path, client_ip)  # type: ignore[arg-type]
             return
         req.admit = result
         route = result.route
@@ -474,7 +474,7 @@ class ClientProtocol(asyncio.Protocol):
     def _recheck(self, req: Request, decide: Callable[[Request], None]) -> None:
         """A key would be refused: decide again on a snapshot known to be current (freshness.py)."""
         req.settled = True
-        if self.w.recheck(lambda: self._unpark(req) and decide(req)):
+        if self.w.recheck(lambda: self._unpark(req) and decide(req)):  # type: ignore[arg-type, func-returns-value]
             self._park(req, BUFFER)
         else:
             decide(req)  # no checks to wait for (a worker without a database): decide now

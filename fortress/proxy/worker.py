@@ -20,13 +20,13 @@ from urllib.parse import unquote
 
 from fortress.backends.target import Target
 from fortress.config import Config
-from fortress.http.replies import LocalReply, error_reply
+from fortress.http.replies import KeyRefusal, LocalReply, error_reply
 from fortress.metrics.access import MetricsAccess
 from fortress.metrics.exposition import CONTENT_TYPE, render
 from fortress.metrics.families import families, redis_family
 from fortress.metrics.recorder import BackendState, Recorder, UsageCounts
 from fortress.pipeline import routes
-from fortress.pipeline.chain import Admit, Compiled, Gate, KeyRefusal
+from fortress.pipeline.chain import Admit, Compiled, Gate
 from fortress.pipeline.ip_policy import client_ip as resolve_client_ip
 from fortress.pipeline.limits import Limiter
 from fortress.pipeline.routes import classify
