@@ -29,8 +29,14 @@ fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "installing Fortress into .venv (first run takes a minute)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e .
+  .venv/bin/python -m pip install --quiet -e '.[native]'
   touch "$stamp"
+fi
+# the request path compiled with mypyc (about half its CPU; README "Compiled request path"): a no-op when
+# current, and on failure (no C compiler) Fortress runs its Python sources
+mkdir -p build
+if ! .venv/bin/python -m fortress.build_native >build/native.log 2>&1; then
+  echo "run.sh: the request path could not be compiled (see build/native.log); running pure Python" >&2
 fi
 fortress=.venv/bin/fortress
 

@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e '.[test,redis]'
+.venv/bin/python -m pip install --quiet -e '.[test,redis,native]'
 
 missing=()
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
@@ -20,6 +20,9 @@ command -v curl >/dev/null || missing+=(curl)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 command -v slowhttptest >/dev/null || missing+=(slowhttptest)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
+command -v cc >/dev/null || missing+=(gcc)  # mypyc's C, and Python's headers for it
+.venv/bin/python -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' ||
+  missing+=(python3-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing Debian packages: ${missing[*]}"
   sudo_cmd=""
@@ -32,8 +35,19 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 echo "== ruff"
 .venv/bin/ruff check .
 
-echo "== pytest"
+echo "== compiling the request path (fortress.native)"
+mkdir -p build
+.venv/bin/python -m fortress.build_native >build/native.log 2>&1 || { tail -40 build/native.log; exit 1; }
+tail -1 build/native.log
+
+echo "== pytest: compiled"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+
+# The same tests on the Python sources of the compiled modules: those that drive them (the whole suite
+# twice would take ~25 min), or the arguments given.
+echo "== pytest: pure Python (FORTRESS_PURE=1)"
+if [ $# -gt 0 ]; then pure=("$@"); else pure=(${PURE_TESTS}); fi
+FORTRESS_PURE=1 .venv/bin/python -m pytest -q -p no:cacheprovider "${pure[@]}"
 
 if [ -z "${FORTRESS_SKIP_BENCH:-}" ]; then
   echo "== benchmark smoke run"

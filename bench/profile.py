@@ -41,7 +41,7 @@ from bench.procs import raise_nofile
 from bench.run import Bench
 from bench.stack import PROVIDER, Cpus, open_stack
 from bench.wrkload import run_wrk
-from fortress import keys
+from fortress import keys, native
 from fortress.backends.target import Target
 from fortress.config import Config
 from fortress.metrics.recorder import Recorder
@@ -248,6 +248,10 @@ async def bytecodes(requests: int, workload: str = "w1", metrics: bool = False) 
     return counts, first
 
 
+def _pure_env() -> dict[str, str]:
+    return {**os.environ, native.PURE_ENV: "1"}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     p.add_argument(
@@ -278,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{status}; Python CPU per request: best {1e6 * min(figures):.2f} us (runs: {runs})")
         return 0 if status == "HTTP/1.1 200 OK" else 1
     if args.workload == "bytecodes":
+        if not os.environ.get(native.PURE_ENV):  # compiled functions run no bytecodes: count the sources
+            os.execve(sys.executable, [sys.executable, "-m", "bench.profile", *sys.argv[1:]], _pure_env())
         n = min(args.requests, 5000)  # tracing runs ~50x slower; the count per request is exact anyway
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             counts, first = runner.run(bytecodes(n, args.variant, args.metrics))

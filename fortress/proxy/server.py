@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import uvloop
 
+import fortress
 from fortress import logs
 from fortress.addr import parse_listen
 from fortress.config import Config
@@ -165,7 +166,14 @@ async def run_worker(cfg: Config, shm_path: str = "", ready: str = "", metrics_p
         tasks.append(loop.create_task(_every(STATS_INTERVAL_S, publish, "metrics publish")))
     scheme = "https" if tls else "http"
     sockname = server.sockets[0].getsockname()
-    log.info("proxy worker %d listening on %s://%s:%d", os.getpid(), scheme, sockname[0], sockname[1])
+    log.info(
+        "proxy worker %d listening on %s://%s:%d (request path: %s)",
+        os.getpid(),
+        scheme,
+        sockname[0],
+        sockname[1],
+        fortress.MODE,
+    )
     if ready:
         with open(ready, "w") as fh:
             fh.write(str(sockname[1]))

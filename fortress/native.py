@@ -1,0 +1,89 @@
+"""Which code runs the request path: the modules compiled to C by mypyc, or their Python sources.
+
+`python -m fortress.build_native` compiles MODULES into extension modules beside their sources
+(./run.sh and ./test.sh run it after installing). Compiled, W1's request costs about half the CPU in
+Python that the interpreted one does (bench/RESULTS.md, issue 14 step 9). The sources stay the
+reference: the test suite runs on both, and Fortress runs the sources whenever the build is missing,
+failed half-way, was made for another Python, or is older than they are.
+
+A build ends by writing STAMP: the Python it was made for and the SHA-256 of each compiled source.
+Importing `fortress` compares it with the sources (about a millisecond). On any difference (an edit
+since the build, a checkout of another commit) every module of the set is loaded from its source:
+compiled modules call each other's functions directly, so a stale one cannot be mixed with fresh ones.
+FORTRESS_PURE=1 asks for the sources too (the pure-Python test pass, a comparison).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+# The modules of W1's request path that run most of its bytecodes (bench.profile --workload bytecodes).
+MODULES = (
+    "fortress.pipeline.chain",
+    "fortress.pipeline.jsonbody",
+    "fortress.pipeline.validate",
+    "fortress.proxy.exchange",
+    "fortress.proxy.outbox",
+    "fortress.proxy.pool",
+    "fortress.proxy.protocol",
+    "fortress.proxy.request",
+    "fortress.proxy.upstream",
+    "fortress.routing.choose",
+    "fortress.routing.inventory",
+)
+GROUP = "fortress.native"  # the set's shared library: fortress/native__mypyc.<extension suffix>
+ROOT = Path(__file__).resolve().parent.parent
+STAMP = ROOT / "fortress" / "native.stamp"
+PURE_ENV = "FORTRESS_PURE"
+
+
+def source(module: str) -> Path:
+    return ROOT / (module.replace(".", "/") + ".py")
+
+
+def fingerprint() -> dict[str, object]:
+    """What a build is valid for: this interpreter and these sources."""
+    return {
+        "python": sys.implementation.cache_tag,
+        "sources": {m: hashlib.sha256(source(m).read_bytes()).hexdigest() for m in MODULES},
+    }
+
+
+def current() -> bool:
+    """Whether a finished build matches this interpreter and today's sources."""
+    try:
+        return json.loads(STAMP.read_text()) == fingerprint()
+    except (OSError, ValueError):
+        return False
+
+
+class _Sources(importlib.abc.MetaPathFinder):
+    """Finds the modules of the set as their .py files, ahead of the extension modules beside them."""
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        return importlib.util.spec_from_file_location(name, source(name)) if name in MODULES else None
+
+
+def choose() -> str:
+    """Install the source finder unless the build is current; says which code runs (the proxy logs it)."""
+    if os.environ.get(PURE_ENV):
+        mode = f"pure Python ({PURE_ENV} is set)"
+    elif current():
+        return "compiled (mypyc)"
+    elif STAMP.exists():
+        mode = "pure Python (the compiled modules are stale: python -m fortress.build_native)"
+    else:
+        mode = "pure Python (not compiled: python -m fortress.build_native)"
+    sys.meta_path.insert(0, _Sources())
+    return mode
