@@ -114,8 +114,10 @@ _PLAIN = READ.union(
         "parallel_tool_calls",
     ),
 )
-_SCAN = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # the C scanner, plain dicts below the top level
-_SCAN_PAIRS = make_scanner(json.JSONDecoder(object_pairs_hook=list))  # type: ignore[arg-type]  # a body with no nested object
+# the C scanner (typeshed types make_scanner's argument as its own class): plain dicts below the top
+# level, and pairs for a body with no nested object
+_SCAN = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+_SCAN_PAIRS = make_scanner(json.JSONDecoder(object_pairs_hook=list))  # type: ignore[arg-type]
 _WHITESPACE = " \t\n\r"
 _SPACE = WHITESPACE.match
 # An object's walk (_top_pairs): before the first key its opening quote; a colon; after a value a comma

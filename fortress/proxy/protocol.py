@@ -120,7 +120,8 @@ class ClientProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.flow = FlowControl(transport)  # type: ignore[arg-type]
-        self.write = partial(self.w.outbox.write, transport)  # type: ignore[arg-type]  # out at the turn's end
+        # the exchange's writes: out at the turn's end
+        self.write = partial(self.w.outbox.write, transport)  # type: ignore[arg-type]
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if peer else ""
         if not self.w.connection_opened(self):
@@ -474,7 +475,12 @@ class ClientProtocol(asyncio.Protocol):
     def _recheck(self, req: Request, decide: Callable[[Request], None]) -> None:
         """A key would be refused: decide again on a snapshot known to be current (freshness.py)."""
         req.settled = True
-        if self.w.recheck(lambda: self._unpark(req) and decide(req)):  # type: ignore[arg-type, func-returns-value]
+
+        def again() -> None:
+            if self._unpark(req):
+                decide(req)
+
+        if self.w.recheck(again):
             self._park(req, BUFFER)
         else:
             decide(req)  # no checks to wait for (a worker without a database): decide now
