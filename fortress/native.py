@@ -3,31 +3,31 @@
 `python -m fortress.build_native` compiles MODULES into extension modules beside their sources
 (./run.sh and ./test.sh run it after installing). Compiled, W1's request costs about half the CPU in
 Python that the interpreted one does (bench/RESULTS.md, issue 14 step 9). The sources stay the
-reference: the test suite runs on both, and Fortress runs the sources whenever the build is missing,
+reference: test.sh runs the tests on both, and Fortress runs the sources whenever the build is missing,
 failed half-way, was made for another Python, or is older than they are.
 
-A build ends by writing STAMP: the Python it was made for and the SHA-256 of each compiled source.
-Importing `fortress` compares it with the sources (about a millisecond). On any difference (an edit
-since the build, a checkout of another commit) every module of the set is loaded from its source:
-compiled modules call each other's functions directly, so a stale one cannot be mixed with fresh ones.
-FORTRESS_PURE=1 asks for the sources too (the pure-Python test pass, a comparison).
+A build ends by writing STAMP: the Python it was made for, and each compiled source's size and
+modification time. Importing `fortress` compares it with the sources (one stat call each). On any
+difference (an edit since the build, a checkout of another commit) every module of the set is loaded
+from its source: compiled modules call each other's functions directly, so a stale one cannot be mixed
+with fresh ones. FORTRESS_PURE=1 asks for the sources too (the pure-Python test pass, a comparison).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.abc
-import importlib.machinery
 import importlib.util
 import json
 import os
 import sys
 from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 
 # The modules of W1's request path that run most of its bytecodes (bench.profile --workload bytecodes).
 MODULES = (
+    "fortress.backends.ollama",
+    "fortress.pipeline.bruteforce",
     "fortress.pipeline.chain",
     "fortress.pipeline.jsonbody",
     "fortress.pipeline.validate",
@@ -37,6 +37,7 @@ MODULES = (
     "fortress.proxy.protocol",
     "fortress.proxy.request",
     "fortress.proxy.upstream",
+    "fortress.proxy.worker",
     "fortress.routing.choose",
     "fortress.routing.inventory",
 )
@@ -51,10 +52,12 @@ def source(module: str) -> Path:
 
 
 def fingerprint() -> dict[str, object]:
-    """What a build is valid for: this interpreter and these sources."""
+    """What a build is valid for: this interpreter, and each source's size and modification time (what
+    Python's own .pyc files are checked by; hashing would load OpenSSL into every Fortress process)."""
+    stats = {m: source(m).stat() for m in MODULES}
     return {
         "python": sys.implementation.cache_tag,
-        "sources": {m: hashlib.sha256(source(m).read_bytes()).hexdigest() for m in MODULES},
+        "sources": {m: [st.st_size, st.st_mtime_ns] for m, st in stats.items()},
     }
 
 
@@ -66,12 +69,14 @@ def current() -> bool:
         return False
 
 
-class _Sources(importlib.abc.MetaPathFinder):
-    """Finds the modules of the set as their .py files, ahead of the extension modules beside them."""
+class _Sources:
+    """Finds the modules of the set as their .py files, ahead of the extension modules beside them (a
+    meta path finder by its method: importlib.abc would import importlib.resources and more into every
+    Fortress process, the usage writer's too)."""
 
     def find_spec(
         self, name: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
+    ) -> ModuleSpec | None:
         return importlib.util.spec_from_file_location(name, source(name)) if name in MODULES else None
 
 
