@@ -43,10 +43,13 @@ tail -1 build/native.log
 echo "== pytest: compiled"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 
-# The same tests on the Python sources of the compiled modules: those that drive them (the whole suite
-# twice would take ~25 min), or the arguments given.
+# Again on the Python sources of the compiled modules (fortress.native), what runs where there is no C
+# compiler: the tests that drive those modules most directly (~2.5 min; the whole suite twice would take
+# ~25), or the arguments given.
 echo "== pytest: pure Python (FORTRESS_PURE=1)"
-if [ $# -gt 0 ]; then pure=("$@"); else pure=(${PURE_TESTS}); fi
+pure=(tests/pipeline tests/proxy tests/routing tests/backends tests/bench/test_bench_profile.py
+  tests/security/test_http_parsing.py tests/security/test_head_limit.py tests/security/test_validation.py)
+[ $# -eq 0 ] || pure=("$@")
 FORTRESS_PURE=1 .venv/bin/python -m pytest -q -p no:cacheprovider "${pure[@]}"
 
 if [ -z "${FORTRESS_SKIP_BENCH:-}" ]; then

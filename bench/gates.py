@@ -1,10 +1,9 @@
 """Verdicts on a summary: issue 14's acceptance targets, and the smoke mode's gates.
 
 Targets are reported (met or missed, by how much); gates decide the exit status of --smoke. They are
-set far from normal figures so that noise never trips them. W1's CPU per request over nginx's is held
-to twice today's quiet-machine figure (3.98x, bench/RESULTS.md "Issue 14"), so doubling the per-request
-work fails CI; issue 14 asks for a 3.5x ceiling, which would fail CI runs as long as the figure sits
-near it (today's smoke run measures 4.0x).
+set far from normal figures so that noise never trips them, except W1's CPU per request over nginx's,
+which issue 14 holds at 3.5x: with the request path compiled (fortress.native) the smoke run measures
+~2.9x, and twice the per-request work, or the build silently falling back to pure Python (~4x), fails CI.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ TRANSLATED = "w2t_fast_stream"
 TRANSLATED_SLOW = "w3t_slow_streams"
 
 # Smoke gates. The rps floor is relative to nginx on the same machine and run; see bench/README.md.
-MAX_CPU_VS_NGINX = 8.0  # W1 CPU per request, Fortress over nginx in the same run: 2x today's 3.98x
+MAX_CPU_VS_NGINX = 3.5  # W1 CPU per request, Fortress over nginx in the same run (issue 14)
 MIN_RPS_VS_NGINX = 0.12  # about half of today's 0.254x
 MAX_IDLE_KIB = 50.0
 MAX_UPLOAD_GROWTH_SHARE = 0.5  # RSS growth above half the upload size means the body is being held
