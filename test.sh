@@ -47,8 +47,9 @@ echo "== pytest: compiled"
 # compiler: the tests that drive those modules most directly (~2.5 min; the whole suite twice would take
 # ~25), or the arguments given.
 echo "== pytest: pure Python (FORTRESS_PURE=1)"
-pure=(tests/pipeline tests/proxy tests/routing tests/backends tests/bench/test_bench_profile.py
-  tests/security/test_http_parsing.py tests/security/test_head_limit.py tests/security/test_validation.py)
+pure=(tests/pipeline tests/proxy tests/routing tests/backends tests/translate tests/auto
+  tests/bench/test_bench_profile.py tests/security/test_http_parsing.py tests/security/test_head_limit.py
+  tests/security/test_validation.py)
 [ $# -eq 0 ] || pure=("$@")
 FORTRESS_PURE=1 .venv/bin/python -m pytest -q -p no:cacheprovider "${pure[@]}"
 

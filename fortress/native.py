@@ -26,7 +26,9 @@ from types import ModuleType
 
 # The modules of W1's request path that run most of its bytecodes (bench.profile --workload bytecodes).
 MODULES = (
+    "fortress.backends.kind",
     "fortress.backends.ollama",
+    "fortress.backends.openai",
     "fortress.pipeline.bruteforce",
     "fortress.pipeline.chain",
     "fortress.pipeline.jsonbody",
@@ -38,8 +40,14 @@ MODULES = (
     "fortress.proxy.request",
     "fortress.proxy.upstream",
     "fortress.proxy.worker",
+    "fortress.routing.auto",
     "fortress.routing.choose",
     "fortress.routing.inventory",
+    "fortress.translate.base",
+    "fortress.translate.embeddings",
+    "fortress.translate.generation",
+    "fortress.translate.relay",
+    "fortress.translate.requests",
 )
 GROUP = "fortress.native"  # the set's shared library: fortress/native__mypyc.<extension suffix>
 ROOT = Path(__file__).resolve().parent.parent

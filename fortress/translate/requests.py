@@ -88,7 +88,7 @@ class Translation:
         return dumps({**reply, "done_reason": self.local})
 
 
-def translate(path: str, body: dict, provider: str, model: str) -> Translation:
+def translate(path: str, body: object, provider: str, model: str) -> Translation:
     """Translate an Ollama request (`path` one of ROUTES, `body` its decoded JSON) for model M of provider P.
 
     Raises TranslationError for bodies Ollama would refuse too (wrong types, bad images, bad format).
@@ -147,7 +147,7 @@ def _generate(body: dict, public: str, model: str) -> Translation:
             request["suffix"] = suffix
         _sampling(body.get("options"), request)
         return Translation(GENERATE, public, "/completions", dumps(request), stream)
-    messages = [{"role": "system", "content": system}] if system else []
+    messages: list[dict] = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": _content(prompt, images)})
     request = {"model": model, "messages": messages, **_stream_fields(stream)}
     _common(body, request)
@@ -254,7 +254,11 @@ def _tools(tools: object) -> list[dict] | None:
 def _tool_call(call: object, message: int, index: int) -> dict:
     """Ollama's `{function: {name, arguments: {...}}}` -> OpenAI's, arguments as a JSON string."""
     function = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+    if (
+        not isinstance(call, dict)
+        or not isinstance(function, dict)
+        or not isinstance(function.get("name"), str)
+    ):
         raise _bad(f"message {message}: invalid tool call")
     arguments = function.get("arguments")
     if not isinstance(arguments, str):
