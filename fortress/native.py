@@ -24,7 +24,9 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 
-# The modules of W1's request path that run most of its bytecodes (bench.profile --workload bytecodes).
+# The modules that run the bytecodes of a small request: W1's and its chat variants (named, translated
+# for a provider, model "auto"; bench.profile --workload bytecodes --variant ...), and the classes that
+# extend theirs (an interpreted class cannot extend a compiled one: translate.embeddings, .relay).
 MODULES = (
     "fortress.backends.kind",
     "fortress.backends.ollama",
