@@ -120,8 +120,9 @@ def markdown(meta: dict[str, Any], summary: Summary, checks: list[Check]) -> str
         f"- Command: `{meta['command']}`",
         f"- Pinning: {meta['pinning']}",
         f"- Load average: {meta['load_average']}",
-        f"- Rounds: {meta['rounds']}, targets in alternation ({' '.join(ran)} per workload per round); "
-        "medians shown, errors summed. For direct, CPU and RSS figures are the upstream's own.",
+        f"- Rounds: {meta['rounds']}, targets in alternation ({' '.join(ran)} per workload per round"
+        f"{_repeats(meta)}); medians shown, errors summed. For direct, CPU and RSS figures are the "
+        "upstream's own.",
         "",
     ]
     w1 = summary.get(SMALL, {}).get("fortress")
@@ -153,3 +154,8 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
     return value
+
+
+def _repeats(meta: dict) -> str:
+    n = meta.get("small_repeats", 1)
+    return f"; W1 {n} times per round, alternated" if n > 1 else ""

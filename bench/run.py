@@ -156,8 +156,9 @@ class Bench:
         for r in range(self.plan.rounds):
             print(f"round {r + 1}/{self.plan.rounds} (static upstream)", flush=True)
             if "w1" in chosen:
-                for conns in self.plan.small_connections:
-                    for t in alternate(stack.targets, r):
+                runs = itertools.product(self.plan.small_connections, range(self.plan.small_repeats))
+                for conns, repeat in runs:
+                    for t in alternate(stack.targets, r + repeat):
                         self.record(
                             f"w1_small_c{conns}",
                             stack,
@@ -278,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         "pinning": f"proxy under test on CPU {cpus.proxy}, load client (this process, wrk) and upstream "
         f"on CPU {cpus.load}; niceness {args.nice}",
         "rounds": plan.rounds,
+        "small_repeats": plan.small_repeats,
         "load_average": f"{load_before:.2f} at start, {os.getloadavg()[0]:.2f} at end (1-minute; other work "
         "on the machine shows here)",
     }
