@@ -253,10 +253,9 @@ def _tools(tools: object) -> list[dict] | None:
 
 def _tool_call(call: object, message: int, index: int) -> dict:
     """Ollama's `{function: {name, arguments: {...}}}` -> OpenAI's, arguments as a JSON string."""
-    function = call.get("function") if isinstance(call, dict) else None
     if (
         not isinstance(call, dict)
-        or not isinstance(function, dict)
+        or not isinstance(function := call.get("function"), dict)
         or not isinstance(function.get("name"), str)
     ):
         raise _bad(f"message {message}: invalid tool call")
