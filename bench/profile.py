@@ -248,10 +248,6 @@ async def bytecodes(requests: int, workload: str = "w1", metrics: bool = False) 
     return counts, first
 
 
-def _pure_env() -> dict[str, str]:
-    return {**os.environ, native.PURE_ENV: "1"}
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     p.add_argument(
@@ -283,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if status == "HTTP/1.1 200 OK" else 1
     if args.workload == "bytecodes":
         if not os.environ.get(native.PURE_ENV):  # compiled functions run no bytecodes: count the sources
-            os.execve(sys.executable, [sys.executable, "-m", "bench.profile", *sys.argv[1:]], _pure_env())
+            rerun = [sys.executable, "-m", "bench.profile", *(sys.argv[1:] if argv is None else argv)]
+            os.execve(sys.executable, rerun, {**os.environ, native.PURE_ENV: "1"})
         n = min(args.requests, 5000)  # tracing runs ~50x slower; the count per request is exact anyway
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             counts, first = runner.run(bytecodes(n, args.variant, args.metrics))
