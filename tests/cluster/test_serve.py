@@ -99,6 +99,8 @@ class Cluster:
         return key
 
     def published(self) -> None:
+        """Returns once Redis holds the control node's configuration and every node runs it (a test that
+        stops Redis next must not leave a node on the version before)."""
         with contextlib.closing(sqlite3.connect(self.control.db)) as conn:
             version = int(conn.execute("SELECT value FROM meta WHERE key = 'config_version'").fetchone()[0])
 
@@ -108,7 +110,14 @@ class Cluster:
                 return tag is not None and int(tag.split(b".")[0]) >= version
             return False
 
+        def running(node: Node) -> bool:
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"{node.url}/health").json()["config_version"] >= version
+            return False
+
         asyncio.run(wait_until(there, what=f"version {version} published"))
+        for node in self.nodes:
+            asyncio.run(wait_until(lambda n=node: running(n), what=f"{node.name} on version {version}"))
 
     def restart_control(self) -> None:
         self.control_proc.kill()
